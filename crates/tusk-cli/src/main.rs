@@ -1,0 +1,68 @@
+//! `tusk`: deep learning across a Hadoop-style data stack, in one binary.
+//!
+//! This crate is glue: it parses arguments, calls the library crates, draws progress bars and
+//! turns errors into one line on stderr and a non-zero exit code.
+
+mod records;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// tusk: storage, record formats and (soon) preprocessing, training and serving of
+/// recommendation models over HDFS or a local directory. Every path argument is a URL: a plain
+/// path or file:///… (local), hdfs://namenode:port/…, webhdfs://namenode:port/… or memory://….
+#[derive(Debug, Parser)]
+#[command(name = "tusk", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect and convert TFRecord / Parquet record files and datasets.
+    #[command(subcommand)]
+    Records(records::RecordsCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Records(cmd) => records::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                // `tusk records cat … | head` is a normal way to stop reading.
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {}", one_line(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, skipping causes whose text the message already holds.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

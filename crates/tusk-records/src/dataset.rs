@@ -1,0 +1,594 @@
+//! Datasets: what a URL given to tusk as input means, and how record sets are written.
+//!
+//! An input URL is one file, a glob (`logs/part-*.tfrecord.gz`), or a *sharded dataset*: a
+//! directory of shard files plus `_manifest.json`, which lists each shard's path and record
+//! count and the schema. The manifest is written last (create-only), so a dataset whose writer
+//! died is never read as if complete.
+
+use std::collections::BTreeMap;
+
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+use tusk_storage::{Location, Storage};
+
+use crate::example::{self, FeatureType};
+use crate::parquet_io::{self, ParquetWriter};
+use crate::tfrecord::{self, Compression, FileWriter};
+use crate::{Error, Result};
+
+/// File name of a dataset's manifest.
+pub const MANIFEST: &str = "_manifest.json";
+
+/// A record file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// TFRecord of `tf.train.Example`, with its compression.
+    TfRecord(Compression),
+    /// Parquet, one row per record.
+    Parquet,
+}
+
+impl Format {
+    /// Guess from a file name: `.parquet`/`.pq` → Parquet, anything else → TFRecord with the
+    /// compression its extension says.
+    pub fn from_name(name: &str) -> Format {
+        let lower = name.to_ascii_lowercase();
+        if lower.ends_with(".parquet") || lower.ends_with(".pq") {
+            Format::Parquet
+        } else {
+            Format::TfRecord(Compression::from_name(&lower))
+        }
+    }
+
+    /// Whether a file name has an extension tusk recognises as a record file.
+    pub fn is_record_file_name(name: &str) -> bool {
+        let lower = name.to_ascii_lowercase();
+        let base = lower
+            .trim_end_matches(".gz")
+            .trim_end_matches(".zz")
+            .trim_end_matches(".zlib");
+        [".tfrecord", ".tfrecords", ".tfr", ".parquet", ".pq"]
+            .iter()
+            .any(|e| base.ends_with(e))
+    }
+
+    /// Shard file extension, e.g. `.tfrecord.gz` or `.parquet`.
+    pub fn extension(self) -> String {
+        match self {
+            Format::Parquet => ".parquet".into(),
+            Format::TfRecord(c) => format!(".tfrecord{}", c.suffix()),
+        }
+    }
+
+    fn manifest_names(self) -> (&'static str, &'static str) {
+        match self {
+            Format::Parquet => ("parquet", "snappy"),
+            Format::TfRecord(c) => ("tfrecord", c.as_str()),
+        }
+    }
+}
+
+/// One feature/column of a dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Column {
+    /// Feature name.
+    pub name: String,
+    /// Value type.
+    #[serde(rename = "type")]
+    pub dtype: FeatureType,
+    /// Multi-valued (some record has other than exactly one value).
+    pub list: bool,
+    /// Absent from some records.
+    pub nullable: bool,
+    /// For bytes features: every value is valid UTF-8 (a string column in Parquet).
+    #[serde(default)]
+    pub utf8: bool,
+}
+
+/// The features of a dataset, sorted by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Schema {
+    /// Columns in name order.
+    pub columns: Vec<Column>,
+}
+
+impl Schema {
+    /// Position of a column.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.columns.binary_search_by(|c| c.name.as_str().cmp(name)).ok()
+    }
+}
+
+/// One shard in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// Path relative to the dataset directory.
+    pub path: String,
+    /// Records in the shard.
+    pub records: u64,
+}
+
+/// `_manifest.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// `tfrecord` or `parquet`.
+    pub format: String,
+    /// `none`, `gzip`, `zlib` (TFRecord) or the Parquet codec.
+    pub compression: String,
+    /// Total records.
+    pub records: u64,
+    /// Features.
+    pub schema: Schema,
+    /// Shard files in order.
+    pub shards: Vec<Shard>,
+    /// Writer, e.g. `tusk 0.1.0`.
+    pub created_by: String,
+}
+
+impl Manifest {
+    /// Read and validate the manifest of the dataset directory `dir`.
+    pub fn load(dir: &Location) -> Result<Manifest> {
+        let loc = dir.join(MANIFEST);
+        let bytes = loc.read()?;
+        let bad = |message: String| Error::Dataset {
+            file: loc.url(),
+            message,
+        };
+        let m: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| bad(format!("invalid manifest JSON: {e}")))?;
+        if m.format != "tfrecord" && m.format != "parquet" {
+            return Err(bad(format!(
+                "unknown format '{}' (expected tfrecord or parquet)",
+                m.format
+            )));
+        }
+        if m.format == "tfrecord" && Compression::parse(&m.compression).is_none() {
+            return Err(bad(format!(
+                "unknown compression '{}' (expected none, gzip or zlib)",
+                m.compression
+            )));
+        }
+        let sum: u64 = m.shards.iter().map(|s| s.records).sum();
+        if sum != m.records {
+            return Err(bad(format!(
+                "shard record counts add up to {sum}, but the manifest says {}",
+                m.records
+            )));
+        }
+        if let Some(s) = m.shards.iter().find(|s| s.path.contains("..") || s.path.starts_with('/')) {
+            return Err(bad(format!("shard path '{}' leaves the dataset directory", s.path)));
+        }
+        Ok(m)
+    }
+
+    fn format(&self) -> Format {
+        match self.format.as_str() {
+            "parquet" => Format::Parquet,
+            _ => Format::TfRecord(Compression::parse(&self.compression).unwrap_or_default()),
+        }
+    }
+}
+
+/// One file of an [`Input`].
+#[derive(Debug, Clone)]
+pub struct InputFile {
+    /// Where it is.
+    pub location: Location,
+    /// How to read it.
+    pub format: Format,
+    /// Record count when known up front (from a manifest).
+    pub records: Option<u64>,
+}
+
+/// Everything an input URL names, in read order.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// The files.
+    pub files: Vec<InputFile>,
+    /// The manifest, when the input is a dataset directory.
+    pub manifest: Option<Manifest>,
+}
+
+/// Where a record came from, for error messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Pos<'a> {
+    /// File URL.
+    pub file: &'a str,
+    /// 0-based record index in that file.
+    pub index: u64,
+    /// Byte offset in the (uncompressed) file; for Parquet, the row number.
+    pub offset: u64,
+}
+
+impl Pos<'_> {
+    /// The "not an Example" error for this record.
+    pub fn not_example(&self, reason: String) -> Error {
+        Error::NotExample {
+            file: self.file.to_string(),
+            index: self.index,
+            offset: self.offset,
+            reason,
+        }
+    }
+}
+
+impl Input {
+    /// Resolve `url`: a glob, a file, or a dataset directory with a manifest.
+    /// `compression` overrides what file names say (TFRecord inputs only).
+    pub fn open(storage: &Storage, url: &str, compression: Option<Compression>) -> Result<Input> {
+        let file = |location: Location, records| {
+            let mut format = Format::from_name(location.file_name());
+            if let (Format::TfRecord(_), Some(c)) = (format, compression) {
+                format = Format::TfRecord(c);
+            }
+            InputFile {
+                location,
+                format,
+                records,
+            }
+        };
+        if url.contains(['*', '?', '[', '{']) {
+            let files: Vec<_> = storage
+                .glob(url)?
+                .into_iter()
+                .filter(|l| !l.file_name().starts_with('_'))
+                .map(|l| file(l, None))
+                .collect();
+            if files.is_empty() {
+                return Err(Error::Dataset {
+                    file: url.into(),
+                    message: "no files match this pattern".into(),
+                });
+            }
+            return Ok(Input {
+                files,
+                manifest: None,
+            });
+        }
+        let loc = storage.open(url)?;
+        match loc.head() {
+            Ok(_) => {
+                return Ok(Input {
+                    files: vec![file(loc, None)],
+                    manifest: None,
+                });
+            }
+            Err(tusk_storage::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let manifest_loc = loc.join(MANIFEST);
+        if manifest_loc.exists()? {
+            let m = Manifest::load(&loc)?;
+            let format = m.format();
+            let files = m
+                .shards
+                .iter()
+                .map(|s| InputFile {
+                    location: loc.join(&s.path),
+                    format,
+                    records: Some(s.records),
+                })
+                .collect();
+            return Ok(Input {
+                files,
+                manifest: Some(m),
+            });
+        }
+        let listed = loc.list()?;
+        if listed.is_empty() {
+            return Err(tusk_storage::Error::NotFound { url: loc.url() }.into());
+        }
+        Err(Error::Dataset {
+            file: loc.url(),
+            message: format!(
+                "directory has no {MANIFEST}: not a complete tusk dataset (its writer may have died before committing); to read its files anyway pass a glob such as '{}/*.tfrecord'",
+                loc.url()
+            ),
+        })
+    }
+
+    /// Records in the input when known without reading it (manifests, Parquet footers).
+    pub fn known_records(&self) -> Option<u64> {
+        let mut total = 0;
+        for f in &self.files {
+            total += match (f.records, f.format) {
+                (Some(n), _) => n,
+                (None, Format::Parquet) => parquet_io::row_count(&f.location).ok()?,
+                (None, Format::TfRecord(_)) => return None,
+            };
+        }
+        Some(total)
+    }
+
+    /// Call `f(example_bytes, pos)` for every record of every file, in order. TFRecord CRCs are
+    /// always verified; Parquet rows arrive as encoded Examples.
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], Pos<'_>) -> Result<()>) -> Result<()> {
+        self.for_each_while(|rec, pos| f(rec, pos).map(|()| true))
+    }
+
+    /// Like [`Input::for_each`], stopping early when `f` returns `Ok(false)`.
+    pub fn for_each_while(&self, mut f: impl FnMut(&[u8], Pos<'_>) -> Result<bool>) -> Result<()> {
+        for file in &self.files {
+            let url = file.location.url();
+            match file.format {
+                Format::TfRecord(c) => {
+                    let mut r = tfrecord::open(&file.location, Some(c))?;
+                    loop {
+                        let (index, offset) = (r.index(), r.offset());
+                        let Some(rec) = r.next_record()? else { break };
+                        let pos = Pos {
+                            file: &url,
+                            index,
+                            offset,
+                        };
+                        if !f(rec, pos)? {
+                            return Ok(());
+                        }
+                    }
+                }
+                Format::Parquet => {
+                    let mut go_on = true;
+                    parquet_io::for_each_example(&file.location, |rec, row| {
+                        go_on = f(rec, Pos {
+                            file: &url,
+                            index: row,
+                            offset: row,
+                        })?;
+                        Ok(go_on)
+                    })?;
+                    if !go_on {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Decode every record into an Example: `f(example, pos)`; `Ok(false)` stops early.
+    pub fn for_each_example(
+        &self,
+        mut f: impl FnMut(example::Example, Pos<'_>) -> Result<bool>,
+    ) -> Result<()> {
+        self.for_each_while(|rec, pos| {
+            let ex = example::decode(rec).map_err(|r| pos.not_example(r))?;
+            f(ex, pos)
+        })
+    }
+
+    /// One pass over the input to learn its schema and record count.
+    pub fn infer_schema(&self, mut progress: impl FnMut(u64)) -> Result<(Schema, u64)> {
+        let mut inf = SchemaInference::default();
+        self.for_each(|rec, pos| {
+            inf.add(rec, &pos)?;
+            progress(rec.len() as u64);
+            Ok(())
+        })?;
+        Ok(inf.finish())
+    }
+}
+
+/// Per-feature facts gathered over a pass, for schemas and `records stats`.
+#[derive(Debug, Clone)]
+pub struct FeatureStats {
+    /// Value type.
+    pub dtype: FeatureType,
+    /// Records that have the feature.
+    pub records: u64,
+    /// Values over all records.
+    pub values: u64,
+    /// Fewest values in a record that has it.
+    pub min_values: u64,
+    /// Most values in a record that has it.
+    pub max_values: u64,
+    /// Every bytes value is UTF-8.
+    pub utf8: bool,
+    first_seen: (String, u64),
+}
+
+/// Builds a [`Schema`] and [`FeatureStats`] from serialized Examples, without decoding them.
+#[derive(Debug, Default)]
+pub struct SchemaInference {
+    /// Stats per feature name.
+    pub features: BTreeMap<String, FeatureStats>,
+    /// Records seen.
+    pub records: u64,
+    /// Bytes of record payload seen.
+    pub bytes: u64,
+}
+
+impl SchemaInference {
+    /// Account for one serialized Example.
+    pub fn add(&mut self, rec: &[u8], pos: &Pos<'_>) -> Result<()> {
+        let features = &mut self.features;
+        example::walk(rec, |name, values, _| {
+            let Some(dtype) = values.feature_type() else { return Ok(()) };
+            let n = values.count()? as u64;
+            let utf8 = values.all_utf8();
+            match features.get_mut(name) {
+                Some(s) => {
+                    if s.dtype != dtype {
+                        return Err(format!(
+                            "feature '{name}' is {} here but {} in {} record #{}",
+                            dtype.as_str(),
+                            s.dtype.as_str(),
+                            s.first_seen.0,
+                            s.first_seen.1
+                        ));
+                    }
+                    s.records += 1;
+                    s.values += n;
+                    s.min_values = s.min_values.min(n);
+                    s.max_values = s.max_values.max(n);
+                    s.utf8 &= utf8;
+                }
+                None => {
+                    features.insert(name.to_string(), FeatureStats {
+                        dtype,
+                        records: 1,
+                        values: n,
+                        min_values: n,
+                        max_values: n,
+                        utf8,
+                        first_seen: (pos.file.to_string(), pos.index),
+                    });
+                }
+            }
+            Ok(())
+        })
+        .map_err(|r| pos.not_example(r))?;
+        self.records += 1;
+        self.bytes += rec.len() as u64;
+        Ok(())
+    }
+
+    /// The schema and the record count.
+    pub fn finish(self) -> (Schema, u64) {
+        let records = self.records;
+        let columns = self
+            .features
+            .into_iter()
+            .map(|(name, s)| Column {
+                name,
+                dtype: s.dtype,
+                list: !(s.min_values == 1 && s.max_values == 1),
+                nullable: s.records < records,
+                utf8: s.dtype == FeatureType::Bytes && s.utf8,
+            })
+            .collect();
+        (Schema { columns }, records)
+    }
+}
+
+/// Where converted records go.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// One file.
+    File(Location, Format),
+    /// A sharded dataset directory with `shards` files.
+    Dataset(Location, Format, usize),
+}
+
+enum Sink {
+    Tf(FileWriter),
+    Pq(ParquetWriter),
+}
+
+impl Sink {
+    fn create(loc: &Location, format: Format, schema: &Schema) -> Result<Sink> {
+        Ok(match format {
+            Format::TfRecord(c) => Sink::Tf(FileWriter::create(loc, Some(c))?),
+            Format::Parquet => Sink::Pq(ParquetWriter::create(loc, schema)?),
+        })
+    }
+
+    fn write(&mut self, rec: &[u8], pos: &Pos<'_>) -> Result<()> {
+        match self {
+            Sink::Tf(w) => {
+                // Validate before writing: never pass on a payload that is not an Example.
+                example::walk(rec, |_, _, _| Ok(())).map_err(|r| pos.not_example(r))?;
+                w.write(rec)
+            }
+            Sink::Pq(w) => w.write(&example::decode(rec).map_err(|r| pos.not_example(r))?),
+        }
+    }
+
+    fn finish(self) -> Result<()> {
+        match self {
+            Sink::Tf(w) => w.finish(),
+            Sink::Pq(w) => w.finish(),
+        }
+    }
+}
+
+/// Copy every record of `input` to `output`. Sharded outputs are balanced by record count
+/// (shard sizes differ by at most one record) and keep the input order; the manifest is
+/// written last, create-only, so an existing dataset is never overwritten. Returns the
+/// record count. `progress` is called with each record's payload size.
+pub fn convert(input: &Input, output: &Output, mut progress: impl FnMut(u64)) -> Result<u64> {
+    // Pass 1: schema (needed for Parquet and the manifest) and count (needed to balance).
+    let (schema, total) = match &input.manifest {
+        Some(m) => (m.schema.clone(), m.records),
+        None => input.infer_schema(|_| {})?,
+    };
+    match output {
+        Output::File(loc, format) => {
+            let mut sink = Sink::create(loc, *format, &schema)?;
+            let mut n = 0;
+            input.for_each(|rec, pos| {
+                sink.write(rec, &pos)?;
+                n += 1;
+                progress(rec.len() as u64);
+                Ok(())
+            })?;
+            sink.finish()?;
+            Ok(n)
+        }
+        Output::Dataset(dir, format, shards) => {
+            let manifest_loc = dir.join(MANIFEST);
+            if manifest_loc.exists()? {
+                return Err(Error::Dataset {
+                    file: dir.url(),
+                    message: format!(
+                        "a dataset already exists here ({MANIFEST} present); write to a new directory or delete it first"
+                    ),
+                });
+            }
+            let shards = (*shards).max(1);
+            let bounds: Vec<u64> = (0..=shards as u64).map(|i| i * total / shards as u64).collect();
+            let names: Vec<String> = (0..shards)
+                .map(|i| format!("part-{i:05}-of-{shards:05}{}", format.extension()))
+                .collect();
+            let mut shard = 0usize;
+            let mut sink = Sink::create(&dir.join(&names[0]), *format, &schema)?;
+            let mut n = 0u64;
+            input.for_each(|rec, pos| {
+                while shard + 1 < shards && n >= bounds[shard + 1] {
+                    let next = Sink::create(&dir.join(&names[shard + 1]), *format, &schema)?;
+                    std::mem::replace(&mut sink, next).finish()?;
+                    shard += 1;
+                }
+                sink.write(rec, &pos)?;
+                n += 1;
+                progress(rec.len() as u64);
+                Ok(())
+            })?;
+            if n != total {
+                return Err(Error::Dataset {
+                    file: dir.url(),
+                    message: format!("input changed while converting: counted {total} records, then read {n}"),
+                });
+            }
+            // Shards the input never reached (fewer records than shards) are written empty.
+            sink.finish()?;
+            for name in &names[shard + 1..] {
+                Sink::create(&dir.join(name), *format, &schema)?.finish()?;
+            }
+            let (fmt, compression) = format.manifest_names();
+            let manifest = Manifest {
+                format: fmt.into(),
+                compression: compression.into(),
+                records: total,
+                schema,
+                shards: names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, path)| Shard {
+                        path: path.clone(),
+                        records: bounds[i + 1] - bounds[i],
+                    })
+                    .collect(),
+                created_by: format!("tusk {}", env!("CARGO_PKG_VERSION")),
+            };
+            let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+            manifest_loc.write_new(json)?;
+            Ok(n)
+        }
+    }
+}
+
+/// Encode an Example (helper for writers of generated data).
+pub fn encode(ex: &example::Example) -> Vec<u8> {
+    ex.encode_to_vec()
+}

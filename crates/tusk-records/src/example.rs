@@ -1,0 +1,492 @@
+//! `tf.train.Example`: the prost-generated types, tusk's JSON form, and a zero-copy walk of the
+//! wire bytes for the hot paths (stats, schema inference) that never allocates per record.
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use prost::Message as _;
+
+/// Generated from `proto/example.proto` (wire-identical to TensorFlow's).
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/tensorflow.rs"));
+}
+
+pub use pb::{BytesList, Example, Feature, Features, FloatList, Int64List, feature::Kind};
+
+/// The three value types a feature can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureType {
+    /// `bytes_list`
+    Bytes,
+    /// `float_list`
+    Float,
+    /// `int64_list`
+    Int64,
+}
+
+impl FeatureType {
+    /// `"bytes"`, `"float"` or `"int64"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeatureType::Bytes => "bytes",
+            FeatureType::Float => "float",
+            FeatureType::Int64 => "int64",
+        }
+    }
+}
+
+/// Decode one serialized Example.
+pub fn decode(bytes: &[u8]) -> Result<Example, String> {
+    // Validate with the strict walker first: prost alone would accept some garbage (e.g.
+    // groups) that TensorFlow rejects, and would give less precise messages.
+    walk(bytes, |_, _, _| Ok(()))?;
+    Example::decode(bytes).map_err(|e| e.to_string())
+}
+
+/// Build an Example from `(name, kind)` pairs.
+pub fn from_features(features: impl IntoIterator<Item = (String, Kind)>) -> Example {
+    Example {
+        features: Some(Features {
+            feature: features
+                .into_iter()
+                .map(|(k, v)| (k, Feature { kind: Some(v) }))
+                .collect(),
+        }),
+    }
+}
+
+/// tusk's JSON line for one Example: feature name → `{"int64": [...]}`, `{"float": [...]}` or
+/// `{"bytes": [base64...]}`, keys sorted. Non-finite floats are the strings `"NaN"`,
+/// `"Infinity"` and `"-Infinity"`; a feature with no kind set is `{}`.
+pub fn to_json(ex: &Example, out: &mut String) {
+    out.push('{');
+    if let Some(f) = &ex.features {
+        for (i, (name, feat)) in f.feature.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_json_str(out, name);
+            out.push(':');
+            match &feat.kind {
+                None => out.push_str("{}"),
+                Some(Kind::Int64List(l)) => {
+                    out.push_str("{\"int64\":[");
+                    for (j, v) in l.value.iter().enumerate() {
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        let _ = write!(out, "{v}");
+                    }
+                    out.push_str("]}");
+                }
+                Some(Kind::FloatList(l)) => {
+                    out.push_str("{\"float\":[");
+                    for (j, v) in l.value.iter().enumerate() {
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        push_json_f32(out, *v);
+                    }
+                    out.push_str("]}");
+                }
+                Some(Kind::BytesList(l)) => {
+                    out.push_str("{\"bytes\":[");
+                    for (j, v) in l.value.iter().enumerate() {
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        out.push('"');
+                        B64.encode_string(v, out);
+                        out.push('"');
+                    }
+                    out.push_str("]}");
+                }
+            }
+        }
+    }
+    out.push('}');
+}
+
+fn push_json_str(out: &mut String, s: &str) {
+    out.push_str(&serde_json::to_string(s).expect("strings always serialize"));
+}
+
+/// Shortest text that parses back to the same `f32`.
+pub(crate) fn push_json_f32(out: &mut String, v: f32) {
+    if v.is_nan() {
+        out.push_str("\"NaN\"");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "\"Infinity\"" } else { "\"-Infinity\"" });
+    } else {
+        // `{:?}` on f32 prints the shortest round-tripping form, with a `.0` for integers.
+        let _ = write!(out, "{v:?}");
+    }
+}
+
+/// Parse tusk's JSON form back into an Example (used by tests and `records convert` from JSON).
+pub fn from_json(value: &serde_json::Value) -> Result<Example, String> {
+    let obj = value.as_object().ok_or("expected a JSON object of features")?;
+    let mut feats = Vec::new();
+    for (name, v) in obj {
+        let inner = v
+            .as_object()
+            .ok_or_else(|| format!("feature '{name}': expected an object"))?;
+        let kind = match inner.iter().next() {
+            None => None,
+            Some((t, vals)) => {
+                let vals = vals
+                    .as_array()
+                    .ok_or_else(|| format!("feature '{name}': expected a list of values"))?;
+                Some(match t.as_str() {
+                    "int64" => Kind::Int64List(Int64List {
+                        value: vals
+                            .iter()
+                            .map(|x| x.as_i64().ok_or_else(|| format!("feature '{name}': {x} is not an int64")))
+                            .collect::<Result<_, _>>()?,
+                    }),
+                    "float" => Kind::FloatList(FloatList {
+                        value: vals
+                            .iter()
+                            .map(|x| json_f32(x).ok_or_else(|| format!("feature '{name}': {x} is not a float")))
+                            .collect::<Result<_, _>>()?,
+                    }),
+                    "bytes" => Kind::BytesList(BytesList {
+                        value: vals
+                            .iter()
+                            .map(|x| {
+                                x.as_str()
+                                    .and_then(|s| B64.decode(s).ok())
+                                    .ok_or_else(|| format!("feature '{name}': {x} is not base64"))
+                            })
+                            .collect::<Result<_, _>>()?,
+                    }),
+                    other => return Err(format!("feature '{name}': unknown type '{other}' (expected int64, float or bytes)")),
+                })
+            }
+        };
+        feats.push((name.clone(), Feature { kind }));
+    }
+    Ok(Example {
+        features: Some(Features {
+            feature: feats.into_iter().collect(),
+        }),
+    })
+}
+
+/// A float in tusk's JSON form (a number, or "NaN" / "Infinity" / "-Infinity").
+pub fn json_f32(v: &serde_json::Value) -> Option<f32> {
+    match v {
+        serde_json::Value::Number(n) => n.as_f64().map(|f| f as f32),
+        serde_json::Value::String(s) => match s.as_str() {
+            "NaN" => Some(f32::NAN),
+            "Infinity" => Some(f32::INFINITY),
+            "-Infinity" => Some(f32::NEG_INFINITY),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Zero-copy walk of the wire format.
+
+/// One feature as seen by [`walk`]: its values, still encoded.
+#[derive(Debug, Clone, Copy)]
+pub enum Values<'a> {
+    /// Encoded `BytesList` message.
+    Bytes(&'a [u8]),
+    /// Encoded `FloatList` message.
+    Float(&'a [u8]),
+    /// Encoded `Int64List` message.
+    Int64(&'a [u8]),
+    /// A feature with no kind set.
+    Empty,
+}
+
+impl Values<'_> {
+    /// The value type, if any.
+    pub fn feature_type(&self) -> Option<FeatureType> {
+        match self {
+            Values::Bytes(_) => Some(FeatureType::Bytes),
+            Values::Float(_) => Some(FeatureType::Float),
+            Values::Int64(_) => Some(FeatureType::Int64),
+            Values::Empty => None,
+        }
+    }
+
+    /// Number of values (validated while counting).
+    pub fn count(&self) -> Result<usize, String> {
+        match *self {
+            Values::Empty => Ok(0),
+            Values::Bytes(b) => {
+                let mut n = 0;
+                fields(b, |field, v| {
+                    if field == 1 {
+                        match v {
+                            Wire::Len(_) => n += 1,
+                            _ => return Err("BytesList.value must be length-delimited".into()),
+                        }
+                    }
+                    Ok(())
+                })?;
+                Ok(n)
+            }
+            Values::Float(b) => {
+                let mut n = 0;
+                fields(b, |field, v| {
+                    if field == 1 {
+                        match v {
+                            Wire::Len(p) if p.len() % 4 == 0 => n += p.len() / 4,
+                            Wire::Len(_) => return Err("packed FloatList length is not a multiple of 4".into()),
+                            Wire::Fixed32 => n += 1,
+                            _ => return Err("FloatList.value has the wrong wire type".into()),
+                        }
+                    }
+                    Ok(())
+                })?;
+                Ok(n)
+            }
+            Values::Int64(b) => {
+                let mut n = 0;
+                fields(b, |field, v| {
+                    if field == 1 {
+                        match v {
+                            Wire::Len(p) => {
+                                if p.last().is_some_and(|x| x & 0x80 != 0) {
+                                    return Err("packed Int64List ends inside a varint".into());
+                                }
+                                n += p.iter().filter(|x| *x & 0x80 == 0).count();
+                            }
+                            Wire::Varint => n += 1,
+                            _ => return Err("Int64List.value has the wrong wire type".into()),
+                        }
+                    }
+                    Ok(())
+                })?;
+                Ok(n)
+            }
+        }
+    }
+
+    /// True when every bytes value is valid UTF-8 (always true for other types).
+    pub fn all_utf8(&self) -> bool {
+        let Values::Bytes(b) = *self else { return true };
+        let mut ok = true;
+        let _ = fields(b, |field, v| {
+            if let (1, Wire::Len(p)) = (field, v) {
+                ok &= std::str::from_utf8(p).is_ok();
+            }
+            Ok(())
+        });
+        ok
+    }
+}
+
+/// Walk a serialized Example without decoding it, calling `f(name, values, occurrence)` for
+/// every feature (occurrence counts repeated map entries, which protobuf merges last-wins).
+/// Fails with a precise reason on anything that is not a valid Example encoding.
+pub fn walk<'a>(
+    bytes: &'a [u8],
+    mut f: impl FnMut(&'a str, Values<'a>, usize) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut n = 0usize;
+    fields(bytes, |field, v| {
+        if field != 1 {
+            return Ok(());
+        }
+        let Wire::Len(features) = v else {
+            return Err("Example.features must be a message".into());
+        };
+        fields(features, |field, v| {
+            if field != 1 {
+                return Ok(());
+            }
+            let Wire::Len(entry) = v else {
+                return Err("Features.feature must be a map entry".into());
+            };
+            let mut key: &[u8] = b"";
+            let mut value = Values::Empty;
+            fields(entry, |field, v| {
+                match (field, v) {
+                    (1, Wire::Len(k)) => key = k,
+                    (2, Wire::Len(feat)) => {
+                        value = Values::Empty;
+                        fields(feat, |field, v| {
+                            let Wire::Len(list) = v else {
+                                return if (1..=3).contains(&field) {
+                                    Err("Feature kind must be a message".into())
+                                } else {
+                                    Ok(())
+                                };
+                            };
+                            value = match field {
+                                1 => Values::Bytes(list),
+                                2 => Values::Float(list),
+                                3 => Values::Int64(list),
+                                _ => value,
+                            };
+                            Ok(())
+                        })?;
+                    }
+                    (1 | 2, _) => return Err("feature map entry has the wrong wire type".into()),
+                    _ => {}
+                }
+                Ok(())
+            })?;
+            let key = std::str::from_utf8(key).map_err(|_| "feature name is not valid UTF-8".to_string())?;
+            value.count()?;
+            n += 1;
+            f(key, value, n)
+        })
+    })
+}
+
+enum Wire<'a> {
+    Varint,
+    Fixed64,
+    Len(&'a [u8]),
+    Fixed32,
+}
+
+fn varint(b: &[u8], pos: &mut usize) -> Result<u64, String> {
+    let mut v = 0u64;
+    for shift in (0..70).step_by(7) {
+        let byte = *b.get(*pos).ok_or("truncated varint")?;
+        *pos += 1;
+        if shift == 63 && byte > 1 {
+            return Err("varint overflows 64 bits".into());
+        }
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err("varint longer than 10 bytes".into())
+}
+
+/// Iterate the top-level fields of one message.
+fn fields<'a>(b: &'a [u8], mut f: impl FnMut(u64, Wire<'a>) -> Result<(), String>) -> Result<(), String> {
+    let mut pos = 0;
+    while pos < b.len() {
+        let tag = varint(b, &mut pos)?;
+        let field = tag >> 3;
+        if field == 0 {
+            return Err("field number 0".into());
+        }
+        let wire = match tag & 7 {
+            0 => {
+                varint(b, &mut pos)?;
+                Wire::Varint
+            }
+            1 => {
+                pos = pos.checked_add(8).filter(|p| *p <= b.len()).ok_or("truncated fixed64")?;
+                Wire::Fixed64
+            }
+            2 => {
+                let len = varint(b, &mut pos)?;
+                let end = usize::try_from(len)
+                    .ok()
+                    .and_then(|l| pos.checked_add(l))
+                    .filter(|e| *e <= b.len())
+                    .ok_or_else(|| format!("length {len} runs past the end of the message"))?;
+                let s = &b[pos..end];
+                pos = end;
+                Wire::Len(s)
+            }
+            5 => {
+                pos = pos.checked_add(4).filter(|p| *p <= b.len()).ok_or("truncated fixed32")?;
+                Wire::Fixed32
+            }
+            w => return Err(format!("invalid wire type {w} (field {field})")),
+        };
+        f(field, wire)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Example {
+        from_features([
+            ("user_id".to_string(), Kind::Int64List(Int64List { value: vec![42, -1] })),
+            ("label".to_string(), Kind::FloatList(FloatList { value: vec![1.0] })),
+            ("tag".to_string(), Kind::BytesList(BytesList { value: vec![b"ab".to_vec(), vec![0xff]] })),
+        ])
+    }
+
+    #[test]
+    fn json_matches_documented_form() {
+        let mut s = String::new();
+        to_json(&sample(), &mut s);
+        assert_eq!(
+            s,
+            r#"{"label":{"float":[1.0]},"tag":{"bytes":["YWI=","/w=="]},"user_id":{"int64":[42,-1]}}"#
+        );
+        let back = from_json(&serde_json::from_str(&s).unwrap()).unwrap();
+        assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn walk_counts_values_without_decoding() {
+        let bytes = sample().encode_to_vec();
+        let mut seen = Vec::new();
+        walk(&bytes, |k, v, _| {
+            seen.push((k.to_string(), v.feature_type().unwrap(), v.count().unwrap()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                ("label".into(), FeatureType::Float, 1),
+                ("tag".into(), FeatureType::Bytes, 2),
+                ("user_id".into(), FeatureType::Int64, 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_non_examples_with_reasons() {
+        for (bytes, needle) in [
+            (&b"{\"user\": 1}"[..], "invalid wire type"),
+            (&[0x0a, 0x05, 0x01][..], "runs past the end"),
+            (&[0x08][..], "truncated varint"),
+        ] {
+            let e = decode(bytes).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    fn arb_kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![
+            prop::collection::vec(any::<i64>(), 0..5).prop_map(|value| Kind::Int64List(Int64List { value })),
+            prop::collection::vec(any::<f32>().prop_filter("nan", |f| !f.is_nan()), 0..5)
+                .prop_map(|value| Kind::FloatList(FloatList { value })),
+            prop::collection::vec(prop::collection::vec(any::<u8>(), 0..8), 0..4)
+                .prop_map(|value| Kind::BytesList(BytesList { value })),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn json_and_wire_roundtrip(feats in prop::collection::btree_map("[a-z_]{1,8}", arb_kind(), 0..6)) {
+            let ex = from_features(feats);
+            let bytes = ex.encode_to_vec();
+            prop_assert_eq!(decode(&bytes).unwrap(), ex.clone());
+            let mut s = String::new();
+            to_json(&ex, &mut s);
+            prop_assert_eq!(from_json(&serde_json::from_str(&s).unwrap()).unwrap(), ex);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode(&bytes);
+        }
+    }
+}

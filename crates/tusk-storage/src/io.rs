@@ -1,0 +1,255 @@
+//! Blocking streaming adapters: `std::io::Read` over a download and `std::io::Write` over an
+//! atomic upload, for any backend.
+
+use std::io::{self, Read, Write};
+use std::path::Path as FsPath;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::{MultipartUpload, PutPayload};
+
+use crate::{Error, Result, Storage};
+
+/// Streaming reader returned by [`crate::Location::reader`].
+pub struct ObjectReader {
+    inner: ReaderInner,
+}
+
+enum ReaderInner {
+    Local(std::fs::File),
+    Stream {
+        storage: Storage,
+        url: String,
+        stream: BoxStream<'static, object_store::Result<Bytes>>,
+        chunk: Bytes,
+        done: bool,
+    },
+}
+
+impl ObjectReader {
+    pub(crate) fn local(f: std::fs::File) -> Self {
+        ObjectReader {
+            inner: ReaderInner::Local(f),
+        }
+    }
+
+    pub(crate) fn stream(
+        storage: Storage,
+        url: String,
+        stream: BoxStream<'static, object_store::Result<Bytes>>,
+    ) -> Self {
+        ObjectReader {
+            inner: ReaderInner::Stream {
+                storage,
+                url,
+                stream,
+                chunk: Bytes::new(),
+                done: false,
+            },
+        }
+    }
+}
+
+impl Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.inner {
+            ReaderInner::Local(f) => f.read(buf),
+            ReaderInner::Stream {
+                storage,
+                url,
+                stream,
+                chunk,
+                done,
+            } => {
+                while chunk.is_empty() {
+                    if *done {
+                        return Ok(0);
+                    }
+                    match storage.handle().block_on(stream.next()) {
+                        Some(Ok(b)) => *chunk = b,
+                        Some(Err(e)) => {
+                            return Err(io::Error::other(format!("{url}: read failed: {e}")));
+                        }
+                        None => *done = true,
+                    }
+                }
+                let n = buf.len().min(chunk.len());
+                buf[..n].copy_from_slice(&chunk[..n]);
+                let _ = chunk.split_to(n);
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// Size of the parts an upload is cut into (HDFS and WebHDFS append them in order).
+const PART_SIZE: usize = 8 << 20;
+
+/// Streaming atomic writer returned by [`crate::Location::writer`]. Call
+/// [`AtomicWriter::finish`] to publish the file; dropping it unfinished discards the data.
+pub struct AtomicWriter {
+    url: String,
+    inner: Option<WriterInner>,
+}
+
+enum WriterInner {
+    Local {
+        file: io::BufWriter<tempfile::NamedTempFile>,
+        target: std::path::PathBuf,
+    },
+    Multipart {
+        storage: Storage,
+        upload: Box<dyn MultipartUpload>,
+        buf: Vec<u8>,
+    },
+}
+
+impl AtomicWriter {
+    pub(crate) fn local(target: &FsPath, url: String) -> Result<Self> {
+        let tmp = local_temp(target).map_err(|e| Error::from_io(&url, e))?;
+        Ok(AtomicWriter {
+            url,
+            inner: Some(WriterInner::Local {
+                file: io::BufWriter::with_capacity(1 << 20, tmp),
+                target: target.to_path_buf(),
+            }),
+        })
+    }
+
+    pub(crate) fn multipart(storage: Storage, url: String, upload: Box<dyn MultipartUpload>) -> Self {
+        AtomicWriter {
+            url,
+            inner: Some(WriterInner::Multipart {
+                storage,
+                upload,
+                buf: Vec::new(),
+            }),
+        }
+    }
+
+    /// Flush everything and atomically publish the file at its final name.
+    pub fn finish(mut self) -> Result<()> {
+        let url = self.url.clone();
+        match self.inner.take() {
+            Some(WriterInner::Local { file, target }) => {
+                let tmp = file
+                    .into_inner()
+                    .map_err(|e| Error::from_io(&url, e.into_error()))?;
+                tmp.as_file()
+                    .sync_all()
+                    .map_err(|e| Error::from_io(&url, e))?;
+                tmp.persist(&target)
+                    .map_err(|e| Error::from_io(&url, e.error))?;
+                sync_dir(&target);
+                Ok(())
+            }
+            Some(WriterInner::Multipart {
+                storage,
+                mut upload,
+                buf,
+            }) => {
+                let res = storage.handle().block_on(async {
+                    if !buf.is_empty() {
+                        upload.put_part(PutPayload::from(buf)).await?;
+                    }
+                    upload.complete().await
+                });
+                match res {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        let _ = storage.handle().block_on(upload.abort());
+                        Err(Error::from_store(&url, "storage", e))
+                    }
+                }
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Write for AtomicWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self.inner.as_mut() {
+            Some(WriterInner::Local { file, .. }) => file.write(data),
+            Some(WriterInner::Multipart {
+                storage,
+                upload,
+                buf,
+            }) => {
+                buf.extend_from_slice(data);
+                if buf.len() >= PART_SIZE {
+                    let part = std::mem::take(buf);
+                    storage
+                        .handle()
+                        .block_on(upload.put_part(PutPayload::from(part)))
+                        .map_err(|e| io::Error::other(format!("{}: write failed: {e}", self.url)))?;
+                }
+                Ok(data.len())
+            }
+            None => Err(io::Error::other("writer already finished")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.inner.as_mut() {
+            Some(WriterInner::Local { file, .. }) => file.flush(),
+            // Parts are only published by `finish`; nothing to flush early.
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for AtomicWriter {
+    fn drop(&mut self) {
+        // Unfinished: discard. The local temp file deletes itself on drop.
+        if let Some(WriterInner::Multipart {
+            storage,
+            mut upload,
+            ..
+        }) = self.inner.take()
+        {
+            let _ = storage.handle().block_on(upload.abort());
+        }
+    }
+}
+
+/// A hidden temporary file next to `target` (same directory, so the rename is atomic).
+fn local_temp(target: &FsPath) -> io::Result<tempfile::NamedTempFile> {
+    let dir = target
+        .parent()
+        .ok_or_else(|| io::Error::other("cannot write to the filesystem root"))?;
+    std::fs::create_dir_all(dir)?;
+    if target.is_dir() {
+        return Err(io::Error::other("is a directory, expected a file"));
+    }
+    let name = target.file_name().unwrap_or_default().to_string_lossy();
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+}
+
+/// Write a whole local file atomically; with `overwrite = false`, fail if the target exists
+/// (the link-based publish cannot clobber a concurrent winner).
+pub(crate) fn write_local(target: &FsPath, data: &[u8], overwrite: bool) -> io::Result<()> {
+    let mut tmp = local_temp(target)?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    if overwrite {
+        tmp.persist(target).map_err(|e| e.error)?;
+    } else {
+        tmp.persist_noclobber(target).map_err(|e| e.error)?;
+    }
+    sync_dir(target);
+    Ok(())
+}
+
+/// Make the rename durable (best effort: not every filesystem supports syncing directories).
+fn sync_dir(target: &FsPath) {
+    if let Some(dir) = target.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+}

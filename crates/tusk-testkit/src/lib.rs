@@ -1,0 +1,197 @@
+//! Test support shared by tusk's crates (dev-only; never a dependency of shipped code).
+//!
+//! - [`MiniDfs`]: a real HDFS (Hadoop's `MiniDFSCluster`, NameNode + DataNodes with native RPC and
+//!   WebHDFS) started from the Maven project in `testing/minidfs`, killed on drop.
+//! - [`require`]: the one rule for optional external tools: skip loudly on a developer's machine,
+//!   fail in CI (`CI=true`) or when the matching `TUSK_REQUIRE_*` variable is set.
+//! - [`python_with_tensorflow`]: the Python interpreter that has TensorFlow, for the
+//!   compatibility tests in both directions.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Root of the tusk repository (the workspace), found from this crate's manifest directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("tusk-testkit lives at crates/tusk-testkit")
+        .to_path_buf()
+}
+
+/// True when a missing external tool must fail the test instead of skipping it: in CI
+/// (`CI=true`) or when `env_var` (e.g. `TUSK_REQUIRE_HDFS`) is set to `1`.
+pub fn must_run(env_var: &str) -> bool {
+    let set = |k: &str| {
+        std::env::var(k)
+            .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+            .unwrap_or(false)
+    };
+    set("CI") || set(env_var)
+}
+
+/// Decide what to do when `what` is unavailable because of `why`: panic (CI or `env_var` set)
+/// or print a loud notice and return `None` so the caller can skip.
+pub fn require<T>(what: &str, env_var: &str, found: Result<T, String>) -> Option<T> {
+    match found {
+        Ok(v) => Some(v),
+        Err(why) => {
+            if must_run(env_var) {
+                panic!("{what} is required here (CI=true or {env_var}=1) but unavailable: {why}");
+            }
+            eprintln!();
+            eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+            eprintln!("!! SKIPPED: {what} unavailable: {why}");
+            eprintln!("!! (set {env_var}=1 or CI=true to make this a failure)");
+            eprintln!("!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!");
+            None
+        }
+    }
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// A running MiniDFSCluster. Dropping it shuts the cluster down.
+pub struct MiniDfs {
+    child: Child,
+    /// Port of the NameNode's native RPC (`hdfs://127.0.0.1:PORT`).
+    pub rpc_port: u16,
+    /// Port of the NameNode's HTTP server, which serves WebHDFS.
+    pub http_port: u16,
+}
+
+impl MiniDfs {
+    /// Start a cluster with `data_nodes` DataNodes, or skip (see [`require`]) when Java or Maven
+    /// is missing. Panics if the cluster fails to start where tools are present: that is a
+    /// broken environment, not a reason to skip.
+    pub fn start(data_nodes: usize) -> Option<MiniDfs> {
+        let mvn = require(
+            "a real HDFS (MiniDFSCluster)",
+            "TUSK_REQUIRE_HDFS",
+            match (which("mvn"), which("java")) {
+                (Some(m), Some(_)) => Ok(m),
+                (None, _) => Err("`mvn` not found on PATH".into()),
+                (_, None) => Err("`java` not found on PATH".into()),
+            },
+        )?;
+        let project = repo_root().join("testing/minidfs");
+        let mut child = Command::new(mvn)
+            .args(["-q", "-B", "-f"])
+            .arg(&project)
+            .args(["compile", "exec:java"])
+            .arg(format!("-Dexec.args={data_nodes}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("failed to spawn mvn for MiniDFS");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tail = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("Ready! ") {
+                    let _ = tx.send(Ok(rest.to_string()));
+                    // keep draining so the JVM never blocks on a full pipe
+                    continue;
+                }
+                tail.push(line);
+                if tail.len() > 40 {
+                    tail.remove(0);
+                }
+            }
+            let _ = tx.send(Err(tail.join("\n")));
+        });
+        let ready = match rx.recv_timeout(Duration::from_secs(600)) {
+            Ok(Ok(r)) => r,
+            Ok(Err(tail)) => {
+                let _ = child.kill();
+                panic!("MiniDFS exited before it was ready; last output:\n{tail}");
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("MiniDFS was not ready after 600 s");
+            }
+        };
+        let port = |key: &str| -> u16 {
+            ready
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("bad MiniDFS ready line: {ready}"))
+        };
+        Some(MiniDfs {
+            rpc_port: port("hdfs="),
+            http_port: port("http="),
+            child,
+        })
+    }
+
+    /// `hdfs://127.0.0.1:PORT` (no trailing slash).
+    pub fn hdfs_url(&self) -> String {
+        format!("hdfs://127.0.0.1:{}", self.rpc_port)
+    }
+
+    /// `webhdfs://127.0.0.1:PORT` (no trailing slash).
+    pub fn webhdfs_url(&self) -> String {
+        format!("webhdfs://127.0.0.1:{}", self.http_port)
+    }
+}
+
+impl Drop for MiniDfs {
+    fn drop(&mut self) {
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"\n");
+        }
+        // Give the cluster a moment to shut down cleanly, then make sure it is gone.
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Python interpreter that can `import tensorflow`: `$TUSK_PYTHON`, else the venv that
+/// `.ci/run` makes (`$TUSK_CACHE/venv`, default `~/.cache/tusk/venv`), else `python3`.
+/// Skips (or fails in CI / with `TUSK_REQUIRE_TF=1`) when none has TensorFlow.
+pub fn python_with_tensorflow() -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("TUSK_PYTHON") {
+        candidates.push(PathBuf::from(p));
+    }
+    let cache = std::env::var_os("TUSK_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tusk")));
+    if let Some(c) = cache {
+        candidates.push(c.join("venv/bin/python"));
+    }
+    candidates.push(PathBuf::from("python3"));
+    let found = candidates.into_iter().find(|py| {
+        Command::new(py)
+            .args(["-c", "import tensorflow"])
+            .env("TF_CPP_MIN_LOG_LEVEL", "3")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    });
+    require(
+        "TensorFlow (Python)",
+        "TUSK_REQUIRE_TF",
+        found.ok_or_else(|| "no Python with `import tensorflow` (run .ci/run)".to_string()),
+    )
+}
