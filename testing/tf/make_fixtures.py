@@ -20,6 +20,7 @@ TensorFlow version reproduces the files byte for byte.
 """
 
 import argparse
+import base64
 import hashlib
 import json
 import os
@@ -83,7 +84,6 @@ def spec_json(spec):
         elif kind == "float":
             body = ",".join(tfjson.float32_text(v) for v in values)
         else:
-            import base64
             body = ",".join('"' + base64.b64encode(v).decode() + '"' for v in values)
         parts.append(json.dumps(name, ensure_ascii=False) + ':{"%s":[%s]}' % (kind, body))
     return "{" + ",".join(parts) + "}"

@@ -11,12 +11,13 @@ The JSON format (one object per record, one record per line) is the one
   {"bytes": [...]}; a feature with no kind set is {} (fixtures avoid it);
 * int64 values as JSON integers;
 * float values: the shortest decimal that parses back to the same float32
-  (numpy's Dragon4 "unique" mode); non-finite values as the JSON strings
+  (numpy's Dragon4 "unique" mode), laid out like Rust's ryu / serde_json
+  (16777216.0, 0.0001, 1e16, 1e-5); non-finite values as the JSON strings
   "NaN", "Infinity", "-Infinity" (the NaN sign and payload are not kept);
 * bytes values as standard base64 with padding.
 
 Float text is not canonical across implementations (1e+16 vs 1e16 vs
-10000000000000000.0), so compare records by value: parse the JSON, compare
+10000000000000000.0), so prefer comparing records by value: parse the JSON, compare
 floats as float32 bit patterns (NaN == NaN), everything else exactly.
 """
 
@@ -40,14 +41,36 @@ def float32_text(x):
         return '"NaN"'
     if math.isinf(f):
         return '"Infinity"' if f > 0 else '"-Infinity"'
-    s = str(f)  # shortest round-trip repr for float32, e.g. 0.1, 1e-45, 1e+16
-    if "e" in s:
-        mant, exp = s.split("e")
-        s = mant + "e" + str(int(exp))  # 1e+16 -> 1e16, 1e-07 -> 1e-7
+    s = _layout(f)
     # sanity: the text must denote exactly this float32 under correct
     # (single) rounding, as e.g. Rust's str::parse::<f32> does
     assert _rounds_to(s, f), (s, f)
     return s
+
+
+def _layout(f):
+    """Shortest round-trip digits of float32 f (numpy's Dragon4 'unique' mode), laid
+    out as the Rust `ryu` crate (and so serde_json) does: plain decimal when the
+    value is in [1e-4, 1e16), with at least one fractional digit (16777216.0, 0.1,
+    0.0001); scientific otherwise (1e16, 3.4028235e38, 1e-5, 1.1754944e-38)."""
+    if f == 0:
+        return "-0.0" if np.signbit(f) else "0.0"
+    sign = "-" if f < 0 else ""
+    mant, exp = np.format_float_scientific(abs(f), unique=True, trim="-").split("e")
+    digits = mant.replace(".", "").rstrip("0") or "0"
+    kk = int(exp) + 1  # position of the decimal point relative to the first digit
+    n = len(digits)
+    if n <= kk <= 16:
+        out = digits + "0" * (kk - n) + ".0"
+    elif 0 < kk <= 16:
+        out = digits[:kk] + "." + digits[kk:]
+    elif -4 < kk <= 0:
+        out = "0." + "0" * (-kk) + digits
+    elif n == 1:
+        out = digits + "e" + str(kk - 1)
+    else:
+        out = digits[0] + "." + digits[1:] + "e" + str(kk - 1)
+    return sign + out
 
 
 def _rounds_to(text, f):

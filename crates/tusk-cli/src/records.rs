@@ -220,7 +220,7 @@ fn stats(storage: &Storage, a: StatsArgs) -> Result<()> {
                 (
                     name.clone(),
                     serde_json::json!({
-                        "type": s.dtype.as_str(),
+                        "type": type_name(s),
                         "records": s.records,
                         "values": s.values,
                         "min_values": s.min_values,
@@ -264,7 +264,7 @@ fn stats(storage: &Storage, a: StatsArgs) -> Result<()> {
         println!(
             "{:<width$}  {:<5}  {:>12}  {:>14}  {:>5}  {:>5}  {:>8.2}",
             name,
-            s.dtype.as_str(),
+            type_name(s),
             s.records,
             s.values,
             s.min_values,
@@ -273,6 +273,11 @@ fn stats(storage: &Storage, a: StatsArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A feature's type, or `mixed` when records disagree.
+fn type_name(s: &tusk_records::dataset::FeatureStats) -> &'static str {
+    if s.conflict.is_some() { "mixed" } else { s.dtype.as_str() }
 }
 
 fn convert(storage: &Storage, a: ConvertArgs) -> Result<()> {

@@ -365,7 +365,7 @@ impl Input {
             progress(rec.len() as u64);
             Ok(())
         })?;
-        Ok(inf.finish())
+        inf.finish()
     }
 }
 
@@ -384,6 +384,8 @@ pub struct FeatureStats {
     pub max_values: u64,
     /// Every bytes value is UTF-8.
     pub utf8: bool,
+    /// Another type this feature has in some record (file, record index), if any.
+    pub conflict: Option<(FeatureType, String, u64)>,
     first_seen: (String, u64),
 }
 
@@ -408,14 +410,8 @@ impl SchemaInference {
             let utf8 = values.all_utf8();
             match features.get_mut(name) {
                 Some(s) => {
-                    if s.dtype != dtype {
-                        return Err(format!(
-                            "feature '{name}' is {} here but {} in {} record #{}",
-                            dtype.as_str(),
-                            s.dtype.as_str(),
-                            s.first_seen.0,
-                            s.first_seen.1
-                        ));
+                    if s.dtype != dtype && s.conflict.is_none() {
+                        s.conflict = Some((dtype, pos.file.to_string(), pos.index));
                     }
                     s.records += 1;
                     s.values += n;
@@ -431,6 +427,7 @@ impl SchemaInference {
                         min_values: n,
                         max_values: n,
                         utf8,
+                        conflict: None,
                         first_seen: (pos.file.to_string(), pos.index),
                     });
                 }
@@ -443,8 +440,21 @@ impl SchemaInference {
         Ok(())
     }
 
-    /// The schema and the record count.
-    pub fn finish(self) -> (Schema, u64) {
+    /// The schema and the record count; a feature with two types is an error.
+    pub fn finish(self) -> Result<(Schema, u64)> {
+        if let Some((name, s)) = self.features.iter().find(|(_, s)| s.conflict.is_some()) {
+            let (other, file, index) = s.conflict.clone().expect("checked");
+            return Err(Error::Schema {
+                file,
+                message: format!(
+                    "feature '{name}' is {} in record #{index} but {} in {} record #{}: one column cannot hold both",
+                    other.as_str(),
+                    s.dtype.as_str(),
+                    s.first_seen.0,
+                    s.first_seen.1
+                ),
+            });
+        }
         let records = self.records;
         let columns = self
             .features
@@ -457,7 +467,7 @@ impl SchemaInference {
                 utf8: s.dtype == FeatureType::Bytes && s.utf8,
             })
             .collect();
-        (Schema { columns }, records)
+        Ok((Schema { columns }, records))
     }
 }
 

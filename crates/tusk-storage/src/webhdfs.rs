@@ -1758,6 +1758,23 @@ mod tests {
         // a non-empty directory is not deleted (non-recursive)
         let err = store.delete(&Path::from("t/l")).await.unwrap_err();
         assert!(err.to_string().contains("op=DELETE"), "{err}");
+        // writes that fail at the final rename (target is a non-empty directory) clean up
+        let err = store.put(&Path::from("t/l"), "x".into()).await.unwrap_err();
+        assert!(err.to_string().contains("op=RENAME"), "{err}");
+        let mut up = store.put_multipart(&Path::from("t/l")).await.unwrap();
+        up.put_part("x".into()).await.unwrap();
+        let err = up.complete().await.unwrap_err();
+        assert!(err.to_string().contains("op=RENAME"), "{err}");
+        let lr = store
+            .list_with_delimiter(Some(&Path::from("t")))
+            .await
+            .unwrap();
+        assert!(
+            lr.objects
+                .iter()
+                .all(|m| !m.location.as_ref().contains(".tmp.")),
+            "{lr:?}"
+        );
 
         // --- rename ---------------------------------------------------------------------
         let src = Path::from("t/r/src.txt");
