@@ -483,9 +483,12 @@ def write_readme(outdir, index, sizes, corrupt):
         "",
         "JSON format: feature name → exactly one of `{\"int64\": [...]}`, `{\"float\": [...]}`, "
         "`{\"bytes\": [...]}`; keys sorted; int64 as integers; bytes as padded standard base64; "
-        "floats as the shortest decimal that round-trips to the float32, non-finite ones as the strings "
-        "`\"NaN\"`, `\"Infinity\"`, `\"-Infinity\"`. Compare by value, not text: the float text is "
-        "not canonical (`1e16` vs `1e+16`), and NaN sign/payload bits are not represented.",
+        "floats as the shortest decimal that round-trips to the float32, laid out like Rust's ryu / serde_json "
+        "(`16777216.0`, `0.0001`, `1e16`, `1e-5`; exact ties between two shortest candidates round up), "
+        "non-finite ones as the strings `\"NaN\"`, `\"Infinity\"`, `\"-Infinity\"`. A serde_json-based "
+        "printer should match the file byte for byte; other printers may differ in float text only, so "
+        "fall back to comparing by value (`testing/tf/tfjson.py: canonical`). NaN sign/payload bits are "
+        "not represented.",
         "",
         "Notes on TF's behaviour these files pin down:",
         "",

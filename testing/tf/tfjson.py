@@ -59,6 +59,15 @@ def _layout(f):
     mant, exp = np.format_float_scientific(abs(f), unique=True, trim="-").split("e")
     digits = mant.replace(".", "").rstrip("0") or "0"
     kk = int(exp) + 1  # position of the decimal point relative to the first digit
+    # When f lies exactly halfway between two shortest candidates (512313.625 ->
+    # 512313.62 or 512313.63), numpy rounds the last digit half-to-even, ryu rounds
+    # half up; both round-trip.  Follow ryu, so the text matches serde_json's.
+    unit = Fraction(10) ** (kk - len(digits))
+    exact = abs(Fraction(float(f)))
+    if exact - int(digits) * unit == unit / 2:
+        up = str(int(digits) + 1)
+        kk += len(up) - len(digits)
+        digits = up.rstrip("0")
     n = len(digits)
     if n <= kk <= 16:
         out = digits + "0" * (kk - n) + ".0"
