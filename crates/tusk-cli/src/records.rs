@@ -285,17 +285,20 @@ fn convert(storage: &Storage, a: ConvertArgs) -> Result<()> {
     let out = storage.open(&a.output)?;
     let name = out.file_name().to_string();
     let looks_like_file = Format::is_record_file_name(&name) && !a.output.ends_with('/');
-    let format = match (a.format, a.compression) {
-        (Some(FormatArg::Parquet), Some(_)) => {
-            bail!("--compression applies to TFRecord output, not Parquet")
+    let named = looks_like_file.then(|| Format::from_name(&name));
+    let format = match (a.format, a.compression, named) {
+        (Some(FormatArg::Parquet), Some(_), _) | (None, Some(_), Some(Format::Parquet)) => {
+            bail!("--compression applies to TFRecord output, not Parquet ({})", a.output)
         }
-        (Some(FormatArg::Parquet), None) => Format::Parquet,
-        (Some(FormatArg::Tfrecord), c) | (None, c @ Some(_)) => Format::TfRecord(
-            c.map(Into::into)
-                .unwrap_or_else(|| Compression::from_name(&name)),
-        ),
-        (None, None) if looks_like_file => Format::from_name(&name),
-        (None, None) => Format::TfRecord(Compression::None),
+        (Some(FormatArg::Parquet), None, _) => Format::Parquet,
+        (Some(FormatArg::Tfrecord), c, named) => Format::TfRecord(match (c, named) {
+            (Some(c), _) => c.into(),
+            (None, Some(Format::TfRecord(c))) => c,
+            _ => Compression::None,
+        }),
+        (None, Some(c), _) => Format::TfRecord(c.into()),
+        (None, None, Some(f)) => f,
+        (None, None, None) => Format::TfRecord(Compression::None),
     };
     let output = match a.shards {
         Some(0) => bail!("--shards must be at least 1"),
