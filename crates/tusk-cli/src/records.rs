@@ -254,7 +254,13 @@ fn stats(storage: &Storage, a: StatsArgs) -> Result<()> {
     if inf.features.is_empty() {
         return Ok(());
     }
-    let width = inf.features.keys().map(|k| k.len()).max().unwrap_or(7).max(7);
+    let width = inf
+        .features
+        .keys()
+        .map(|k| k.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
     println!();
     println!(
         "{:<width$}  {:<5}  {:>12}  {:>14}  {:>5}  {:>5}  {:>8}",
@@ -277,7 +283,11 @@ fn stats(storage: &Storage, a: StatsArgs) -> Result<()> {
 
 /// A feature's type, or `mixed` when records disagree.
 fn type_name(s: &tusk_records::dataset::FeatureStats) -> &'static str {
-    if s.conflict.is_some() { "mixed" } else { s.dtype.as_str() }
+    if s.conflict.is_some() {
+        "mixed"
+    } else {
+        s.dtype.as_str()
+    }
 }
 
 fn convert(storage: &Storage, a: ConvertArgs) -> Result<()> {
@@ -288,7 +298,10 @@ fn convert(storage: &Storage, a: ConvertArgs) -> Result<()> {
     let named = looks_like_file.then(|| Format::from_name(&name));
     let format = match (a.format, a.compression, named) {
         (Some(FormatArg::Parquet), Some(_), _) | (None, Some(_), Some(Format::Parquet)) => {
-            bail!("--compression applies to TFRecord output, not Parquet ({})", a.output)
+            bail!(
+                "--compression applies to TFRecord output, not Parquet ({})",
+                a.output
+            )
         }
         (Some(FormatArg::Parquet), None, _) => Format::Parquet,
         (Some(FormatArg::Tfrecord), c, named) => Format::TfRecord(match (c, named) {

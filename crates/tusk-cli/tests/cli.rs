@@ -48,12 +48,18 @@ fn cat_prints_tensorflow_records_as_json() {
         let out = stdout(&o);
         let lines: Vec<_> = out.lines().collect();
         assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0], r#"{"label":{"float":[1.0]},"user_id":{"int64":[42]}}"#);
+        assert_eq!(
+            lines[0],
+            r#"{"label":{"float":[1.0]},"user_id":{"int64":[42]}}"#
+        );
     }
     // The whole file matches TensorFlow's view value for value (compared as JSON values: the
     // float text of TF's dump is not canonical, so compare parsed f32s).
     let o = tusk(&["records", "cat", &fixture("zlib.tfrecord.zz")]);
-    let ours: Vec<serde_json::Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let ours: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let theirs: Vec<serde_json::Value> = std::fs::read_to_string(fixture("expected.jsonl"))
         .unwrap()
         .lines()
@@ -80,7 +86,9 @@ fn normalise(v: &serde_json::Value) -> serde_json::Value {
                 .collect();
             serde_json::json!({ "float": Value::Array(vals) })
         }
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), normalise(v))).collect()),
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), normalise(v))).collect())
+        }
         other => other.clone(),
     }
 }
@@ -90,7 +98,13 @@ fn compression_flag_overrides_the_extension() {
     let dir = tempfile::tempdir().unwrap();
     let odd = dir.path().join("data.bin");
     std::fs::copy(fixture("gzip.tfrecord.gz"), &odd).unwrap();
-    let o = tusk(&["records", "stats", odd.to_str().unwrap(), "--compression", "gzip"]);
+    let o = tusk(&[
+        "records",
+        "stats",
+        odd.to_str().unwrap(),
+        "--compression",
+        "gzip",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("records    53"), "{}", stdout(&o));
     // Without the flag the gzip bytes are not TFRecord framing: a clear error, not garbage.
@@ -108,7 +122,12 @@ fn stats_counts_records_and_values() {
     assert_eq!(v["features"]["user_id"]["records"], 13);
     assert_eq!(v["features"]["many_ids"]["values"], 2000);
     assert_eq!(v["features"]["poly"]["type"], "mixed");
-    let o = tusk(&["records", "stats", &fixture("plain.tfrecord"), "--framing-only"]);
+    let o = tusk(&[
+        "records",
+        "stats",
+        &fixture("plain.tfrecord"),
+        "--framing-only",
+    ]);
     assert!(o.status.success());
     assert!(stdout(&o).contains("records    53"));
     // No progress bar garbage when stderr is not a terminal.
@@ -120,11 +139,29 @@ fn bad_inputs_give_one_clear_error_line() {
     let dir = tempfile::tempdir().unwrap();
     // truncated file
     let o = tusk(&["records", "cat", &fixture("truncated_payload.tfrecord")]);
-    assert_fails(&o, &["truncated_payload.tfrecord", "truncated record #1 at byte offset 55", "expected 103 bytes"]);
-    assert_eq!(stdout(&o).lines().count(), 1, "records before the damage are still printed");
+    assert_fails(
+        &o,
+        &[
+            "truncated_payload.tfrecord",
+            "truncated record #1 at byte offset 55",
+            "expected 103 bytes",
+        ],
+    );
+    assert_eq!(
+        stdout(&o).lines().count(),
+        1,
+        "records before the damage are still printed"
+    );
     // flipped byte
     let o = tusk(&["records", "stats", &fixture("corrupt_data_crc.tfrecord")]);
-    assert_fails(&o, &["corrupt_data_crc.tfrecord", "corrupt record #1 at byte offset 55", "data CRC mismatch"]);
+    assert_fails(
+        &o,
+        &[
+            "corrupt_data_crc.tfrecord",
+            "corrupt record #1 at byte offset 55",
+            "data CRC mismatch",
+        ],
+    );
     let o = tusk(&["records", "stats", &fixture("corrupt_length.tfrecord")]);
     assert_fails(&o, &["record #1 at byte offset 55", "length CRC mismatch"]);
     // a flipped byte inside a gzip stream
@@ -146,14 +183,27 @@ fn bad_inputs_give_one_clear_error_line() {
     bytes.extend_from_slice(&tusk_records::tfrecord::masked_crc(payload).to_le_bytes());
     std::fs::write(&junk, bytes).unwrap();
     let o = tusk(&["records", "cat", junk.to_str().unwrap()]);
-    assert_fails(&o, &["junk.tfrecord", "record #0 at byte offset 0 is not a tf.train.Example", "invalid wire type"]);
+    assert_fails(
+        &o,
+        &[
+            "junk.tfrecord",
+            "record #0 at byte offset 0 is not a tf.train.Example",
+            "invalid wire type",
+        ],
+    );
     // missing file
     let missing = dir.path().join("nope.tfrecord");
     let o = tusk(&["records", "stats", missing.to_str().unwrap()]);
     assert_fails(&o, &["nope.tfrecord", "no such file"]);
     // unreachable namenode, over both protocols
     let o = tusk(&["records", "stats", "hdfs://127.0.0.1:1/data/x.tfrecord"]);
-    assert_fails(&o, &["cannot reach HDFS NameNode 127.0.0.1:1", "hdfs://127.0.0.1:1/data/x.tfrecord"]);
+    assert_fails(
+        &o,
+        &[
+            "cannot reach HDFS NameNode 127.0.0.1:1",
+            "hdfs://127.0.0.1:1/data/x.tfrecord",
+        ],
+    );
     let o = tusk(&["records", "cat", "webhdfs://127.0.0.1:1/data/x.tfrecord"]);
     assert_fails(&o, &["cannot reach WebHDFS at 127.0.0.1:1"]);
     // unsupported URL scheme
@@ -172,7 +222,13 @@ fn usage_errors_exit_2_and_every_subcommand_has_help() {
     let o = tusk(&["records", "cat", "x", "--compression", "lz4"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("gzip"));
-    for sub in [&["--help"][..], &["records", "--help"], &["records", "cat", "--help"], &["records", "stats", "--help"], &["records", "convert", "--help"]] {
+    for sub in [
+        &["--help"][..],
+        &["records", "--help"],
+        &["records", "cat", "--help"],
+        &["records", "stats", "--help"],
+        &["records", "convert", "--help"],
+    ] {
         let o = tusk(sub);
         assert!(o.status.success(), "{sub:?}");
         assert!(stdout(&o).contains("Usage:"), "{sub:?}");
@@ -195,7 +251,10 @@ fn uniform_source(dir: &Path) -> PathBuf {
         let line = format!(
             r#"{{"user_id":{{"int64":[{i}]}},"label":{{"float":[{}]}},"items":{{"int64":[{}]}},"country":{{"bytes":["{}"]}}}}"#,
             i % 2,
-            (0..i % 3).map(|x| (x * 10).to_string()).collect::<Vec<_>>().join(","),
+            (0..i % 3)
+                .map(|x| (x * 10).to_string())
+                .collect::<Vec<_>>()
+                .join(","),
             if i % 2 == 0 { "VVM=" } else { "RlI=" }
         );
         let ex = tusk_records::example::from_json(&serde_json::from_str(&line).unwrap()).unwrap();
@@ -227,19 +286,36 @@ fn convert_roundtrips_through_every_format_and_compression() {
         assert_eq!(cat_all(&out), want, "{out}");
     }
     let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("ds-tf/_manifest.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.path().join("ds-tf/_manifest.json")).unwrap())
+            .unwrap();
     assert_eq!(manifest["records"], 500);
     assert_eq!(manifest["compression"], "gzip");
-    let counts: Vec<u64> = manifest["shards"].as_array().unwrap().iter().map(|s| s["records"].as_u64().unwrap()).collect();
+    let counts: Vec<u64> = manifest["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["records"].as_u64().unwrap())
+        .collect();
     assert_eq!(counts, vec![125, 125, 125, 125]);
     // Parquet back to TFRecord
     let back = d("back.tfrecord");
-    assert!(tusk(&["records", "convert", &d("ds-pq"), &back]).status.success());
+    assert!(
+        tusk(&["records", "convert", &d("ds-pq"), &back])
+            .status
+            .success()
+    );
     assert_eq!(cat_all(&back), want);
     // Converting onto an existing dataset refuses rather than losing data.
     let o = tusk(&["records", "convert", src, &d("ds-tf"), "--shards", "2"]);
     assert_fails(&o, &["ds-tf", "a dataset already exists here"]);
-    let o = tusk(&["records", "convert", src, &d("x.parquet"), "--compression", "gzip"]);
+    let o = tusk(&[
+        "records",
+        "convert",
+        src,
+        &d("x.parquet"),
+        "--compression",
+        "gzip",
+    ]);
     assert_eq!(o.status.code(), Some(1));
 }
 
@@ -254,12 +330,30 @@ fn records_on_hdfs() {
     let src = uniform_source(dir.path());
     let src = src.to_str().unwrap();
     let hdfs_ds = format!("{}/user/tusk/ds", dfs.hdfs_url());
-    let o = tusk(&["records", "convert", src, &hdfs_ds, "--shards", "3", "--compression", "zlib"]);
+    let o = tusk(&[
+        "records",
+        "convert",
+        src,
+        &hdfs_ds,
+        "--shards",
+        "3",
+        "--compression",
+        "zlib",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let want = cat_all(src);
     assert_eq!(cat_all(&hdfs_ds), want);
-    assert_eq!(cat_all(&format!("{}/user/tusk/ds", dfs.webhdfs_url())), want);
-    assert_eq!(cat_all(&format!("{}/user/tusk/ds/part-*.tfrecord.zz", dfs.webhdfs_url())), want);
+    assert_eq!(
+        cat_all(&format!("{}/user/tusk/ds", dfs.webhdfs_url())),
+        want
+    );
+    assert_eq!(
+        cat_all(&format!(
+            "{}/user/tusk/ds/part-*.tfrecord.zz",
+            dfs.webhdfs_url()
+        )),
+        want
+    );
     let o = tusk(&["records", "stats", &hdfs_ds, "--json"]);
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["records"], 500);
@@ -267,8 +361,15 @@ fn records_on_hdfs() {
     // and a Parquet file written to HDFS over WebHDFS
     let web_pq = format!("{}/user/tusk/u.parquet", dfs.webhdfs_url());
     assert!(tusk(&["records", "convert", src, &web_pq]).status.success());
-    assert_eq!(cat_all(&format!("{}/user/tusk/u.parquet", dfs.hdfs_url())), want);
+    assert_eq!(
+        cat_all(&format!("{}/user/tusk/u.parquet", dfs.hdfs_url())),
+        want
+    );
     // a missing HDFS file is a clear error
-    let o = tusk(&["records", "cat", &format!("{}/user/tusk/missing.tfrecord", dfs.hdfs_url())]);
+    let o = tusk(&[
+        "records",
+        "cat",
+        &format!("{}/user/tusk/missing.tfrecord", dfs.hdfs_url()),
+    ]);
     assert_fails(&o, &["missing.tfrecord", "no such file"]);
 }

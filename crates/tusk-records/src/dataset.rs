@@ -96,7 +96,9 @@ pub struct Schema {
 impl Schema {
     /// Position of a column.
     pub fn index(&self, name: &str) -> Option<usize> {
-        self.columns.binary_search_by(|c| c.name.as_str().cmp(name)).ok()
+        self.columns
+            .binary_search_by(|c| c.name.as_str().cmp(name))
+            .ok()
     }
 }
 
@@ -156,8 +158,15 @@ impl Manifest {
                 m.records
             )));
         }
-        if let Some(s) = m.shards.iter().find(|s| s.path.contains("..") || s.path.starts_with('/')) {
-            return Err(bad(format!("shard path '{}' leaves the dataset directory", s.path)));
+        if let Some(s) = m
+            .shards
+            .iter()
+            .find(|s| s.path.contains("..") || s.path.starts_with('/'))
+        {
+            return Err(bad(format!(
+                "shard path '{}' leaves the dataset directory",
+                s.path
+            )));
         }
         Ok(m)
     }
@@ -330,11 +339,14 @@ impl Input {
                 Format::Parquet => {
                     let mut go_on = true;
                     parquet_io::for_each_example(&file.location, |rec, row| {
-                        go_on = f(rec, Pos {
-                            file: &url,
-                            index: row,
-                            offset: row,
-                        })?;
+                        go_on = f(
+                            rec,
+                            Pos {
+                                file: &url,
+                                index: row,
+                                offset: row,
+                            },
+                        )?;
                         Ok(go_on)
                     })?;
                     if !go_on {
@@ -405,7 +417,9 @@ impl SchemaInference {
     pub fn add(&mut self, rec: &[u8], pos: &Pos<'_>) -> Result<()> {
         let features = &mut self.features;
         example::walk(rec, |name, values, _| {
-            let Some(dtype) = values.feature_type() else { return Ok(()) };
+            let Some(dtype) = values.feature_type() else {
+                return Ok(());
+            };
             let n = values.count()? as u64;
             let utf8 = values.all_utf8();
             match features.get_mut(name) {
@@ -420,16 +434,19 @@ impl SchemaInference {
                     s.utf8 &= utf8;
                 }
                 None => {
-                    features.insert(name.to_string(), FeatureStats {
-                        dtype,
-                        records: 1,
-                        values: n,
-                        min_values: n,
-                        max_values: n,
-                        utf8,
-                        conflict: None,
-                        first_seen: (pos.file.to_string(), pos.index),
-                    });
+                    features.insert(
+                        name.to_string(),
+                        FeatureStats {
+                            dtype,
+                            records: 1,
+                            values: n,
+                            min_values: n,
+                            max_values: n,
+                            utf8,
+                            conflict: None,
+                            first_seen: (pos.file.to_string(), pos.index),
+                        },
+                    );
                 }
             }
             Ok(())
@@ -481,15 +498,15 @@ pub enum Output {
 }
 
 enum Sink {
-    Tf(FileWriter),
-    Pq(ParquetWriter),
+    Tf(Box<FileWriter>),
+    Pq(Box<ParquetWriter>),
 }
 
 impl Sink {
     fn create(loc: &Location, format: Format, schema: &Schema) -> Result<Sink> {
         Ok(match format {
-            Format::TfRecord(c) => Sink::Tf(FileWriter::create(loc, Some(c))?),
-            Format::Parquet => Sink::Pq(ParquetWriter::create(loc, schema)?),
+            Format::TfRecord(c) => Sink::Tf(Box::new(FileWriter::create(loc, Some(c))?)),
+            Format::Parquet => Sink::Pq(Box::new(ParquetWriter::create(loc, schema)?)),
         })
     }
 
@@ -546,7 +563,9 @@ pub fn convert(input: &Input, output: &Output, mut progress: impl FnMut(u64)) ->
                 });
             }
             let shards = (*shards).max(1);
-            let bounds: Vec<u64> = (0..=shards as u64).map(|i| i * total / shards as u64).collect();
+            let bounds: Vec<u64> = (0..=shards as u64)
+                .map(|i| i * total / shards as u64)
+                .collect();
             let names: Vec<String> = (0..shards)
                 .map(|i| format!("part-{i:05}-of-{shards:05}{}", format.extension()))
                 .collect();
@@ -567,7 +586,9 @@ pub fn convert(input: &Input, output: &Output, mut progress: impl FnMut(u64)) ->
             if n != total {
                 return Err(Error::Dataset {
                     file: dir.url(),
-                    message: format!("input changed while converting: counted {total} records, then read {n}"),
+                    message: format!(
+                        "input changed while converting: counted {total} records, then read {n}"
+                    ),
                 });
             }
             // Shards the input never reached (fewer records than shards) are written empty.

@@ -54,7 +54,9 @@ pub enum Error {
         reason: String,
     },
     /// The compressed stream is damaged.
-    #[error("{file}: {compression} stream is damaged near uncompressed byte offset {offset}: {source}")]
+    #[error(
+        "{file}: {compression} stream is damaged near uncompressed byte offset {offset}: {source}"
+    )]
     Decompress {
         /// The file.
         file: String,

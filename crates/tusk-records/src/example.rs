@@ -16,7 +16,9 @@ pub mod pb {
 pub use pb::{BytesList, Example, Feature, Features, FloatList, Int64List, feature::Kind};
 
 /// The three value types a feature can hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum FeatureType {
     /// `bytes_list`
@@ -119,7 +121,11 @@ pub(crate) fn push_json_f32(out: &mut String, v: f32) {
     if v.is_nan() {
         out.push_str("\"NaN\"");
     } else if v.is_infinite() {
-        out.push_str(if v > 0.0 { "\"Infinity\"" } else { "\"-Infinity\"" });
+        out.push_str(if v > 0.0 {
+            "\"Infinity\""
+        } else {
+            "\"-Infinity\""
+        });
     } else {
         // `{:?}` on f32 prints the shortest round-tripping form, with a `.0` for integers.
         let _ = write!(out, "{v:?}");
@@ -128,7 +134,9 @@ pub(crate) fn push_json_f32(out: &mut String, v: f32) {
 
 /// Parse tusk's JSON form back into an Example (used by tests and `records convert` from JSON).
 pub fn from_json(value: &serde_json::Value) -> Result<Example, String> {
-    let obj = value.as_object().ok_or("expected a JSON object of features")?;
+    let obj = value
+        .as_object()
+        .ok_or("expected a JSON object of features")?;
     let mut feats = Vec::new();
     for (name, v) in obj {
         let inner = v
@@ -144,13 +152,19 @@ pub fn from_json(value: &serde_json::Value) -> Result<Example, String> {
                     "int64" => Kind::Int64List(Int64List {
                         value: vals
                             .iter()
-                            .map(|x| x.as_i64().ok_or_else(|| format!("feature '{name}': {x} is not an int64")))
+                            .map(|x| {
+                                x.as_i64()
+                                    .ok_or_else(|| format!("feature '{name}': {x} is not an int64"))
+                            })
                             .collect::<Result<_, _>>()?,
                     }),
                     "float" => Kind::FloatList(FloatList {
                         value: vals
                             .iter()
-                            .map(|x| json_f32(x).ok_or_else(|| format!("feature '{name}': {x} is not a float")))
+                            .map(|x| {
+                                json_f32(x)
+                                    .ok_or_else(|| format!("feature '{name}': {x} is not a float"))
+                            })
                             .collect::<Result<_, _>>()?,
                     }),
                     "bytes" => Kind::BytesList(BytesList {
@@ -163,7 +177,11 @@ pub fn from_json(value: &serde_json::Value) -> Result<Example, String> {
                             })
                             .collect::<Result<_, _>>()?,
                     }),
-                    other => return Err(format!("feature '{name}': unknown type '{other}' (expected int64, float or bytes)")),
+                    other => {
+                        return Err(format!(
+                            "feature '{name}': unknown type '{other}' (expected int64, float or bytes)"
+                        ));
+                    }
                 })
             }
         };
@@ -240,7 +258,9 @@ impl Values<'_> {
                     if field == 1 {
                         match v {
                             Wire::Len(p) if p.len() % 4 == 0 => n += p.len() / 4,
-                            Wire::Len(_) => return Err("packed FloatList length is not a multiple of 4".into()),
+                            Wire::Len(_) => {
+                                return Err("packed FloatList length is not a multiple of 4".into());
+                            }
                             Wire::Fixed32 => n += 1,
                             _ => return Err("FloatList.value has the wrong wire type".into()),
                         }
@@ -336,7 +356,8 @@ pub fn walk<'a>(
                 }
                 Ok(())
             })?;
-            let key = std::str::from_utf8(key).map_err(|_| "feature name is not valid UTF-8".to_string())?;
+            let key = std::str::from_utf8(key)
+                .map_err(|_| "feature name is not valid UTF-8".to_string())?;
             value.count()?;
             n += 1;
             f(key, value, n)
@@ -368,7 +389,10 @@ fn varint(b: &[u8], pos: &mut usize) -> Result<u64, String> {
 }
 
 /// Iterate the top-level fields of one message.
-fn fields<'a>(b: &'a [u8], mut f: impl FnMut(u64, Wire<'a>) -> Result<(), String>) -> Result<(), String> {
+fn fields<'a>(
+    b: &'a [u8],
+    mut f: impl FnMut(u64, Wire<'a>) -> Result<(), String>,
+) -> Result<(), String> {
     let mut pos = 0;
     while pos < b.len() {
         let tag = varint(b, &mut pos)?;
@@ -382,7 +406,10 @@ fn fields<'a>(b: &'a [u8], mut f: impl FnMut(u64, Wire<'a>) -> Result<(), String
                 Wire::Varint
             }
             1 => {
-                pos = pos.checked_add(8).filter(|p| *p <= b.len()).ok_or("truncated fixed64")?;
+                pos = pos
+                    .checked_add(8)
+                    .filter(|p| *p <= b.len())
+                    .ok_or("truncated fixed64")?;
                 Wire::Fixed64
             }
             2 => {
@@ -397,7 +424,10 @@ fn fields<'a>(b: &'a [u8], mut f: impl FnMut(u64, Wire<'a>) -> Result<(), String
                 Wire::Len(s)
             }
             5 => {
-                pos = pos.checked_add(4).filter(|p| *p <= b.len()).ok_or("truncated fixed32")?;
+                pos = pos
+                    .checked_add(4)
+                    .filter(|p| *p <= b.len())
+                    .ok_or("truncated fixed32")?;
                 Wire::Fixed32
             }
             w => return Err(format!("invalid wire type {w} (field {field})")),
@@ -414,9 +444,22 @@ mod tests {
 
     fn sample() -> Example {
         from_features([
-            ("user_id".to_string(), Kind::Int64List(Int64List { value: vec![42, -1] })),
-            ("label".to_string(), Kind::FloatList(FloatList { value: vec![1.0] })),
-            ("tag".to_string(), Kind::BytesList(BytesList { value: vec![b"ab".to_vec(), vec![0xff]] })),
+            (
+                "user_id".to_string(),
+                Kind::Int64List(Int64List {
+                    value: vec![42, -1],
+                }),
+            ),
+            (
+                "label".to_string(),
+                Kind::FloatList(FloatList { value: vec![1.0] }),
+            ),
+            (
+                "tag".to_string(),
+                Kind::BytesList(BytesList {
+                    value: vec![b"ab".to_vec(), vec![0xff]],
+                }),
+            ),
         ])
     }
 
@@ -465,7 +508,8 @@ mod tests {
 
     fn arb_kind() -> impl Strategy<Value = Kind> {
         prop_oneof![
-            prop::collection::vec(any::<i64>(), 0..5).prop_map(|value| Kind::Int64List(Int64List { value })),
+            prop::collection::vec(any::<i64>(), 0..5)
+                .prop_map(|value| Kind::Int64List(Int64List { value })),
             prop::collection::vec(any::<f32>().prop_filter("nan", |f| !f.is_nan()), 0..5)
                 .prop_map(|value| Kind::FloatList(FloatList { value })),
             prop::collection::vec(prop::collection::vec(any::<u8>(), 0..8), 0..4)

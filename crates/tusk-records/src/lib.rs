@@ -12,8 +12,8 @@
 //! assert_eq!(r.next_record().unwrap(), None);
 //! ```
 
-mod error;
 pub mod dataset;
+mod error;
 pub mod example;
 pub mod parquet_io;
 pub mod tfrecord;

@@ -14,8 +14,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, Float32Builder, Int64Builder, ListBuilder, RecordBatch,
-    StringBuilder,
+    Array, ArrayRef, AsArray, BinaryBuilder, Float32Builder, Int64Builder, ListBuilder,
+    RecordBatch, StringBuilder,
 };
 use arrow::datatypes::{DataType, Field, Float32Type, Int64Type, Schema as ArrowSchema};
 use parquet::arrow::ArrowWriter;
@@ -115,8 +115,8 @@ enum Canon {
 fn canon(t: &DataType) -> Option<Canon> {
     use DataType::*;
     match t {
-        Boolean | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Date32 | Date64
-        | Timestamp(..) | Time32(_) | Time64(_) | Duration(_) => Some(Canon::Int64),
+        Boolean | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Date32
+        | Date64 | Timestamp(..) | Time32(_) | Time64(_) | Duration(_) => Some(Canon::Int64),
         Float16 | Float32 | Float64 => Some(Canon::Float),
         Utf8 | LargeUtf8 | Utf8View | Binary | LargeBinary | BinaryView | FixedSizeBinary(_) => {
             Some(Canon::Bytes)
@@ -164,8 +164,12 @@ fn cast_col(file: &str, name: &str, col: &ArrayRef, c: Canon, list: bool) -> Res
         safe: false,
         ..Default::default()
     };
-    arrow::compute::cast_with_options(col, &target, &opts)
-        .map_err(|e| schema_err(file, format!("column '{name}': cannot convert to {target}: {e}")))
+    arrow::compute::cast_with_options(col, &target, &opts).map_err(|e| {
+        schema_err(
+            file,
+            format!("column '{name}': cannot convert to {target}: {e}"),
+        )
+    })
 }
 
 fn values_of(arr: &dyn Array, c: Canon, from: usize, to: usize) -> Kind {
@@ -173,13 +177,19 @@ fn values_of(arr: &dyn Array, c: Canon, from: usize, to: usize) -> Kind {
         Canon::Int64 => {
             let a = arr.as_primitive::<Int64Type>();
             Kind::Int64List(Int64List {
-                value: (from..to).filter(|i| a.is_valid(*i)).map(|i| a.value(i)).collect(),
+                value: (from..to)
+                    .filter(|i| a.is_valid(*i))
+                    .map(|i| a.value(i))
+                    .collect(),
             })
         }
         Canon::Float => {
             let a = arr.as_primitive::<Float32Type>();
             Kind::FloatList(FloatList {
-                value: (from..to).filter(|i| a.is_valid(*i)).map(|i| a.value(i)).collect(),
+                value: (from..to)
+                    .filter(|i| a.is_valid(*i))
+                    .map(|i| a.value(i))
+                    .collect(),
             })
         }
         Canon::Bytes => {
@@ -208,11 +218,15 @@ pub fn for_each_example(
         .iter()
         .map(|fld| column_plan(&url, fld).map(|(c, l)| (fld.name().clone(), c, l)))
         .collect::<Result<_>>()?;
-    let reader = builder.with_batch_size(BATCH).build().map_err(pq_err(&url))?;
+    let reader = builder
+        .with_batch_size(BATCH)
+        .build()
+        .map_err(pq_err(&url))?;
     let mut row = 0u64;
     let mut buf = Vec::new();
     for batch in reader {
-        let batch = batch.map_err(|e| schema_err(&url, format!("reading rows after row {row}: {e}")))?;
+        let batch =
+            batch.map_err(|e| schema_err(&url, format!("reading rows after row {row}: {e}")))?;
         let cols: Vec<ArrayRef> = plans
             .iter()
             .zip(batch.columns())
@@ -227,7 +241,12 @@ pub fn for_each_example(
                 let kind = if *list {
                     let l = col.as_list::<i32>();
                     let offs = l.value_offsets();
-                    values_of(l.values().as_ref(), *c, offs[r] as usize, offs[r + 1] as usize)
+                    values_of(
+                        l.values().as_ref(),
+                        *c,
+                        offs[r] as usize,
+                        offs[r + 1] as usize,
+                    )
                 } else {
                     values_of(col.as_ref(), *c, r, r + 1)
                 };
@@ -330,7 +349,8 @@ impl ColBuilder {
             }
             (ColBuilder::StrList(b), Kind::BytesList(l)) => {
                 for v in &l.value {
-                    b.values().append_value(std::str::from_utf8(v).map_err(|_| "is not valid UTF-8")?);
+                    b.values()
+                        .append_value(std::str::from_utf8(v).map_err(|_| "is not valid UTF-8")?);
                 }
                 b.append(true);
             }
@@ -421,7 +441,10 @@ impl ParquetWriter {
             }
         }
         for (col, b) in self.schema.columns.iter().zip(&mut self.builders) {
-            match feats.and_then(|f| f.get(&col.name)).and_then(|f| f.kind.as_ref()) {
+            match feats
+                .and_then(|f| f.get(&col.name))
+                .and_then(|f| f.kind.as_ref())
+            {
                 None => b.append_null(),
                 Some(kind) => b.append(kind).map_err(|why| {
                     schema_err(

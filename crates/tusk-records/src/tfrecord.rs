@@ -375,7 +375,10 @@ mod tests {
     fn masked_crc_matches_tensorflow_reference_values() {
         // crc32c("123456789") = 0xe3069283 (the standard check value); TensorFlow masks it.
         assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
-        assert_eq!(masked_crc(b"123456789"), 0xe306_9283u32.rotate_right(15).wrapping_add(MASK_DELTA));
+        assert_eq!(
+            masked_crc(b"123456789"),
+            0xe306_9283u32.rotate_right(15).wrapping_add(MASK_DELTA)
+        );
         // Header of an empty record as TensorFlow writes it: len=0, masked crc of 8 zero bytes.
         let mut out = Vec::new();
         Writer::new(&mut out).write_record(b"").unwrap();
@@ -416,7 +419,10 @@ mod tests {
                     Err(e) => break e,
                 }
             };
-            assert!(matches!(err, Error::Crc { .. } | Error::Truncated { .. }), "{err}");
+            assert!(
+                matches!(err, Error::Crc { .. } | Error::Truncated { .. }),
+                "{err}"
+            );
         }
         for cut in 1..out.len() {
             if cut == 21 {

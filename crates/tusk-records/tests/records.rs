@@ -7,8 +7,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Decimal128Array, DictionaryArray, Float64Array, Int32Array, ListArray,
-    RecordBatch, StringArray, UInt8Array,
+    Array, ArrayRef, BooleanArray, Decimal128Array, DictionaryArray, Float64Array, Int32Array,
+    ListArray, RecordBatch, StringArray, UInt8Array,
 };
 use arrow::datatypes::{Int32Type, Schema as ArrowSchema};
 use tusk_records::Error;
@@ -100,7 +100,10 @@ fn framing_is_byte_identical_to_tensorflow() {
         w.write(rec).unwrap();
     }
     w.finish().unwrap();
-    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&tf_file).unwrap());
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&tf_file).unwrap()
+    );
 }
 
 #[test]
@@ -118,7 +121,8 @@ fn files_written_by_tusk_read_identically_in_tensorflow() {
     ] {
         // Examples encoded by tusk (prost), framed and compressed by tusk.
         let path = dir.path().join(name);
-        let mut w = FileWriter::create(&storage.open(path.to_str().unwrap()).unwrap(), None).unwrap();
+        let mut w =
+            FileWriter::create(&storage.open(path.to_str().unwrap()).unwrap(), None).unwrap();
         for ex in &want {
             w.write(&dataset::encode(ex)).unwrap();
         }
@@ -148,10 +152,26 @@ fn damaged_files_fail_with_index_offset_and_reason() {
         ("corrupt_data_crc_field.tfrecord", "crc", "data"),
         ("corrupt_length.tfrecord", "crc", "length"),
         ("corrupt_length_crc.tfrecord", "crc", "length"),
-        ("truncated_crc.tfrecord", "truncated", "record data + data CRC"),
-        ("truncated_payload.tfrecord", "truncated", "record data + data CRC"),
-        ("truncated_header.tfrecord", "truncated", "record header (length + length CRC)"),
-        ("truncated_length_crc.tfrecord", "truncated", "record header (length + length CRC)"),
+        (
+            "truncated_crc.tfrecord",
+            "truncated",
+            "record data + data CRC",
+        ),
+        (
+            "truncated_payload.tfrecord",
+            "truncated",
+            "record data + data CRC",
+        ),
+        (
+            "truncated_header.tfrecord",
+            "truncated",
+            "record header (length + length CRC)",
+        ),
+        (
+            "truncated_length_crc.tfrecord",
+            "truncated",
+            "record header (length + length CRC)",
+        ),
     ] {
         let path = fixtures().join(name);
         let input = Input::open(&storage, path.to_str().unwrap(), None).unwrap();
@@ -166,8 +186,24 @@ fn damaged_files_fail_with_index_offset_and_reason() {
         let text = err.to_string();
         assert!(text.contains(name), "{text}");
         match (&err, kind) {
-            (Error::Crc { index: 1, offset: 55, what: w, .. }, "crc") => assert_eq!(*w, what),
-            (Error::Truncated { index: 1, offset: 55, what: w, .. }, "truncated") => {
+            (
+                Error::Crc {
+                    index: 1,
+                    offset: 55,
+                    what: w,
+                    ..
+                },
+                "crc",
+            ) => assert_eq!(*w, what),
+            (
+                Error::Truncated {
+                    index: 1,
+                    offset: 55,
+                    what: w,
+                    ..
+                },
+                "truncated",
+            ) => {
                 assert_eq!(*w, what)
             }
             _ => panic!("{name}: unexpected error {err:?}"),
@@ -211,7 +247,10 @@ fn non_example_payload_is_named() {
     let err = input.for_each_example(|_, _| Ok(true)).unwrap_err();
     assert!(matches!(err, Error::NotExample { index: 1, .. }), "{err:?}");
     let text = err.to_string();
-    assert!(text.contains("junk.tfrecord: record #1 at byte offset"), "{text}");
+    assert!(
+        text.contains("junk.tfrecord: record #1 at byte offset"),
+        "{text}"
+    );
     assert!(text.contains("is not a tf.train.Example"), "{text}");
 }
 
@@ -219,23 +258,44 @@ fn generated(n: usize) -> Vec<Example> {
     (0..n)
         .map(|i| {
             let mut f = vec![
-                ("user_id".to_string(), Kind::Int64List(Int64List { value: vec![i as i64 * 7 - 3] })),
-                ("label".to_string(), Kind::FloatList(FloatList { value: vec![(i % 2) as f32] })),
+                (
+                    "user_id".to_string(),
+                    Kind::Int64List(Int64List {
+                        value: vec![i as i64 * 7 - 3],
+                    }),
+                ),
+                (
+                    "label".to_string(),
+                    Kind::FloatList(FloatList {
+                        value: vec![(i % 2) as f32],
+                    }),
+                ),
                 (
                     "hist".to_string(),
-                    Kind::Int64List(Int64List { value: (0..(i % 4) as i64).collect() }),
+                    Kind::Int64List(Int64List {
+                        value: (0..(i % 4) as i64).collect(),
+                    }),
                 ),
                 (
                     "tags".to_string(),
-                    Kind::BytesList(BytesList { value: vec![format!("t{i}").into_bytes(), b"x".to_vec()] }),
+                    Kind::BytesList(BytesList {
+                        value: vec![format!("t{i}").into_bytes(), b"x".to_vec()],
+                    }),
                 ),
                 (
                     "dense".to_string(),
-                    Kind::FloatList(FloatList { value: vec![i as f32 / 3.0, -1.5] }),
+                    Kind::FloatList(FloatList {
+                        value: vec![i as f32 / 3.0, -1.5],
+                    }),
                 ),
             ];
             if i % 3 != 0 {
-                f.push(("blob".to_string(), Kind::BytesList(BytesList { value: vec![vec![0xff, i as u8]] })));
+                f.push((
+                    "blob".to_string(),
+                    Kind::BytesList(BytesList {
+                        value: vec![vec![0xff, i as u8]],
+                    }),
+                ));
             }
             example::from_features(f)
         })
@@ -259,24 +319,50 @@ fn tfrecord_parquet_roundtrip_keeps_every_value() {
     write_tfrecord(&storage, &src, &exs);
     let pq = dir.path().join("out.parquet");
     let input = Input::open(&storage, src.to_str().unwrap(), None).unwrap();
-    let n = dataset::convert(&input, &Output::File(storage.open(pq.to_str().unwrap()).unwrap(), Format::Parquet), |_| {}).unwrap();
+    let n = dataset::convert(
+        &input,
+        &Output::File(storage.open(pq.to_str().unwrap()).unwrap(), Format::Parquet),
+        |_| {},
+    )
+    .unwrap();
     assert_eq!(n, 1000);
     // The Parquet schema is what the docs promise.
     let file = std::fs::File::open(&pq).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
     let schema = reader.schema().clone();
     let ty = |n: &str| schema.field_with_name(n).unwrap().data_type().to_string();
     assert_eq!(ty("user_id"), "Int64");
     assert_eq!(ty("label"), "Float32");
-    assert!(ty("hist").starts_with("List(") && ty("hist").contains("Int64"), "{}", ty("hist"));
-    assert!(ty("tags").starts_with("List(") && ty("tags").contains("Utf8"), "{}", ty("tags"));
+    assert!(
+        ty("hist").starts_with("List(") && ty("hist").contains("Int64"),
+        "{}",
+        ty("hist")
+    );
+    assert!(
+        ty("tags").starts_with("List(") && ty("tags").contains("Utf8"),
+        "{}",
+        ty("tags")
+    );
     assert_eq!(ty("blob"), "Binary");
     assert!(schema.field_with_name("blob").unwrap().is_nullable());
     // And back: identical Examples (absent features stay absent, empty lists stay empty).
     let back = dir.path().join("back.tfrecord.gz");
     let input = Input::open(&storage, pq.to_str().unwrap(), None).unwrap();
-    dataset::convert(&input, &Output::File(storage.open(back.to_str().unwrap()).unwrap(), Format::TfRecord(Compression::Gzip)), |_| {}).unwrap();
-    assert_same(&read_all(&storage, back.to_str().unwrap()), &exs, "tfrecord -> parquet -> tfrecord.gz");
+    dataset::convert(
+        &input,
+        &Output::File(
+            storage.open(back.to_str().unwrap()).unwrap(),
+            Format::TfRecord(Compression::Gzip),
+        ),
+        |_| {},
+    )
+    .unwrap();
+    assert_same(
+        &read_all(&storage, back.to_str().unwrap()),
+        &exs,
+        "tfrecord -> parquet -> tfrecord.gz",
+    );
 }
 
 #[test]
@@ -284,9 +370,15 @@ fn parquet_written_by_arrow_maps_to_features() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("arrow.parquet");
     let cols: Vec<(&str, ArrayRef)> = vec![
-        ("i32", Arc::new(Int32Array::from(vec![Some(1), None, Some(-3)]))),
+        (
+            "i32",
+            Arc::new(Int32Array::from(vec![Some(1), None, Some(-3)])),
+        ),
         ("u8", Arc::new(UInt8Array::from(vec![255, 0, 7]))),
-        ("flag", Arc::new(BooleanArray::from(vec![true, false, true]))),
+        (
+            "flag",
+            Arc::new(BooleanArray::from(vec![true, false, true])),
+        ),
         ("f64", Arc::new(Float64Array::from(vec![0.5, 1e300, -2.0]))),
         ("s", Arc::new(StringArray::from(vec!["a", "é", ""]))),
         (
@@ -303,7 +395,12 @@ fn parquet_written_by_arrow_maps_to_features() {
         ),
     ];
     let batch = RecordBatch::try_from_iter(cols).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
     let storage = Storage::new().unwrap();
@@ -324,19 +421,33 @@ fn parquet_written_by_arrow_maps_to_features() {
     );
 
     // A column with no Example equivalent is named in the error.
-    let dec = Decimal128Array::from(vec![1i128, 2]).with_precision_and_scale(10, 2).unwrap();
+    let dec = Decimal128Array::from(vec![1i128, 2])
+        .with_precision_and_scale(10, 2)
+        .unwrap();
     let batch = RecordBatch::try_new(
-        Arc::new(ArrowSchema::new(vec![arrow::datatypes::Field::new("price", dec.data_type().clone(), false)])),
+        Arc::new(ArrowSchema::new(vec![arrow::datatypes::Field::new(
+            "price",
+            dec.data_type().clone(),
+            false,
+        )])),
         vec![Arc::new(dec)],
     )
     .unwrap();
     let bad = dir.path().join("decimal.parquet");
-    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&bad).unwrap(), batch.schema(), None).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&bad).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
     let input = Input::open(&storage, bad.to_str().unwrap(), None).unwrap();
     let err = input.for_each(|_, _| Ok(())).unwrap_err().to_string();
-    assert!(err.contains("decimal.parquet") && err.contains("column 'price'"), "{err}");
+    assert!(
+        err.contains("decimal.parquet") && err.contains("column 'price'"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -349,7 +460,12 @@ fn sharded_datasets_are_balanced_committed_last_and_read_in_order() {
     let out_dir = dir.path().join("ds");
     let out = storage.open(out_dir.to_str().unwrap()).unwrap();
     let input = Input::open(&storage, src.to_str().unwrap(), None).unwrap();
-    dataset::convert(&input, &Output::Dataset(out.clone(), Format::TfRecord(Compression::Zlib), 4), |_| {}).unwrap();
+    dataset::convert(
+        &input,
+        &Output::Dataset(out.clone(), Format::TfRecord(Compression::Zlib), 4),
+        |_| {},
+    )
+    .unwrap();
     let m = Manifest::load(&out).unwrap();
     assert_eq!(m.records, 1003);
     assert_eq!(m.compression, "zlib");
@@ -358,29 +474,58 @@ fn sharded_datasets_are_balanced_committed_last_and_read_in_order() {
         vec![250, 251, 251, 251]
     );
     assert_eq!(m.shards[0].path, "part-00000-of-00004.tfrecord.zz");
-    assert_eq!(m.schema.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["blob", "dense", "hist", "label", "tags", "user_id"]);
+    assert_eq!(
+        m.schema
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["blob", "dense", "hist", "label", "tags", "user_id"]
+    );
     // Each shard holds exactly what the manifest says.
     for s in &m.shards {
         let n = read_all(&storage, out_dir.join(&s.path).to_str().unwrap()).len() as u64;
         assert_eq!(n, s.records, "{}", s.path);
     }
     // Reading the directory gives every record in the original order.
-    assert_same(&read_all(&storage, out_dir.to_str().unwrap()), &exs, "dataset");
+    assert_same(
+        &read_all(&storage, out_dir.to_str().unwrap()),
+        &exs,
+        "dataset",
+    );
     // Shards into Parquet too.
     let pq_dir = dir.path().join("pq");
     dataset::convert(
         &Input::open(&storage, out_dir.to_str().unwrap(), None).unwrap(),
-        &Output::Dataset(storage.open(pq_dir.to_str().unwrap()).unwrap(), Format::Parquet, 3),
+        &Output::Dataset(
+            storage.open(pq_dir.to_str().unwrap()).unwrap(),
+            Format::Parquet,
+            3,
+        ),
         |_| {},
     )
     .unwrap();
-    assert_same(&read_all(&storage, pq_dir.to_str().unwrap()), &exs, "parquet dataset");
+    assert_same(
+        &read_all(&storage, pq_dir.to_str().unwrap()),
+        &exs,
+        "parquet dataset",
+    );
     // An existing dataset is never overwritten.
-    let err = dataset::convert(&input, &Output::Dataset(out, Format::TfRecord(Compression::None), 2), |_| {}).unwrap_err();
-    assert!(err.to_string().contains("a dataset already exists here"), "{err}");
+    let err = dataset::convert(
+        &input,
+        &Output::Dataset(out, Format::TfRecord(Compression::None), 2),
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("a dataset already exists here"),
+        "{err}"
+    );
     // Without its manifest, a directory is not a dataset (a writer died before committing)...
     std::fs::remove_file(out_dir.join(dataset::MANIFEST)).unwrap();
-    let err = Input::open(&storage, out_dir.to_str().unwrap(), None).unwrap_err().to_string();
+    let err = Input::open(&storage, out_dir.to_str().unwrap(), None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("has no _manifest.json"), "{err}");
     // ...but its files can still be read explicitly with a glob.
     let glob = format!("{}/part-*.tfrecord.zz", out_dir.display());
@@ -393,11 +538,21 @@ fn more_shards_than_records_gives_empty_shards() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("in.tfrecord");
     write_tfrecord(&storage, &src, &generated(2));
-    let out = storage.open(dir.path().join("ds").to_str().unwrap()).unwrap();
+    let out = storage
+        .open(dir.path().join("ds").to_str().unwrap())
+        .unwrap();
     let input = Input::open(&storage, src.to_str().unwrap(), None).unwrap();
-    dataset::convert(&input, &Output::Dataset(out.clone(), Format::TfRecord(Compression::None), 5), |_| {}).unwrap();
+    dataset::convert(
+        &input,
+        &Output::Dataset(out.clone(), Format::TfRecord(Compression::None), 5),
+        |_| {},
+    )
+    .unwrap();
     let m = Manifest::load(&out).unwrap();
-    assert_eq!(m.shards.iter().map(|s| s.records).collect::<Vec<_>>(), vec![0, 0, 1, 0, 1]);
+    assert_eq!(
+        m.shards.iter().map(|s| s.records).collect::<Vec<_>>(),
+        vec![0, 0, 1, 0, 1]
+    );
     assert_eq!(read_all(&storage, &out.url()).len(), 2);
 }
 
@@ -421,8 +576,13 @@ fn bad_manifests_are_explained() {
         ),
     ] {
         std::fs::write(dir.path().join("_manifest.json"), body).unwrap();
-        let err = Input::open(&storage, dir.path().to_str().unwrap(), None).unwrap_err().to_string();
-        assert!(err.contains(needle) && err.contains("_manifest.json"), "{err}");
+        let err = Input::open(&storage, dir.path().to_str().unwrap(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(needle) && err.contains("_manifest.json"),
+            "{err}"
+        );
     }
 }
 
@@ -433,9 +593,13 @@ fn conflicting_feature_types_cannot_become_one_parquet_column() {
     let pq = dir.path().join("x.parquet");
     let src = fixtures().join("plain.tfrecord");
     let input = Input::open(&storage, src.to_str().unwrap(), None).unwrap();
-    let err = dataset::convert(&input, &Output::File(storage.open(pq.to_str().unwrap()).unwrap(), Format::Parquet), |_| {})
-        .unwrap_err()
-        .to_string();
+    let err = dataset::convert(
+        &input,
+        &Output::File(storage.open(pq.to_str().unwrap()).unwrap(), Format::Parquet),
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("one column cannot hold both"), "{err}");
     assert!(!pq.exists(), "nothing is published on failure");
 }

@@ -117,7 +117,11 @@ impl AtomicWriter {
         })
     }
 
-    pub(crate) fn multipart(storage: Storage, url: String, upload: Box<dyn MultipartUpload>) -> Self {
+    pub(crate) fn multipart(
+        storage: Storage,
+        url: String,
+        upload: Box<dyn MultipartUpload>,
+    ) -> Self {
         AtomicWriter {
             url,
             inner: Some(WriterInner::Multipart {
@@ -183,7 +187,9 @@ impl Write for AtomicWriter {
                     storage
                         .handle()
                         .block_on(upload.put_part(PutPayload::from(part)))
-                        .map_err(|e| io::Error::other(format!("{}: write failed: {e}", self.url)))?;
+                        .map_err(|e| {
+                            io::Error::other(format!("{}: write failed: {e}", self.url))
+                        })?;
                 }
                 Ok(data.len())
             }

@@ -269,7 +269,10 @@ impl Location {
     /// This location's path relative to `dir` (`a/b.txt`), or its full path if not below it.
     pub fn relative_to(&self, dir: &Location) -> String {
         match self.path.prefix_match(&dir.path) {
-            Some(parts) => parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>().join("/"),
+            Some(parts) => parts
+                .map(|p| p.as_ref().to_string())
+                .collect::<Vec<_>>()
+                .join("/"),
             None => self.path.to_string(),
         }
     }
@@ -357,7 +360,8 @@ impl Location {
     /// Write the whole file atomically, replacing any previous one.
     pub fn write(&self, data: impl Into<Bytes>) -> Result<()> {
         let mut w = self.writer()?;
-        std::io::Write::write_all(&mut w, &data.into()).map_err(|e| Error::from_io(&self.url(), e))?;
+        std::io::Write::write_all(&mut w, &data.into())
+            .map_err(|e| Error::from_io(&self.url(), e))?;
         w.finish()
     }
 
@@ -373,7 +377,10 @@ impl Location {
             ..Default::default()
         };
         self.storage
-            .block_on(self.store.put_opts(&self.path, PutPayload::from(data), opts))
+            .block_on(
+                self.store
+                    .put_opts(&self.path, PutPayload::from(data), opts),
+            )
             .map(|_| ())
             .map_err(|e| self.err(e))
     }
@@ -388,7 +395,11 @@ impl Location {
             .storage
             .block_on(self.store.put_multipart(&self.path))
             .map_err(|e| self.err(e))?;
-        Ok(AtomicWriter::multipart(self.storage.clone(), self.url(), upload))
+        Ok(AtomicWriter::multipart(
+            self.storage.clone(),
+            self.url(),
+            upload,
+        ))
     }
 
     /// Every file below this directory, recursively, sorted by path. Hidden names (starting

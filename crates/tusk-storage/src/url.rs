@@ -43,7 +43,10 @@ pub(crate) fn split_glob(raw: &str) -> Option<(String, String)> {
     let idx = raw.find(GLOB_CHARS)?;
     let cut = raw[..idx].rfind('/').unwrap_or(0);
     let prefix = if cut == 0 { "/" } else { &raw[..cut] };
-    Some((prefix.to_string(), raw[cut..].trim_start_matches('/').to_string()))
+    Some((
+        prefix.to_string(),
+        raw[cut..].trim_start_matches('/').to_string(),
+    ))
 }
 
 pub(crate) fn parse(url: &str) -> Result<Parsed> {

@@ -30,13 +30,18 @@ fn conformance(storage: &Storage, base: &Location) {
 
     // --- streaming write + read of a file bigger than one upload part (8 MiB)
     let big = base.join("nested/deeper/big.bin");
-    let pattern: Vec<u8> = (0..(9 << 20) + 12_345u32).map(|i| (i % 251) as u8).collect();
+    let pattern: Vec<u8> = (0..(9 << 20) + 12_345u32)
+        .map(|i| (i % 251) as u8)
+        .collect();
     let mut w = big.writer().unwrap();
     for chunk in pattern.chunks(1 << 20) {
         w.write_all(chunk).unwrap();
     }
     // not visible before finish
-    assert!(!big.exists().unwrap(), "{url}: streaming write visible before finish");
+    assert!(
+        !big.exists().unwrap(),
+        "{url}: streaming write visible before finish"
+    );
     w.finish().unwrap();
     assert_eq!(big.head().unwrap().size, pattern.len() as u64);
     let mut back = Vec::new();
@@ -49,7 +54,10 @@ fn conformance(storage: &Storage, base: &Location) {
         let mut w = abandoned.writer().unwrap();
         w.write_all(b"partial").unwrap();
     }
-    assert!(!abandoned.exists().unwrap(), "{url}: dropped writer published data");
+    assert!(
+        !abandoned.exists().unwrap(),
+        "{url}: dropped writer published data"
+    );
 
     // --- create-only writes: the commit primitive
     let manifest = base.join("_manifest.json");
@@ -58,7 +66,11 @@ fn conformance(storage: &Storage, base: &Location) {
         Err(Error::AlreadyExists { url: u }) => assert!(u.ends_with("_manifest.json"), "{u}"),
         other => panic!("{url}: expected AlreadyExists, got {other:?}"),
     }
-    assert_eq!(&manifest.read().unwrap()[..], b"{}", "{url}: create-only write clobbered");
+    assert_eq!(
+        &manifest.read().unwrap()[..],
+        b"{}",
+        "{url}: create-only write clobbered"
+    );
 
     // --- listing: recursive, sorted, hidden temporaries excluded, no leftovers
     let listed: Vec<String> = base
@@ -69,7 +81,12 @@ fn conformance(storage: &Storage, base: &Location) {
         .collect();
     assert_eq!(
         listed,
-        vec!["_manifest.json", "a.txt", "empty.bin", "nested/deeper/big.bin"],
+        vec![
+            "_manifest.json",
+            "a.txt",
+            "empty.bin",
+            "nested/deeper/big.bin"
+        ],
         "{url}: listing"
     );
     let sizes: u64 = base.list().unwrap().iter().map(|e| e.size).sum();
@@ -86,7 +103,11 @@ fn conformance(storage: &Storage, base: &Location) {
         .collect();
     assert_eq!(globbed, vec!["a.txt"], "{url}: glob *.txt");
     let deep = storage.glob(&format!("{url}/**/*.bin")).unwrap();
-    assert_eq!(deep.len(), 2, "{url}: glob **/*.bin (** matches zero or more directories): {deep:?}");
+    assert_eq!(
+        deep.len(),
+        2,
+        "{url}: glob **/*.bin (** matches zero or more directories): {deep:?}"
+    );
     let parts = storage.glob(&format!("{url}/{{a,empty}}.*")).unwrap();
     assert_eq!(parts.len(), 2);
 
@@ -108,7 +129,10 @@ fn conformance(storage: &Storage, base: &Location) {
     assert!(!a.exists().unwrap());
     a.delete().unwrap();
     assert_eq!(base.delete_all().unwrap(), 3);
-    assert!(base.list().unwrap().is_empty(), "{url}: delete_all left files");
+    assert!(
+        base.list().unwrap().is_empty(),
+        "{url}: delete_all left files"
+    );
 }
 
 #[test]
@@ -128,7 +152,10 @@ fn local_directory() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert!(names.iter().all(|n| !n.to_string_lossy().starts_with('.')), "{names:?}");
+    assert!(
+        names.iter().all(|n| !n.to_string_lossy().starts_with('.')),
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -137,7 +164,11 @@ fn memory() {
     let base = storage.open("memory://conformance/base").unwrap();
     conformance(&storage, &base);
     // the same name is the same store within one Storage
-    storage.open("memory://m/x").unwrap().write(&b"1"[..]).unwrap();
+    storage
+        .open("memory://m/x")
+        .unwrap()
+        .write(&b"1"[..])
+        .unwrap();
     assert!(storage.open("memory://m/x").unwrap().exists().unwrap());
 }
 
