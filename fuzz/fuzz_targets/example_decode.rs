@@ -1,0 +1,24 @@
+//! The Example decoder and the zero-copy walker on arbitrary bytes: no panics, and they agree
+//! (whatever the walker accepts, prost decodes; what decodes re-encodes to JSON and back).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tusk_records::example;
+
+fuzz_target!(|data: &[u8]| {
+    let walked = example::walk(data, |_, v, _| v.count().map(|_| ()));
+    match example::decode(data) {
+        Ok(ex) => {
+            assert!(walked.is_ok());
+            let mut s = String::new();
+            example::to_json(&ex, &mut s);
+            let v: serde_json::Value = serde_json::from_str(&s).expect("to_json emits valid JSON");
+            let back = example::from_json(&v).expect("to_json output parses back");
+            assert_eq!(
+                back.features.map_or(0, |f| f.feature.len()),
+                ex.features.map_or(0, |f| f.feature.len())
+            );
+        }
+        Err(_) => {}
+    }
+});
