@@ -6,7 +6,10 @@ use libfuzzer_sys::fuzz_target;
 use tusk_records::example;
 
 fuzz_target!(|data: &[u8]| {
-    let walked = example::walk(data, |_, v, _| v.count().map(|_| ()));
+    let walked = example::walk(data, |_, v, n| {
+        assert_eq!(v.count(), Ok(n));
+        Ok(())
+    });
     match example::decode(data) {
         Ok(ex) => {
             assert!(walked.is_ok());

@@ -94,6 +94,9 @@ pub struct StatsArgs {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Threads parsing Examples while one reads [default: one per core].
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -204,10 +207,8 @@ fn stats(storage: &Storage, a: StatsArgs) -> Result<()> {
         })?;
         (n, b)
     } else {
-        input.for_each(|rec, pos| {
-            ticker.tick();
-            inf.add(rec, &pos)
-        })?;
+        let threads = a.threads.unwrap_or_else(dataset::default_threads);
+        inf = input.scan(threads, |_| ticker.tick())?;
         (inf.records, inf.bytes)
     };
     ticker.done();

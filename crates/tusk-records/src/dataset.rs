@@ -370,14 +370,129 @@ impl Input {
     }
 
     /// One pass over the input to learn its schema and record count.
-    pub fn infer_schema(&self, mut progress: impl FnMut(u64)) -> Result<(Schema, u64)> {
-        let mut inf = SchemaInference::default();
-        self.for_each(|rec, pos| {
-            inf.add(rec, &pos)?;
-            progress(rec.len() as u64);
-            Ok(())
-        })?;
-        inf.finish()
+    pub fn infer_schema(&self, progress: impl FnMut(u64)) -> Result<(Schema, u64)> {
+        self.scan(default_threads(), progress)?.finish()
+    }
+
+    /// Walk every record (CRCs checked, every Example validated) and gather per-feature stats.
+    /// This thread reads and frames; `threads` workers parse batches of records in parallel.
+    /// On bad input the error reported is the one at the earliest position, as a sequential
+    /// pass would report it. `progress` is called with each record's payload size.
+    pub fn scan(&self, threads: usize, mut progress: impl FnMut(u64)) -> Result<SchemaInference> {
+        if threads <= 1 {
+            let mut inf = SchemaInference::default();
+            self.for_each(|rec, pos| {
+                progress(rec.len() as u64);
+                inf.add(rec, &pos)
+            })?;
+            inf.settle();
+            return Ok(inf);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(threads * 2);
+        let rx = std::sync::Mutex::new(rx);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let rx = &rx;
+                    scope.spawn(move || {
+                        let mut inf = SchemaInference::default();
+                        let mut first_err: Option<(u64, Error)> = None;
+                        loop {
+                            let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                            let Ok(batch) = next else { break };
+                            // After an error, keep draining so the reader never blocks.
+                            if first_err.is_some() {
+                                continue;
+                            }
+                            if let Err(e) = batch.add_to(&mut inf) {
+                                first_err = Some((batch.seq, e));
+                            }
+                        }
+                        inf.settle();
+                        (inf, first_err)
+                    })
+                })
+                .collect();
+            let mut batch = Batch::new(0, "");
+            let read = self.for_each(|rec, pos| {
+                if batch.file.as_str() != pos.file || batch.data.len() >= 1 << 20 {
+                    let next = Batch::new(batch.seq + 1, pos.file);
+                    let full = std::mem::replace(&mut batch, next);
+                    if !full.recs.is_empty() {
+                        // Workers only stop when the channel closes, so this cannot fail.
+                        let _ = tx.send(full);
+                    }
+                }
+                batch.push(rec, &pos);
+                progress(rec.len() as u64);
+                Ok(())
+            });
+            let last_seq = batch.seq;
+            let _ = tx.send(batch);
+            drop(tx);
+            let mut errors: Vec<(u64, Error)> = Vec::new();
+            if let Err(e) = read {
+                // The reader fails after every record it delivered: order it last.
+                errors.push((last_seq + 1, e));
+            }
+            let mut total = SchemaInference::default();
+            for w in workers {
+                let (inf, err) = w.join().map_err(|_| Error::Dataset {
+                    file: String::new(),
+                    message: "internal error: a parsing thread panicked".into(),
+                })?;
+                total.merge(inf);
+                errors.extend(err);
+            }
+            match errors.into_iter().min_by_key(|(seq, _)| *seq) {
+                Some((_, e)) => Err(e),
+                None => Ok(total),
+            }
+        })
+    }
+}
+
+/// Parsing threads to use by default: one per core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Records handed from the reading thread to a parsing thread.
+struct Batch {
+    seq: u64,
+    file: String,
+    data: Vec<u8>,
+    /// (end offset in `data`, record index, byte offset) per record.
+    recs: Vec<(usize, u64, u64)>,
+}
+
+impl Batch {
+    fn new(seq: u64, file: &str) -> Batch {
+        Batch {
+            seq,
+            file: file.to_string(),
+            data: Vec::with_capacity(1 << 20),
+            recs: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, rec: &[u8], pos: &Pos<'_>) {
+        self.data.extend_from_slice(rec);
+        self.recs.push((self.data.len(), pos.index, pos.offset));
+    }
+
+    fn add_to(&self, inf: &mut SchemaInference) -> Result<()> {
+        let mut start = 0;
+        for &(end, index, offset) in &self.recs {
+            let pos = Pos {
+                file: &self.file,
+                index,
+                offset,
+            };
+            inf.add(&self.data[start..end], &pos)?;
+            start = end;
+        }
+        Ok(())
     }
 }
 
@@ -410,44 +525,77 @@ pub struct SchemaInference {
     pub records: u64,
     /// Bytes of record payload seen.
     pub bytes: u64,
+    /// Hot path: stats in first-seen order, found by name or by the previous record's layout.
+    slots: Vec<(String, FeatureStats)>,
+    by_name: std::collections::HashMap<String, usize>,
+    /// Slot of the feature at each position of the previous record (records of one dataset
+    /// nearly always list their features in the same order, so this skips the hash lookup).
+    last_layout: Vec<usize>,
 }
 
 impl SchemaInference {
     /// Account for one serialized Example.
     pub fn add(&mut self, rec: &[u8], pos: &Pos<'_>) -> Result<()> {
-        let features = &mut self.features;
-        example::walk(rec, |name, values, _| {
+        let Self {
+            slots,
+            by_name,
+            last_layout,
+            ..
+        } = self;
+        let mut position = 0usize;
+        example::walk_raw(rec, |raw_name, values, n| {
             let Some(dtype) = values.feature_type() else {
                 return Ok(());
             };
-            let n = values.count()? as u64;
-            let utf8 = values.all_utf8();
-            match features.get_mut(name) {
-                Some(s) => {
-                    if s.dtype != dtype && s.conflict.is_none() {
-                        s.conflict = Some((dtype, pos.file.to_string(), pos.index));
-                    }
-                    s.records += 1;
-                    s.values += n;
-                    s.min_values = s.min_values.min(n);
-                    s.max_values = s.max_values.max(n);
-                    s.utf8 &= utf8;
-                }
+            let n = n as u64;
+            // Same bytes as a known (valid UTF-8) name: no need to validate again.
+            let cached = last_layout
+                .get(position)
+                .copied()
+                .filter(|&i| same_bytes(slots[i].0.as_bytes(), raw_name));
+            let slot = match cached {
+                Some(i) => i,
                 None => {
-                    features.insert(
-                        name.to_string(),
-                        FeatureStats {
-                            dtype,
-                            records: 1,
-                            values: n,
-                            min_values: n,
-                            max_values: n,
-                            utf8,
-                            conflict: None,
-                            first_seen: (pos.file.to_string(), pos.index),
-                        },
-                    );
+                    let name = std::str::from_utf8(raw_name)
+                        .map_err(|_| "feature name is not valid UTF-8".to_string())?;
+                    match by_name.get(name).copied() {
+                        Some(i) => i,
+                        None => {
+                            slots.push((
+                                name.to_string(),
+                                FeatureStats {
+                                    dtype,
+                                    records: 0,
+                                    values: 0,
+                                    min_values: u64::MAX,
+                                    max_values: 0,
+                                    utf8: true,
+                                    conflict: None,
+                                    first_seen: (pos.file.to_string(), pos.index),
+                                },
+                            ));
+                            by_name.insert(name.to_string(), slots.len() - 1);
+                            slots.len() - 1
+                        }
+                    }
                 }
+            };
+            if position < last_layout.len() {
+                last_layout[position] = slot;
+            } else {
+                last_layout.push(slot);
+            }
+            position += 1;
+            let s = &mut slots[slot].1;
+            if s.dtype != dtype && s.conflict.is_none() {
+                s.conflict = Some((dtype, pos.file.to_string(), pos.index));
+            }
+            s.records += 1;
+            s.values += n;
+            s.min_values = s.min_values.min(n);
+            s.max_values = s.max_values.max(n);
+            if s.utf8 && dtype == FeatureType::Bytes {
+                s.utf8 = values.all_utf8();
             }
             Ok(())
         })
@@ -457,8 +605,45 @@ impl SchemaInference {
         Ok(())
     }
 
+    /// Move the hot-path stats into [`SchemaInference::features`] (sorted by name). Call
+    /// after the last [`SchemaInference::add`]; [`SchemaInference::finish`] does it itself.
+    pub fn settle(&mut self) {
+        for (name, s) in self.slots.drain(..) {
+            self.features.insert(name, s);
+        }
+        self.by_name.clear();
+        self.last_layout.clear();
+    }
+
+    /// Fold another (settled) inference into this (settled) one.
+    pub fn merge(&mut self, other: SchemaInference) {
+        self.records += other.records;
+        self.bytes += other.bytes;
+        for (name, o) in other.features {
+            match self.features.get_mut(&name) {
+                None => {
+                    self.features.insert(name, o);
+                }
+                Some(s) => {
+                    if s.conflict.is_none() {
+                        s.conflict = o.conflict.clone().or_else(|| {
+                            (o.dtype != s.dtype)
+                                .then(|| (o.dtype, o.first_seen.0.clone(), o.first_seen.1))
+                        });
+                    }
+                    s.records += o.records;
+                    s.values += o.values;
+                    s.min_values = s.min_values.min(o.min_values);
+                    s.max_values = s.max_values.max(o.max_values);
+                    s.utf8 &= o.utf8;
+                }
+            }
+        }
+    }
+
     /// The schema and the record count; a feature with two types is an error.
-    pub fn finish(self) -> Result<(Schema, u64)> {
+    pub fn finish(mut self) -> Result<(Schema, u64)> {
+        self.settle();
         if let Some((name, s)) = self.features.iter().find(|(_, s)| s.conflict.is_some()) {
             let (other, file, index) = s.conflict.clone().expect("checked");
             return Err(Error::Schema {
@@ -486,6 +671,12 @@ impl SchemaInference {
             .collect();
         Ok((Schema { columns }, records))
     }
+}
+
+/// Byte equality for short names, without a call into `memcmp`.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// Where converted records go.

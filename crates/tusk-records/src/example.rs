@@ -209,7 +209,27 @@ pub fn json_f32(v: &serde_json::Value) -> Option<f32> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Zero-copy walk of the wire format.
+// Zero-copy walk of the wire format. Errors are a small `Copy` value on the hot path and only
+// become text at the public boundary.
+
+#[derive(Debug, Clone, Copy)]
+enum WireErr {
+    Msg(&'static str),
+    WireType(u64, u64),
+    PastEnd(u64),
+}
+
+impl WireErr {
+    fn text(self) -> String {
+        match self {
+            WireErr::Msg(m) => m.to_string(),
+            WireErr::WireType(w, field) => format!("invalid wire type {w} (field {field})"),
+            WireErr::PastEnd(len) => format!("length {len} runs past the end of the message"),
+        }
+    }
+}
+
+type WResult<T> = Result<T, WireErr>;
 
 /// One feature as seen by [`walk`]: its values, still encoded.
 #[derive(Debug, Clone, Copy)]
@@ -237,63 +257,78 @@ impl Values<'_> {
 
     /// Number of values (validated while counting).
     pub fn count(&self) -> Result<usize, String> {
-        match *self {
-            Values::Empty => Ok(0),
-            Values::Bytes(b) => {
-                let mut n = 0;
-                fields(b, |field, v| {
-                    if field == 1 {
-                        match v {
-                            Wire::Len(_) => n += 1,
-                            _ => return Err("BytesList.value must be length-delimited".into()),
-                        }
-                    }
-                    Ok(())
-                })?;
-                Ok(n)
-            }
-            Values::Float(b) => {
-                let mut n = 0;
-                fields(b, |field, v| {
-                    if field == 1 {
-                        match v {
-                            Wire::Len(p) if p.len() % 4 == 0 => n += p.len() / 4,
-                            Wire::Len(_) => {
-                                return Err("packed FloatList length is not a multiple of 4".into());
-                            }
-                            Wire::Fixed32 => n += 1,
-                            _ => return Err("FloatList.value has the wrong wire type".into()),
-                        }
-                    }
-                    Ok(())
-                })?;
-                Ok(n)
-            }
-            Values::Int64(b) => {
-                let mut n = 0;
-                fields(b, |field, v| {
-                    if field == 1 {
-                        match v {
-                            Wire::Len(p) => {
-                                if p.last().is_some_and(|x| x & 0x80 != 0) {
-                                    return Err("packed Int64List ends inside a varint".into());
-                                }
-                                n += p.iter().filter(|x| *x & 0x80 == 0).count();
-                            }
-                            Wire::Varint => n += 1,
-                            _ => return Err("Int64List.value has the wrong wire type".into()),
-                        }
-                    }
-                    Ok(())
-                })?;
-                Ok(n)
+        self.count_raw().map_err(WireErr::text)
+    }
+
+    #[inline]
+    fn count_raw(&self) -> WResult<usize> {
+        // Fast path: one packed field `0a <len < 128> payload`, what every writer emits.
+        if let Values::Float(b) | Values::Int64(b) = *self
+            && b.len() >= 2
+            && b[0] == 0x0a
+            && b[1] < 0x80
+            && b.len() == 2 + b[1] as usize
+        {
+            let p = &b[2..];
+            if let Values::Float(_) = *self {
+                if p.len() % 4 == 0 {
+                    return Ok(p.len() / 4);
+                }
+            } else if p.last().is_none_or(|x| x & 0x80 == 0) {
+                return Ok(p.iter().filter(|x| *x & 0x80 == 0).count());
             }
         }
+        let mut n = 0;
+        match *self {
+            Values::Empty => {}
+            Values::Bytes(b) => fields(b, |field, v| {
+                if field == 1 {
+                    match v {
+                        Wire::Len(_) => n += 1,
+                        _ => return Err(WireErr::Msg("BytesList.value must be length-delimited")),
+                    }
+                }
+                Ok(())
+            })?,
+            Values::Float(b) => fields(b, |field, v| {
+                if field == 1 {
+                    match v {
+                        Wire::Len(p) if p.len() % 4 == 0 => n += p.len() / 4,
+                        Wire::Len(_) => {
+                            return Err(WireErr::Msg(
+                                "packed FloatList length is not a multiple of 4",
+                            ));
+                        }
+                        Wire::Fixed32 => n += 1,
+                        _ => return Err(WireErr::Msg("FloatList.value has the wrong wire type")),
+                    }
+                }
+                Ok(())
+            })?,
+            Values::Int64(b) => fields(b, |field, v| {
+                if field == 1 {
+                    match v {
+                        Wire::Len(p) => {
+                            if p.last().is_some_and(|x| x & 0x80 != 0) {
+                                return Err(WireErr::Msg("packed Int64List ends inside a varint"));
+                            }
+                            n += p.iter().filter(|x| *x & 0x80 == 0).count();
+                        }
+                        Wire::Varint => n += 1,
+                        _ => return Err(WireErr::Msg("Int64List.value has the wrong wire type")),
+                    }
+                }
+                Ok(())
+            })?,
+        }
+        Ok(n)
     }
 
     /// True when every bytes value is valid UTF-8 (always true for other types).
     pub fn all_utf8(&self) -> bool {
-        let Values::Bytes(b) = *self else { return true };
+        let Values::Bytes(b) = *self else {
+            return true;
+        };
         let mut ok = true;
         let _ = fields(b, |field, v| {
             if let (1, Wire::Len(p)) = (field, v) {
@@ -305,63 +340,147 @@ impl Values<'_> {
     }
 }
 
-/// Walk a serialized Example without decoding it, calling `f(name, values, occurrence)` for
-/// every feature (occurrence counts repeated map entries, which protobuf merges last-wins).
-/// Fails with a precise reason on anything that is not a valid Example encoding.
+/// Walk a serialized Example without decoding it, calling `f(name, values, count)` for every
+/// feature map entry, where `count` is the number of values (already validated). Fails with a
+/// precise reason on anything that is not a valid Example encoding.
 pub fn walk<'a>(
     bytes: &'a [u8],
     mut f: impl FnMut(&'a str, Values<'a>, usize) -> Result<(), String>,
 ) -> Result<(), String> {
-    let mut n = 0usize;
-    fields(bytes, |field, v| {
+    walk_raw(bytes, |key, values, count| {
+        let key =
+            std::str::from_utf8(key).map_err(|_| "feature name is not valid UTF-8".to_string())?;
+        f(key, values, count)
+    })
+}
+
+/// [`walk`] with the feature name as raw bytes, not yet checked to be UTF-8: for callers that
+/// can validate more cheaply (e.g. by comparing with a name they already know).
+pub fn walk_raw<'a>(
+    bytes: &'a [u8],
+    mut f: impl FnMut(&'a [u8], Values<'a>, usize) -> Result<(), String>,
+) -> Result<(), String> {
+    // The callback's own error, kept aside so the hot path carries only `WireErr`.
+    let mut user_err: Option<String> = None;
+    let res = fields(bytes, |field, v| {
         if field != 1 {
             return Ok(());
         }
         let Wire::Len(features) = v else {
-            return Err("Example.features must be a message".into());
+            return Err(WireErr::Msg("Example.features must be a message"));
         };
         fields(features, |field, v| {
             if field != 1 {
                 return Ok(());
             }
             let Wire::Len(entry) = v else {
-                return Err("Features.feature must be a map entry".into());
+                return Err(WireErr::Msg("Features.feature must be a map entry"));
             };
             let mut key: &[u8] = b"";
             let mut value = Values::Empty;
-            fields(entry, |field, v| {
-                match (field, v) {
-                    (1, Wire::Len(k)) => key = k,
-                    (2, Wire::Len(feat)) => {
-                        value = Values::Empty;
-                        fields(feat, |field, v| {
-                            let Wire::Len(list) = v else {
-                                return if (1..=3).contains(&field) {
-                                    Err("Feature kind must be a message".into())
-                                } else {
-                                    Ok(())
-                                };
-                            };
-                            value = match field {
-                                1 => Values::Bytes(list),
-                                2 => Values::Float(list),
-                                3 => Values::Int64(list),
-                                _ => value,
-                            };
-                            Ok(())
-                        })?;
-                    }
-                    (1 | 2, _) => return Err("feature map entry has the wrong wire type".into()),
-                    _ => {}
+            if let Some((k, v)) = entry_fast(entry) {
+                key = k;
+                value = v;
+            } else {
+                entry_general(entry, &mut key, &mut value)?;
+            }
+            let count = value.count_raw()?;
+            match f(key, value, count) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    user_err = Some(e);
+                    Err(WireErr::Msg(""))
                 }
-                Ok(())
-            })?;
-            let key = std::str::from_utf8(key)
-                .map_err(|_| "feature name is not valid UTF-8".to_string())?;
-            value.count()?;
-            n += 1;
-            f(key, value, n)
+            }
         })
+    });
+    match (res, user_err) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(e.text()),
+    }
+}
+
+/// The shape every mainstream writer produces for a map entry: `0a <len> key 12 <len> (0a|12|1a)
+/// <len> values`, all lengths below 128 except the values'. `None` sends the entry to the
+/// general parser.
+#[inline(always)]
+fn entry_fast(e: &[u8]) -> Option<(&[u8], Values<'_>)> {
+    if e.len() < 4 || e[0] != 0x0a || e[1] >= 0x80 {
+        return None;
+    }
+    let kend = 2 + e[1] as usize;
+    let key = e.get(2..kend)?;
+    if *e.get(kend)? != 0x12 {
+        return None;
+    }
+    let flen = *e.get(kend + 1)?;
+    let mut pos = kend + 2;
+    let feat = if flen < 0x80 {
+        let end = pos + flen as usize;
+        if end != e.len() {
+            return None;
+        }
+        &e[pos..end]
+    } else {
+        let len = varint(e, &mut pos).ok()?;
+        let end = pos.checked_add(usize::try_from(len).ok()?)?;
+        if end != e.len() {
+            return None;
+        }
+        &e[pos..end]
+    };
+    if feat.is_empty() {
+        return Some((key, Values::Empty));
+    }
+    let tag = feat[0];
+    let mut p = 1;
+    let len = varint(feat, &mut p).ok()?;
+    if p.checked_add(usize::try_from(len).ok()?)? != feat.len() {
+        return None;
+    }
+    let list = &feat[p..];
+    Some((
+        key,
+        match tag {
+            0x0a => Values::Bytes(list),
+            0x12 => Values::Float(list),
+            0x1a => Values::Int64(list),
+            _ => return None,
+        },
+    ))
+}
+
+#[inline(never)]
+fn entry_general<'a>(entry: &'a [u8], key: &mut &'a [u8], value: &mut Values<'a>) -> WResult<()> {
+    fields(entry, |field, v| {
+        match (field, v) {
+            (1, Wire::Len(k)) => *key = k,
+            (2, Wire::Len(feat)) => {
+                *value = Values::Empty;
+                fields(feat, |field, v| {
+                    let Wire::Len(list) = v else {
+                        return if (1..=3).contains(&field) {
+                            Err(WireErr::Msg("Feature kind must be a message"))
+                        } else {
+                            Ok(())
+                        };
+                    };
+                    *value = match field {
+                        1 => Values::Bytes(list),
+                        2 => Values::Float(list),
+                        3 => Values::Int64(list),
+                        _ => *value,
+                    };
+                    Ok(())
+                })?;
+            }
+            (1 | 2, _) => {
+                return Err(WireErr::Msg("feature map entry has the wrong wire type"));
+            }
+            _ => {}
+        }
+        Ok(())
     })
 }
 
@@ -372,33 +491,45 @@ enum Wire<'a> {
     Fixed32,
 }
 
-fn varint(b: &[u8], pos: &mut usize) -> Result<u64, String> {
+#[inline(always)]
+fn varint(b: &[u8], pos: &mut usize) -> WResult<u64> {
+    match b.get(*pos) {
+        Some(&x) if x < 0x80 => {
+            *pos += 1;
+            Ok(u64::from(x))
+        }
+        _ => varint_slow(b, pos),
+    }
+}
+
+#[inline(never)]
+fn varint_slow(b: &[u8], pos: &mut usize) -> WResult<u64> {
     let mut v = 0u64;
-    for shift in (0..70).step_by(7) {
-        let byte = *b.get(*pos).ok_or("truncated varint")?;
+    let mut shift = 0;
+    while shift < 70 {
+        let byte = *b.get(*pos).ok_or(WireErr::Msg("truncated varint"))?;
         *pos += 1;
         if shift == 63 && byte > 1 {
-            return Err("varint overflows 64 bits".into());
+            return Err(WireErr::Msg("varint overflows 64 bits"));
         }
         v |= u64::from(byte & 0x7f) << shift;
         if byte & 0x80 == 0 {
             return Ok(v);
         }
+        shift += 7;
     }
-    Err("varint longer than 10 bytes".into())
+    Err(WireErr::Msg("varint longer than 10 bytes"))
 }
 
 /// Iterate the top-level fields of one message.
-fn fields<'a>(
-    b: &'a [u8],
-    mut f: impl FnMut(u64, Wire<'a>) -> Result<(), String>,
-) -> Result<(), String> {
+#[inline(always)]
+fn fields<'a>(b: &'a [u8], mut f: impl FnMut(u64, Wire<'a>) -> WResult<()>) -> WResult<()> {
     let mut pos = 0;
     while pos < b.len() {
         let tag = varint(b, &mut pos)?;
         let field = tag >> 3;
         if field == 0 {
-            return Err("field number 0".into());
+            return Err(WireErr::Msg("field number 0"));
         }
         let wire = match tag & 7 {
             0 => {
@@ -409,7 +540,7 @@ fn fields<'a>(
                 pos = pos
                     .checked_add(8)
                     .filter(|p| *p <= b.len())
-                    .ok_or("truncated fixed64")?;
+                    .ok_or(WireErr::Msg("truncated fixed64"))?;
                 Wire::Fixed64
             }
             2 => {
@@ -418,7 +549,7 @@ fn fields<'a>(
                     .ok()
                     .and_then(|l| pos.checked_add(l))
                     .filter(|e| *e <= b.len())
-                    .ok_or_else(|| format!("length {len} runs past the end of the message"))?;
+                    .ok_or(WireErr::PastEnd(len))?;
                 let s = &b[pos..end];
                 pos = end;
                 Wire::Len(s)
@@ -427,10 +558,10 @@ fn fields<'a>(
                 pos = pos
                     .checked_add(4)
                     .filter(|p| *p <= b.len())
-                    .ok_or("truncated fixed32")?;
+                    .ok_or(WireErr::Msg("truncated fixed32"))?;
                 Wire::Fixed32
             }
-            w => return Err(format!("invalid wire type {w} (field {field})")),
+            w => return Err(WireErr::WireType(w, field)),
         };
         f(field, wire)?;
     }
@@ -523,6 +654,29 @@ mod tests {
             let ex = from_features(feats);
             let bytes = ex.encode_to_vec();
             prop_assert_eq!(decode(&bytes).unwrap(), ex.clone());
+            // The zero-copy walk (fast and general paths) counts what the decoder decodes.
+            let mut walked = Vec::new();
+            walk(&bytes, |k, _, n| {
+                walked.push((k.to_string(), n));
+                Ok(())
+            })
+            .unwrap();
+            let decoded: Vec<(String, usize)> = ex
+                .features
+                .as_ref()
+                .unwrap()
+                .feature
+                .iter()
+                .map(|(k, f)| {
+                    let n = match f.kind.as_ref().unwrap() {
+                        Kind::Int64List(l) => l.value.len(),
+                        Kind::FloatList(l) => l.value.len(),
+                        Kind::BytesList(l) => l.value.len(),
+                    };
+                    (k.clone(), n)
+                })
+                .collect();
+            prop_assert_eq!(walked, decoded);
             let mut s = String::new();
             to_json(&ex, &mut s);
             prop_assert_eq!(from_json(&serde_json::from_str(&s).unwrap()).unwrap(), ex);

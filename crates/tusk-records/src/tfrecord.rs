@@ -217,8 +217,8 @@ pub type FileReader = Reader<BufReader<Box<dyn Read + Send>>>;
 /// Open a TFRecord file for reading; `compression: None` guesses from the file name.
 pub fn open(loc: &Location, compression: Option<Compression>) -> Result<FileReader> {
     let compression = compression.unwrap_or_else(|| Compression::from_name(loc.file_name()));
+    // One buffer only: the decoders keep their own input buffer.
     let raw = loc.reader()?;
-    let raw = BufReader::with_capacity(1 << 20, raw);
     let inner: Box<dyn Read + Send> = match compression {
         Compression::None => Box::new(raw),
         Compression::Gzip => Box::new(MultiGzDecoder::new(raw)),

@@ -603,3 +603,57 @@ fn conflicting_feature_types_cannot_become_one_parquet_column() {
     assert!(err.contains("one column cannot hold both"), "{err}");
     assert!(!pq.exists(), "nothing is published on failure");
 }
+
+#[test]
+fn parallel_scan_equals_sequential_and_reports_the_earliest_error() {
+    let storage = Storage::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // ~3 MB of records: several 1 MiB batches for the parsing threads.
+    let exs = generated(30_000);
+    let src = dir.path().join("many.tfrecord");
+    write_tfrecord(&storage, &src, &exs);
+    let input = Input::open(&storage, src.to_str().unwrap(), None).unwrap();
+    let one = input.scan(1, |_| {}).unwrap();
+    let four = input.scan(4, |_| {}).unwrap();
+    assert_eq!(one.records, 30_000);
+    assert_eq!((one.records, one.bytes), (four.records, four.bytes));
+    let summary = |inf: &dataset::SchemaInference| {
+        inf.features
+            .iter()
+            .map(|(k, s)| {
+                (
+                    k.clone(),
+                    s.dtype,
+                    s.records,
+                    s.values,
+                    s.min_values,
+                    s.max_values,
+                    s.utf8,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(summary(&one), summary(&four));
+    assert_eq!(
+        one.features["hist"].values,
+        (0..30_000u64).map(|i| i % 4).sum::<u64>()
+    );
+    // Two bad records, far apart: whatever the threads do, the first one is reported.
+    let bad = dir.path().join("bad.tfrecord");
+    let mut w = FileWriter::create(&storage.open(bad.to_str().unwrap()).unwrap(), None).unwrap();
+    for (i, ex) in exs.iter().enumerate() {
+        if i == 12_345 || i == 25_000 {
+            w.write(b"\xff\xff not an example").unwrap();
+        } else {
+            w.write(&dataset::encode(ex)).unwrap();
+        }
+    }
+    w.finish().unwrap();
+    let input = Input::open(&storage, bad.to_str().unwrap(), None).unwrap();
+    for threads in [1, 2, 4] {
+        match input.scan(threads, |_| {}).unwrap_err() {
+            Error::NotExample { index, .. } => assert_eq!(index, 12_345, "threads={threads}"),
+            e => panic!("{e:?}"),
+        }
+    }
+}

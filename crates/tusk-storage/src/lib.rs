@@ -17,7 +17,7 @@
 //! ```
 //! let storage = tusk_storage::Storage::new()?;
 //! let dir = storage.open("memory://demo/data")?;
-//! dir.join("a.txt").write(b"hello")?;
+//! dir.join("a.txt").write(&b"hello"[..])?;
 //! assert_eq!(&dir.join("a.txt").read()?[..], b"hello");
 //! assert_eq!(dir.list()?.len(), 1);
 //! # Ok::<(), tusk_storage::Error>(())
