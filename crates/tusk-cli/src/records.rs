@@ -156,6 +156,26 @@ fn cat(storage: &Storage, a: CatArgs) -> Result<()> {
     Ok(())
 }
 
+/// `writeln!` into a `String` (cannot fail).
+macro_rules! outln {
+    ($out:expr) => {
+        $out.push('\n')
+    };
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+/// Write to stdout, returning (not panicking on) errors such as a closed pipe.
+fn print_stdout(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("writing to stdout")
+}
+
 fn progress_bar(what: &str) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     pb.set_style(
@@ -213,6 +233,7 @@ fn stats(storage: &Storage, a: StatsArgs) -> Result<()> {
     };
     ticker.done();
     let secs = started.elapsed().as_secs_f64();
+    let mut out = String::new();
     if a.json {
         let features: serde_json::Map<String, serde_json::Value> = inf
             .features
@@ -237,23 +258,23 @@ fn stats(storage: &Storage, a: StatsArgs) -> Result<()> {
             "seconds": secs,
             "features": features,
         });
-        println!("{v}");
-        return Ok(());
+        return print_stdout(&format!("{v}\n"));
     }
-    println!("files      {}", input.files.len());
-    println!("records    {records}");
-    println!("payload    {bytes} bytes");
-    println!(
+    outln!(out, "files      {}", input.files.len());
+    outln!(out, "records    {records}");
+    outln!(out, "payload    {bytes} bytes");
+    outln!(
+        out,
         "read in    {secs:.3} s ({:.0} records/s, {:.1} MB/s)",
         records as f64 / secs.max(1e-9),
         bytes as f64 / 1e6 / secs.max(1e-9)
     );
     if a.framing_only {
-        println!("(framing and CRCs checked; Examples not parsed)");
-        return Ok(());
+        outln!(out, "(framing and CRCs checked; Examples not parsed)");
+        return print_stdout(&out);
     }
     if inf.features.is_empty() {
-        return Ok(());
+        return print_stdout(&out);
     }
     let width = inf
         .features
@@ -262,13 +283,21 @@ fn stats(storage: &Storage, a: StatsArgs) -> Result<()> {
         .max()
         .unwrap_or(7)
         .max(7);
-    println!();
-    println!(
+    outln!(out);
+    outln!(
+        out,
         "{:<width$}  {:<5}  {:>12}  {:>14}  {:>5}  {:>5}  {:>8}",
-        "feature", "type", "records", "values", "min", "max", "mean"
+        "feature",
+        "type",
+        "records",
+        "values",
+        "min",
+        "max",
+        "mean"
     );
     for (name, s) in &inf.features {
-        println!(
+        outln!(
+            out,
             "{:<width$}  {:<5}  {:>12}  {:>14}  {:>5}  {:>5}  {:>8.2}",
             name,
             type_name(s),
@@ -279,7 +308,7 @@ fn stats(storage: &Storage, a: StatsArgs) -> Result<()> {
             s.values as f64 / s.records.max(1) as f64
         );
     }
-    Ok(())
+    print_stdout(&out)
 }
 
 /// A feature's type, or `mixed` when records disagree.

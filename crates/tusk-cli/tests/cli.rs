@@ -373,3 +373,24 @@ fn records_on_hdfs() {
     ]);
     assert_fails(&o, &["missing.tfrecord", "no such file"]);
 }
+
+/// `tusk … | head` closes the pipe early: that is a normal way to stop, not a crash.
+#[test]
+fn closed_stdout_is_not_a_crash() {
+    for args in [
+        &["records", "cat", &fixture("plain.tfrecord")][..],
+        &["records", "stats", &fixture("plain.tfrecord")],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tusk"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+}

@@ -83,6 +83,9 @@ pub struct Column {
     /// For bytes features: every value is valid UTF-8 (a string column in Parquet).
     #[serde(default)]
     pub utf8: bool,
+    /// Records disagree on the type (`dtype` is the first one seen); TFRecord only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mixed: bool,
 }
 
 /// The features of a dataset, sorted by name.
@@ -120,10 +123,10 @@ pub struct Manifest {
     pub compression: String,
     /// Total records.
     pub records: u64,
-    /// Features.
-    pub schema: Schema,
     /// Shard files in order.
     pub shards: Vec<Shard>,
+    /// Features.
+    pub schema: Schema,
     /// Writer, e.g. `tusk 0.1.0`.
     pub created_by: String,
 }
@@ -369,9 +372,14 @@ impl Input {
         })
     }
 
-    /// One pass over the input to learn its schema and record count.
-    pub fn infer_schema(&self, progress: impl FnMut(u64)) -> Result<(Schema, u64)> {
-        self.scan(default_threads(), progress)?.finish()
+    /// One pass over the input to learn its schema and record count (see
+    /// [`SchemaInference::finish`] for `allow_mixed`).
+    pub fn infer_schema(
+        &self,
+        allow_mixed: bool,
+        progress: impl FnMut(u64),
+    ) -> Result<(Schema, u64)> {
+        self.scan(default_threads(), progress)?.finish(allow_mixed)
     }
 
     /// Walk every record (CRCs checked, every Example validated) and gather per-feature stats.
@@ -641,10 +649,14 @@ impl SchemaInference {
         }
     }
 
-    /// The schema and the record count; a feature with two types is an error.
-    pub fn finish(mut self) -> Result<(Schema, u64)> {
+    /// The schema and the record count. A feature with two types is an error unless
+    /// `allow_mixed` (TFRecord can carry it; a Parquet column cannot), where its column is
+    /// marked `mixed`.
+    pub fn finish(mut self, allow_mixed: bool) -> Result<(Schema, u64)> {
         self.settle();
-        if let Some((name, s)) = self.features.iter().find(|(_, s)| s.conflict.is_some()) {
+        if !allow_mixed
+            && let Some((name, s)) = self.features.iter().find(|(_, s)| s.conflict.is_some())
+        {
             let (other, file, index) = s.conflict.clone().expect("checked");
             return Err(Error::Schema {
                 file,
@@ -667,6 +679,7 @@ impl SchemaInference {
                 list: !(s.min_values == 1 && s.max_values == 1),
                 nullable: s.records < records,
                 utf8: s.dtype == FeatureType::Bytes && s.utf8,
+                mixed: s.conflict.is_some(),
             })
             .collect();
         Ok((Schema { columns }, records))
@@ -726,10 +739,27 @@ impl Sink {
 /// record count. `progress` is called with each record's payload size.
 pub fn convert(input: &Input, output: &Output, mut progress: impl FnMut(u64)) -> Result<u64> {
     // Pass 1: schema (needed for Parquet and the manifest) and count (needed to balance).
+    let to_parquet = matches!(
+        output,
+        Output::File(_, Format::Parquet) | Output::Dataset(_, Format::Parquet, _)
+    );
     let (schema, total) = match &input.manifest {
         Some(m) => (m.schema.clone(), m.records),
-        None => input.infer_schema(|_| {})?,
+        None => input.infer_schema(!to_parquet, |_| {})?,
     };
+    if let Some(c) = schema.columns.iter().find(|c| c.mixed && to_parquet) {
+        return Err(Error::Schema {
+            file: input
+                .files
+                .first()
+                .map(|f| f.location.url())
+                .unwrap_or_default(),
+            message: format!(
+                "feature '{}' has more than one type across records: one Parquet column cannot hold both",
+                c.name
+            ),
+        });
+    }
     match output {
         Output::File(loc, format) => {
             let mut sink = Sink::create(loc, *format, &schema)?;

@@ -657,3 +657,40 @@ fn parallel_scan_equals_sequential_and_reports_the_earliest_error() {
         }
     }
 }
+
+#[test]
+fn mixed_types_convert_between_tfrecord_files_and_are_marked() {
+    let storage = Storage::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures().join("plain.tfrecord");
+    let input = Input::open(&storage, src.to_str().unwrap(), None).unwrap();
+    let out = storage
+        .open(dir.path().join("ds").to_str().unwrap())
+        .unwrap();
+    dataset::convert(
+        &input,
+        &Output::Dataset(out.clone(), Format::TfRecord(Compression::Gzip), 2),
+        |_| {},
+    )
+    .unwrap();
+    let m = Manifest::load(&out).unwrap();
+    let poly = &m.schema.columns[m.schema.index("poly").unwrap()];
+    assert!(poly.mixed);
+    assert_same(
+        &read_all(&storage, &out.url()),
+        &expected(),
+        "mixed dataset",
+    );
+    // ...but such a dataset cannot become Parquet.
+    let pq = storage
+        .open(dir.path().join("pq").to_str().unwrap())
+        .unwrap();
+    let err = dataset::convert(
+        &Input::open(&storage, &out.url(), None).unwrap(),
+        &Output::Dataset(pq, Format::Parquet, 1),
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("more than one type"), "{err}");
+}
