@@ -1,0 +1,1 @@
+//! The image normalisation map job (in progress).

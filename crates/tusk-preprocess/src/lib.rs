@@ -1,0 +1,1 @@
+//! SQL feature pipelines (in progress).
