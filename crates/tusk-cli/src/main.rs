@@ -3,6 +3,9 @@
 //! This crate is glue: it parses arguments, calls the library crates, draws progress bars and
 //! turns errors into one line on stderr and a non-zero exit code.
 
+mod datagen;
+mod images;
+mod preprocess;
 mod records;
 
 use std::process::ExitCode;
@@ -24,12 +27,32 @@ enum Command {
     /// Inspect and convert TFRecord / Parquet record files and datasets.
     #[command(subcommand)]
     Records(records::RecordsCommand),
+    /// Synthetic datasets: e-commerce clickstream logs with learnable structure.
+    #[command(subcommand)]
+    Datagen(datagen::DatagenCommand),
+    /// SQL feature pipelines and dataset preparation: raw logs become balanced training shards.
+    #[command(subcommand)]
+    Preprocess(preprocess::PreprocessCommand),
+    /// Run any SQL over tables in storage (CSV with a header, or Parquet) and write the result
+    /// as a sharded dataset.
+    Sql(preprocess::SqlArgs),
+    /// The image map job: PNG/JPEG → normalised float tensors in a sharded TFRecord dataset.
+    #[command(subcommand)]
+    Images(images::ImagesCommand),
+    /// Hadoop Streaming mappers (stdin lines in, TAB-separated lines out).
+    #[command(subcommand)]
+    Mapper(images::MapperCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Records(cmd) => records::run(cmd),
+        Command::Datagen(cmd) => datagen::run(cmd),
+        Command::Preprocess(cmd) => preprocess::run(cmd),
+        Command::Sql(args) => preprocess::run_sql(args),
+        Command::Images(cmd) => images::run_images(cmd),
+        Command::Mapper(cmd) => images::run_mapper(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -176,7 +176,7 @@ fn print_stdout(text: &str) -> Result<()> {
         .context("writing to stdout")
 }
 
-fn progress_bar(what: &str) -> ProgressBar {
+pub(crate) fn progress_bar(what: &str) -> ProgressBar {
     let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     pb.set_style(
         ProgressStyle::with_template(&format!(
@@ -189,24 +189,24 @@ fn progress_bar(what: &str) -> ProgressBar {
 }
 
 /// Counts records into a progress bar without touching it on every record.
-struct Ticker {
+pub(crate) struct Ticker {
     pb: ProgressBar,
     pending: u64,
 }
 
 impl Ticker {
-    fn new(pb: ProgressBar) -> Self {
+    pub(crate) fn new(pb: ProgressBar) -> Self {
         Ticker { pb, pending: 0 }
     }
     #[inline]
-    fn tick(&mut self) {
+    pub(crate) fn tick(&mut self) {
         self.pending += 1;
         if self.pending == 4096 {
             self.pb.inc(self.pending);
             self.pending = 0;
         }
     }
-    fn done(self) {
+    pub(crate) fn done(self) {
         self.pb.inc(self.pending);
         self.pb.finish_and_clear();
     }

@@ -774,69 +774,199 @@ pub fn convert(input: &Input, output: &Output, mut progress: impl FnMut(u64)) ->
             Ok(n)
         }
         Output::Dataset(dir, format, shards) => {
-            let manifest_loc = dir.join(MANIFEST);
-            if manifest_loc.exists()? {
-                return Err(Error::Dataset {
-                    file: dir.url(),
-                    message: format!(
-                        "a dataset already exists here ({MANIFEST} present); write to a new directory or delete it first"
-                    ),
-                });
-            }
-            let shards = (*shards).max(1);
-            let bounds: Vec<u64> = (0..=shards as u64)
-                .map(|i| i * total / shards as u64)
-                .collect();
-            let names: Vec<String> = (0..shards)
-                .map(|i| format!("part-{i:05}-of-{shards:05}{}", format.extension()))
-                .collect();
-            let mut shard = 0usize;
-            let mut sink = Sink::create(&dir.join(&names[0]), *format, &schema)?;
-            let mut n = 0u64;
+            let mut w = ShardedWriter::create(
+                dir,
+                *format,
+                *shards,
+                schema,
+                Placement::Contiguous(total),
+            )?;
             input.for_each(|rec, pos| {
-                while shard + 1 < shards && n >= bounds[shard + 1] {
-                    let next = Sink::create(&dir.join(&names[shard + 1]), *format, &schema)?;
-                    std::mem::replace(&mut sink, next).finish()?;
-                    shard += 1;
-                }
-                sink.write(rec, &pos)?;
-                n += 1;
+                w.write(rec, &pos)?;
                 progress(rec.len() as u64);
                 Ok(())
             })?;
-            if n != total {
-                return Err(Error::Dataset {
-                    file: dir.url(),
-                    message: format!(
-                        "input changed while converting: counted {total} records, then read {n}"
-                    ),
-                });
-            }
-            // Shards the input never reached (fewer records than shards) are written empty.
-            sink.finish()?;
-            for name in &names[shard + 1..] {
-                Sink::create(&dir.join(name), *format, &schema)?.finish()?;
-            }
-            let (fmt, compression) = format.manifest_names();
-            let manifest = Manifest {
-                format: fmt.into(),
-                compression: compression.into(),
-                records: total,
-                schema,
-                shards: names
-                    .iter()
-                    .enumerate()
-                    .map(|(i, path)| Shard {
-                        path: path.clone(),
-                        records: bounds[i + 1] - bounds[i],
-                    })
-                    .collect(),
-                created_by: format!("tusk {}", env!("CARGO_PKG_VERSION")),
-            };
-            let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
-            manifest_loc.write_new(json)?;
-            Ok(n)
+            let m = w.finish()?;
+            Ok(m.records)
         }
+    }
+}
+
+/// How a [`ShardedWriter`] spreads records over its shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// `total` records in input order, shard `i` holding records `i*total/n .. (i+1)*total/n`.
+    /// Writing a different number of records is an error.
+    Contiguous(u64),
+    /// Record `k` goes to shard `k mod n`: balanced to one record whatever the keys, and
+    /// streaming (the total need not be known).
+    RoundRobin,
+}
+
+/// Writes a sharded dataset: shard files balanced by record count, then `_manifest.json`
+/// (create-only) as the commit. Refuses a directory that already holds a dataset.
+pub struct ShardedWriter {
+    dir: Location,
+    format: Format,
+    schema: Schema,
+    placement: Placement,
+    names: Vec<String>,
+    /// Open shards: one at a time for contiguous placement, all for round-robin.
+    sinks: Vec<Option<Sink>>,
+    counts: Vec<u64>,
+    written: u64,
+    /// The open shard, for contiguous placement.
+    current: usize,
+}
+
+impl ShardedWriter {
+    /// Start a dataset of `shards` files of `format` under `dir`.
+    pub fn create(
+        dir: &Location,
+        format: Format,
+        shards: usize,
+        schema: Schema,
+        placement: Placement,
+    ) -> Result<ShardedWriter> {
+        if dir.join(MANIFEST).exists()? {
+            return Err(Error::Dataset {
+                file: dir.url(),
+                message: format!(
+                    "a dataset already exists here ({MANIFEST} present); write to a new directory or delete it first"
+                ),
+            });
+        }
+        let shards = shards.max(1);
+        let names: Vec<String> = (0..shards)
+            .map(|i| format!("part-{i:05}-of-{shards:05}{}", format.extension()))
+            .collect();
+        let mut w = ShardedWriter {
+            dir: dir.clone(),
+            format,
+            schema,
+            placement,
+            names,
+            sinks: (0..shards).map(|_| None).collect(),
+            counts: vec![0; shards],
+            written: 0,
+            current: 0,
+        };
+        let open_now = match placement {
+            Placement::Contiguous(_) => 1,
+            Placement::RoundRobin => shards,
+        };
+        for i in 0..open_now {
+            w.open(i)?;
+        }
+        Ok(w)
+    }
+
+    fn open(&mut self, i: usize) -> Result<()> {
+        let sink = Sink::create(&self.dir.join(&self.names[i]), self.format, &self.schema)?;
+        self.sinks[i] = Some(sink);
+        Ok(())
+    }
+
+    fn shard_for_next(&mut self) -> Result<usize> {
+        let n = self.names.len() as u64;
+        match self.placement {
+            Placement::RoundRobin => Ok((self.written % n) as usize),
+            Placement::Contiguous(total) => {
+                if self.written >= total {
+                    return Err(Error::Dataset {
+                        file: self.dir.url(),
+                        message: format!(
+                            "input changed while writing: expected {total} records, got more"
+                        ),
+                    });
+                }
+                let bound = |k: u64| k * total / n;
+                // Move on (closing full shards, empty ones included) until this record fits.
+                while self.written >= bound(self.current as u64 + 1) {
+                    if let Some(s) = self.sinks[self.current].take() {
+                        s.finish()?;
+                    }
+                    self.current += 1;
+                    self.open(self.current)?;
+                }
+                Ok(self.current)
+            }
+        }
+    }
+
+    /// Append one serialized Example (validated; `pos` names it in errors).
+    pub fn write(&mut self, rec: &[u8], pos: &Pos<'_>) -> Result<()> {
+        let i = self.shard_for_next()?;
+        self.sinks[i]
+            .as_mut()
+            .expect("shard is open")
+            .write(rec, pos)?;
+        self.counts[i] += 1;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Append one Example.
+    pub fn write_example(&mut self, ex: &example::Example) -> Result<()> {
+        let bytes = ex.encode_to_vec();
+        let file = self.dir.url();
+        let pos = Pos {
+            file: &file,
+            index: self.written,
+            offset: 0,
+        };
+        self.write(&bytes, &pos)
+    }
+
+    /// Records written so far.
+    pub fn records(&self) -> u64 {
+        self.written
+    }
+
+    /// Close every shard, then commit the manifest. Returns it.
+    pub fn finish(mut self) -> Result<Manifest> {
+        if let Placement::Contiguous(total) = self.placement
+            && self.written != total
+        {
+            return Err(Error::Dataset {
+                file: self.dir.url(),
+                message: format!(
+                    "input changed while writing: expected {total} records, got {}",
+                    self.written
+                ),
+            });
+        }
+        for i in 0..self.names.len() {
+            match self.sinks[i].take() {
+                Some(s) => s.finish()?,
+                // Shards the input never reached are written empty.
+                None if i > self.current => {
+                    Sink::create(&self.dir.join(&self.names[i]), self.format, &self.schema)?
+                        .finish()?
+                }
+                None => {}
+            }
+        }
+        let (fmt, compression) = self.format.manifest_names();
+        let manifest = Manifest {
+            format: fmt.into(),
+            compression: compression.into(),
+            records: self.written,
+            shards: self
+                .names
+                .iter()
+                .zip(&self.counts)
+                .map(|(path, n)| Shard {
+                    path: path.clone(),
+                    records: *n,
+                })
+                .collect(),
+            schema: self.schema,
+            created_by: format!("tusk {}", env!("CARGO_PKG_VERSION")),
+        };
+        let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+        self.dir.join(MANIFEST).write_new(json)?;
+        Ok(manifest)
     }
 }
 

@@ -212,12 +212,6 @@ pub fn for_each_example(
 ) -> Result<()> {
     let url = loc.url();
     let builder = open_builder(loc)?;
-    let plans: Vec<(String, Canon, bool)> = builder
-        .schema()
-        .fields()
-        .iter()
-        .map(|fld| column_plan(&url, fld).map(|(c, l)| (fld.name().clone(), c, l)))
-        .collect::<Result<_>>()?;
     let reader = builder
         .with_batch_size(BATCH)
         .build()
@@ -227,42 +221,97 @@ pub fn for_each_example(
     for batch in reader {
         let batch =
             batch.map_err(|e| schema_err(&url, format!("reading rows after row {row}: {e}")))?;
-        let cols: Vec<ArrayRef> = plans
-            .iter()
-            .zip(batch.columns())
-            .map(|((name, c, l), col)| cast_col(&url, name, col, *c, *l))
-            .collect::<Result<_>>()?;
-        for r in 0..batch.num_rows() {
-            let mut feats = Vec::with_capacity(cols.len());
-            for ((name, c, list), col) in plans.iter().zip(&cols) {
-                if col.is_null(r) {
-                    continue;
-                }
-                let kind = if *list {
-                    let l = col.as_list::<i32>();
-                    let offs = l.value_offsets();
-                    values_of(
-                        l.values().as_ref(),
-                        *c,
-                        offs[r] as usize,
-                        offs[r + 1] as usize,
-                    )
-                } else {
-                    values_of(col.as_ref(), *c, r, r + 1)
-                };
-                feats.push((name.clone(), kind));
-            }
+        let go_on = for_each_row(&url, &batch, |ex| {
             buf.clear();
-            example::from_features(feats)
-                .encode(&mut buf)
-                .expect("Vec has room");
-            if !f(&buf, row)? {
-                return Ok(());
-            }
+            ex.encode(&mut buf).expect("Vec has room");
+            let go_on = f(&buf, row)?;
             row += 1;
+            Ok(go_on)
+        })?;
+        if !go_on {
+            return Ok(());
         }
     }
     Ok(())
+}
+
+/// The rows of an Arrow batch as Examples (same mapping as Parquet files); `source` names the
+/// data in errors. Returns `Ok(false)` if `f` asked to stop.
+pub fn for_each_row(
+    source: &str,
+    batch: &RecordBatch,
+    mut f: impl FnMut(Example) -> Result<bool>,
+) -> Result<bool> {
+    let schema = batch.schema();
+    let plans: Vec<(String, Canon, bool)> = schema
+        .fields()
+        .iter()
+        .map(|fld| column_plan(source, fld).map(|(c, l)| (fld.name().clone(), c, l)))
+        .collect::<Result<_>>()?;
+    let cols: Vec<ArrayRef> = plans
+        .iter()
+        .zip(batch.columns())
+        .map(|((name, c, l), col)| cast_col(source, name, col, *c, *l))
+        .collect::<Result<_>>()?;
+    for r in 0..batch.num_rows() {
+        let mut feats = Vec::with_capacity(cols.len());
+        for ((name, c, list), col) in plans.iter().zip(&cols) {
+            if col.is_null(r) {
+                continue;
+            }
+            let kind = if *list {
+                let l = col.as_list::<i32>();
+                let offs = l.value_offsets();
+                values_of(
+                    l.values().as_ref(),
+                    *c,
+                    offs[r] as usize,
+                    offs[r + 1] as usize,
+                )
+            } else {
+                values_of(col.as_ref(), *c, r, r + 1)
+            };
+            feats.push((name.clone(), kind));
+        }
+        if !f(example::from_features(feats))? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The tusk [`Schema`] of Arrow data (as [`for_each_row`] maps it), for dataset manifests.
+pub fn schema_of(source: &str, arrow: &ArrowSchema) -> Result<Schema> {
+    let mut columns: Vec<Column> = arrow
+        .fields()
+        .iter()
+        .map(|fld| {
+            let (c, list) = column_plan(source, fld)?;
+            let inner = match fld.data_type() {
+                DataType::List(i) | DataType::LargeList(i) | DataType::FixedSizeList(i, _) => {
+                    i.data_type().clone()
+                }
+                t => t.clone(),
+            };
+            Ok(Column {
+                name: fld.name().clone(),
+                dtype: match c {
+                    Canon::Int64 => FeatureType::Int64,
+                    Canon::Float => FeatureType::Float,
+                    Canon::Bytes => FeatureType::Bytes,
+                },
+                list,
+                nullable: fld.is_nullable(),
+                utf8: matches!(
+                    inner,
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                ) || matches!(&inner, DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)),
+                mixed: false,
+            })
+        })
+        .collect::<Result<_>>()?;
+    columns.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Schema { columns })
 }
 
 enum ColBuilder {

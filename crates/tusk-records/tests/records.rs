@@ -18,7 +18,7 @@ use tusk_records::tfrecord::{self, Compression, FileWriter};
 use tusk_storage::Storage;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tf")
+    tusk_testkit::repo_root().join("crates/tusk-records/tests/fixtures/tf")
 }
 
 /// A comparable form of an Example: floats by bit pattern, all NaNs equal (TF's JSON cannot

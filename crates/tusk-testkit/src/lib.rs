@@ -8,17 +8,24 @@
 //!   compatibility tests in both directions.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// Root of the tusk repository (the workspace), found from this crate's manifest directory.
+/// Root of the tusk repository (the workspace): the nearest ancestor of the running test's
+/// package (`CARGO_MANIFEST_DIR`, set by `cargo test` at run time) or of the working directory
+/// that holds `testing/minidfs`. Looked up at run time, not baked in at compile time, because a
+/// shared `CARGO_TARGET_DIR` may reuse a build made from another checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::current_dir().ok())
+        .expect("a manifest dir or a working directory");
+    start
         .ancestors()
-        .nth(2)
-        .expect("tusk-testkit lives at crates/tusk-testkit")
+        .find(|d| d.join("testing/minidfs/pom.xml").is_file())
+        .unwrap_or_else(|| panic!("no tusk checkout above {}", start.display()))
         .to_path_buf()
 }
 

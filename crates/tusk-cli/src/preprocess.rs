@@ -1,0 +1,225 @@
+//! `tusk preprocess …` and `tusk sql`.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use tusk_preprocess::movielens::{self, MovieLensConfig};
+use tusk_preprocess::sql::{self, ClickstreamJob, OutputSpec, SqlSession};
+use tusk_records::dataset::Format;
+use tusk_records::tfrecord::Compression;
+use tusk_storage::Storage;
+
+use crate::records::{CompressionArg, FormatArg, Ticker, progress_bar};
+
+#[derive(Debug, Subcommand)]
+pub enum PreprocessCommand {
+    /// E-commerce event logs (REES46 layout, CSV) → training samples with user and item
+    /// features, K sampled negatives per positive, a time split (last day = test), written to
+    /// OUTPUT/train and OUTPUT/test. Unknown event types are counted, reported and skipped.
+    Clickstream(ClickstreamArgs),
+    /// MovieLens u.data → leave-one-out datasets: OUTPUT/train (positives + K negatives each,
+    /// fixed, shuffled), OUTPUT/test (per user: latest rating + 100 unrated items) and, with
+    /// --validation, OUTPUT/validation (second-latest rating + 100).
+    Movielens(MovieLensArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Record format of the output shards.
+    #[arg(long, value_enum, default_value = "tfrecord")]
+    format: FormatArg,
+    /// Number of shards per output dataset (balanced by record count).
+    #[arg(long, default_value_t = 4)]
+    shards: usize,
+    /// TFRecord compression of the shards.
+    #[arg(long, value_enum, default_value = "none")]
+    compression: CompressionArg,
+}
+
+impl OutputArgs {
+    fn format(&self) -> Result<Format> {
+        Ok(match self.format {
+            FormatArg::Parquet => {
+                if !matches!(self.compression, CompressionArg::None) {
+                    bail!("--compression applies to TFRecord output, not Parquet");
+                }
+                Format::Parquet
+            }
+            FormatArg::Tfrecord => Format::TfRecord(Compression::from(self.compression)),
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ClickstreamArgs {
+    /// Event logs: a CSV file, a directory of date=YYYY-MM-DD/part-*.csv, or a quoted glob.
+    #[arg(long)]
+    input: String,
+    /// Output directory: OUTPUT/train and OUTPUT/test datasets.
+    #[arg(long)]
+    output: String,
+    /// Sampled negatives per positive.
+    #[arg(long, default_value_t = 4)]
+    negatives: usize,
+    /// Seed of the negative sampler.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Use this SQL script instead of the shipped one (crates/tusk-preprocess/sql/clickstream.sql).
+    #[arg(long)]
+    sql: Option<String>,
+    /// DataFusion partitions [default: one per core].
+    #[arg(long, default_value_t = 0)]
+    partitions: usize,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MovieLensArgs {
+    /// MovieLens ratings file (u.data: user, item, rating, timestamp; tab-separated).
+    #[arg(long)]
+    input: String,
+    /// Output directory.
+    #[arg(long)]
+    output: String,
+    /// Sampled negatives per training positive.
+    #[arg(long, default_value_t = 4)]
+    negatives: usize,
+    /// Also hold out each user's second-latest rating as OUTPUT/validation.
+    #[arg(long)]
+    validation: bool,
+    /// Seed for sampling and shuffling.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// A table: NAME=URL (a CSV file with a header, a Parquet file, a directory or a quoted
+    /// glob of them). Repeat for more tables.
+    #[arg(long = "table", value_name = "NAME=URL", required = true)]
+    tables: Vec<String>,
+    /// File with the SQL: statements separated by ';', the last one a query.
+    #[arg(long)]
+    query: String,
+    /// Output dataset directory.
+    #[arg(long)]
+    output: String,
+    /// Write OUTPUT/<value> per distinct value of this (text) column, dropping it.
+    #[arg(long)]
+    split_by: Option<String>,
+    /// DataFusion partitions [default: one per core].
+    #[arg(long, default_value_t = 0)]
+    partitions: usize,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+pub fn run(cmd: PreprocessCommand) -> Result<()> {
+    let storage = Storage::new()?;
+    match cmd {
+        PreprocessCommand::Clickstream(a) => clickstream(&storage, a),
+        PreprocessCommand::Movielens(a) => movielens(&storage, a),
+    }
+}
+
+fn read_script(storage: &Storage, url: &str) -> Result<String> {
+    let bytes = storage.open(url)?.read()?;
+    String::from_utf8(bytes.to_vec()).with_context(|| format!("{url}: SQL file is not UTF-8"))
+}
+
+fn clickstream(storage: &Storage, a: ClickstreamArgs) -> Result<()> {
+    let (sql, sql_name) = match &a.sql {
+        Some(url) => (read_script(storage, url)?, url.clone()),
+        None => (
+            sql::CLICKSTREAM_SQL.to_string(),
+            "clickstream.sql (shipped)".to_string(),
+        ),
+    };
+    let job = ClickstreamJob {
+        input: a.input.clone(),
+        output: OutputSpec {
+            url: a.output.clone(),
+            format: a.out.format()?,
+            shards: a.out.shards,
+        },
+        negatives: a.negatives,
+        seed: a.seed,
+        sql,
+        sql_name,
+        partitions: a.partitions,
+    };
+    let mut ticker = Ticker::new(progress_bar("writing samples:"));
+    let s = sql::clickstream(storage, &job, |_| ticker.tick())?;
+    ticker.done();
+    eprintln!("read {} events from {} file(s)", s.events, s.files);
+    for (ty, n) in &s.unknown_event_types {
+        eprintln!("skipped {n} event(s) of unknown type '{ty}'");
+    }
+    for (split, n) in &s.rows {
+        eprintln!("wrote {n} samples to {}/{split}", a.output.trim_end_matches('/'));
+    }
+    Ok(())
+}
+
+fn movielens(storage: &Storage, a: MovieLensArgs) -> Result<()> {
+    let cfg = MovieLensConfig {
+        negatives: a.negatives,
+        validation: a.validation,
+        seed: a.seed,
+        format: a.out.format()?,
+        shards: a.out.shards.max(1),
+        ..Default::default()
+    };
+    let s = movielens::preprocess(storage, &a.input, &a.output, &cfg)?;
+    let out = a.output.trim_end_matches('/');
+    eprintln!(
+        "{} ratings, {} users, {} items",
+        s.ratings, s.users, s.items
+    );
+    eprintln!(
+        "train: {} positives, {} rows -> {out}/train",
+        s.train_positives, s.train_rows
+    );
+    eprintln!("test: {} users, {} rows -> {out}/test", s.test_users, s.test_rows);
+    if a.validation {
+        eprintln!("validation: {} rows -> {out}/validation", s.validation_rows);
+    }
+    Ok(())
+}
+
+pub fn run_sql(a: SqlArgs) -> Result<()> {
+    let storage = Storage::new()?;
+    let session = SqlSession::new(&storage, a.partitions)?;
+    for t in &a.tables {
+        let Some((name, url)) = t.split_once('=') else {
+            bail!("--table '{t}': expected NAME=URL");
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            bail!("--table '{t}': the name must be letters, digits and '_'");
+        }
+        session.register(name, url, None)?;
+    }
+    let script = read_script(&storage, &a.query)?;
+    let rows = session.query(&script, &a.query)?;
+    let out = OutputSpec {
+        url: a.output.clone(),
+        format: a.out.format()?,
+        shards: a.out.shards.max(1),
+    };
+    let mut ticker = Ticker::new(progress_bar("writing rows:"));
+    let counts = sql::write_results(&storage, rows, &out, a.split_by.as_deref(), |_| {
+        ticker.tick()
+    })?;
+    ticker.done();
+    for (key, n) in counts {
+        let dir = if key.is_empty() {
+            a.output.clone()
+        } else {
+            format!("{}/{key}", a.output.trim_end_matches('/'))
+        };
+        eprintln!("wrote {n} rows to {dir}");
+    }
+    Ok(())
+}

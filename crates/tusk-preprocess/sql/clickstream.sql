@@ -1,0 +1,126 @@
+-- tusk: clickstream feature pipeline (DataFusion SQL). Input: table `events` in the REES46
+-- "eCommerce behavior data" layout. Output: one row per training sample with a `split` column
+-- ('train' | 'test') that tusk uses to route rows to OUTPUT/train and OUTPUT/test.
+-- Parameters substituted before running: ${negatives} (per positive), ${seed}.
+-- Override with `tusk preprocess clickstream --sql FILE` (keep the final SELECT's `split`).
+
+-- 1. Clean events. Unknown event types were counted and reported by tusk; here they drop out.
+--    strength: purchase 3 > cart 2 > view 1 (remove_from_cart carries no positive signal).
+CREATE VIEW ev AS
+SELECT
+  user_id,
+  product_id,
+  category_id,
+  category_code,
+  brand,
+  price,
+  event_type,
+  CAST(floor(date_part('epoch', CAST(substr(event_time, 1, 19) AS TIMESTAMP)) / 86400) AS BIGINT) AS day,
+  CASE event_type WHEN 'purchase' THEN 3 WHEN 'cart' THEN 2 WHEN 'view' THEN 1 ELSE 0 END AS strength
+FROM events
+WHERE event_type IN ('view', 'cart', 'remove_from_cart', 'purchase')
+  AND user_id IS NOT NULL AND product_id IS NOT NULL;
+
+-- 2. Time-based split: the last day is the test period, everything before it trains.
+CREATE VIEW ev_split AS
+SELECT ev.*, CASE WHEN ev.day = b.last_day THEN 'test' ELSE 'train' END AS split, b.last_day
+FROM ev CROSS JOIN (SELECT max(day) AS last_day FROM ev) b;
+
+-- 3. User features, from the training period only (nothing leaks from the test day).
+CREATE VIEW user_features AS
+SELECT
+  user_id,
+  count(*) AS u_events,
+  sum(CASE WHEN event_type = 'view' THEN 1 ELSE 0 END) AS u_views,
+  sum(CASE WHEN event_type = 'cart' THEN 1 ELSE 0 END) AS u_carts,
+  sum(CASE WHEN event_type = 'purchase' THEN 1 ELSE 0 END) AS u_purchases,
+  count(DISTINCT day) AS u_active_days,
+  max(last_day) - max(day) AS u_recency_days,
+  avg(price) AS u_avg_price
+FROM ev_split
+WHERE split = 'train'
+GROUP BY user_id;
+
+-- the user's favourite category: the one with the most interaction strength (ties: lower id)
+CREATE VIEW user_top_category AS
+SELECT user_id, category_id AS u_top_category
+FROM (
+  SELECT user_id, category_id,
+         ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY s DESC, category_id) AS rn
+  FROM (
+    SELECT user_id, category_id, sum(strength) AS s
+    FROM ev_split WHERE split = 'train'
+    GROUP BY user_id, category_id
+  ) per_category
+) ranked
+WHERE rn = 1;
+
+-- 4. Item features, from the training period only.
+CREATE VIEW item_features AS
+SELECT
+  product_id,
+  count(DISTINCT user_id) AS i_users,
+  sum(CASE WHEN event_type = 'view' THEN 1 ELSE 0 END) AS i_views,
+  sum(CASE WHEN event_type = 'purchase' THEN 1 ELSE 0 END) AS i_purchases,
+  avg(price) AS i_price,
+  max(category_id) AS i_category_id,
+  max(coalesce(category_code, '')) AS i_category_code,
+  max(coalesce(brand, '')) AS i_brand
+FROM ev_split
+WHERE split = 'train'
+GROUP BY product_id;
+
+-- 5. Implicit positives: one per (split, user, item), weighted by the strongest interaction.
+CREATE VIEW positives AS
+SELECT split, user_id, product_id, max(strength) AS strength
+FROM ev_split
+WHERE strength > 0
+GROUP BY split, user_id, product_id;
+
+-- 6. Negatives: for each positive, ${negatives} items drawn by a deterministic hash of
+--    (user, item, k, seed) over the training catalogue, minus anything the user touched in
+--    that split (so a few draws are dropped rather than mislabelled).
+CREATE VIEW catalogue AS
+SELECT product_id, ROW_NUMBER() OVER (ORDER BY product_id) - 1 AS idx
+FROM (SELECT DISTINCT product_id FROM ev_split WHERE split = 'train') items;
+
+CREATE VIEW draws AS
+SELECT p.split, p.user_id,
+       ((p.user_id % 1000003) * 7919 + (p.product_id % 1000003) * 104729
+        + ks.value * 15485863 + ${seed}) % n.n AS idx
+FROM positives p
+CROSS JOIN range(${negatives}) AS ks
+CROSS JOIN (SELECT count(*) AS n FROM catalogue) n;
+
+CREATE VIEW negatives AS
+SELECT d.split, d.user_id, c.product_id
+FROM draws d
+JOIN catalogue c ON c.idx = d.idx
+LEFT JOIN (SELECT DISTINCT split, user_id, product_id FROM ev_split) seen
+  ON seen.split = d.split AND seen.user_id = d.user_id AND seen.product_id = c.product_id
+WHERE seen.user_id IS NULL;
+
+-- 7. Samples with features. Cold users/items (no training history) get NULL features,
+--    which become absent features in the records.
+SELECT
+  s.split,
+  s.user_id,
+  s.product_id AS item_id,
+  CAST(s.label AS FLOAT) AS label,
+  CAST(s.weight AS FLOAT) AS weight,
+  u.u_events, u.u_views, u.u_carts, u.u_purchases, u.u_active_days, u.u_recency_days,
+  CAST(u.u_avg_price AS FLOAT) AS u_avg_price,
+  t.u_top_category,
+  i.i_users, i.i_views, i.i_purchases,
+  CAST(i.i_price AS FLOAT) AS i_price,
+  i.i_category_id, i.i_category_code, i.i_brand
+FROM (
+  SELECT split, user_id, product_id, 1 AS label, strength AS weight FROM positives
+  UNION ALL
+  SELECT split, user_id, product_id, 0 AS label, 1 AS weight FROM negatives
+) s
+LEFT JOIN user_features u ON u.user_id = s.user_id
+LEFT JOIN user_top_category t ON t.user_id = s.user_id
+LEFT JOIN item_features i ON i.product_id = s.product_id
+-- a stable order (split, user, item, label) makes the output reproducible for an input and seed
+ORDER BY 1, 2, 3, 4 DESC

@@ -1,0 +1,250 @@
+//! MovieLens (`u.data`: `user<TAB>item<TAB>rating<TAB>timestamp`) to training and evaluation
+//! datasets with the standard leave-one-out protocol of the NCF paper:
+//!
+//! - per user, the latest rating (ties on the timestamp: the larger item id) is the **test**
+//!   positive; the test set holds it followed by 100 items the user never rated, sampled
+//!   uniformly (101 consecutive rows per user, positive first);
+//! - with `validation`, the second-latest rating is held out the same way as a **validation**
+//!   set, for choosing epochs and hyper-parameters without touching the test set;
+//! - every other rating is a **training** positive, each followed by `negatives` items the user
+//!   never rated (sampled uniformly, with replacement across positives). Negatives are sampled
+//!   once, here, and fixed for every epoch; the rows are shuffled (seeded) before writing.
+//!
+//! Every row carries `user_id` (int64), `item_id` (int64) and `label` (float: 1 positive,
+//! 0 negative). "Never rated" is over the whole file, so no held-out positive is ever a
+//! negative anywhere, and no test or validation positive appears in training.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::BufRead;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use tusk_records::dataset::{Format, Placement, Schema, ShardedWriter};
+use tusk_records::example::{self, FeatureType, FloatList, Int64List, Kind};
+use tusk_storage::Storage;
+
+use crate::{Error, Result};
+
+/// Options of the MovieLens job.
+#[derive(Debug, Clone)]
+pub struct MovieLensConfig {
+    /// Sampled negatives per training positive.
+    pub negatives: usize,
+    /// Sampled negatives per held-out positive (the protocol's 100).
+    pub eval_negatives: usize,
+    /// Also hold out each user's second-latest rating as a validation set.
+    pub validation: bool,
+    /// Seed for sampling and shuffling.
+    pub seed: u64,
+    /// Output format.
+    pub format: Format,
+    /// Shards of the training set.
+    pub shards: usize,
+}
+
+impl Default for MovieLensConfig {
+    fn default() -> Self {
+        MovieLensConfig {
+            negatives: 4,
+            eval_negatives: 100,
+            validation: false,
+            seed: 42,
+            format: Format::TfRecord(tusk_records::tfrecord::Compression::None),
+            shards: 4,
+        }
+    }
+}
+
+/// What the job wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MovieLensSummary {
+    /// Ratings read.
+    pub ratings: u64,
+    /// Distinct users.
+    pub users: u64,
+    /// Distinct items.
+    pub items: u64,
+    /// Training positives.
+    pub train_positives: u64,
+    /// Training rows (positives + negatives).
+    pub train_rows: u64,
+    /// Users in the test set (one positive each).
+    pub test_users: u64,
+    /// Test rows.
+    pub test_rows: u64,
+    /// Validation rows (0 without validation).
+    pub validation_rows: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Rating {
+    item: i64,
+    ts: i64,
+}
+
+/// Read `u.data` from any storage URL.
+fn read_ratings(storage: &Storage, input: &str) -> Result<BTreeMap<i64, Vec<Rating>>> {
+    let loc = storage.open(input)?;
+    let url = loc.url();
+    let reader = std::io::BufReader::with_capacity(1 << 20, loc.reader()?);
+    let mut by_user: BTreeMap<i64, Vec<Rating>> = BTreeMap::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line_no = i as u64 + 1;
+        let line = line.map_err(|source| Error::Io {
+            file: url.clone(),
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parse = |field: Option<&str>, name: &str| -> Result<i64> {
+            let f = field.ok_or_else(|| Error::Parse {
+                file: url.clone(),
+                line: line_no,
+                message: format!(
+                    "missing {name}: expected 4 tab-separated fields user, item, rating, timestamp"
+                ),
+            })?;
+            f.trim().parse().map_err(|_| Error::Parse {
+                file: url.clone(),
+                line: line_no,
+                message: format!("{name} '{f}' is not an integer"),
+            })
+        };
+        let mut fields = line.split('\t');
+        let user = parse(fields.next(), "user id")?;
+        let item = parse(fields.next(), "item id")?;
+        let _rating = parse(fields.next(), "rating")?;
+        let ts = parse(fields.next(), "timestamp")?;
+        by_user.entry(user).or_default().push(Rating { item, ts });
+    }
+    if by_user.is_empty() {
+        return Err(Error::Input {
+            input: url,
+            message: "no ratings (expected lines of user<TAB>item<TAB>rating<TAB>timestamp)".into(),
+        });
+    }
+    Ok(by_user)
+}
+
+fn row(user: i64, item: i64, label: f32) -> example::Example {
+    example::from_features([
+        ("user_id".to_string(), Kind::Int64List(Int64List { value: vec![user] })),
+        ("item_id".to_string(), Kind::Int64List(Int64List { value: vec![item] })),
+        ("label".to_string(), Kind::FloatList(FloatList { value: vec![label] })),
+    ])
+}
+
+fn schema() -> Schema {
+    let col = |name: &str, dtype| tusk_records::dataset::Column {
+        name: name.into(),
+        dtype,
+        list: false,
+        nullable: false,
+        utf8: false,
+        mixed: false,
+    };
+    Schema {
+        columns: vec![
+            col("item_id", FeatureType::Int64),
+            col("label", FeatureType::Float),
+            col("user_id", FeatureType::Int64),
+        ],
+    }
+}
+
+/// Run the job: `output/train`, `output/test` and (with validation) `output/validation`,
+/// each a sharded dataset with a manifest.
+pub fn preprocess(
+    storage: &Storage,
+    input: &str,
+    output: &str,
+    cfg: &MovieLensConfig,
+) -> Result<MovieLensSummary> {
+    let by_user = read_ratings(storage, input)?;
+    let mut items: Vec<i64> = by_user
+        .values()
+        .flat_map(|r| r.iter().map(|x| x.item))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    items.sort_unstable();
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let mut summary = MovieLensSummary {
+        users: by_user.len() as u64,
+        items: items.len() as u64,
+        ..Default::default()
+    };
+    let mut train: Vec<(i64, i64, f32)> = Vec::new();
+    let mut test: Vec<(i64, i64, f32)> = Vec::new();
+    let mut validation: Vec<(i64, i64, f32)> = Vec::new();
+    for (&user, ratings) in &by_user {
+        summary.ratings += ratings.len() as u64;
+        let rated: HashSet<i64> = ratings.iter().map(|r| r.item).collect();
+        let unrated = items.len() - rated.len();
+        if unrated == 0 {
+            return Err(Error::Input {
+                input: input.into(),
+                message: format!("user {user} rated every item: no negatives can be sampled"),
+            });
+        }
+        let sample_unrated = |rng: &mut StdRng| loop {
+            let it = items[rng.random_range(0..items.len())];
+            if !rated.contains(&it) {
+                break it;
+            }
+        };
+        // Latest first; ties on the timestamp go to the larger item id.
+        let mut order: Vec<Rating> = ratings.clone();
+        order.sort_by(|a, b| b.ts.cmp(&a.ts).then(b.item.cmp(&a.item)));
+        let hold = |set: &mut Vec<(i64, i64, f32)>, positive: i64, rng: &mut StdRng| {
+            set.push((user, positive, 1.0));
+            let want = cfg.eval_negatives.min(unrated);
+            let mut seen = HashSet::with_capacity(want);
+            while seen.len() < want {
+                let it = sample_unrated(rng);
+                if seen.insert(it) {
+                    set.push((user, it, 0.0));
+                }
+            }
+        };
+        hold(&mut test, order[0].item, &mut rng);
+        summary.test_users += 1;
+        // A validation positive only where it leaves the user a training rating.
+        let skip = if cfg.validation && order.len() > 2 {
+            hold(&mut validation, order[1].item, &mut rng);
+            2
+        } else {
+            1
+        };
+        for r in order.iter().skip(skip) {
+            train.push((user, r.item, 1.0));
+            summary.train_positives += 1;
+            for _ in 0..cfg.negatives {
+                train.push((user, sample_unrated(&mut rng), 0.0));
+            }
+        }
+    }
+    train.shuffle(&mut rng);
+    let out = storage.open(output)?;
+    let write = |name: &str, rows: &[(i64, i64, f32)], shards: usize, shuffled: bool| -> Result<u64> {
+        let placement = if shuffled {
+            Placement::RoundRobin
+        } else {
+            // Keep each user's 101 evaluation rows together and in order.
+            Placement::Contiguous(rows.len() as u64)
+        };
+        let mut w = ShardedWriter::create(&out.join(name), cfg.format, shards, schema(), placement)?;
+        for &(u, i, l) in rows {
+            w.write_example(&row(u, i, l))?;
+        }
+        Ok(w.finish()?.records)
+    };
+    summary.train_rows = write("train", &train, cfg.shards, true)?;
+    summary.test_rows = write("test", &test, 1, false)?;
+    if cfg.validation {
+        summary.validation_rows = write("validation", &validation, 1, false)?;
+    }
+    Ok(summary)
+}

@@ -1,0 +1,638 @@
+//! DataFusion over tusk storage: register logs on any backend as tables, run SQL, write the
+//! result as sharded record datasets.
+//!
+//! Every storage URL works as a table location (a file, a directory read recursively, or a
+//! glob): `hdfs://` and `webhdfs://` are served by the same `object_store` implementations as
+//! the rest of tusk. Queries run on DataFusion's own runtime; results are pulled batch by batch
+//! and written synchronously, so memory stays bounded by DataFusion's operators, not by the
+//! result size.
+//!
+//! Skew: output shards are filled round-robin, so every shard is within one record of the
+//! others whatever the key distribution. Inside the queries, DataFusion aggregates in two
+//! phases (a partial aggregate per input partition, then a final one per key after the hash
+//! repartition) — the map-side combine of MapReduce — so a user holding 40% of the events adds
+//! only one partial row per input partition to the shuffle, not 40% of the rows; the joins of
+//! the shipped pipeline are keyed on (user, item) pairs, which a single heavy user does not
+//! concentrate. We chose this over salting because it needs no tuning and keeps the SQL plain.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
+use tusk_records::dataset::{Format, Placement, ShardedWriter};
+use tusk_records::parquet_io;
+use tusk_storage::Storage;
+
+use crate::{Error, Result};
+
+/// The shipped clickstream feature pipeline (see `sql/clickstream.sql`).
+pub const CLICKSTREAM_SQL: &str = include_str!("../sql/clickstream.sql");
+
+/// Column layout of REES46-style e-commerce event logs.
+pub const CLICKSTREAM_COLUMNS: [&str; 9] = [
+    "event_time",
+    "event_type",
+    "product_id",
+    "category_id",
+    "category_code",
+    "brand",
+    "price",
+    "user_id",
+    "user_session",
+];
+
+/// The event types the pipeline understands; others are counted and skipped.
+pub const EVENT_TYPES: [&str; 4] = ["view", "cart", "remove_from_cart", "purchase"];
+
+fn clickstream_schema() -> ArrowSchema {
+    let f = |n: &str, t: DataType| Field::new(n, t, true);
+    ArrowSchema::new(vec![
+        f("event_time", DataType::Utf8),
+        f("event_type", DataType::Utf8),
+        f("product_id", DataType::Int64),
+        f("category_id", DataType::Int64),
+        f("category_code", DataType::Utf8),
+        f("brand", DataType::Utf8),
+        f("price", DataType::Float64),
+        f("user_id", DataType::Int64),
+        f("user_session", DataType::Utf8),
+    ])
+}
+
+/// A SQL session whose tables live in tusk storage.
+pub struct SqlSession {
+    storage: Storage,
+    ctx: SessionContext,
+    rt: tokio::runtime::Runtime,
+}
+
+/// Kinds of table files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    /// CSV with a header line.
+    Csv,
+    /// Parquet.
+    Parquet,
+}
+
+impl TableFormat {
+    fn extension(self) -> &'static str {
+        match self {
+            TableFormat::Csv => ".csv",
+            TableFormat::Parquet => ".parquet",
+        }
+    }
+
+    /// Guess from a file name or URL.
+    pub fn from_name(name: &str) -> Option<TableFormat> {
+        let lower = name.to_ascii_lowercase();
+        if lower.ends_with(".csv") {
+            Some(TableFormat::Csv)
+        } else if lower.ends_with(".parquet") || lower.ends_with(".pq") {
+            Some(TableFormat::Parquet)
+        } else {
+            None
+        }
+    }
+}
+
+impl SqlSession {
+    /// A session with `partitions` target partitions (0 = one per core).
+    pub fn new(storage: &Storage, partitions: usize) -> Result<SqlSession> {
+        let mut config = SessionConfig::new().with_information_schema(true);
+        if partitions > 0 {
+            config = config.with_target_partitions(partitions);
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("tusk-sql")
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Io {
+                file: "(SQL runtime)".into(),
+                source,
+            })?;
+        Ok(SqlSession {
+            storage: storage.clone(),
+            ctx: SessionContext::new_with_config(config),
+            rt,
+        })
+    }
+
+    /// The DataFusion context, for callers that need more.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Turn a tusk URL into one DataFusion understands, registering its object store.
+    /// Directories get a trailing `/` (DataFusion lists them recursively).
+    fn table_url(&self, url: &str) -> Result<String> {
+        let has_glob = url.contains(['*', '?', '[', '{']);
+        let probe = if has_glob {
+            // the store is all that matters here
+            let cut = url.find(['*', '?', '[', '{']).unwrap_or(url.len());
+            &url[..url[..cut].rfind('/').map_or(cut, |i| i + 1)]
+        } else {
+            url
+        };
+        let loc = self.storage.open(probe)?;
+        let is_file = !has_glob && loc.exists()?;
+        let (store, _) = loc.object_store();
+        let (base, path) = match loc.local_path() {
+            Some(p) => ("file://".to_string(), p.to_string_lossy().into_owned()),
+            None => {
+                let full = loc.url();
+                let path_start = full
+                    .find("://")
+                    .and_then(|i| full[i + 3..].find('/').map(|j| i + 3 + j))
+                    .unwrap_or(full.len());
+                let base = full[..path_start].to_string();
+                let parsed = url::Url::parse(&base).map_err(|e| Error::Input {
+                    input: url.into(),
+                    message: format!("cannot use as a table location: {e}"),
+                })?;
+                self.ctx.register_object_store(&parsed, store);
+                (base, full[path_start..].to_string())
+            }
+        };
+        let mut out = if has_glob {
+            // keep the caller's pattern, on the resolved base
+            let rest = &url[probe.len()..];
+            format!("{base}{}/{rest}", path.trim_end_matches('/'))
+        } else {
+            format!("{base}{path}")
+        };
+        if !has_glob && !is_file && !out.ends_with('/') {
+            out.push('/');
+        }
+        Ok(out)
+    }
+
+    /// Register `url` (a file, directory or glob of CSV or Parquet files) as table `name`.
+    /// CSV files need a header line; their column types are inferred.
+    pub fn register(&self, name: &str, url: &str, format: Option<TableFormat>) -> Result<()> {
+        let format = match format.or_else(|| TableFormat::from_name(url)) {
+            Some(f) => f,
+            None => self.guess_format(url)?,
+        };
+        let table_url = self.table_url(url)?;
+        let ctx = &self.ctx;
+        let res = self.rt.block_on(async {
+            match format {
+                TableFormat::Csv => {
+                    ctx.register_csv(
+                        name,
+                        &table_url,
+                        CsvReadOptions::new().has_header(true).file_extension(".csv"),
+                    )
+                    .await
+                }
+                TableFormat::Parquet => {
+                    ctx.register_parquet(
+                        name,
+                        &table_url,
+                        ParquetReadOptions::default().file_extension(".parquet"),
+                    )
+                    .await
+                }
+            }
+        });
+        res.map_err(|source| Error::Sql {
+            context: format!("registering table '{name}' at {url}"),
+            source,
+        })
+    }
+
+    fn guess_format(&self, url: &str) -> Result<TableFormat> {
+        let files = self.storage.open(url)?.list()?;
+        files
+            .iter()
+            .find_map(|e| TableFormat::from_name(e.location.file_name()))
+            .ok_or_else(|| Error::Input {
+                input: url.into(),
+                message: "no .csv or .parquet files here (tables are CSV with a header, or Parquet)"
+                    .into(),
+            })
+    }
+
+    /// Register REES46-layout event logs as table `name`, after checking every file's header.
+    /// Returns the files found.
+    pub fn register_clickstream(&self, name: &str, url: &str) -> Result<usize> {
+        let files: Vec<_> = if url.contains(['*', '?', '[', '{']) {
+            self.storage.glob(url)?
+        } else {
+            let loc = self.storage.open(url)?;
+            if loc.exists()? {
+                vec![loc]
+            } else {
+                loc.list()?
+                    .into_iter()
+                    .map(|e| e.location)
+                    .filter(|l| l.file_name().ends_with(".csv"))
+                    .collect()
+            }
+        };
+        if files.is_empty() {
+            return Err(Error::Input {
+                input: url.into(),
+                message: "no .csv event files found (expected REES46-layout CSV logs, e.g. URL/date=YYYY-MM-DD/part-00000.csv)".into(),
+            });
+        }
+        for f in &files {
+            check_header(f)?;
+        }
+        let table_url = self.table_url(url)?;
+        let schema = clickstream_schema();
+        let ctx = &self.ctx;
+        self.rt
+            .block_on(ctx.register_csv(
+                name,
+                &table_url,
+                CsvReadOptions::new()
+                    .has_header(true)
+                    .schema(&schema)
+                    .file_extension(TableFormat::Csv.extension()),
+            ))
+            .map_err(|source| Error::Sql {
+                context: format!("registering event logs at {url}"),
+                source,
+            })?;
+        Ok(files.len())
+    }
+
+    /// Run every statement of `script` (separated by `;`) but the last, which must be a query;
+    /// return its schema and a pull-based batch iterator.
+    pub fn query(&self, script: &str, source: &str) -> Result<QueryStream<'_>> {
+        let statements = split_statements(script);
+        let Some((last, before)) = statements.split_last() else {
+            return Err(Error::Input {
+                input: source.into(),
+                message: "no SQL statements".into(),
+            });
+        };
+        for (i, stmt) in before.iter().enumerate() {
+            let ctx = &self.ctx;
+            self.rt
+                .block_on(async { ctx.sql(stmt).await?.collect().await })
+                .map_err(|e| sql_err(source, i + 1, e))?;
+        }
+        let n = statements.len();
+        let ctx = &self.ctx;
+        let stream = self
+            .rt
+            .block_on(async { ctx.sql(last).await?.execute_stream().await })
+            .map_err(|e| sql_err(source, n, e))?;
+        Ok(QueryStream {
+            session: self,
+            schema: stream.schema(),
+            stream,
+            source: format!("{source} (statement {n})"),
+        })
+    }
+
+    /// Run a query and return all its rows (for small results: counts, checks, tests).
+    pub fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let ctx = &self.ctx;
+        self.rt
+            .block_on(async { ctx.sql(sql).await?.collect().await })
+            .map_err(|e| sql_err(sql, 1, e))
+    }
+}
+
+fn sql_err(source: &str, n: usize, e: datafusion::error::DataFusionError) -> Error {
+    Error::Sql {
+        context: format!("{source}: statement {n}"),
+        source: e,
+    }
+}
+
+/// Split a script on `;` outside quotes and `--` comments; empty statements are dropped.
+pub fn split_statements(script: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = script.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => {
+                quote = None;
+                cur.push(c);
+            }
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                cur.push(c);
+            }
+            (None, '-') if chars.peek() == Some(&'-') => {
+                // comment to end of line
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        cur.push('\n');
+                        break;
+                    }
+                }
+            }
+            (None, ';') => {
+                if !cur.trim().is_empty() {
+                    out.push(cur.trim().to_string());
+                }
+                cur.clear();
+            }
+            (None, c) => cur.push(c),
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
+/// Check that a CSV file's header has the clickstream columns (in any order? no: DataFusion
+/// reads by position, so exactly in order).
+fn check_header(loc: &tusk_storage::Location) -> Result<()> {
+    let size = loc.head()?.size;
+    let head = if size == 0 {
+        Default::default()
+    } else {
+        loc.read_range(0..size.min(64 * 1024))?
+    };
+    let first = head.split(|b| *b == b'\n').next().unwrap_or(&[]);
+    let line = String::from_utf8_lossy(first);
+    let cols: Vec<&str> = line.trim_end_matches('\r').split(',').map(str::trim).collect();
+    if cols == CLICKSTREAM_COLUMNS {
+        return Ok(());
+    }
+    let missing: Vec<&str> = CLICKSTREAM_COLUMNS
+        .iter()
+        .filter(|c| !cols.contains(c))
+        .copied()
+        .collect();
+    let message = if size == 0 {
+        "empty file: expected a CSV header line".to_string()
+    } else if missing.is_empty() {
+        format!(
+            "columns are in another order ({}); expected exactly: {}",
+            cols.join(","),
+            CLICKSTREAM_COLUMNS.join(",")
+        )
+    } else {
+        format!(
+            "missing column(s) {} in the header; expected: {}",
+            missing.join(", "),
+            CLICKSTREAM_COLUMNS.join(",")
+        )
+    };
+    Err(Error::Input {
+        input: loc.url(),
+        message,
+    })
+}
+
+/// Batches of a running query, pulled one at a time.
+pub struct QueryStream<'a> {
+    session: &'a SqlSession,
+    schema: Arc<ArrowSchema>,
+    stream: datafusion::physical_plan::SendableRecordBatchStream,
+    source: String,
+}
+
+impl QueryStream<'_> {
+    /// The result's schema.
+    pub fn schema(&self) -> &Arc<ArrowSchema> {
+        &self.schema
+    }
+}
+
+impl Iterator for QueryStream<'_> {
+    type Item = Result<RecordBatch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let next = self.session.rt.block_on(self.stream.next())?;
+        Some(next.map_err(|source| Error::Sql {
+            context: self.source.clone(),
+            source,
+        }))
+    }
+}
+
+/// Where query results go.
+#[derive(Debug, Clone)]
+pub struct OutputSpec {
+    /// Dataset directory URL.
+    pub url: String,
+    /// Record format of the shards.
+    pub format: Format,
+    /// Number of shards.
+    pub shards: usize,
+}
+
+/// Write every row of `rows` to a sharded dataset (round-robin: balanced whatever the keys).
+/// When `split_column` is given, rows go to `OUTPUT/<value>` per distinct value of that
+/// (string) column, which is dropped from the records. Returns rows written per output.
+pub fn write_results(
+    storage: &Storage,
+    rows: QueryStream<'_>,
+    out: &OutputSpec,
+    split_column: Option<&str>,
+    mut progress: impl FnMut(u64),
+) -> Result<Vec<(String, u64)>> {
+    let full_schema = rows.schema().clone();
+    let (schema, split_idx) = match split_column {
+        None => (full_schema.clone(), None),
+        Some(col) => {
+            let idx = full_schema.index_of(col).map_err(|_| Error::Input {
+                input: rows.source.clone(),
+                message: format!("the query has no '{col}' column to split the output by"),
+            })?;
+            let mut fields: Vec<_> = full_schema.fields().iter().cloned().collect();
+            fields.remove(idx);
+            (Arc::new(ArrowSchema::new(fields)), Some(idx))
+        }
+    };
+    let tusk_schema = parquet_io::schema_of(&rows.source, &schema)?;
+    let base = storage.open(&out.url)?;
+    let mut writers: Vec<(String, ShardedWriter)> = Vec::new();
+    let source = rows.source.clone();
+    for batch in rows {
+        let batch = batch?;
+        let groups: Vec<(String, RecordBatch)> = match split_idx {
+            None => vec![(String::new(), batch)],
+            Some(idx) => split_batch(&batch, idx, &source)?,
+        };
+        for (key, part) in groups {
+            let pos = match writers.iter().position(|(k, _)| *k == key) {
+                Some(p) => p,
+                None => {
+                    let dir = if key.is_empty() { base.clone() } else { base.join(&key) };
+                    let w = ShardedWriter::create(
+                        &dir,
+                        out.format,
+                        out.shards,
+                        tusk_schema.clone(),
+                        Placement::RoundRobin,
+                    )?;
+                    writers.push((key.clone(), w));
+                    writers.len() - 1
+                }
+            };
+            let w = &mut writers[pos].1;
+            parquet_io::for_each_row(&source, &part, |ex| {
+                w.write_example(&ex)?;
+                progress(1);
+                Ok(true)
+            })?;
+        }
+    }
+    if writers.is_empty() && split_idx.is_none() {
+        // An empty result is still a (committed, empty) dataset.
+        writers.push((
+            String::new(),
+            ShardedWriter::create(&base, out.format, out.shards, tusk_schema, Placement::RoundRobin)?,
+        ));
+    }
+    let mut counts = Vec::new();
+    for (key, w) in writers {
+        counts.push((key, w.finish()?.records));
+    }
+    counts.sort();
+    Ok(counts)
+}
+
+/// Split a batch by the string value of column `idx`, dropping that column.
+fn split_batch(batch: &RecordBatch, idx: usize, source: &str) -> Result<Vec<(String, RecordBatch)>> {
+    use datafusion::arrow::array::{Array, AsArray, BooleanArray};
+    use datafusion::arrow::compute::{cast, filter_record_batch};
+    let col = cast(batch.column(idx), &DataType::Utf8).map_err(|e| Error::Input {
+        input: source.into(),
+        message: format!("split column is not text: {e}"),
+    })?;
+    let col = col.as_string::<i32>();
+    let mut keys: Vec<String> = Vec::new();
+    for i in 0..col.len() {
+        if col.is_valid(i) && !keys.iter().any(|k| k == col.value(i)) {
+            keys.push(col.value(i).to_string());
+        }
+    }
+    let mut projected = batch.clone();
+    projected.remove_column(idx);
+    let mut out = Vec::new();
+    for key in keys {
+        if key.is_empty() || key.contains('/') || key.starts_with('.') {
+            return Err(Error::Input {
+                input: source.into(),
+                message: format!("split value '{key}' cannot name an output directory"),
+            });
+        }
+        let mask: BooleanArray = (0..col.len())
+            .map(|i| Some(col.is_valid(i) && col.value(i) == key))
+            .collect();
+        let part = filter_record_batch(&projected, &mask).map_err(|e| Error::Input {
+            input: source.into(),
+            message: format!("internal error splitting rows: {e}"),
+        })?;
+        out.push((key, part));
+    }
+    Ok(out)
+}
+
+/// Options of the clickstream pipeline.
+#[derive(Debug, Clone)]
+pub struct ClickstreamJob {
+    /// Event logs URL (file, directory of `date=…/part-*.csv`, or glob).
+    pub input: String,
+    /// Output: `OUTPUT/train` and `OUTPUT/test` datasets.
+    pub output: OutputSpec,
+    /// Sampled negatives per positive.
+    pub negatives: usize,
+    /// Seed of the negative sampler.
+    pub seed: u64,
+    /// The SQL script (default: [`CLICKSTREAM_SQL`]).
+    pub sql: String,
+    /// Name of the script, for errors.
+    pub sql_name: String,
+    /// DataFusion target partitions (0 = one per core).
+    pub partitions: usize,
+}
+
+/// What the clickstream pipeline did.
+#[derive(Debug, Clone, Default)]
+pub struct ClickstreamSummary {
+    /// Input files.
+    pub files: usize,
+    /// Events read.
+    pub events: u64,
+    /// Events with an unknown `event_type`, skipped: (type, count).
+    pub unknown_event_types: Vec<(String, u64)>,
+    /// Rows written per split.
+    pub rows: Vec<(String, u64)>,
+}
+
+/// Run the clickstream feature pipeline: events → samples → `OUTPUT/{train,test}`.
+pub fn clickstream(
+    storage: &Storage,
+    job: &ClickstreamJob,
+    progress: impl FnMut(u64),
+) -> Result<ClickstreamSummary> {
+    if job.output.shards == 0 {
+        return Err(Error::Option {
+            option: "--shards".into(),
+            message: "must be at least 1".into(),
+        });
+    }
+    let session = SqlSession::new(storage, job.partitions)?;
+    let files = session.register_clickstream("events", &job.input)?;
+    // Counts first: an empty input and unknown event types are reported, not silently eaten.
+    let counts = session.collect("SELECT event_type, count(*) AS n FROM events GROUP BY event_type")?;
+    let mut events = 0u64;
+    let mut unknown = Vec::new();
+    for b in &counts {
+        use datafusion::arrow::array::{Array, AsArray};
+        use datafusion::arrow::datatypes::Int64Type;
+        let t = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8).map_err(|e| {
+            Error::Input {
+                input: job.input.clone(),
+                message: format!("reading event types: {e}"),
+            }
+        })?;
+        let t = t.as_string::<i32>();
+        let n = b.column(1).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            let count = n.value(i) as u64;
+            events += count;
+            let ty = if t.is_valid(i) { t.value(i) } else { "" };
+            if !EVENT_TYPES.contains(&ty) {
+                unknown.push((ty.to_string(), count));
+            }
+        }
+    }
+    if events == 0 {
+        return Err(Error::Input {
+            input: job.input.clone(),
+            message: "no events (the files hold only headers)".into(),
+        });
+    }
+    unknown.sort();
+    let script = job
+        .sql
+        .replace("${negatives}", &job.negatives.to_string())
+        .replace("${seed}", &job.seed.to_string());
+    let rows = session.query(&script, &job.sql_name)?;
+    let rows = write_results(storage, rows, &job.output, Some("split"), progress)?;
+    Ok(ClickstreamSummary {
+        files,
+        events,
+        unknown_event_types: unknown,
+        rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_split_outside_quotes_and_comments() {
+        let s = split_statements("-- a; comment\nSELECT ';' AS x; SELECT 2 -- trailing;\n;");
+        assert_eq!(s, vec!["SELECT ';' AS x", "SELECT 2"]);
+    }
+}
