@@ -95,8 +95,11 @@ pub fn list_images(storage: &Storage, url: &str) -> Result<Vec<Location>> {
     Ok(found)
 }
 
+/// One file's outcome: a storage failure (fatal) outside, a decode failure (its reason) inside.
+pub(crate) type Loaded<T> = Result<Result<T, String>>;
+
 /// Read and normalise one file. Storage failures are errors; an undecodable file is `Ok(Err)`.
-pub(crate) fn load(loc: &Location, cfg: &NormalizeConfig) -> Result<Result<Tensor, String>> {
+pub(crate) fn load(loc: &Location, cfg: &NormalizeConfig) -> Loaded<Tensor> {
     let bytes = loc.read()?;
     Ok(normalize_image(&bytes, cfg))
 }
@@ -170,7 +173,9 @@ pub fn normalize(
     });
     let shards = cfg.shards;
     let n = inputs.len();
-    let batch = (rayon::current_num_threads() * 4).max(8);
+    // Two images per thread in flight: enough to keep every core busy past stragglers, few
+    // enough that full-size photos (no --size) do not pile up in memory.
+    let batch = (rayon::current_num_threads() * 2).max(4);
     let mut corrupt = Vec::new();
     let mut written = 0u64;
     let mut entries = Vec::with_capacity(shards);
@@ -179,7 +184,7 @@ pub fn normalize(
         let mut w = FileWriter::create(&dir.join(&name), Some(Compression::None))?;
         let run = &inputs[i * n / shards..(i + 1) * n / shards];
         for chunk in run.chunks(batch) {
-            let done: Vec<(String, Result<Result<Vec<u8>, String>>)> = chunk
+            let done: Vec<(String, Loaded<Vec<u8>>)> = chunk
                 .par_iter()
                 .map(|loc| {
                     let url = loc.url();

@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use rayon::prelude::*;
 use tusk_storage::Storage;
 
-use crate::job::load;
+use crate::job::{Loaded, load};
 use crate::{Error, NormalizeConfig, Result};
 
 /// What [`map_lines`] did.
@@ -78,7 +78,7 @@ pub fn map_lines(
                 urls.push(url.to_string());
             }
         }
-        let done: Vec<Result<Result<String, String>>> = urls
+        let done: Vec<Loaded<String>> = urls
             .par_iter()
             .map(|url| {
                 let loc = storage.open(url)?;

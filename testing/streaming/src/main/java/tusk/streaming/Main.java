@@ -1,8 +1,12 @@
 package tusk.streaming;
 
 import java.io.File;
+import java.io.IOException;
 import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.Arrays;
+import java.util.Comparator;
+import java.util.stream.Stream;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.mapred.Counters;
 import org.apache.hadoop.mapred.RunningJob;
@@ -24,6 +28,14 @@ public final class Main {
   private static final class Job extends StreamJob {
     RunningJob running() {
       return running_;
+    }
+  }
+
+  private static void deleteTree(Path root) throws IOException {
+    try (Stream<Path> paths = Files.walk(root)) {
+      for (Path p : paths.sorted(Comparator.reverseOrder()).toList()) {
+        Files.deleteIfExists(p);
+      }
     }
   }
 
@@ -50,6 +62,7 @@ public final class Main {
         }
       }
     }
+    deleteTree(tmp.toPath());
     System.out.println("Exit " + rc);
     System.out.flush();
     System.exit(rc);
