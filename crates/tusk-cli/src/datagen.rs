@@ -40,7 +40,11 @@ pub struct ClickstreamArgs {
     #[arg(long, default_value_t = ClickstreamConfig::default().seed)]
     seed: u64,
     /// The first day.
-    #[arg(long, value_name = "YYYY-MM-DD", default_value_t = ClickstreamConfig::default().start_date)]
+    #[arg(
+        long,
+        value_name = "YYYY-MM-DD",
+        default_value_t = ClickstreamConfig::default().start_date
+    )]
     start_date: Date,
     /// Files per day, each a consecutive time range of the day.
     #[arg(long, value_name = "N", default_value_t = ClickstreamConfig::default().files_per_day)]

@@ -158,7 +158,10 @@ fn clickstream(storage: &Storage, a: ClickstreamArgs) -> Result<()> {
         eprintln!("skipped {n} event(s) of unknown type '{ty}'");
     }
     for (split, n) in &s.rows {
-        eprintln!("wrote {n} samples to {}/{split}", a.output.trim_end_matches('/'));
+        eprintln!(
+            "wrote {n} samples to {}/{split}",
+            a.output.trim_end_matches('/')
+        );
     }
     Ok(())
 }
@@ -182,7 +185,10 @@ fn movielens(storage: &Storage, a: MovieLensArgs) -> Result<()> {
         "train: {} positives, {} rows -> {out}/train",
         s.train_positives, s.train_rows
     );
-    eprintln!("test: {} users, {} rows -> {out}/test", s.test_users, s.test_rows);
+    eprintln!(
+        "test: {} users, {} rows -> {out}/test",
+        s.test_users, s.test_rows
+    );
     if a.validation {
         eprintln!("validation: {} rows -> {out}/validation", s.validation_rows);
     }

@@ -21,7 +21,8 @@ fn stats(url: &str) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
-const HEADER: &str = "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session";
+const HEADER: &str =
+    "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session";
 
 fn logs() -> Vec<(String, String)> {
     (1..=3)
@@ -46,29 +47,81 @@ fn logs() -> Vec<(String, String)> {
 fn sql_and_movielens_on_local_files() {
     let dir = tempfile::tempdir().unwrap();
     let d = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
-    std::fs::write(dir.path().join("t.csv"), "k,v,grp\n1,0.5,a\n2,1.5,b\n3,2.5,a\n").unwrap();
-    std::fs::write(dir.path().join("q.sql"), "CREATE VIEW x AS SELECT * FROM t WHERE k > 1;\nSELECT k, v * 2 AS v2, grp FROM x").unwrap();
+    std::fs::write(
+        dir.path().join("t.csv"),
+        "k,v,grp\n1,0.5,a\n2,1.5,b\n3,2.5,a\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("q.sql"),
+        "CREATE VIEW x AS SELECT * FROM t WHERE k > 1;\nSELECT k, v * 2 AS v2, grp FROM x",
+    )
+    .unwrap();
     let err = ok(&tusk(&[
-        "sql", "--table", &format!("t={}", d("t.csv")), "--query", &d("q.sql"), "--output", &d("out"),
-        "--split-by", "grp", "--shards", "1",
+        "sql",
+        "--table",
+        &format!("t={}", d("t.csv")),
+        "--query",
+        &d("q.sql"),
+        "--output",
+        &d("out"),
+        "--split-by",
+        "grp",
+        "--shards",
+        "1",
     ]));
     assert!(err.contains("wrote 1 rows"), "{err}");
     let o = tusk(&["records", "cat", &d("out/a")]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), r#"{"k":{"int64":[3]},"v2":{"float":[5.0]}}"#);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        r#"{"k":{"int64":[3]},"v2":{"float":[5.0]}}"#
+    );
 
     // bad table spec and bad SQL: one clear line each
-    let o = tusk(&["sql", "--table", "nonsense", "--query", &d("q.sql"), "--output", &d("o2")]);
+    let o = tusk(&[
+        "sql",
+        "--table",
+        "nonsense",
+        "--query",
+        &d("q.sql"),
+        "--output",
+        &d("o2"),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("expected NAME=URL"));
     std::fs::write(dir.path().join("bad.sql"), "SELECT nope FROM t").unwrap();
-    let o = tusk(&["sql", "--table", &format!("t={}", d("t.csv")), "--query", &d("bad.sql"), "--output", &d("o3")]);
+    let o = tusk(&[
+        "sql",
+        "--table",
+        &format!("t={}", d("t.csv")),
+        "--query",
+        &d("bad.sql"),
+        "--output",
+        &d("o3"),
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1));
-    assert!(err.contains("bad.sql: statement 1") && err.contains("nope"), "{err}");
+    assert!(
+        err.contains("bad.sql: statement 1") && err.contains("nope"),
+        "{err}"
+    );
 
     // MovieLens from the command line
-    std::fs::write(dir.path().join("u.data"), "1\t1\t5\t1\n1\t2\t5\t2\n1\t3\t5\t3\n2\t1\t5\t1\n2\t4\t5\t9\n").unwrap();
-    let err = ok(&tusk(&["preprocess", "movielens", "--input", &d("u.data"), "--output", &d("ml"), "--negatives", "1"]));
+    std::fs::write(
+        dir.path().join("u.data"),
+        "1\t1\t5\t1\n1\t2\t5\t2\n1\t3\t5\t3\n2\t1\t5\t1\n2\t4\t5\t9\n",
+    )
+    .unwrap();
+    let err = ok(&tusk(&[
+        "preprocess",
+        "movielens",
+        "--input",
+        &d("u.data"),
+        "--output",
+        &d("ml"),
+        "--negatives",
+        "1",
+    ]));
     assert!(err.contains("test: 2 users"), "{err}");
     // 4 items: user 1 left only item 4 unrated, user 2 items 2 and 3 → 2 + 3 test rows
     assert_eq!(stats(&d("ml/test"))["records"], 5);
@@ -82,15 +135,32 @@ fn clickstream_from_and_to_hdfs() {
     let storage = tusk_storage::Storage::new().unwrap();
     let base = format!("{}/logs", dfs.hdfs_url());
     for (path, rows) in logs() {
-        storage.open(&format!("{base}/{path}")).unwrap().write(rows.into_bytes()).unwrap();
+        storage
+            .open(&format!("{base}/{path}"))
+            .unwrap()
+            .write(rows.into_bytes())
+            .unwrap();
     }
     let out = format!("{}/samples", dfs.hdfs_url());
     let err = ok(&tusk(&[
-        "preprocess", "clickstream", "--input", &base, "--output", &out, "--negatives", "2", "--shards", "3",
-        "--compression", "gzip",
+        "preprocess",
+        "clickstream",
+        "--input",
+        &base,
+        "--output",
+        &out,
+        "--negatives",
+        "2",
+        "--shards",
+        "3",
+        "--compression",
+        "gzip",
     ]));
     assert!(err.contains("read 600 events from 3 file(s)"), "{err}");
-    assert!(err.contains("skipped 120 event(s) of unknown type 'bogus'"), "{err}");
+    assert!(
+        err.contains("skipped 120 event(s) of unknown type 'bogus'"),
+        "{err}"
+    );
     let train = stats(&format!("{out}/train"));
     assert_eq!(train["files"], 3);
     assert!(train["records"].as_u64().unwrap() > 0);
@@ -99,6 +169,17 @@ fn clickstream_from_and_to_hdfs() {
     let web_in = format!("{}/logs", dfs.webhdfs_url());
     let local = tempfile::tempdir().unwrap();
     let out2 = local.path().join("s").to_string_lossy().into_owned();
-    ok(&tusk(&["preprocess", "clickstream", "--input", &web_in, "--output", &out2, "--negatives", "2", "--shards", "3"]));
+    ok(&tusk(&[
+        "preprocess",
+        "clickstream",
+        "--input",
+        &web_in,
+        "--output",
+        &out2,
+        "--negatives",
+        "2",
+        "--shards",
+        "3",
+    ]));
     assert_eq!(stats(&format!("{out2}/train"))["records"], train["records"]);
 }

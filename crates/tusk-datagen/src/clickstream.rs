@@ -34,8 +34,8 @@ pub struct ClickstreamConfig {
     pub start_date: Date,
     /// Files per day (`part-00000.csv`, …), each a consecutive time range of the day.
     pub files_per_day: u32,
-    /// Zipf exponent of user activity (0 = uniform; 1 = the top 1% of users make roughly a
-    /// third to a half of the events).
+    /// Zipf exponent of user activity (0 = uniform; 1 = the top 1% of users make 40–50% of
+    /// the events).
     pub user_skew: f64,
     /// Zipf exponent of item popularity (0 = uniform).
     pub item_skew: f64,
@@ -873,7 +873,7 @@ impl<'w> DayGenerator<'w> {
                 self.free.push(slot);
             }
             emitted += 1;
-            if emitted % 65_536 == 0 {
+            if emitted.is_multiple_of(65_536) {
                 progress(emitted);
             }
         }

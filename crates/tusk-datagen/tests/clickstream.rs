@@ -252,11 +252,6 @@ fn funnel_proportions_are_plausible() {
         share(EventType::RemoveFromCart),
         share(EventType::Purchase),
     );
-    eprintln!(
-        "DEBUG {:?} {}",
-        s.events,
-        s.events.total() as f64 / s.sessions as f64
-    );
     assert!((0.80..0.95).contains(&view), "{:?}", s.events);
     assert!((0.03..0.12).contains(&cart), "{:?}", s.events);
     assert!((0.005..0.05).contains(&remove), "{:?}", s.events);
@@ -302,7 +297,6 @@ fn conversions_follow_user_taste_not_just_popularity() {
         }
     }
     let (rate_in, rate_out) = (p_in / v_in, p_out / v_out.max(1.0));
-    eprintln!("DEBUG rate_in {rate_in} rate_out {rate_out} v_in {v_in} v_out {v_out}");
     assert!(
         rate_in > 4.0 * rate_out,
         "conversion in taste {rate_in:.4} vs outside {rate_out:.4}"
@@ -322,7 +316,6 @@ fn conversions_follow_user_taste_not_just_popularity() {
         n += 1.0;
     }
     let (hit, chance) = (hit / n, chance / n);
-    eprintln!("DEBUG hit {hit} chance {chance}");
     assert!(
         hit > 0.85 && hit > 3.0 * chance,
         "hit {hit:.3} chance {chance:.3}"
@@ -340,9 +333,7 @@ fn users_and_items_are_zipf_skewed() {
         let mut c: Vec<u64> = counts.into_values().collect();
         c.sort_unstable_by(|a, b| b.cmp(a));
         let top = c.len().div_ceil(100);
-        let r = c[..top].iter().sum::<u64>() as f64 / events.len() as f64;
-        eprintln!("DEBUG top share {r}");
-        r
+        c[..top].iter().sum::<u64>() as f64 / events.len() as f64
     };
     let skewed = small();
     let users = share_of_top_percent(&skewed, |e| e.user);

@@ -130,9 +130,18 @@ fn read_ratings(storage: &Storage, input: &str) -> Result<BTreeMap<i64, Vec<Rati
 
 fn row(user: i64, item: i64, label: f32) -> example::Example {
     example::from_features([
-        ("user_id".to_string(), Kind::Int64List(Int64List { value: vec![user] })),
-        ("item_id".to_string(), Kind::Int64List(Int64List { value: vec![item] })),
-        ("label".to_string(), Kind::FloatList(FloatList { value: vec![label] })),
+        (
+            "user_id".to_string(),
+            Kind::Int64List(Int64List { value: vec![user] }),
+        ),
+        (
+            "item_id".to_string(),
+            Kind::Int64List(Int64List { value: vec![item] }),
+        ),
+        (
+            "label".to_string(),
+            Kind::FloatList(FloatList { value: vec![label] }),
+        ),
     ])
 }
 
@@ -228,19 +237,21 @@ pub fn preprocess(
     }
     train.shuffle(&mut rng);
     let out = storage.open(output)?;
-    let write = |name: &str, rows: &[(i64, i64, f32)], shards: usize, shuffled: bool| -> Result<u64> {
-        let placement = if shuffled {
-            Placement::RoundRobin
-        } else {
-            // Keep each user's 101 evaluation rows together and in order.
-            Placement::Contiguous(rows.len() as u64)
+    let write =
+        |name: &str, rows: &[(i64, i64, f32)], shards: usize, shuffled: bool| -> Result<u64> {
+            let placement = if shuffled {
+                Placement::RoundRobin
+            } else {
+                // Keep each user's 101 evaluation rows together and in order.
+                Placement::Contiguous(rows.len() as u64)
+            };
+            let mut w =
+                ShardedWriter::create(&out.join(name), cfg.format, shards, schema(), placement)?;
+            for &(u, i, l) in rows {
+                w.write_example(&row(u, i, l))?;
+            }
+            Ok(w.finish()?.records)
         };
-        let mut w = ShardedWriter::create(&out.join(name), cfg.format, shards, schema(), placement)?;
-        for &(u, i, l) in rows {
-            w.write_example(&row(u, i, l))?;
-        }
-        Ok(w.finish()?.records)
-    };
     summary.train_rows = write("train", &train, cfg.shards, true)?;
     summary.test_rows = write("test", &test, 1, false)?;
     if cfg.validation {

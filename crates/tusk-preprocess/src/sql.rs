@@ -184,7 +184,9 @@ impl SqlSession {
                     ctx.register_csv(
                         name,
                         &table_url,
-                        CsvReadOptions::new().has_header(true).file_extension(".csv"),
+                        CsvReadOptions::new()
+                            .has_header(true)
+                            .file_extension(".csv"),
                     )
                     .await
                 }
@@ -211,8 +213,9 @@ impl SqlSession {
             .find_map(|e| TableFormat::from_name(e.location.file_name()))
             .ok_or_else(|| Error::Input {
                 input: url.into(),
-                message: "no .csv or .parquet files here (tables are CSV with a header, or Parquet)"
-                    .into(),
+                message:
+                    "no .csv or .parquet files here (tables are CSV with a header, or Parquet)"
+                        .into(),
             })
     }
 
@@ -246,14 +249,16 @@ impl SqlSession {
         let schema = clickstream_schema();
         let ctx = &self.ctx;
         self.rt
-            .block_on(ctx.register_csv(
-                name,
-                &table_url,
-                CsvReadOptions::new()
-                    .has_header(true)
-                    .schema(&schema)
-                    .file_extension(TableFormat::Csv.extension()),
-            ))
+            .block_on(
+                ctx.register_csv(
+                    name,
+                    &table_url,
+                    CsvReadOptions::new()
+                        .has_header(true)
+                        .schema(&schema)
+                        .file_extension(TableFormat::Csv.extension()),
+                ),
+            )
             .map_err(|source| Error::Sql {
                 context: format!("registering event logs at {url}"),
                 source,
@@ -359,7 +364,11 @@ fn check_header(loc: &tusk_storage::Location) -> Result<()> {
     };
     let first = head.split(|b| *b == b'\n').next().unwrap_or(&[]);
     let line = String::from_utf8_lossy(first);
-    let cols: Vec<&str> = line.trim_end_matches('\r').split(',').map(str::trim).collect();
+    let cols: Vec<&str> = line
+        .trim_end_matches('\r')
+        .split(',')
+        .map(str::trim)
+        .collect();
     if cols == CLICKSTREAM_COLUMNS {
         return Ok(());
     }
@@ -463,7 +472,11 @@ pub fn write_results(
             let pos = match writers.iter().position(|(k, _)| *k == key) {
                 Some(p) => p,
                 None => {
-                    let dir = if key.is_empty() { base.clone() } else { base.join(&key) };
+                    let dir = if key.is_empty() {
+                        base.clone()
+                    } else {
+                        base.join(&key)
+                    };
                     let w = ShardedWriter::create(
                         &dir,
                         out.format,
@@ -487,7 +500,13 @@ pub fn write_results(
         // An empty result is still a (committed, empty) dataset.
         writers.push((
             String::new(),
-            ShardedWriter::create(&base, out.format, out.shards, tusk_schema, Placement::RoundRobin)?,
+            ShardedWriter::create(
+                &base,
+                out.format,
+                out.shards,
+                tusk_schema,
+                Placement::RoundRobin,
+            )?,
         ));
     }
     let mut counts = Vec::new();
@@ -499,7 +518,11 @@ pub fn write_results(
 }
 
 /// Split a batch by the string value of column `idx`, dropping that column.
-fn split_batch(batch: &RecordBatch, idx: usize, source: &str) -> Result<Vec<(String, RecordBatch)>> {
+fn split_batch(
+    batch: &RecordBatch,
+    idx: usize,
+    source: &str,
+) -> Result<Vec<(String, RecordBatch)>> {
     use datafusion::arrow::array::{Array, AsArray, BooleanArray};
     use datafusion::arrow::compute::{cast, filter_record_batch};
     let col = cast(batch.column(idx), &DataType::Utf8).map_err(|e| Error::Input {
@@ -582,7 +605,8 @@ pub fn clickstream(
     let session = SqlSession::new(storage, job.partitions)?;
     let files = session.register_clickstream("events", &job.input)?;
     // Counts first: an empty input and unknown event types are reported, not silently eaten.
-    let counts = session.collect("SELECT event_type, count(*) AS n FROM events GROUP BY event_type")?;
+    let counts =
+        session.collect("SELECT event_type, count(*) AS n FROM events GROUP BY event_type")?;
     let mut events = 0u64;
     let mut unknown = Vec::new();
     for b in &counts {

@@ -9,7 +9,8 @@ use tusk_records::example;
 use tusk_records::tfrecord::Compression;
 use tusk_storage::Storage;
 
-const HEADER: &str = "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session";
+const HEADER: &str =
+    "event_time,event_type,product_id,category_id,category_code,brand,price,user_id,user_session";
 
 fn job(input: &Path, output: &Path, negatives: usize, shards: usize) -> ClickstreamJob {
     ClickstreamJob {
@@ -85,7 +86,10 @@ fn golden_samples_checked_by_hand() {
     assert_eq!(s.files, 2);
     assert_eq!(s.events, 9);
     assert_eq!(s.unknown_event_types, vec![("click".to_string(), 1)]);
-    assert_eq!(s.rows, vec![("test".to_string(), 2), ("train".to_string(), 3)]);
+    assert_eq!(
+        s.rows,
+        vec![("test".to_string(), 2), ("train".to_string(), 3)]
+    );
 
     // user 1 (train day): 4 events (2 views, 1 cart, 1 purchase), avg price (3*100+50)/4,
     // favourite category 10 (strength 1+2+3 vs 1), last active the day before the test day.
@@ -126,7 +130,12 @@ fn golden_samples_checked_by_hand() {
     };
     // Round-robin shards interleave rows: compare in (user, item) order.
     let sorted = |mut v: Vec<Value>| {
-        v.sort_by_key(|r| (r["user_id"]["int64"][0].as_i64(), r["item_id"]["int64"][0].as_i64()));
+        v.sort_by_key(|r| {
+            (
+                r["user_id"]["int64"][0].as_i64(),
+                r["item_id"]["int64"][0].as_i64(),
+            )
+        });
         v
     };
     let train = sorted(records(&storage, out.join("train").to_str().unwrap()));
@@ -142,10 +151,16 @@ fn golden_samples_checked_by_hand() {
     // item 300 was never seen in training: its features are absent, not zero.
     assert_eq!(
         test,
-        vec![sample(1, 300, 1.0, &[&user1]), sample(2, 200, 3.0, &[&user2, &item200])]
+        vec![
+            sample(1, 300, 1.0, &[&user1]),
+            sample(2, 200, 3.0, &[&user2, &item200])
+        ]
     );
     let m = Manifest::load(&storage.open(out.join("train").to_str().unwrap()).unwrap()).unwrap();
-    assert_eq!(m.shards.iter().map(|s| s.records).collect::<Vec<_>>(), vec![2, 1]);
+    assert_eq!(
+        m.shards.iter().map(|s| s.records).collect::<Vec<_>>(),
+        vec![2, 1]
+    );
 }
 
 fn synthetic(dir: &Path, users: i64, items: i64, events: i64, heavy_share: f64) {
@@ -154,7 +169,11 @@ fn synthetic(dir: &Path, users: i64, items: i64, events: i64, heavy_share: f64) 
         let mut rows = String::new();
         for e in 0..events / 3 {
             let k = e * 7 + day * 13;
-            let user = if (e as f64 / (events / 3) as f64) < heavy_share { 1 } else { 2 + k % users };
+            let user = if (e as f64 / (events / 3) as f64) < heavy_share {
+                1
+            } else {
+                2 + k % users
+            };
             let item = 1000 + (k * 31) % items;
             let ty = match k % 10 {
                 0 => "purchase",
@@ -191,7 +210,12 @@ fn skewed_input_gives_balanced_shards() {
         assert!(m.records > 1000, "{split}: {} rows", m.records);
         for sh in &m.shards {
             let dev = (sh.records as f64 - mean).abs() / mean;
-            assert!(dev <= 0.02, "{split}/{}: {} rows vs mean {mean}", sh.path, sh.records);
+            assert!(
+                dev <= 0.02,
+                "{split}/{}: {} rows vs mean {mean}",
+                sh.path,
+                sh.records
+            );
         }
     }
     // negatives exclude everything the user touched in that split
@@ -199,12 +223,26 @@ fn skewed_input_gives_balanced_shards() {
     let touched: std::collections::HashSet<(i64, i64)> = train
         .iter()
         .filter(|r| r["label"]["float"][0] == 1.0)
-        .map(|r| (r["user_id"]["int64"][0].as_i64().unwrap(), r["item_id"]["int64"][0].as_i64().unwrap()))
+        .map(|r| {
+            (
+                r["user_id"]["int64"][0].as_i64().unwrap(),
+                r["item_id"]["int64"][0].as_i64().unwrap(),
+            )
+        })
         .collect();
-    let negatives: Vec<_> = train.iter().filter(|r| r["label"]["float"][0] == 0.0).collect();
-    assert!(negatives.len() > touched.len() * 2, "about 3 negatives per positive");
+    let negatives: Vec<_> = train
+        .iter()
+        .filter(|r| r["label"]["float"][0] == 0.0)
+        .collect();
+    assert!(
+        negatives.len() > touched.len() * 2,
+        "about 3 negatives per positive"
+    );
     for r in negatives {
-        let key = (r["user_id"]["int64"][0].as_i64().unwrap(), r["item_id"]["int64"][0].as_i64().unwrap());
+        let key = (
+            r["user_id"]["int64"][0].as_i64().unwrap(),
+            r["item_id"]["int64"][0].as_i64().unwrap(),
+        );
         assert!(!touched.contains(&key), "negative {key:?} is a positive");
     }
     // same input, same seed: same files
@@ -224,22 +262,45 @@ fn bad_input_is_explained() {
         let logs = dir.path().join(name);
         std::fs::create_dir_all(&logs).unwrap();
         std::fs::write(logs.join("part-0.csv"), format!("{header}{rows}")).unwrap();
-        sql::clickstream(&storage, &job(&logs, &dir.path().join(format!("{name}-out")), 1, 1), |_| {})
-            .map(|_| ())
-            .unwrap_err()
-            .to_string()
+        sql::clickstream(
+            &storage,
+            &job(&logs, &dir.path().join(format!("{name}-out")), 1, 1),
+            |_| {},
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string()
     };
-    let e = run("missing", "event_time,event_type,product_id,price,user_id\n", "");
-    assert!(e.contains("part-0.csv") && e.contains("missing column(s) category_id, category_code, brand, user_session"), "{e}");
+    let e = run(
+        "missing",
+        "event_time,event_type,product_id,price,user_id\n",
+        "",
+    );
+    assert!(
+        e.contains("part-0.csv")
+            && e.contains("missing column(s) category_id, category_code, brand, user_session"),
+        "{e}"
+    );
     let e = run("empty", &format!("{HEADER}\n"), "");
     assert!(e.contains("no events"), "{e}");
     let e = run("nofiles", "", "");
     assert!(e.contains("empty file"), "{e}");
-    let e = run("garbage", &format!("{HEADER}\n"), "2019-10-01 10:00:00 UTC,view,notanumber,1,,,1.0,1,s\n");
-    assert!(e.to_lowercase().contains("notanumber") || e.contains("parse"), "{e}");
-    let e = sql::clickstream(&storage, &job(&dir.path().join("nowhere"), &dir.path().join("o"), 1, 1), |_| {})
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
+    let e = run(
+        "garbage",
+        &format!("{HEADER}\n"),
+        "2019-10-01 10:00:00 UTC,view,notanumber,1,,,1.0,1,s\n",
+    );
+    assert!(
+        e.to_lowercase().contains("notanumber") || e.contains("parse"),
+        "{e}"
+    );
+    let e = sql::clickstream(
+        &storage,
+        &job(&dir.path().join("nowhere"), &dir.path().join("o"), 1, 1),
+        |_| {},
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("no .csv event files found"), "{e}");
 }

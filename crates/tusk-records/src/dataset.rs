@@ -774,13 +774,8 @@ pub fn convert(input: &Input, output: &Output, mut progress: impl FnMut(u64)) ->
             Ok(n)
         }
         Output::Dataset(dir, format, shards) => {
-            let mut w = ShardedWriter::create(
-                dir,
-                *format,
-                *shards,
-                schema,
-                Placement::Contiguous(total),
-            )?;
+            let mut w =
+                ShardedWriter::create(dir, *format, *shards, schema, Placement::Contiguous(total))?;
             input.for_each(|rec, pos| {
                 w.write(rec, &pos)?;
                 progress(rec.len() as u64);
