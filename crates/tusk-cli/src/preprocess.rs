@@ -151,7 +151,7 @@ fn clickstream(storage: &Storage, a: ClickstreamArgs) -> Result<()> {
         partitions: a.partitions,
     };
     let mut ticker = Ticker::new(progress_bar("writing samples:"));
-    let s = sql::clickstream(storage, &job, |_| ticker.tick())?;
+    let s = sql::clickstream(storage, &job, |n| ticker.add(n))?;
     ticker.done();
     eprintln!("read {} events from {} file(s)", s.events, s.files);
     for (ty, n) in &s.unknown_event_types {
@@ -215,8 +215,8 @@ pub fn run_sql(a: SqlArgs) -> Result<()> {
         shards: a.out.shards.max(1),
     };
     let mut ticker = Ticker::new(progress_bar("writing rows:"));
-    let counts = sql::write_results(&storage, rows, &out, a.split_by.as_deref(), |_| {
-        ticker.tick()
+    let counts = sql::write_results(&storage, rows, &out, a.split_by.as_deref(), |n| {
+        ticker.add(n)
     })?;
     ticker.done();
     for (key, n) in counts {

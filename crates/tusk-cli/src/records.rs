@@ -206,6 +206,10 @@ impl Ticker {
             self.pending = 0;
         }
     }
+    /// Count `n` records at once.
+    pub(crate) fn add(&mut self, n: u64) {
+        self.pb.inc(n);
+    }
     pub(crate) fn done(self) {
         self.pb.inc(self.pending);
         self.pb.finish_and_clear();

@@ -180,6 +180,13 @@ fn clickstream_from_and_to_hdfs() {
         "2",
         "--shards",
         "3",
+        "--format",
+        "parquet",
     ]));
-    assert_eq!(stats(&format!("{out2}/train"))["records"], train["records"]);
+    let pq = stats(&format!("{out2}/train"));
+    assert_eq!(pq["records"], train["records"]);
+    assert_eq!(
+        pq["features"], train["features"],
+        "Parquet and TFRecord carry the same features"
+    );
 }

@@ -901,6 +901,53 @@ impl ShardedWriter {
         Ok(())
     }
 
+    /// Append Arrow rows. Parquet shards take them as columns (no per-row conversion);
+    /// TFRecord shards get one Example per row. Placement is per row, as for [`Self::write`].
+    pub fn write_batch(&mut self, source: &str, batch: &arrow::array::RecordBatch) -> Result<()> {
+        if self.format != Format::Parquet || self.placement != Placement::RoundRobin {
+            let mut index = self.written;
+            parquet_io::for_each_encoded_row(source, batch, |rec| {
+                let pos = Pos {
+                    file: source,
+                    index,
+                    offset: 0,
+                };
+                self.write(rec, &pos)?;
+                index += 1;
+                Ok(true)
+            })?;
+            return Ok(());
+        }
+        let n = self.names.len() as u64;
+        let rows = batch.num_rows() as u64;
+        for k in 0..n {
+            // rows whose global index is k mod n
+            let first = (k + n - self.written % n) % n;
+            let idx: arrow::array::UInt32Array = (first..rows)
+                .step_by(n as usize)
+                .map(|i| i as u32)
+                .collect();
+            if idx.is_empty() {
+                continue;
+            }
+            let part =
+                arrow::compute::take_record_batch(batch, &idx).map_err(|e| Error::Schema {
+                    file: source.to_string(),
+                    message: format!("internal error sharding rows: {e}"),
+                })?;
+            let Some(Sink::Pq(w)) = self.sinks[k as usize].as_mut() else {
+                return Err(Error::Dataset {
+                    file: self.dir.url(),
+                    message: "internal error: a round-robin Parquet shard is not open".into(),
+                });
+            };
+            w.write_batch(&part)?;
+            self.counts[k as usize] += idx.len() as u64;
+        }
+        self.written += rows;
+        Ok(())
+    }
+
     /// Append one Example.
     pub fn write_example(&mut self, ex: &example::Example) -> Result<()> {
         let bytes = ex.encode_to_vec();

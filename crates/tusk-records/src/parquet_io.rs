@@ -280,6 +280,120 @@ pub fn for_each_row(
     Ok(true)
 }
 
+/// The rows of an Arrow batch as serialized Examples, encoded straight from the columns (no
+/// per-row structs): the fast path for writing query results as TFRecord. Features are in
+/// name order, as prost writes them. Returns `Ok(false)` if `f` asked to stop.
+pub fn for_each_encoded_row(
+    source: &str,
+    batch: &RecordBatch,
+    mut f: impl FnMut(&[u8]) -> Result<bool>,
+) -> Result<bool> {
+    let schema = batch.schema();
+    let mut cols: Vec<(Vec<u8>, Canon, bool, ArrayRef)> = Vec::new();
+    for (fld, col) in schema.fields().iter().zip(batch.columns()) {
+        let (c, list) = column_plan(source, fld)?;
+        let cast = cast_col(source, fld.name(), col, c, list)?;
+        cols.push((fld.name().as_bytes().to_vec(), c, list, cast));
+    }
+    cols.sort_by(|a, b| a.0.cmp(&b.0));
+    let (mut list_buf, mut feat_buf, mut ents, mut out) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in 0..batch.num_rows() {
+        ents.clear();
+        for (key, c, list, col) in &cols {
+            if col.is_null(r) {
+                continue;
+            }
+            let (arr, from, to): (&dyn Array, usize, usize) = if *list {
+                let l = col.as_list::<i32>();
+                let offs = l.value_offsets();
+                (l.values().as_ref(), offs[r] as usize, offs[r + 1] as usize)
+            } else {
+                (col.as_ref(), r, r + 1)
+            };
+            list_buf.clear();
+            let kind_tag = match c {
+                Canon::Int64 => {
+                    let a = arr.as_primitive::<Int64Type>();
+                    let mut packed = Vec::new();
+                    for i in (from..to).filter(|i| a.is_valid(*i)) {
+                        put_varint(&mut packed, a.value(i) as u64);
+                    }
+                    if !packed.is_empty() {
+                        list_buf.push(0x0a);
+                        put_varint(&mut list_buf, packed.len() as u64);
+                        list_buf.extend_from_slice(&packed);
+                    }
+                    0x1a
+                }
+                Canon::Float => {
+                    let a = arr.as_primitive::<Float32Type>();
+                    let n = (from..to).filter(|i| a.is_valid(*i)).count();
+                    if n > 0 {
+                        list_buf.push(0x0a);
+                        put_varint(&mut list_buf, 4 * n as u64);
+                        for i in (from..to).filter(|i| a.is_valid(*i)) {
+                            list_buf.extend_from_slice(&a.value(i).to_le_bytes());
+                        }
+                    }
+                    0x12
+                }
+                Canon::Bytes => {
+                    let a = arr.as_binary::<i32>();
+                    for i in (from..to).filter(|i| a.is_valid(*i)) {
+                        let v = a.value(i);
+                        list_buf.push(0x0a);
+                        put_varint(&mut list_buf, v.len() as u64);
+                        list_buf.extend_from_slice(v);
+                    }
+                    0x0a
+                }
+            };
+            // Feature { kind: list }
+            feat_buf.clear();
+            feat_buf.push(kind_tag);
+            put_varint(&mut feat_buf, list_buf.len() as u64);
+            feat_buf.extend_from_slice(&list_buf);
+            // map entry { key, value } inside Features.feature (field 1)
+            let entry_len = 1
+                + varint_len(key.len() as u64)
+                + key.len()
+                + 1
+                + varint_len(feat_buf.len() as u64)
+                + feat_buf.len();
+            ents.push(0x0a);
+            put_varint(&mut ents, entry_len as u64);
+            ents.push(0x0a);
+            put_varint(&mut ents, key.len() as u64);
+            ents.extend_from_slice(key);
+            ents.push(0x12);
+            put_varint(&mut ents, feat_buf.len() as u64);
+            ents.extend_from_slice(&feat_buf);
+        }
+        // Example { features: Features { ents } }
+        out.clear();
+        out.push(0x0a);
+        put_varint(&mut out, ents.len() as u64);
+        out.extend_from_slice(&ents);
+        if !f(&out)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 /// The tusk [`Schema`] of Arrow data (as [`for_each_row`] maps it), for dataset manifests.
 pub fn schema_of(source: &str, arrow: &ArrowSchema) -> Result<Schema> {
     let mut columns: Vec<Column> = arrow
@@ -474,6 +588,43 @@ impl ParquetWriter {
             url,
             writer,
         })
+    }
+
+    /// Append Arrow rows directly (no per-row Examples): every column of the writer's schema
+    /// must be in `batch` (by name) and convertible to its type; extra columns are an error.
+    pub fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.flush_batch()?;
+        if batch.num_columns() != self.arrow.fields().len() {
+            return Err(schema_err(
+                &self.url,
+                format!(
+                    "batch has {} columns, the schema {}",
+                    batch.num_columns(),
+                    self.arrow.fields().len()
+                ),
+            ));
+        }
+        let cols: Vec<ArrayRef> = self
+            .arrow
+            .fields()
+            .iter()
+            .map(|f| {
+                let col = batch.column_by_name(f.name()).ok_or_else(|| {
+                    schema_err(&self.url, format!("column '{}' is missing", f.name()))
+                })?;
+                let opts = arrow::compute::CastOptions {
+                    safe: false,
+                    ..Default::default()
+                };
+                arrow::compute::cast_with_options(col, f.data_type(), &opts)
+                    .map_err(|e| schema_err(&self.url, format!("column '{}': {e}", f.name())))
+            })
+            .collect::<Result<_>>()?;
+        let out = RecordBatch::try_new(self.arrow.clone(), cols)
+            .map_err(|e| schema_err(&self.url, format!("internal error building a batch: {e}")))?;
+        self.writer.write(&out).map_err(pq_err(&self.url))?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
     }
 
     /// Append one Example as a row; features outside the schema are an error.

@@ -694,3 +694,51 @@ fn mixed_types_convert_between_tfrecord_files_and_are_marked() {
     .to_string();
     assert!(err.contains("more than one type"), "{err}");
 }
+
+#[test]
+fn direct_row_encoding_equals_prost_encoding() {
+    let cols: Vec<(&str, ArrayRef)> = vec![
+        (
+            "user_id",
+            Arc::new(Int32Array::from(vec![Some(1), None, Some(-300_000)])),
+        ),
+        (
+            "flag",
+            Arc::new(BooleanArray::from(vec![true, false, true])),
+        ),
+        (
+            "price",
+            Arc::new(Float64Array::from(vec![0.5, f64::NAN, -2.0])),
+        ),
+        (
+            "brand",
+            Arc::new(StringArray::from(vec![Some("acme"), Some(""), None])),
+        ),
+        (
+            "ids",
+            Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+                Some(vec![Some(1), Some(2)]),
+                Some(vec![]),
+                None,
+            ])),
+        ),
+        (
+            "cat",
+            Arc::new(DictionaryArray::<Int32Type>::from_iter(["x", "y", "x"])),
+        ),
+    ];
+    let batch = RecordBatch::try_from_iter(cols).unwrap();
+    let mut via_prost = Vec::new();
+    tusk_records::parquet_io::for_each_row("t", &batch, |ex| {
+        via_prost.push(dataset::encode(&ex));
+        Ok(true)
+    })
+    .unwrap();
+    let mut direct = Vec::new();
+    tusk_records::parquet_io::for_each_encoded_row("t", &batch, |rec| {
+        direct.push(rec.to_vec());
+        Ok(true)
+    })
+    .unwrap();
+    assert_eq!(direct, via_prost);
+}

@@ -1,0 +1,405 @@
+//! Sparse embedding tables for recommendation models.
+//!
+//! Rows are keyed by a hash of (feature name, id) — no vocabulary pass: an unseen id gets a
+//! row the first time a batch touches it, initialised from the key alone (so the same id gets
+//! the same initial row whatever order the data comes in). Optimisers are row-wise: a step
+//! touches only the rows the batch used (lazy Adam, as TensorFlow's LazyAdam and PyTorch's
+//! SparseAdam; Adagrad). Memory grows with the rows touched, not with the id space.
+//!
+//! The training loop talks to tables through [`EmbeddingStore`], so a parameter server or
+//! sharded tables can stand in for the in-process [`HashedTable`].
+//!
+//! ```
+//! use tusk_embedding::{EmbeddingStore, HashedTable, Optimizer, feature_key};
+//! let mut t = HashedTable::new(4, Optimizer::adagrad(0.1), 7);
+//! let keys = [feature_key("user_id", 42), feature_key("user_id", 43)];
+//! let mut rows = vec![0.0; 8];
+//! t.lookup(&keys, &mut rows);
+//! t.apply_gradients(&keys, &[1.0; 8]).unwrap();
+//! assert_eq!(t.len(), 2);
+//! ```
+
+use std::collections::HashMap;
+
+/// Why an update was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EmbeddingError {
+    /// Gradients do not hold `keys.len() * dim` values.
+    #[error("{got} gradient values for {keys} keys of dimension {dim} (expected {expected})")]
+    GradientShape {
+        /// Values given.
+        got: usize,
+        /// Keys given.
+        keys: usize,
+        /// Row dimension.
+        dim: usize,
+        /// Values expected.
+        expected: usize,
+    },
+    /// A gradient is NaN or infinite: refusing it keeps the table usable.
+    #[error("non-finite gradient for key {0:#018x}")]
+    NonFinite(u64),
+}
+
+/// `Result` with [`EmbeddingError`].
+pub type Result<T, E = EmbeddingError> = std::result::Result<T, E>;
+
+/// What a training loop needs from embedding storage, local or remote.
+pub trait EmbeddingStore {
+    /// Row width.
+    fn dim(&self) -> usize;
+    /// Copy the rows of `keys` into `out` (`keys.len() * dim` values), creating missing rows.
+    fn lookup(&mut self, keys: &[u64], out: &mut [f32]);
+    /// Apply one optimiser step from per-key row gradients (`keys.len() * dim` values).
+    /// Repeated keys have their gradients summed first, as a dense gather's backward would.
+    fn apply_gradients(&mut self, keys: &[u64], grads: &[f32]) -> Result<()>;
+}
+
+/// 64-bit key of (feature, id): FNV-1a over the name, then mixed with the id (SplitMix64
+/// finaliser), so ids of different features never share rows.
+pub fn feature_key(feature: &str, id: i64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in feature.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    mix(h ^ mix(id as u64))
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Row-wise optimisers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optimizer {
+    /// Plain SGD: `w -= lr * g`.
+    Sgd {
+        /// Learning rate.
+        lr: f32,
+    },
+    /// Adagrad with per-element accumulators.
+    Adagrad {
+        /// Learning rate.
+        lr: f32,
+        /// Initial accumulator value.
+        initial_accumulator: f32,
+        /// Added to the root for stability.
+        eps: f32,
+    },
+    /// Lazy Adam: moments and bias correction per row, advanced only when the row is touched.
+    Adam {
+        /// Learning rate.
+        lr: f32,
+        /// First-moment decay.
+        beta1: f32,
+        /// Second-moment decay.
+        beta2: f32,
+        /// Added to the root for stability.
+        eps: f32,
+    },
+}
+
+impl Optimizer {
+    /// Adagrad with TensorFlow's defaults (accumulator 0.1, eps 1e-7).
+    pub fn adagrad(lr: f32) -> Optimizer {
+        Optimizer::Adagrad {
+            lr,
+            initial_accumulator: 0.1,
+            eps: 1e-7,
+        }
+    }
+
+    /// Adam with the usual defaults (0.9, 0.999, 1e-8).
+    pub fn adam(lr: f32) -> Optimizer {
+        Optimizer::Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+
+    /// Optimiser state values per row element (the Adam step count is kept per row).
+    fn slots(&self) -> usize {
+        match self {
+            Optimizer::Sgd { .. } => 0,
+            Optimizer::Adagrad { .. } => 1,
+            Optimizer::Adam { .. } => 2,
+        }
+    }
+}
+
+/// An in-process hashed embedding table.
+#[derive(Debug, Clone)]
+pub struct HashedTable {
+    dim: usize,
+    optimizer: Optimizer,
+    seed: u64,
+    /// Initial values are uniform in ±`init_scale`.
+    init_scale: f32,
+    index: HashMap<u64, usize>,
+    /// Row values, `dim` per row, in creation order.
+    values: Vec<f32>,
+    /// Optimiser state, `slots * dim` per row.
+    state: Vec<f32>,
+    /// Adam steps per row.
+    steps: Vec<u32>,
+    keys: Vec<u64>,
+}
+
+impl HashedTable {
+    /// An empty table of `dim`-wide rows, initialised uniformly in ±1/sqrt(dim) from `seed`.
+    pub fn new(dim: usize, optimizer: Optimizer, seed: u64) -> HashedTable {
+        HashedTable {
+            dim,
+            optimizer,
+            seed,
+            init_scale: 1.0 / (dim.max(1) as f32).sqrt(),
+            index: HashMap::new(),
+            values: Vec::new(),
+            state: Vec::new(),
+            steps: Vec::new(),
+            keys: Vec::new(),
+        }
+    }
+
+    /// Use another initial scale (values uniform in ±`scale`).
+    pub fn with_init_scale(mut self, scale: f32) -> HashedTable {
+        self.init_scale = scale;
+        self
+    }
+
+    /// Rows created so far.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when no row exists yet.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The row of `key`, if it exists.
+    pub fn get(&self, key: u64) -> Option<&[f32]> {
+        self.index
+            .get(&key)
+            .map(|&r| &self.values[r * self.dim..(r + 1) * self.dim])
+    }
+
+    /// Every (key, row) in creation order, for checkpoints.
+    pub fn rows(&self) -> impl Iterator<Item = (u64, &[f32])> {
+        self.keys
+            .iter()
+            .zip(self.values.chunks_exact(self.dim.max(1)))
+            .map(|(k, v)| (*k, v))
+    }
+
+    /// Bytes held by rows and optimiser state (grows with rows touched).
+    pub fn memory_bytes(&self) -> usize {
+        (self.values.len() + self.state.len()) * 4
+            + self.steps.len() * 4
+            + self.keys.len() * 8
+            + self.index.capacity() * 16
+    }
+
+    fn row(&mut self, key: u64) -> usize {
+        if let Some(&r) = self.index.get(&key) {
+            return r;
+        }
+        let r = self.keys.len();
+        self.index.insert(key, r);
+        self.keys.push(key);
+        // Deterministic from (seed, key) alone.
+        let mut s = mix(self.seed ^ key);
+        for _ in 0..self.dim {
+            s = mix(s);
+            let unit = (s >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
+            self.values.push((unit * 2.0 - 1.0) * self.init_scale);
+        }
+        let init = match self.optimizer {
+            Optimizer::Adagrad {
+                initial_accumulator,
+                ..
+            } => initial_accumulator,
+            _ => 0.0,
+        };
+        self.state
+            .extend(std::iter::repeat_n(init, self.optimizer.slots() * self.dim));
+        self.steps.push(0);
+        r
+    }
+}
+
+impl EmbeddingStore for HashedTable {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn lookup(&mut self, keys: &[u64], out: &mut [f32]) {
+        let d = self.dim;
+        for (i, &k) in keys.iter().enumerate() {
+            let r = self.row(k);
+            out[i * d..(i + 1) * d].copy_from_slice(&self.values[r * d..(r + 1) * d]);
+        }
+    }
+
+    fn apply_gradients(&mut self, keys: &[u64], grads: &[f32]) -> Result<()> {
+        let d = self.dim;
+        if grads.len() != keys.len() * d {
+            return Err(EmbeddingError::GradientShape {
+                got: grads.len(),
+                keys: keys.len(),
+                dim: d,
+                expected: keys.len() * d,
+            });
+        }
+        // Sum the gradients of repeated keys (first-occurrence order, for determinism).
+        let mut order: Vec<u64> = Vec::new();
+        let mut summed: HashMap<u64, Vec<f32>> = HashMap::new();
+        for (i, &k) in keys.iter().enumerate() {
+            let g = &grads[i * d..(i + 1) * d];
+            if g.iter().any(|x| !x.is_finite()) {
+                return Err(EmbeddingError::NonFinite(k));
+            }
+            summed
+                .entry(k)
+                .or_insert_with(|| {
+                    order.push(k);
+                    vec![0.0; d]
+                })
+                .iter_mut()
+                .zip(g)
+                .for_each(|(a, b)| *a += b);
+        }
+        for k in order {
+            let g = &summed[&k];
+            let r = self.row(k);
+            let w = &mut self.values[r * d..(r + 1) * d];
+            match self.optimizer {
+                Optimizer::Sgd { lr } => {
+                    for (w, g) in w.iter_mut().zip(g) {
+                        *w -= lr * g;
+                    }
+                }
+                Optimizer::Adagrad { lr, eps, .. } => {
+                    let acc = &mut self.state[r * d..(r + 1) * d];
+                    for ((w, g), a) in w.iter_mut().zip(g).zip(acc.iter_mut()) {
+                        *a += g * g;
+                        *w -= lr * g / (a.sqrt() + eps);
+                    }
+                }
+                Optimizer::Adam {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                } => {
+                    self.steps[r] += 1;
+                    let t = self.steps[r] as i32;
+                    let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
+                    let st = &mut self.state[r * 2 * d..(r + 1) * 2 * d];
+                    let (m, v) = st.split_at_mut(d);
+                    for i in 0..d {
+                        m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
+                        v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
+                        let mh = m[i] / c1;
+                        let vh = v[i] / c2;
+                        w[i] -= lr * mh / (vh.sqrt() + eps);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_separate_features_and_ids() {
+        assert_ne!(feature_key("user_id", 1), feature_key("item_id", 1));
+        assert_ne!(feature_key("user_id", 1), feature_key("user_id", 2));
+        assert_eq!(feature_key("user_id", 1), feature_key("user_id", 1));
+    }
+
+    #[test]
+    fn initial_rows_depend_only_on_seed_and_key() {
+        let (a, b) = (feature_key("u", 1), feature_key("u", 2));
+        let mut t1 = HashedTable::new(8, Optimizer::Sgd { lr: 0.1 }, 3);
+        let mut t2 = HashedTable::new(8, Optimizer::Sgd { lr: 0.1 }, 3);
+        let mut x = vec![0.0; 16];
+        let mut y = vec![0.0; 16];
+        t1.lookup(&[a, b], &mut x);
+        t2.lookup(&[b, a], &mut y);
+        assert_eq!(&x[..8], &y[8..]);
+        assert_eq!(&x[8..], &y[..8]);
+        let bound = 1.0 / 8f32.sqrt();
+        assert!(x.iter().all(|v| v.abs() <= bound));
+        assert!(x.iter().any(|v| *v != 0.0));
+    }
+
+    #[test]
+    fn sgd_sums_repeated_keys() {
+        let k = feature_key("u", 1);
+        let mut t = HashedTable::new(2, Optimizer::Sgd { lr: 0.5 }, 0);
+        let mut w0 = vec![0.0; 2];
+        t.lookup(&[k], &mut w0);
+        t.apply_gradients(&[k, k], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        let w1 = t.get(k).unwrap();
+        assert_eq!(w1, &[w0[0] - 0.5 * 4.0, w0[1] - 0.5 * 6.0]);
+    }
+
+    #[test]
+    fn adagrad_step_by_hand() {
+        let k = 9;
+        let mut t = HashedTable::new(1, Optimizer::adagrad(0.1), 0);
+        let mut w = [0.0];
+        t.lookup(&[k], &mut w);
+        t.apply_gradients(&[k], &[2.0]).unwrap();
+        // acc = 0.1 + 4 = 4.1; w -= 0.1 * 2 / (sqrt(4.1) + 1e-7)
+        let want = w[0] - 0.1 * 2.0 / (4.1f32.sqrt() + 1e-7);
+        assert!((t.get(k).unwrap()[0] - want).abs() < 1e-7);
+    }
+
+    #[test]
+    fn lazy_adam_by_hand() {
+        let (a, b) = (1, 2);
+        let mut t = HashedTable::new(1, Optimizer::adam(0.01), 0);
+        let mut w = [0.0; 2];
+        t.lookup(&[a, b], &mut w);
+        // step 1 on a: m = 0.1 g, v = 0.001 g², bias-corrected to g and g² → w -= lr * sign(g)
+        t.apply_gradients(&[a], &[0.5]).unwrap();
+        assert!((t.get(a).unwrap()[0] - (w[0] - 0.01 * 0.5 / (0.5 + 1e-8))).abs() < 1e-6);
+        // b untouched: no lazy decay, value unchanged
+        assert_eq!(t.get(b).unwrap()[0], w[1]);
+        // b's first step is its own step 1 (per-row bias correction)
+        t.apply_gradients(&[b], &[-2.0]).unwrap();
+        assert!((t.get(b).unwrap()[0] - (w[1] + 0.01)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn memory_grows_with_rows_touched_and_bad_gradients_are_refused() {
+        let mut t = HashedTable::new(16, Optimizer::adam(0.01), 0);
+        let mut out = vec![0.0; 16];
+        for id in 0..100 {
+            t.lookup(&[feature_key("u", id)], &mut out);
+        }
+        assert_eq!(t.len(), 100);
+        let m100 = t.memory_bytes();
+        assert!(m100 < 100 * (16 * 3 * 4 + 64) + 4096, "{m100}");
+        assert!(matches!(
+            t.apply_gradients(&[1], &[0.0; 3]),
+            Err(EmbeddingError::GradientShape { .. })
+        ));
+        assert_eq!(
+            t.apply_gradients(&[1], &[f32::NAN; 16]),
+            Err(EmbeddingError::NonFinite(1))
+        );
+    }
+}
