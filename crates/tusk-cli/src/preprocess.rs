@@ -69,8 +69,37 @@ pub struct ClickstreamArgs {
     /// DataFusion partitions [default: one per core].
     #[arg(long, default_value_t = 0)]
     partitions: usize,
+    /// Memory limit of the SQL engine, e.g. 2G or 512M: sorts and aggregations spill to the
+    /// temp directory beyond it [default: unlimited].
+    #[arg(long, value_parser = parse_size)]
+    memory_limit: Option<usize>,
     #[command(flatten)]
     out: OutputArgs,
+}
+
+/// `512M`, `2G`, `1500K` or plain bytes.
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: usize = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix '{c}' (use K, M, G or T)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size such as 512M or 2G"))?;
+    if n.is_nan() || n <= 0.0 {
+        return Err("must be positive".into());
+    }
+    Ok((n * mult as f64) as usize)
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +178,7 @@ fn clickstream(storage: &Storage, a: ClickstreamArgs) -> Result<()> {
         sql,
         sql_name,
         partitions: a.partitions,
+        memory_limit: a.memory_limit,
     };
     let mut ticker = Ticker::new(progress_bar("writing samples:"));
     let s = sql::clickstream(storage, &job, |n| ticker.add(n))?;
@@ -197,7 +227,7 @@ fn movielens(storage: &Storage, a: MovieLensArgs) -> Result<()> {
 
 pub fn run_sql(a: SqlArgs) -> Result<()> {
     let storage = Storage::new()?;
-    let session = SqlSession::new(&storage, a.partitions)?;
+    let session = SqlSession::new(&storage, a.partitions, None)?;
     for t in &a.tables {
         let Some((name, url)) = t.split_once('=') else {
             bail!("--table '{t}': expected NAME=URL");

@@ -190,3 +190,37 @@ fn clickstream_from_and_to_hdfs() {
         "Parquet and TFRecord carry the same features"
     );
 }
+
+#[test]
+fn memory_limit_flag_is_parsed_and_checked() {
+    let o = tusk(&[
+        "preprocess",
+        "clickstream",
+        "--input",
+        "x",
+        "--output",
+        "y",
+        "--memory-limit",
+        "1.5.2G",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a size such as 512M"));
+    let dir = tempfile::tempdir().unwrap();
+    for (path, rows) in logs() {
+        let p = dir.path().join("logs").join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, rows).unwrap();
+    }
+    let d = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    let err = ok(&tusk(&[
+        "preprocess",
+        "clickstream",
+        "--input",
+        &d("logs"),
+        "--output",
+        &d("out"),
+        "--memory-limit",
+        "64M",
+    ]));
+    assert!(err.contains("read 600 events"), "{err}");
+}

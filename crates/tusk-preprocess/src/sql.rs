@@ -101,12 +101,26 @@ impl TableFormat {
 }
 
 impl SqlSession {
-    /// A session with `partitions` target partitions (0 = one per core).
-    pub fn new(storage: &Storage, partitions: usize) -> Result<SqlSession> {
+    /// A session with `partitions` target partitions (0 = one per core) and, optionally, a
+    /// memory limit in bytes: sorts and aggregations then spill to the OS temp directory
+    /// instead of growing, and a query that cannot fit fails with "Resources exhausted".
+    pub fn new(
+        storage: &Storage,
+        partitions: usize,
+        memory_limit: Option<usize>,
+    ) -> Result<SqlSession> {
         let mut config = SessionConfig::new().with_information_schema(true);
         if partitions > 0 {
             config = config.with_target_partitions(partitions);
         }
+        let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
+        if let Some(limit) = memory_limit {
+            runtime = runtime.with_memory_limit(limit, 1.0);
+        }
+        let runtime = runtime.build_arc().map_err(|source| Error::Sql {
+            context: "starting the SQL engine".into(),
+            source,
+        })?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .thread_name("tusk-sql")
             .enable_all()
@@ -117,7 +131,7 @@ impl SqlSession {
             })?;
         Ok(SqlSession {
             storage: storage.clone(),
-            ctx: SessionContext::new_with_config(config),
+            ctx: SessionContext::new_with_config_rt(config, runtime),
             rt,
         })
     }
@@ -574,6 +588,8 @@ pub struct ClickstreamJob {
     pub sql_name: String,
     /// DataFusion target partitions (0 = one per core).
     pub partitions: usize,
+    /// Memory limit for the SQL engine in bytes (None: unlimited); see [`SqlSession::new`].
+    pub memory_limit: Option<usize>,
 }
 
 /// What the clickstream pipeline did.
@@ -601,7 +617,7 @@ pub fn clickstream(
             message: "must be at least 1".into(),
         });
     }
-    let session = SqlSession::new(storage, job.partitions)?;
+    let session = SqlSession::new(storage, job.partitions, job.memory_limit)?;
     let files = session.register_clickstream("events", &job.input)?;
     // Counts first: an empty input and unknown event types are reported, not silently eaten.
     let counts =

@@ -25,6 +25,7 @@ fn job(input: &Path, output: &Path, negatives: usize, shards: usize) -> Clickstr
         sql: sql::CLICKSTREAM_SQL.to_string(),
         sql_name: "clickstream.sql".into(),
         partitions: 2,
+        memory_limit: None,
     }
 }
 
