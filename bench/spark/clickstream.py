@@ -228,6 +228,12 @@ def main():
         .csv(a.input)
     )
     events.createOrReplaceTempView("events")
+    # ${last_day}: tusk computes it in its event-type counting pass; Spark does the same pass
+    last_day = spark.sql(
+        "SELECT max(CAST(floor(unix_timestamp(CAST(substr(event_time, 1, 19) AS TIMESTAMP)) / 86400) AS BIGINT)) "
+        "FROM events WHERE event_type IN ('view', 'cart', 'remove_from_cart', 'purchase')"
+    ).collect()[0][0]
+    statements = [st.replace("${last_day}", str(last_day)) for st in statements]
     *views, final = statements
     for s in views:
         spark.sql(s)

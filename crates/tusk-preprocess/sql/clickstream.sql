@@ -1,7 +1,9 @@
 -- tusk: clickstream feature pipeline (DataFusion SQL). Input: table `events` in the REES46
 -- "eCommerce behavior data" layout. Output: one row per training sample with a `split` column
 -- ('train' | 'test') that tusk uses to route rows to OUTPUT/train and OUTPUT/test.
--- Parameters substituted before running: ${negatives} (per positive), ${seed}.
+-- Parameters substituted before running: ${negatives} (per positive), ${seed}, and
+-- ${last_day} (the last day with events, as days since 1970-01-01; tusk computes it in the
+-- same pass that counts event types, so no join is needed to tag the split).
 -- Override with `tusk preprocess clickstream --sql FILE` (keep the final SELECT's `split`).
 
 -- 1. Clean events. Unknown event types were counted and reported by tusk; here they drop out.
@@ -23,8 +25,10 @@ WHERE event_type IN ('view', 'cart', 'remove_from_cart', 'purchase')
 
 -- 2. Time-based split: the last day is the test period, everything before it trains.
 CREATE VIEW ev_split AS
-SELECT ev.*, CASE WHEN ev.day = b.last_day THEN 'test' ELSE 'train' END AS split, b.last_day
-FROM ev CROSS JOIN (SELECT max(day) AS last_day FROM ev) b;
+SELECT ev.*,
+       CASE WHEN ev.day = ${last_day} THEN 'test' ELSE 'train' END AS split,
+       CAST(${last_day} AS BIGINT) AS last_day
+FROM ev;
 
 -- 3. User features, from the training period only (nothing leaks from the test day).
 CREATE VIEW user_features AS

@@ -45,6 +45,9 @@ pub const CLICKSTREAM_COLUMNS: [&str; 9] = [
     "user_session",
 ];
 
+/// Day number (days since 1970-01-01, UTC) of an event, as the shipped SQL computes it.
+const LAST_DAY_EXPR: &str = "CAST(floor(date_part('epoch', CAST(substr(event_time, 1, 19) AS TIMESTAMP)) / 86400) AS BIGINT)";
+
 /// The event types the pipeline understands; others are counted and skipped.
 pub const EVENT_TYPES: [&str; 4] = ["view", "cart", "remove_from_cart", "purchase"];
 
@@ -620,8 +623,12 @@ pub fn clickstream(
     let session = SqlSession::new(storage, job.partitions, job.memory_limit)?;
     let files = session.register_clickstream("events", &job.input)?;
     // Counts first: an empty input and unknown event types are reported, not silently eaten.
-    let counts =
-        session.collect("SELECT event_type, count(*) AS n FROM events GROUP BY event_type")?;
+    // One pass for the counts and the last day (as the SQL computes days), so the pipeline
+    // tags the split with a literal instead of joining every event to an aggregate.
+    let counts = session.collect(&format!(
+        "SELECT event_type, count(*) AS n, max({LAST_DAY_EXPR}) AS last_day FROM events GROUP BY event_type"
+    ))?;
+    let mut last_day: Option<i64> = None;
     let mut events = 0u64;
     let mut unknown = Vec::new();
     for b in &counts {
@@ -635,12 +642,15 @@ pub fn clickstream(
         })?;
         let t = t.as_string::<i32>();
         let n = b.column(1).as_primitive::<Int64Type>();
+        let day = b.column(2).as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
             let count = n.value(i) as u64;
             events += count;
             let ty = if t.is_valid(i) { t.value(i) } else { "" };
             if !EVENT_TYPES.contains(&ty) {
                 unknown.push((ty.to_string(), count));
+            } else if day.is_valid(i) {
+                last_day = Some(last_day.map_or(day.value(i), |d| d.max(day.value(i))));
             }
         }
     }
@@ -651,10 +661,20 @@ pub fn clickstream(
         });
     }
     unknown.sort();
+    let Some(last_day) = last_day else {
+        return Err(Error::Input {
+            input: job.input.clone(),
+            message: format!(
+                "no events of a known type (expected event_type in {})",
+                EVENT_TYPES.join(", ")
+            ),
+        });
+    };
     let script = job
         .sql
         .replace("${negatives}", &job.negatives.to_string())
-        .replace("${seed}", &job.seed.to_string());
+        .replace("${seed}", &job.seed.to_string())
+        .replace("${last_day}", &last_day.to_string());
     let rows = session.query(&script, &job.sql_name)?;
     let rows = write_results(storage, rows, &job.output, Some("split"), progress)?;
     Ok(ClickstreamSummary {
