@@ -133,6 +133,25 @@ impl Optimizer {
     }
 }
 
+/// A table's full contents, for checkpoints ([`HashedTable::export`] / [`HashedTable::restore`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableState {
+    /// Row width.
+    pub dim: usize,
+    /// Initialisation seed.
+    pub seed: u64,
+    /// Initialisation scale.
+    pub init_scale: f32,
+    /// Keys in creation order.
+    pub keys: Vec<u64>,
+    /// `dim` values per key.
+    pub values: Vec<f32>,
+    /// Optimiser state, `slots × dim` per key (Adagrad: accumulators; Adam: m then v).
+    pub state: Vec<f32>,
+    /// Adam steps per key.
+    pub steps: Vec<u32>,
+}
+
 /// An in-process hashed embedding table.
 #[derive(Debug, Clone)]
 pub struct HashedTable {
@@ -206,6 +225,92 @@ impl HashedTable {
             + self.index.capacity() * 16
     }
 
+    /// The optimiser rows are updated with.
+    pub fn optimizer(&self) -> Optimizer {
+        self.optimizer
+    }
+
+    /// Change the learning rate (schedules; checkpoints that resume with another rate).
+    pub fn set_learning_rate(&mut self, new_lr: f32) {
+        match &mut self.optimizer {
+            Optimizer::Sgd { lr } | Optimizer::Adagrad { lr, .. } | Optimizer::Adam { lr, .. } => {
+                *lr = new_lr
+            }
+        }
+    }
+
+    /// Everything needed to rebuild this table exactly: keys, values, optimiser state and
+    /// per-row step counts, in creation order.
+    pub fn export(&self) -> TableState {
+        TableState {
+            dim: self.dim,
+            seed: self.seed,
+            init_scale: self.init_scale,
+            keys: self.keys.clone(),
+            values: self.values.clone(),
+            state: self.state.clone(),
+            steps: self.steps.clone(),
+        }
+    }
+
+    /// Rebuild a table from [`HashedTable::export`]; fails when the pieces disagree in size.
+    pub fn restore(optimizer: Optimizer, s: TableState) -> Result<HashedTable, String> {
+        let n = s.keys.len();
+        let slots = optimizer.slots();
+        if s.values.len() != n * s.dim
+            || s.state.len() != n * s.dim * slots
+            || s.steps.len() != n
+        {
+            return Err(format!(
+                "table state sizes disagree: {n} keys of dimension {}, {} values, {} state values ({} expected for this optimiser), {} step counts",
+                s.dim,
+                s.values.len(),
+                s.state.len(),
+                n * s.dim * slots,
+                s.steps.len()
+            ));
+        }
+        let mut index = HashMap::with_capacity(n);
+        for (r, k) in s.keys.iter().enumerate() {
+            if index.insert(*k, r).is_some() {
+                return Err(format!("key {k:#018x} appears twice"));
+            }
+        }
+        Ok(HashedTable {
+            dim: s.dim,
+            optimizer,
+            seed: s.seed,
+            init_scale: s.init_scale,
+            index,
+            values: s.values,
+            state: s.state,
+            steps: s.steps,
+            keys: s.keys,
+        })
+    }
+
+    /// Copy the rows of `keys` into `out` without creating rows: a missing key reads as
+    /// its deterministic initial value (what a training lookup would have created).
+    pub fn peek(&self, keys: &[u64], out: &mut [f32]) {
+        let d = self.dim;
+        for (i, &k) in keys.iter().enumerate() {
+            let o = &mut out[i * d..(i + 1) * d];
+            match self.index.get(&k) {
+                Some(&r) => o.copy_from_slice(&self.values[r * d..(r + 1) * d]),
+                None => self.initial_row(k, o),
+            }
+        }
+    }
+
+    fn initial_row(&self, key: u64, out: &mut [f32]) {
+        let mut s = mix(self.seed ^ key);
+        for o in out.iter_mut() {
+            s = mix(s);
+            let unit = (s >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
+            *o = (unit * 2.0 - 1.0) * self.init_scale;
+        }
+    }
+
     fn row(&mut self, key: u64) -> usize {
         if let Some(&r) = self.index.get(&key) {
             return r;
@@ -214,12 +319,11 @@ impl HashedTable {
         self.index.insert(key, r);
         self.keys.push(key);
         // Deterministic from (seed, key) alone.
-        let mut s = mix(self.seed ^ key);
-        for _ in 0..self.dim {
-            s = mix(s);
-            let unit = (s >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
-            self.values.push((unit * 2.0 - 1.0) * self.init_scale);
-        }
+        let start = self.values.len();
+        self.values.resize(start + self.dim, 0.0);
+        let mut row = std::mem::take(&mut self.values);
+        self.initial_row(key, &mut row[start..]);
+        self.values = row;
         let init = match self.optimizer {
             Optimizer::Adagrad {
                 initial_accumulator,
@@ -258,25 +362,25 @@ impl EmbeddingStore for HashedTable {
             });
         }
         // Sum the gradients of repeated keys (first-occurrence order, for determinism).
-        let mut order: Vec<u64> = Vec::new();
-        let mut summed: HashMap<u64, Vec<f32>> = HashMap::new();
+        let mut slot: HashMap<u64, usize> = HashMap::with_capacity(keys.len());
+        let mut order: Vec<u64> = Vec::with_capacity(keys.len());
+        let mut summed: Vec<f32> = Vec::with_capacity(grads.len());
         for (i, &k) in keys.iter().enumerate() {
             let g = &grads[i * d..(i + 1) * d];
             if g.iter().any(|x| !x.is_finite()) {
                 return Err(EmbeddingError::NonFinite(k));
             }
-            summed
-                .entry(k)
-                .or_insert_with(|| {
-                    order.push(k);
-                    vec![0.0; d]
-                })
-                .iter_mut()
-                .zip(g)
-                .for_each(|(a, b)| *a += b);
+            let j = *slot.entry(k).or_insert_with(|| {
+                order.push(k);
+                summed.resize(summed.len() + d, 0.0);
+                order.len() - 1
+            });
+            for (a, b) in summed[j * d..(j + 1) * d].iter_mut().zip(g) {
+                *a += b;
+            }
         }
-        for k in order {
-            let g = &summed[&k];
+        for (j, k) in order.into_iter().enumerate() {
+            let g = &summed[j * d..(j + 1) * d];
             let r = self.row(k);
             let w = &mut self.values[r * d..(r + 1) * d];
             match self.optimizer {

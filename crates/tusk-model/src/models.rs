@@ -1,0 +1,778 @@
+//! NeuMF and DLRM-style networks over gathered embedding rows, with binary cross-entropy.
+//!
+//! A model sees one batch as `emb` (for every row, each sparse field's embedding of width
+//! [`Model::emb_dim`], fields in order) and `dense` (standardised numeric features). It
+//! returns logits, or the mean loss plus gradients for its dense parameters and for every
+//! gathered embedding row — the caller pushes those to the sparse tables.
+
+use crate::nn::{InitRng, Linear, Mlp, MlpCache, ParamLayout};
+
+/// Architecture, as a config names it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Architecture {
+    /// NeuMF (He et al., 2017): GMF ⊙ tower plus an MLP tower, fused by a linear layer.
+    Neumf {
+        /// Sparse fields summed into the user vector (by index into the sparse field list).
+        user: Vec<usize>,
+        /// Sparse fields summed into the item vector.
+        item: Vec<usize>,
+        /// Width of the GMF part of each embedding row.
+        gmf_dim: usize,
+        /// Width of the MLP part of each embedding row (the MLP input is both, plus dense).
+        mlp_dim: usize,
+        /// Hidden widths of the MLP tower.
+        layers: Vec<usize>,
+    },
+    /// DLRM-style: dense → bottom MLP, sparse → embeddings, interaction, top MLP → logit.
+    Dlrm {
+        /// Embedding width (the bottom MLP ends at this width).
+        emb_dim: usize,
+        /// Hidden widths of the bottom MLP (it gains a last layer of `emb_dim`).
+        bottom: Vec<usize>,
+        /// Hidden widths of the top MLP (it gains a last layer of width 1).
+        top: Vec<usize>,
+        /// `dot` (pairwise dot products, as DLRM) or `cat` (concatenation).
+        interaction: Interaction,
+    },
+}
+
+/// How DLRM combines its feature vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Interaction {
+    /// Pairwise dot products of all vectors, plus the bottom MLP's output.
+    Dot,
+    /// All vectors concatenated.
+    Cat,
+}
+
+/// One batch as a model sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// Rows.
+    pub size: usize,
+    /// `size × fields × emb_dim` gathered embedding values.
+    pub emb: &'a [f32],
+    /// `size × dense` standardised dense features.
+    pub dense: &'a [f32],
+}
+
+/// A network with its parameter layout.
+#[derive(Debug, Clone)]
+pub struct Model {
+    layout: ParamLayout,
+    fields: usize,
+    dense: usize,
+    net: Net,
+}
+
+#[derive(Debug, Clone)]
+enum Net {
+    Neumf {
+        user: Vec<usize>,
+        item: Vec<usize>,
+        g: usize,
+        m: usize,
+        mlp: Mlp,
+        predict: Linear,
+    },
+    Dlrm {
+        d: usize,
+        bottom: Option<Mlp>,
+        top: Mlp,
+        interaction: Interaction,
+    },
+}
+
+/// A configuration that cannot make a model.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("model: {0}")]
+pub struct ModelError(pub String);
+
+impl Model {
+    /// Build `arch` for `fields` sparse fields and `dense` dense features.
+    pub fn new(arch: &Architecture, fields: usize, dense: usize) -> Result<Model, ModelError> {
+        let mut layout = ParamLayout::default();
+        let net = match arch {
+            Architecture::Neumf {
+                user,
+                item,
+                gmf_dim,
+                mlp_dim,
+                layers,
+            } => {
+                if user.is_empty() || item.is_empty() {
+                    return Err(ModelError(
+                        "neumf needs at least one user field and one item field".into(),
+                    ));
+                }
+                if let Some(f) = user.iter().chain(item).find(|f| **f >= fields) {
+                    return Err(ModelError(format!(
+                        "neumf field index {f} out of range ({fields} sparse fields)"
+                    )));
+                }
+                if gmf_dim + mlp_dim == 0 {
+                    return Err(ModelError("neumf needs gmf_dim or mlp_dim > 0".into()));
+                }
+                if layers.contains(&0) {
+                    return Err(ModelError("layer widths must be positive".into()));
+                }
+                let mlp_in = 2 * mlp_dim + dense;
+                let mlp = Mlp::new(&mut layout, "mlp", mlp_in, layers, true);
+                let tower = if *mlp_dim > 0 || dense > 0 {
+                    mlp.out_width(mlp_in)
+                } else {
+                    0
+                };
+                let predict = Linear::new(&mut layout, "predict", gmf_dim + tower, 1);
+                Net::Neumf {
+                    user: user.clone(),
+                    item: item.clone(),
+                    g: *gmf_dim,
+                    m: *mlp_dim,
+                    mlp,
+                    predict,
+                }
+            }
+            Architecture::Dlrm {
+                emb_dim,
+                bottom,
+                top,
+                interaction,
+            } => {
+                if *emb_dim == 0 {
+                    return Err(ModelError("dlrm emb_dim must be positive".into()));
+                }
+                if bottom.contains(&0) || top.contains(&0) {
+                    return Err(ModelError("layer widths must be positive".into()));
+                }
+                if fields + usize::from(dense > 0) < 2 && *interaction == Interaction::Dot {
+                    return Err(ModelError(
+                        "dot interaction needs at least two vectors (sparse fields, or dense features plus one sparse field)".into(),
+                    ));
+                }
+                let bottom = (dense > 0).then(|| {
+                    let mut widths = bottom.clone();
+                    widths.push(*emb_dim);
+                    Mlp::new(&mut layout, "bottom", dense, &widths, true)
+                });
+                let vectors = fields + usize::from(dense > 0);
+                let top_in = match interaction {
+                    Interaction::Dot => {
+                        usize::from(dense > 0) * emb_dim + vectors * (vectors - 1) / 2
+                    }
+                    Interaction::Cat => vectors * emb_dim,
+                };
+                let mut widths = top.clone();
+                widths.push(1);
+                let top = Mlp::new(&mut layout, "top", top_in, &widths, false);
+                Net::Dlrm {
+                    d: *emb_dim,
+                    bottom,
+                    top,
+                    interaction: *interaction,
+                }
+            }
+        };
+        Ok(Model {
+            layout,
+            fields,
+            dense,
+            net,
+        })
+    }
+
+    /// Where each dense tensor sits in the parameter buffer.
+    pub fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+
+    /// Width of every embedding row this model reads.
+    pub fn emb_dim(&self) -> usize {
+        match &self.net {
+            Net::Neumf { g, m, .. } => g + m,
+            Net::Dlrm { d, .. } => *d,
+        }
+    }
+
+    /// Sparse fields per row.
+    pub fn fields(&self) -> usize {
+        self.fields
+    }
+
+    /// Dense features per row.
+    pub fn dense(&self) -> usize {
+        self.dense
+    }
+
+    /// Fresh parameters, deterministic for `seed`.
+    pub fn init_params(&self, seed: u64) -> Vec<f32> {
+        let mut p = vec![0.0; self.layout.total()];
+        let mut rng = InitRng::new(seed);
+        match &self.net {
+            Net::Neumf { mlp, predict, .. } => {
+                mlp.init(&mut p, &mut rng);
+                predict.init(&mut p, &mut rng);
+            }
+            Net::Dlrm { bottom, top, .. } => {
+                if let Some(b) = bottom {
+                    b.init(&mut p, &mut rng);
+                }
+                top.init(&mut p, &mut rng);
+            }
+        }
+        p
+    }
+
+    fn check(&self, params: &[f32], b: &Batch<'_>) {
+        assert_eq!(params.len(), self.layout.total(), "parameter buffer size");
+        assert_eq!(
+            b.emb.len(),
+            b.size * self.fields * self.emb_dim(),
+            "embedding input size"
+        );
+        assert_eq!(b.dense.len(), b.size * self.dense, "dense input size");
+    }
+
+    /// Logits for every row of `batch`.
+    pub fn forward(&self, params: &[f32], batch: &Batch<'_>) -> Vec<f32> {
+        self.check(params, batch);
+        let mut st = State::default();
+        self.run(params, batch, &mut st);
+        st.logits
+    }
+
+    /// Mean (weighted) binary cross-entropy of `batch` against `labels`, accumulating the
+    /// dense gradient into `grads` and writing d loss / d emb (same shape as `batch.emb`) into
+    /// `emb_grads`. `weights` (one per row) scale each row's loss; `None` means 1.
+    pub fn loss_and_grads(
+        &self,
+        params: &[f32],
+        batch: &Batch<'_>,
+        labels: &[f32],
+        weights: Option<&[f32]>,
+        grads: &mut [f32],
+        emb_grads: &mut Vec<f32>,
+    ) -> f32 {
+        self.check(params, batch);
+        assert_eq!(labels.len(), batch.size, "labels");
+        assert_eq!(grads.len(), params.len(), "gradient buffer size");
+        let mut st = State::default();
+        self.run(params, batch, &mut st);
+        let (loss, dz) = bce_with_logits(&st.logits, labels, weights);
+        emb_grads.clear();
+        emb_grads.resize(batch.emb.len(), 0.0);
+        self.back(params, batch, &st, &dz, grads, emb_grads);
+        loss
+    }
+
+    fn run(&self, p: &[f32], b: &Batch<'_>, st: &mut State) {
+        let n = b.size;
+        let fd = self.fields * self.emb_dim();
+        match &self.net {
+            Net::Neumf {
+                user,
+                item,
+                g,
+                m,
+                mlp,
+                predict,
+            } => {
+                let d = g + m;
+                let (g, m) = (*g, *m);
+                st.u = vec![0.0; n * d];
+                st.i = vec![0.0; n * d];
+                for r in 0..n {
+                    let row = &b.emb[r * fd..(r + 1) * fd];
+                    for &f in user {
+                        add(&mut st.u[r * d..(r + 1) * d], &row[f * d..(f + 1) * d]);
+                    }
+                    for &f in item {
+                        add(&mut st.i[r * d..(r + 1) * d], &row[f * d..(f + 1) * d]);
+                    }
+                }
+                let mlp_in = 2 * m + self.dense;
+                let tower = mlp_in > 0;
+                st.x = Vec::with_capacity(n * mlp_in);
+                for r in 0..n {
+                    st.x.extend_from_slice(&st.u[r * d + g..(r + 1) * d]);
+                    st.x.extend_from_slice(&st.i[r * d + g..(r + 1) * d]);
+                    st.x
+                        .extend_from_slice(&b.dense[r * self.dense..(r + 1) * self.dense]);
+                }
+                if tower {
+                    mlp.forward(p, &st.x, n, &mut st.c1);
+                }
+                let h = if tower { st.c1.output() } else { &[][..] };
+                let hw = if tower { mlp.out_width(mlp_in) } else { 0 };
+                st.z = Vec::with_capacity(n * (g + hw));
+                for r in 0..n {
+                    for k in 0..g {
+                        st.z.push(st.u[r * d + k] * st.i[r * d + k]);
+                    }
+                    st.z.extend_from_slice(&h[r * hw..(r + 1) * hw]);
+                }
+                predict.forward(p, &st.z, n, &mut st.logits);
+            }
+            Net::Dlrm {
+                d,
+                bottom,
+                top,
+                interaction,
+            } => {
+                let d = *d;
+                if let Some(bm) = bottom {
+                    bm.forward(p, b.dense, n, &mut st.c0);
+                }
+                let nv = self.fields + usize::from(bottom.is_some());
+                // vectors per row: [bottom?, e_0 .. e_{F-1}]
+                st.x = Vec::with_capacity(n * nv * d);
+                for r in 0..n {
+                    if bottom.is_some() {
+                        st.x.extend_from_slice(&st.c0.output()[r * d..(r + 1) * d]);
+                    }
+                    st.x.extend_from_slice(&b.emb[r * fd..(r + 1) * fd]);
+                }
+                match interaction {
+                    Interaction::Cat => st.z.clone_from(&st.x),
+                    Interaction::Dot => {
+                        let pairs = nv * (nv - 1) / 2;
+                        let keep = if bottom.is_some() { d } else { 0 };
+                        st.z = Vec::with_capacity(n * (keep + pairs));
+                        for r in 0..n {
+                            let v = &st.x[r * nv * d..(r + 1) * nv * d];
+                            st.z.extend_from_slice(&v[..keep]);
+                            for a in 0..nv {
+                                for c in (a + 1)..nv {
+                                    st.z.push(dot(&v[a * d..(a + 1) * d], &v[c * d..(c + 1) * d]));
+                                }
+                            }
+                        }
+                    }
+                }
+                top.forward(p, &st.z, n, &mut st.c1);
+                st.logits = st.c1.output().to_vec();
+            }
+        }
+    }
+
+    fn back(
+        &self,
+        p: &[f32],
+        b: &Batch<'_>,
+        st: &State,
+        dz_logit: &[f32],
+        grads: &mut [f32],
+        de: &mut [f32],
+    ) {
+        let n = b.size;
+        let fd = self.fields * self.emb_dim();
+        match &self.net {
+            Net::Neumf {
+                user,
+                item,
+                g,
+                m,
+                mlp,
+                predict,
+            } => {
+                let (g, m) = (*g, *m);
+                let d = g + m;
+                let mut dzz = Vec::new();
+                predict.backward(p, &st.z, dz_logit, n, grads, Some(&mut dzz));
+                let mlp_in = 2 * m + self.dense;
+                let hw = if mlp_in > 0 { mlp.out_width(mlp_in) } else { 0 };
+                let zw = g + hw;
+                let mut du = vec![0.0; n * d];
+                let mut di = vec![0.0; n * d];
+                let mut dh = Vec::with_capacity(n * hw);
+                for r in 0..n {
+                    for k in 0..g {
+                        let dg = dzz[r * zw + k];
+                        du[r * d + k] = dg * st.i[r * d + k];
+                        di[r * d + k] = dg * st.u[r * d + k];
+                    }
+                    dh.extend_from_slice(&dzz[r * zw + g..(r + 1) * zw]);
+                }
+                if mlp_in > 0 {
+                    let mut dx = Vec::new();
+                    mlp.backward(p, &st.x, n, &st.c1, &dh, grads, Some(&mut dx));
+                    for r in 0..n {
+                        let row = &dx[r * mlp_in..(r + 1) * mlp_in];
+                        du[r * d + g..(r + 1) * d].copy_from_slice(&row[..m]);
+                        di[r * d + g..(r + 1) * d].copy_from_slice(&row[m..2 * m]);
+                    }
+                }
+                for r in 0..n {
+                    let row = &mut de[r * fd..(r + 1) * fd];
+                    for &f in user {
+                        add(&mut row[f * d..(f + 1) * d], &du[r * d..(r + 1) * d]);
+                    }
+                    for &f in item {
+                        add(&mut row[f * d..(f + 1) * d], &di[r * d..(r + 1) * d]);
+                    }
+                }
+            }
+            Net::Dlrm {
+                d,
+                bottom,
+                top,
+                interaction,
+            } => {
+                let d = *d;
+                let nv = self.fields + usize::from(bottom.is_some());
+                let mut dz = Vec::new();
+                top.backward(p, &st.z, n, &st.c1, dz_logit, grads, Some(&mut dz));
+                let mut dx = vec![0.0; n * nv * d];
+                match interaction {
+                    Interaction::Cat => dx.copy_from_slice(&dz),
+                    Interaction::Dot => {
+                        let pairs = nv * (nv - 1) / 2;
+                        let keep = if bottom.is_some() { d } else { 0 };
+                        let zw = keep + pairs;
+                        for r in 0..n {
+                            let v = &st.x[r * nv * d..(r + 1) * nv * d];
+                            let dzr = &dz[r * zw..(r + 1) * zw];
+                            let dv = &mut dx[r * nv * d..(r + 1) * nv * d];
+                            dv[..keep].copy_from_slice(&dzr[..keep]);
+                            let mut q = keep;
+                            for a in 0..nv {
+                                for c in (a + 1)..nv {
+                                    let s = dzr[q];
+                                    q += 1;
+                                    for k in 0..d {
+                                        dv[a * d + k] += s * v[c * d + k];
+                                        dv[c * d + k] += s * v[a * d + k];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                let skip = if bottom.is_some() { d } else { 0 };
+                let mut dbottom = Vec::with_capacity(n * skip);
+                for r in 0..n {
+                    let dv = &dx[r * nv * d..(r + 1) * nv * d];
+                    dbottom.extend_from_slice(&dv[..skip]);
+                    de[r * fd..(r + 1) * fd].copy_from_slice(&dv[skip..]);
+                }
+                if let Some(bm) = bottom {
+                    bm.backward(p, b.dense, n, &st.c0, &dbottom, grads, None);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    u: Vec<f32>,
+    i: Vec<f32>,
+    x: Vec<f32>,
+    z: Vec<f32>,
+    c0: MlpCache,
+    c1: MlpCache,
+    logits: Vec<f32>,
+}
+
+fn add(a: &mut [f32], b: &[f32]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The logistic function.
+pub fn sigmoid(z: f32) -> f32 {
+    if z >= 0.0 {
+        1.0 / (1.0 + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Weighted mean binary cross-entropy on logits, and its gradient per logit.
+/// Stable for large |z|: `max(z,0) − z·y + ln(1 + e^−|z|)`.
+pub fn bce_with_logits(z: &[f32], y: &[f32], w: Option<&[f32]>) -> (f32, Vec<f32>) {
+    let total: f64 = match w {
+        Some(w) => w.iter().map(|&x| f64::from(x)).sum(),
+        None => z.len() as f64,
+    };
+    if total <= 0.0 {
+        return (0.0, vec![0.0; z.len()]);
+    }
+    let mut loss = 0.0f64;
+    let mut dz = Vec::with_capacity(z.len());
+    for (i, (&zi, &yi)) in z.iter().zip(y).enumerate() {
+        let wi = w.map_or(1.0, |w| w[i]);
+        let l = zi.max(0.0) - zi * yi + (-zi.abs()).exp().ln_1p();
+        loss += f64::from(wi * l);
+        dz.push((f64::from(wi * (sigmoid(zi) - yi)) / total) as f32);
+    }
+    ((loss / total) as f32, dz)
+}
+
+/// _Adam_ over a flat buffer (dense layers), with optional decoupled weight decay (AdamW).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DenseAdam {
+    /// Learning rate.
+    pub lr: f32,
+    /// First-moment decay.
+    pub beta1: f32,
+    /// Second-moment decay.
+    pub beta2: f32,
+    /// Stability term.
+    pub eps: f32,
+    /// Decoupled weight decay per step (`w -= lr·wd·w`).
+    pub weight_decay: f32,
+    /// Steps taken.
+    pub t: u64,
+    /// First moments.
+    #[serde(skip)]
+    pub m: Vec<f32>,
+    /// Second moments.
+    #[serde(skip)]
+    pub v: Vec<f32>,
+}
+
+impl DenseAdam {
+    /// Fresh state for `n` parameters.
+    pub fn new(n: usize, lr: f32, weight_decay: f32) -> DenseAdam {
+        DenseAdam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+            t: 0,
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+        }
+    }
+
+    /// One step.
+    pub fn step(&mut self, params: &mut [f32], grads: &[f32]) {
+        self.t += 1;
+        let t = self.t.min(i32::MAX as u64) as i32;
+        let c1 = 1.0 - self.beta1.powi(t);
+        let c2 = 1.0 - self.beta2.powi(t);
+        let (b1, b2, lr, eps, wd) = (self.beta1, self.beta2, self.lr, self.eps, self.weight_decay);
+        for (((w, g), m), v) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(self.m.iter_mut())
+            .zip(self.v.iter_mut())
+        {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            if wd > 0.0 {
+                *w -= lr * wd * *w;
+            }
+            *w -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rand_vec(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut r = InitRng::new(seed);
+        (0..n).map(|_| r.uniform(scale)).collect()
+    }
+
+    /// Compare analytic gradients with central differences of the loss, for every dense
+    /// parameter and every embedding input value.
+    fn grad_check(arch: Architecture, fields: usize, dense: usize) {
+        let model = Model::new(&arch, fields, dense).unwrap();
+        let n = 5;
+        let params = model.init_params(3);
+        let emb = rand_vec(n * fields * model.emb_dim(), 11, 0.8);
+        let dns = rand_vec(n * dense, 12, 1.5);
+        let labels = [1.0, 0.0, 1.0, 0.0, 0.0];
+        let weights = [1.0, 2.0, 0.5, 1.0, 3.0];
+        let mut grads = vec![0.0; params.len()];
+        let mut de = Vec::new();
+        let batch = Batch {
+            size: n,
+            emb: &emb,
+            dense: &dns,
+        };
+        model.loss_and_grads(&params, &batch, &labels, Some(&weights), &mut grads, &mut de);
+        let loss_at = |p: &[f32], e: &[f32]| -> f64 {
+            let b = Batch {
+                size: n,
+                emb: e,
+                dense: &dns,
+            };
+            let z = model.forward(p, &b);
+            f64::from(bce_with_logits(&z, &labels, Some(&weights)).0)
+        };
+        let h = 1e-2f32;
+        let center = loss_at(&params, &emb);
+        let mut checked = 0;
+        let mut kinks = 0;
+        // ReLU kinks: where the one-sided slopes disagree the loss is not smooth within ±h,
+        // and a central difference means nothing; count those and check everything else.
+        let mut compare = |up: f64, down: f64, ana: f32, what: String| {
+            let (fwd, bwd) = ((up - center) / f64::from(h), (center - down) / f64::from(h));
+            if (fwd - bwd).abs() > 0.05 * (fwd.abs() + bwd.abs()) + 1e-3 {
+                kinks += 1;
+                return;
+            }
+            checked += 1;
+            let num = (up - down) / (2.0 * f64::from(h));
+            let ana = f64::from(ana);
+            assert!(
+                (num - ana).abs() <= 1e-3 + 2e-2 * ana.abs(),
+                "{what}: finite difference {num} vs analytic {ana}"
+            );
+        };
+        for spec in model.layout().specs() {
+            for j in spec.offset..spec.offset + spec.len() {
+                let mut p = params.clone();
+                p[j] += h;
+                let up = loss_at(&p, &emb);
+                p[j] -= 2.0 * h;
+                let down = loss_at(&p, &emb);
+                compare(up, down, grads[j], format!("{}[{}]", spec.name, j - spec.offset));
+            }
+        }
+        for j in 0..emb.len() {
+            let mut e = emb.clone();
+            e[j] += h;
+            let up = loss_at(&params, &e);
+            e[j] -= 2.0 * h;
+            let down = loss_at(&params, &e);
+            compare(up, down, de[j], format!("emb[{j}]"));
+        }
+        assert!(
+            kinks * 4 <= checked,
+            "{kinks} non-smooth coordinates vs {checked} checked"
+        );
+    }
+
+    #[test]
+    fn neumf_gradients_match_finite_differences() {
+        grad_check(
+            Architecture::Neumf {
+                user: vec![0, 2],
+                item: vec![1],
+                gmf_dim: 3,
+                mlp_dim: 4,
+                layers: vec![6, 3],
+            },
+            3,
+            2,
+        );
+    }
+
+    #[test]
+    fn gmf_only_and_mlp_only_neumf_gradients() {
+        for (g, m, layers) in [(4, 0, vec![]), (0, 3, vec![5])] {
+            grad_check(
+                Architecture::Neumf {
+                    user: vec![0],
+                    item: vec![1],
+                    gmf_dim: g,
+                    mlp_dim: m,
+                    layers,
+                },
+                2,
+                0,
+            );
+        }
+    }
+
+    #[test]
+    fn dlrm_gradients_match_finite_differences() {
+        for interaction in [Interaction::Dot, Interaction::Cat] {
+            grad_check(
+                Architecture::Dlrm {
+                    emb_dim: 3,
+                    bottom: vec![5],
+                    top: vec![6, 4],
+                    interaction,
+                },
+                3,
+                4,
+            );
+            // no dense features: no bottom MLP
+            grad_check(
+                Architecture::Dlrm {
+                    emb_dim: 3,
+                    bottom: vec![],
+                    top: vec![4],
+                    interaction,
+                },
+                3,
+                0,
+            );
+        }
+    }
+
+    #[test]
+    fn bce_by_hand() {
+        // z = 0: loss ln 2 whatever the label; gradient (0.5 - y)/n
+        let (l, d) = bce_with_logits(&[0.0, 0.0], &[1.0, 0.0], None);
+        assert!((l - std::f32::consts::LN_2).abs() < 1e-6);
+        assert_eq!(d, vec![-0.25, 0.25]);
+        // z = 2, y = 1: ln(1 + e^-2) = 0.126928
+        let (l, _) = bce_with_logits(&[2.0], &[1.0], None);
+        assert!((l - 0.126_928).abs() < 1e-5);
+        // weights: mean over total weight
+        let (l, d) = bce_with_logits(&[0.0, 100.0], &[1.0, 1.0], Some(&[3.0, 1.0]));
+        assert!((l - 3.0 * std::f32::consts::LN_2 / 4.0).abs() < 1e-6);
+        assert!((d[0] + 0.375).abs() < 1e-7);
+        // extreme logits stay finite
+        let (l, d) = bce_with_logits(&[-1000.0, 1000.0], &[1.0, 0.0], None);
+        assert!((l - 1000.0).abs() < 1e-3 && d.iter().all(|x| x.is_finite()));
+    }
+
+    #[test]
+    fn linear_forward_by_hand() {
+        let mut layout = ParamLayout::default();
+        let lin = Linear::new(&mut layout, "l", 2, 2);
+        // weight [[1,2],[3,4]], bias [0.5,-1]
+        let p = vec![1.0, 2.0, 3.0, 4.0, 0.5, -1.0];
+        let mut y = Vec::new();
+        lin.forward(&p, &[1.0, 1.0, 2.0, 0.0], 2, &mut y);
+        assert_eq!(y, vec![3.5, 6.0, 2.5, 5.0]);
+        assert_eq!(layout.specs()[0].shape, vec![2, 2]);
+        assert_eq!(layout.specs()[1].name, "l.bias");
+    }
+
+    #[test]
+    fn adam_first_step_moves_by_lr() {
+        let mut opt = DenseAdam::new(2, 0.1, 0.0);
+        let mut w = vec![1.0, -1.0];
+        opt.step(&mut w, &[3.0, -0.5]);
+        // bias-corrected first step is lr·sign(g)
+        assert!((w[0] - 0.9).abs() < 1e-6 && (w[1] + 0.9).abs() < 1e-6);
+    }
+
+    #[test]
+    fn bad_architectures_are_refused() {
+        let a = Architecture::Neumf {
+            user: vec![0],
+            item: vec![3],
+            gmf_dim: 4,
+            mlp_dim: 4,
+            layers: vec![8],
+        };
+        assert!(Model::new(&a, 2, 0).unwrap_err().0.contains("out of range"));
+        let d = Architecture::Dlrm {
+            emb_dim: 4,
+            bottom: vec![],
+            top: vec![],
+            interaction: Interaction::Dot,
+        };
+        assert!(Model::new(&d, 1, 0).is_err());
+    }
+}

@@ -1,0 +1,327 @@
+//! Dense layers with hand-written backward passes over flat parameter buffers.
+//!
+//! Every parameter of a model lives in one `Vec<f32>` described by a [`ParamLayout`]
+//! (name, shape, offset), and gradients in a buffer of the same layout. That makes the dense
+//! optimiser one loop, the data-parallel all-reduce one call over one slice, and checkpoints a
+//! list of named tensors (PyTorch's layout: a linear weight is `[out, in]`).
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2};
+
+/// One named tensor inside a flat parameter buffer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ParamSpec {
+    /// Name, e.g. `mlp.0.weight`.
+    pub name: String,
+    /// Shape, row-major.
+    pub shape: Vec<usize>,
+    /// First element in the flat buffer.
+    pub offset: usize,
+}
+
+impl ParamSpec {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// True for a tensor with no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where every tensor of a model sits in its flat buffer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParamLayout {
+    specs: Vec<ParamSpec>,
+    total: usize,
+}
+
+impl ParamLayout {
+    /// Reserve a tensor; returns its offset.
+    pub fn add(&mut self, name: impl Into<String>, shape: &[usize]) -> usize {
+        let offset = self.total;
+        let spec = ParamSpec {
+            name: name.into(),
+            shape: shape.to_vec(),
+            offset,
+        };
+        self.total += spec.len();
+        self.specs.push(spec);
+        offset
+    }
+
+    /// The tensors, in buffer order.
+    pub fn specs(&self) -> &[ParamSpec] {
+        &self.specs
+    }
+
+    /// Total number of parameters.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+}
+
+/// Deterministic uniform draws for initialisation (SplitMix64).
+#[derive(Debug, Clone)]
+pub struct InitRng(u64);
+
+impl InitRng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> InitRng {
+        InitRng(seed ^ 0x5851_f42d_4c95_7f2d)
+    }
+
+    /// Uniform in `[-scale, scale)`.
+    pub fn uniform(&mut self, scale: f32) -> f32 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let unit = (z >> 40) as f32 / (1u64 << 24) as f32;
+        (unit * 2.0 - 1.0) * scale
+    }
+}
+
+/// `c = alpha · op(a) · op(b) + beta · c` on row-major slices; `op` transposes when asked.
+/// `a` is stored `[ar, ac]`, `b` is stored `[br, bc]`, `c` is `[m, n]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm(
+    a: &[f32],
+    (ar, ac): (usize, usize),
+    trans_a: bool,
+    b: &[f32],
+    (br, bc): (usize, usize),
+    trans_b: bool,
+    c: &mut [f32],
+    beta: f32,
+) {
+    let a = ArrayView2::from_shape((ar, ac), a).expect("gemm: a has the stated shape");
+    let b = ArrayView2::from_shape((br, bc), b).expect("gemm: b has the stated shape");
+    let a = if trans_a { a.t() } else { a };
+    let b = if trans_b { b.t() } else { b };
+    let (m, n) = (a.nrows(), b.ncols());
+    let mut c = ArrayViewMut2::from_shape((m, n), c).expect("gemm: c has the stated shape");
+    general_mat_mul(1.0, &a, &b, beta, &mut c);
+}
+
+/// A fully connected layer `y = x · Wᵀ + b`, with `W` stored `[out, in]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Linear {
+    /// Input width.
+    pub inp: usize,
+    /// Output width.
+    pub out: usize,
+    w: usize,
+    b: usize,
+}
+
+impl Linear {
+    /// Reserve `name.weight` and `name.bias` in `layout`.
+    pub fn new(layout: &mut ParamLayout, name: &str, inp: usize, out: usize) -> Linear {
+        let w = layout.add(format!("{name}.weight"), &[out, inp]);
+        let b = layout.add(format!("{name}.bias"), &[out]);
+        Linear { inp, out, w, b }
+    }
+
+    /// PyTorch's default initialisation: weight and bias uniform in ±1/√in.
+    pub fn init(&self, params: &mut [f32], rng: &mut InitRng) {
+        let scale = 1.0 / (self.inp.max(1) as f32).sqrt();
+        for v in &mut params[self.w..self.b + self.out] {
+            *v = rng.uniform(scale);
+        }
+    }
+
+    /// `y = x · Wᵀ + b` for `batch` rows.
+    pub fn forward(&self, params: &[f32], x: &[f32], batch: usize, y: &mut Vec<f32>) {
+        y.clear();
+        let bias = &params[self.b..self.b + self.out];
+        for _ in 0..batch {
+            y.extend_from_slice(bias);
+        }
+        if batch == 0 || self.inp == 0 {
+            return;
+        }
+        let w = &params[self.w..self.w + self.out * self.inp];
+        gemm(
+            x,
+            (batch, self.inp),
+            false,
+            w,
+            (self.out, self.inp),
+            true,
+            y,
+            1.0,
+        );
+    }
+
+    /// Accumulate `dW += dyᵀ·x`, `db += Σ dy` into `grads`; write `dx = dy·W` when asked.
+    pub fn backward(
+        &self,
+        params: &[f32],
+        x: &[f32],
+        dy: &[f32],
+        batch: usize,
+        grads: &mut [f32],
+        dx: Option<&mut Vec<f32>>,
+    ) {
+        {
+            let db = &mut grads[self.b..self.b + self.out];
+            for row in dy.chunks_exact(self.out) {
+                for (g, d) in db.iter_mut().zip(row) {
+                    *g += d;
+                }
+            }
+        }
+        if batch > 0 && self.inp > 0 {
+            let dw = &mut grads[self.w..self.w + self.out * self.inp];
+            gemm(
+                dy,
+                (batch, self.out),
+                true,
+                x,
+                (batch, self.inp),
+                false,
+                dw,
+                1.0,
+            );
+        }
+        if let Some(dx) = dx {
+            dx.clear();
+            dx.resize(batch * self.inp, 0.0);
+            if batch > 0 && self.inp > 0 {
+                let w = &params[self.w..self.w + self.out * self.inp];
+                gemm(
+                    dy,
+                    (batch, self.out),
+                    false,
+                    w,
+                    (self.out, self.inp),
+                    false,
+                    dx,
+                    0.0,
+                );
+            }
+        }
+    }
+}
+
+/// A stack of [`Linear`] layers with ReLU between them (and after the last one when
+/// `relu_last`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mlp {
+    layers: Vec<Linear>,
+    relu_last: bool,
+}
+
+/// Activations an [`Mlp`] keeps for its backward pass.
+#[derive(Debug, Default, Clone)]
+pub struct MlpCache {
+    outs: Vec<Vec<f32>>,
+}
+
+impl MlpCache {
+    /// The network's output from the last forward pass.
+    pub fn output(&self) -> &[f32] {
+        self.outs.last().map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+impl Mlp {
+    /// Layers `inp → widths[0] → … → widths[n-1]`, named `name.0`, `name.1`, ….
+    pub fn new(
+        layout: &mut ParamLayout,
+        name: &str,
+        inp: usize,
+        widths: &[usize],
+        relu_last: bool,
+    ) -> Mlp {
+        let mut layers = Vec::new();
+        let mut prev = inp;
+        for (i, &w) in widths.iter().enumerate() {
+            layers.push(Linear::new(layout, &format!("{name}.{i}"), prev, w));
+            prev = w;
+        }
+        Mlp { layers, relu_last }
+    }
+
+    /// Output width (the input width when there are no layers).
+    pub fn out_width(&self, inp: usize) -> usize {
+        self.layers.last().map_or(inp, |l| l.out)
+    }
+
+    /// True when the stack has no layers (identity).
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// Initialise every layer.
+    pub fn init(&self, params: &mut [f32], rng: &mut InitRng) {
+        for l in &self.layers {
+            l.init(params, rng);
+        }
+    }
+
+    fn relu_after(&self, i: usize) -> bool {
+        i + 1 < self.layers.len() || self.relu_last
+    }
+
+    /// Forward `batch` rows of `x`; the output is `cache.output()`.
+    pub fn forward(&self, params: &[f32], x: &[f32], batch: usize, cache: &mut MlpCache) {
+        cache.outs.resize_with(self.layers.len(), Vec::new);
+        for i in 0..self.layers.len() {
+            let (before, rest) = cache.outs.split_at_mut(i);
+            let input = if i == 0 { x } else { &before[i - 1] };
+            let out = &mut rest[0];
+            self.layers[i].forward(params, input, batch, out);
+            if self.relu_after(i) {
+                for v in out.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            }
+        }
+    }
+
+    /// Backward from `dy` (gradient of the output); accumulates into `grads` and writes the
+    /// input gradient into `dx` when asked. Needs the cache of the matching forward.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        params: &[f32],
+        x: &[f32],
+        batch: usize,
+        cache: &MlpCache,
+        dy: &[f32],
+        grads: &mut [f32],
+        dx: Option<&mut Vec<f32>>,
+    ) {
+        if self.layers.is_empty() {
+            if let Some(dx) = dx {
+                dx.clear();
+                dx.extend_from_slice(dy);
+            }
+            return;
+        }
+        let mut d = dy.to_vec();
+        let mut next = Vec::new();
+        let mut dx = dx;
+        for i in (0..self.layers.len()).rev() {
+            if self.relu_after(i) {
+                for (g, o) in d.iter_mut().zip(&cache.outs[i]) {
+                    if *o <= 0.0 {
+                        *g = 0.0;
+                    }
+                }
+            }
+            let input = if i == 0 { x } else { &cache.outs[i - 1] };
+            if i == 0 {
+                self.layers[0].backward(params, input, &d, batch, grads, dx.take());
+            } else {
+                self.layers[i].backward(params, input, &d, batch, grads, Some(&mut next));
+                std::mem::swap(&mut d, &mut next);
+            }
+        }
+    }
+}
