@@ -7,6 +7,7 @@ mod datagen;
 mod images;
 mod preprocess;
 mod records;
+mod train;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,14 @@ enum Command {
     /// Hadoop Streaming mappers (stdin lines in, TAB-separated lines out).
     #[command(subcommand)]
     Mapper(images::MapperCommand),
+    /// Train a recommendation model (NeuMF, DLRM-style) from a TOML config.
+    Train(train::TrainArgs),
+    /// Metrics (AUC, logloss, HR@K, NDCG@K) of a stored model on a dataset.
+    Eval(train::EvalArgs),
+    /// Batch scoring: rows in, the same rows with a `score` column out.
+    Predict(train::PredictArgs),
+    /// HTML page with the loss and metric curves of a training run.
+    Report(train::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +62,10 @@ fn main() -> ExitCode {
         Command::Sql(args) => preprocess::run_sql(args),
         Command::Images(cmd) => images::run_images(cmd),
         Command::Mapper(cmd) => images::run_mapper(cmd),
+        Command::Train(a) => train::run_train(a),
+        Command::Eval(a) => train::run_eval(a),
+        Command::Predict(a) => train::run_predict(a),
+        Command::Report(a) => train::run_report(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

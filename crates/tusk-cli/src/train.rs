@@ -1,0 +1,283 @@
+//! `tusk train`, `tusk eval`, `tusk predict`, `tusk report`.
+
+use std::io::IsTerminal;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tusk_storage::Storage;
+use tusk_train::store::EpochRecord;
+use tusk_train::{Config, Observer, Scorer, Summary, TrainOptions};
+
+/// Train a model from a TOML config; every epoch commits a model version.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The TOML config (data, features, model, train, eval); optional with --resume.
+    config: Option<String>,
+    /// Model URL: versions are committed under MODEL/versions/NNNNNN/, TensorBoard events
+    /// under MODEL/events/.
+    #[arg(long)]
+    model: String,
+    /// Continue from the newest committed version (same result as an uninterrupted run).
+    #[arg(long)]
+    resume: bool,
+    /// Override any config key, e.g. --set train.epochs=5 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Override train.epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Override train.batch_size.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Override train.learning_rate.
+    #[arg(long)]
+    learning_rate: Option<f32>,
+    /// Override train.seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print one JSON object with the summary on stdout at the end.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Metrics of a stored model on a dataset.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Model URL (as given to `tusk train --model`).
+    #[arg(long)]
+    model: String,
+    /// Rows to evaluate (dataset, file, glob or CSV) with the model's label column.
+    #[arg(long)]
+    data: String,
+    /// Version to load (default: the newest committed one).
+    #[arg(long)]
+    version: Option<u64>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Score rows with a stored model: the same rows come back with a `score` column.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Model URL.
+    #[arg(long)]
+    model: String,
+    /// Rows carrying the model's feature columns: CSV with a header, TFRecord, Parquet,
+    /// a dataset directory or a glob.
+    #[arg(long)]
+    input: String,
+    /// Output file: .csv, or .tfrecord (optionally .gz).
+    #[arg(long)]
+    output: String,
+    /// Version to load (default: the newest committed one).
+    #[arg(long)]
+    version: Option<u64>,
+}
+
+/// HTML page with the loss and metric curves of a training run.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The model URL of the run (its events/ directory is read) or a directory of
+    /// TensorBoard event files.
+    run_dir: String,
+    /// Where to write the page (default: RUN_DIR/report.html).
+    #[arg(long)]
+    output: Option<String>,
+}
+
+struct Bars {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+}
+
+impl Observer for Bars {
+    fn message(&mut self, text: &str) {
+        if !self.quiet {
+            match &self.bar {
+                Some(b) => b.println(text),
+                None => eprintln!("{text}"),
+            }
+        }
+    }
+
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: Option<u64>) {
+        if self.quiet || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let pb = ProgressBar::with_draw_target(steps, ProgressDrawTarget::stderr());
+        pb.set_style(
+            ProgressStyle::with_template(&format!(
+                "epoch {epoch}/{epochs} {{bar:30}} {{pos}}/{{len}} steps {{msg}} [{{elapsed_precise}}<{{eta}}]"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        self.bar = Some(pb);
+    }
+
+    fn step(&mut self, step: u64, loss: f64, sps: f64) {
+        if let Some(b) = &self.bar
+            && step % 20 == 0
+        {
+            b.set_position(step);
+            b.set_message(format!("loss {loss:.4} · {sps:.0} samples/s"));
+        }
+    }
+
+    fn epoch_end(&mut self, r: &EpochRecord) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        if self.quiet {
+            return;
+        }
+        eprintln!("{}", epoch_line(r));
+    }
+}
+
+pub(crate) fn epoch_line(r: &EpochRecord) -> String {
+    let mut line = format!(
+        "epoch {:>3}  loss {:.4}  {:>8.0} samples/s  {:>6.1}s",
+        r.epoch, r.train_loss, r.samples_per_sec, r.seconds
+    );
+    let mut sets: Vec<_> = r.metrics.iter().collect();
+    sets.sort_by(|a, b| b.0.cmp(a.0));
+    for (set, m) in sets {
+        let mut keys: Vec<_> = m
+            .iter()
+            .filter(|(k, _)| *k != "rows" && *k != "groups")
+            .collect();
+        keys.sort_by(|a, b| a.0.cmp(b.0));
+        line.push_str(&format!("  | {set}"));
+        for (k, v) in keys {
+            line.push_str(&format!(" {k} {v:.4}"));
+        }
+    }
+    line
+}
+
+/// Read and parse a config from any storage URL.
+pub(crate) fn load_config(storage: &Storage, url: &str, set: &[String]) -> Result<Config> {
+    let text = storage
+        .open(url)?
+        .read()
+        .with_context(|| format!("reading config {url}"))?;
+    let text = std::str::from_utf8(&text).with_context(|| format!("{url} is not UTF-8 text"))?;
+    Ok(Config::parse(url, text, set)?)
+}
+
+pub(crate) fn run_training(
+    storage: &Storage,
+    config: Option<Config>,
+    model: &str,
+    resume: bool,
+    quiet: bool,
+) -> Result<Summary> {
+    let mut obs = Bars { bar: None, quiet };
+    let summary = tusk_train::train(
+        storage,
+        config,
+        &TrainOptions {
+            model_url: model.to_string(),
+            resume,
+            stop_after_steps: None,
+        },
+        &mut obs,
+    )?;
+    Ok(summary)
+}
+
+pub fn run_train(a: TrainArgs) -> Result<()> {
+    let storage = Storage::new()?;
+    let mut set = a.set.clone();
+    if let Some(e) = a.epochs {
+        set.push(format!("train.epochs={e}"));
+    }
+    if let Some(b) = a.batch_size {
+        set.push(format!("train.batch_size={b}"));
+    }
+    if let Some(l) = a.learning_rate {
+        set.push(format!("train.learning_rate={l}"));
+    }
+    if let Some(s) = a.seed {
+        set.push(format!("train.seed={s}"));
+    }
+    let config = match &a.config {
+        Some(c) => Some(load_config(&storage, c, &set)?),
+        None if a.resume => None,
+        None => anyhow::bail!("a CONFIG file is needed (only --resume can do without one)"),
+    };
+    if a.resume && a.config.is_some() {
+        eprintln!("note: --resume continues with the config stored in the model; the CONFIG argument is used only when no version exists yet");
+    }
+    let s = run_training(&storage, config, &a.model, a.resume, false)?;
+    if a.json {
+        let out = serde_json::json!({
+            "model": s.model_url,
+            "version": s.version,
+            "chosen_epoch": s.chosen_epoch,
+            "samples_per_sec": s.samples_per_sec,
+            "steps": s.steps,
+            "history": s.history,
+        });
+        println!("{out}");
+    } else {
+        eprintln!(
+            "model {} version {:06} (epoch {} kept) · {:.0} samples/s",
+            s.model_url, s.version, s.chosen_epoch, s.samples_per_sec
+        );
+    }
+    Ok(())
+}
+
+pub fn run_eval(a: EvalArgs) -> Result<()> {
+    let storage = Storage::new()?;
+    let scorer = Scorer::load(&storage, &a.model, a.version)?;
+    let source = tusk_data::Source::open(&storage, &a.data)?;
+    let m = scorer.evaluate(&source)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&m)?);
+    } else {
+        println!("model {} version {:06} on {}", a.model, scorer.version, a.data);
+        for (k, v) in &m {
+            if k == "rows" || k == "groups" {
+                println!("  {k:<10} {v:.0}");
+            } else {
+                println!("  {k:<10} {v:.4}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn run_predict(a: PredictArgs) -> Result<()> {
+    let storage = Storage::new()?;
+    let scorer = Scorer::load(&storage, &a.model, a.version)?;
+    let pb = crate::records::progress_bar("scoring");
+    let n = tusk_train::predict::predict(&storage, &scorer, &a.input, &a.output, |r| {
+        pb.set_position(r)
+    })?;
+    pb.finish_and_clear();
+    eprintln!("scored {} rows → {}", n.rows, a.output);
+    Ok(())
+}
+
+pub fn run_report(a: ReportArgs) -> Result<()> {
+    let storage = Storage::new()?;
+    let root = storage.open(&a.run_dir)?;
+    let events = root.join("events");
+    let dir = if events.list().map(|l| !l.is_empty()).unwrap_or(false) {
+        events
+    } else {
+        root.clone()
+    };
+    let html = tusk_board::write_report(&dir, &a.run_dir)?;
+    let out = match &a.output {
+        Some(o) => storage.open(o)?,
+        None => root.join("report.html"),
+    };
+    out.write(html.into_bytes())?;
+    eprintln!("wrote {}", out.url());
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! Errors of the input pipeline: each names the config key, or the file, row and column.
+
+/// Why data could not be read or encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] tusk_storage::Error),
+    /// A record file is damaged or not Examples.
+    #[error(transparent)]
+    Records(#[from] tusk_records::Error),
+    /// The feature configuration does not fit the data.
+    #[error("config key `{key}`: {message}")]
+    Config {
+        /// The config key, e.g. `features.dense`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value cannot be used.
+    #[error("{file}: row {row}, column `{column}`: {message}")]
+    Value {
+        /// File URL.
+        file: String,
+        /// 0-based data row (CSV: not counting the header).
+        row: u64,
+        /// Column name.
+        column: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A CSV file cannot be parsed.
+    #[error("{file}: {message}")]
+    Csv {
+        /// File URL.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A config error for `key`.
+pub fn config(key: &str, message: impl Into<String>) -> Error {
+    Error::Config {
+        key: key.into(),
+        message: message.into(),
+    }
+}

@@ -1,0 +1,490 @@
+//! Turning rows into model inputs: sparse columns → hashed embedding keys, dense columns →
+//! standardised floats (missing → 0 plus a 0/1 flag), the label → 0/1, optional weights.
+//!
+//! Statistics (mean, standard deviation, whether values go missing) come from one pass over
+//! the training data ([`FeatureSpace::fit`]) and travel with the model, so scoring encodes
+//! rows exactly as training did.
+
+use serde::{Deserialize, Serialize};
+use tusk_embedding::feature_key;
+
+use crate::error::{Error, Result, config as config_error};
+use crate::source::{Cell, Row, RowPos, Source};
+
+/// The `[features]` table of a training config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureConfig {
+    /// Categorical columns (integer ids or strings; multi-valued ones are averaged bags).
+    pub sparse: Vec<String>,
+    /// Numeric columns, standardised with training statistics.
+    #[serde(default)]
+    pub dense: Vec<String>,
+    /// The binary label column: 0/1 numbers, or any column with `positive` set.
+    pub label: String,
+    /// The label value that counts as positive (for string labels such as `"purchase"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive: Option<String>,
+    /// Optional per-row loss weight column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<String>,
+}
+
+/// Training statistics of one dense column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DenseStat {
+    /// Column.
+    pub name: String,
+    /// Mean over present values.
+    pub mean: f64,
+    /// Standard deviation over present values (1 when constant).
+    pub std: f64,
+    /// Whether a missing-value flag follows the standardised value.
+    pub flag: bool,
+}
+
+/// Everything needed to encode rows as training did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSpace {
+    /// The configuration.
+    pub config: FeatureConfig,
+    /// One entry per dense column, in order.
+    pub dense: Vec<DenseStat>,
+    /// Training rows seen by `fit`.
+    pub rows: u64,
+    /// Positive training rows.
+    pub positives: u64,
+}
+
+/// One encoded row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Encoded {
+    /// Embedding keys of every sparse field, field after field.
+    pub keys: Vec<u64>,
+    /// How many of `keys` belong to each field (≥ 1: a missing value has its own key).
+    pub bag_lens: Vec<u32>,
+    /// Standardised dense values and flags ([`FeatureSpace::dense_width`] of them).
+    pub dense: Vec<f32>,
+    /// 0 or 1 (0 when not read).
+    pub label: f32,
+    /// Loss weight (1 when no weight column).
+    pub weight: f32,
+}
+
+/// The key a missing sparse value maps to (it gets its own embedding row).
+pub fn missing_key(feature: &str) -> u64 {
+    feature_key(feature, i64::MIN)
+}
+
+/// Key of a string id: integers in text form key like the integer (so `"42"` in a CSV and
+/// `42` in a TFRecord meet the same row); other strings hash their bytes.
+pub fn text_key(feature: &str, text: &[u8]) -> u64 {
+    if let Some(v) = std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.trim().parse::<i64>().ok())
+    {
+        return feature_key(feature, v);
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    // Never collide with the integer keys' input space in a structured way.
+    feature_key(feature, (h ^ 0x7f4a_7c15_9e37_79b9) as i64)
+}
+
+fn is_missing_text(t: &str) -> bool {
+    let t = t.trim();
+    t.is_empty()
+        || t.eq_ignore_ascii_case("na")
+        || t.eq_ignore_ascii_case("nan")
+        || t.eq_ignore_ascii_case("null")
+}
+
+/// Push the keys of `column`'s cell; returns how many.
+pub fn sparse_keys(
+    column: &str,
+    cell: Option<Cell<'_>>,
+    pos: RowPos<'_>,
+    out: &mut Vec<u64>,
+) -> Result<u32> {
+    let start = out.len();
+    match cell {
+        None => {}
+        Some(Cell::Ints(v)) => out.extend(v.iter().map(|&x| feature_key(column, x))),
+        Some(Cell::Bytes(v)) => out.extend(v.iter().map(|b| text_key(column, b))),
+        Some(Cell::Text(t)) => {
+            if !is_missing_text(t) {
+                out.push(text_key(column, t.as_bytes()));
+            }
+        }
+        Some(Cell::Floats(_)) => {
+            return Err(Error::Value {
+                file: pos.file.into(),
+                row: pos.row,
+                column: column.into(),
+                message: "sparse features must be integer ids or strings, this one holds floats (list it under features.dense instead)".into(),
+            });
+        }
+    }
+    if out.len() == start {
+        out.push(missing_key(column));
+    }
+    Ok((out.len() - start) as u32)
+}
+
+/// The one numeric value of `column`'s cell, `None` when missing.
+pub fn dense_value(column: &str, cell: Option<Cell<'_>>, pos: RowPos<'_>) -> Result<Option<f64>> {
+    let bad = |message: String| Error::Value {
+        file: pos.file.into(),
+        row: pos.row,
+        column: column.into(),
+        message,
+    };
+    let v = match cell {
+        None => None,
+        Some(Cell::Ints(v)) => match v {
+            [] => None,
+            [x] => Some(*x as f64),
+            _ => return Err(bad(format!("dense features hold one value, found {}", v.len()))),
+        },
+        Some(Cell::Floats(v)) => match v {
+            [] => None,
+            [x] => Some(f64::from(*x)),
+            _ => return Err(bad(format!("dense features hold one value, found {}", v.len()))),
+        },
+        Some(Cell::Text(t)) => {
+            if is_missing_text(t) {
+                None
+            } else {
+                Some(t.trim().parse::<f64>().map_err(|_| {
+                    bad(format!("`{t}` is not a number (dense features are numeric)"))
+                })?)
+            }
+        }
+        Some(Cell::Bytes(_)) => {
+            return Err(bad(
+                "dense features must be numeric, this one holds bytes/strings (list it under features.sparse instead)".into(),
+            ));
+        }
+    };
+    match v {
+        Some(x) if !x.is_finite() => Ok(None),
+        v => Ok(v),
+    }
+}
+
+impl FeatureConfig {
+    /// Check the lists themselves (duplicates, empty).
+    pub fn validate(&self) -> Result<()> {
+        if self.sparse.is_empty() && self.dense.is_empty() {
+            return Err(config_error(
+                "features",
+                "no features: list columns under features.sparse and/or features.dense",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (key, c) in self
+            .sparse
+            .iter()
+            .map(|c| ("features.sparse", c))
+            .chain(self.dense.iter().map(|c| ("features.dense", c)))
+        {
+            if !seen.insert(c) {
+                return Err(config_error(key, format!("column `{c}` is listed twice")));
+            }
+            if *c == self.label {
+                return Err(config_error(
+                    key,
+                    format!("column `{c}` is the label; a model must not see its label"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The 0/1 label of a row.
+    pub fn label_of(&self, row: &dyn Row, pos: RowPos<'_>) -> Result<f32> {
+        let column = &self.label;
+        let bad = |message: String| Error::Value {
+            file: pos.file.into(),
+            row: pos.row,
+            column: column.clone(),
+            message,
+        };
+        let cell = row
+            .get(column)
+            .ok_or_else(|| bad("the label is missing from this row".into()))?;
+        if let Some(p) = &self.positive {
+            let hit = match cell {
+                Cell::Text(t) => t.trim() == p,
+                Cell::Bytes([b]) => b.as_slice() == p.as_bytes(),
+                Cell::Ints([x]) => p.trim().parse::<i64>().ok() == Some(*x),
+                Cell::Floats([x]) => p.trim().parse::<f32>().ok() == Some(*x),
+                _ => return Err(bad("the label must hold exactly one value".into())),
+            };
+            return Ok(if hit { 1.0 } else { 0.0 });
+        }
+        let v = match cell {
+            Cell::Ints([x]) => *x as f64,
+            Cell::Floats([x]) => f64::from(*x),
+            Cell::Text(t) => match t.trim().parse::<f64>() {
+                Ok(v) => v,
+                Err(_) => {
+                    return Err(Error::Config {
+                        key: "features.label".into(),
+                        message: format!(
+                            "column `{column}` holds strings (`{t}` at {} row {}); set features.positive to the value that counts as positive",
+                            pos.file, pos.row
+                        ),
+                    });
+                }
+            },
+            Cell::Bytes([b]) => {
+                return Err(Error::Config {
+                    key: "features.label".into(),
+                    message: format!(
+                        "column `{column}` holds strings (`{}` at {} row {}); set features.positive to the value that counts as positive",
+                        String::from_utf8_lossy(b),
+                        pos.file,
+                        pos.row
+                    ),
+                });
+            }
+            _ => return Err(bad("the label must hold exactly one value".into())),
+        };
+        if v == 0.0 || v == 1.0 {
+            Ok(v as f32)
+        } else {
+            Err(Error::Config {
+                key: "features.label".into(),
+                message: format!(
+                    "column `{column}` has the value {v} at {} row {}: a binary label must be 0 or 1 (set features.positive to the value that counts as positive to binarise it)",
+                    pos.file, pos.row
+                ),
+            })
+        }
+    }
+
+    fn weight_of(&self, row: &dyn Row, pos: RowPos<'_>) -> Result<f32> {
+        let Some(w) = &self.weight else {
+            return Ok(1.0);
+        };
+        match dense_value(w, row.get(w), pos)? {
+            Some(x) if x >= 0.0 => Ok(x as f32),
+            Some(x) => Err(Error::Value {
+                file: pos.file.into(),
+                row: pos.row,
+                column: w.clone(),
+                message: format!("weights must not be negative, found {x}"),
+            }),
+            None => Ok(1.0),
+        }
+    }
+}
+
+#[derive(Default, Clone)]
+struct Welford {
+    n: u64,
+    mean: f64,
+    m2: f64,
+    missing: u64,
+}
+
+impl FeatureSpace {
+    /// One pass over the training `source`: check every configured column exists and has a
+    /// usable type, check the label is binary, and learn dense statistics.
+    /// `progress(rows)` is called now and then.
+    pub fn fit(
+        source: &Source,
+        config: FeatureConfig,
+        mut progress: impl FnMut(u64),
+    ) -> Result<FeatureSpace> {
+        config.validate()?;
+        let mut stats = vec![Welford::default(); config.dense.len()];
+        let mut seen = vec![false; config.sparse.len() + config.dense.len()];
+        let mut label_seen = false;
+        let mut first_missing_label: Option<(String, u64)> = None;
+        let mut rows = 0u64;
+        let mut positives = 0u64;
+        let mut some_columns: Vec<String> = Vec::new();
+        let mut keys = Vec::new();
+        source.for_each_row(|row, pos| {
+            if rows == 0 {
+                some_columns = row.columns();
+            }
+            for (i, c) in config.sparse.iter().enumerate() {
+                let cell = row.get(c);
+                seen[i] |= cell.is_some();
+                keys.clear();
+                sparse_keys(c, cell, pos, &mut keys)?;
+            }
+            for (i, c) in config.dense.iter().enumerate() {
+                let cell = row.get(c);
+                seen[config.sparse.len() + i] |= cell.is_some();
+                let s = &mut stats[i];
+                match dense_value(c, cell, pos)? {
+                    Some(x) => {
+                        s.n += 1;
+                        let d = x - s.mean;
+                        s.mean += d / s.n as f64;
+                        s.m2 += d * (x - s.mean);
+                    }
+                    None => s.missing += 1,
+                }
+            }
+            if row.get(&config.label).is_none() {
+                // Reported after the pass: as a config error when no row has it.
+                if first_missing_label.is_none() {
+                    first_missing_label = Some((pos.file.to_string(), pos.row));
+                }
+                rows += 1;
+                return Ok(true);
+            }
+            label_seen = true;
+            let y = config.label_of(row, pos)?;
+            positives += y as u64;
+            config.weight_of(row, pos)?;
+            rows += 1;
+            if rows % 65_536 == 0 {
+                progress(rows);
+            }
+            Ok(true)
+        })?;
+        progress(rows);
+        if rows == 0 {
+            return Err(config_err_empty(source));
+        }
+        let listed = if some_columns.is_empty() {
+            String::new()
+        } else {
+            format!(" (its columns: {})", some_columns.join(", "))
+        };
+        for (i, c) in config.sparse.iter().chain(&config.dense).enumerate() {
+            if !seen[i] {
+                let key = if i < config.sparse.len() {
+                    "features.sparse"
+                } else {
+                    "features.dense"
+                };
+                return Err(config_error(
+                    key,
+                    format!("column `{c}` is not in {}{listed}", source.url()),
+                ));
+            }
+        }
+        if !label_seen {
+            return Err(config_error(
+                "features.label",
+                format!("column `{}` is not in {}{listed}", config.label, source.url()),
+            ));
+        }
+        if let Some((file, row)) = first_missing_label {
+            return Err(Error::Value {
+                file,
+                row,
+                column: config.label.clone(),
+                message: "the label is missing from this row".into(),
+            });
+        }
+        if positives == 0 || positives == rows {
+            return Err(config_error(
+                "features.label",
+                format!(
+                    "every one of the {rows} training rows is {}: a binary classifier needs both classes{}",
+                    if positives == 0 { "negative" } else { "positive" },
+                    if config.positive.is_some() {
+                        " (check features.positive)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        let dense = config
+            .dense
+            .iter()
+            .zip(stats)
+            .map(|(name, s)| {
+                let var = if s.n > 1 { s.m2 / (s.n - 1) as f64 } else { 0.0 };
+                let std = var.sqrt();
+                DenseStat {
+                    name: name.clone(),
+                    mean: s.mean,
+                    std: if std > 1e-12 { std } else { 1.0 },
+                    flag: s.missing > 0,
+                }
+            })
+            .collect();
+        Ok(FeatureSpace {
+            config,
+            dense,
+            rows,
+            positives,
+        })
+    }
+
+    /// Sparse fields per row.
+    pub fn fields(&self) -> usize {
+        self.config.sparse.len()
+    }
+
+    /// Dense values per row (standardised values plus missing flags).
+    pub fn dense_width(&self) -> usize {
+        self.dense.len() + self.dense.iter().filter(|d| d.flag).count()
+    }
+
+    /// Index of a sparse column.
+    pub fn sparse_index(&self, column: &str) -> Option<usize> {
+        self.config.sparse.iter().position(|c| c == column)
+    }
+
+    /// Encode `row` into `out`; the label is read when `with_label`.
+    pub fn encode(
+        &self,
+        row: &dyn Row,
+        pos: RowPos<'_>,
+        with_label: bool,
+        out: &mut Encoded,
+    ) -> Result<()> {
+        out.keys.clear();
+        out.bag_lens.clear();
+        out.dense.clear();
+        for c in &self.config.sparse {
+            let n = sparse_keys(c, row.get(c), pos, &mut out.keys)?;
+            out.bag_lens.push(n);
+        }
+        for d in &self.dense {
+            match dense_value(&d.name, row.get(&d.name), pos)? {
+                Some(x) => {
+                    out.dense.push(((x - d.mean) / d.std) as f32);
+                    if d.flag {
+                        out.dense.push(0.0);
+                    }
+                }
+                None => {
+                    out.dense.push(0.0);
+                    if d.flag {
+                        out.dense.push(1.0);
+                    }
+                }
+            }
+        }
+        if with_label {
+            out.label = self.config.label_of(row, pos)?;
+            out.weight = self.config.weight_of(row, pos)?;
+        } else {
+            out.label = 0.0;
+            out.weight = 1.0;
+        }
+        Ok(())
+    }
+}
+
+fn config_err_empty(source: &Source) -> Error {
+    config_error(
+        "data.train",
+        format!("{} holds no rows to train on", source.url()),
+    )
+}

@@ -1,0 +1,391 @@
+//! Batches for training and scoring: a background thread reads rows from storage, encodes
+//! them, optionally adds sampled negatives, shuffles through a buffer and assembles batches,
+//! handing them over a bounded channel (prefetch) so the model does not wait on I/O.
+//!
+//! Everything random comes from one seeded generator, so an epoch's batches are the same
+//! every time for a seed — which is what lets a resumed run skip to where it stopped and
+//! continue exactly as an uninterrupted run would.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use crate::error::{Error, Result, config};
+use crate::features::{Encoded, FeatureSpace, sparse_keys};
+use crate::source::Source;
+
+/// A small deterministic generator (SplitMix64).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+}
+
+/// A batch of encoded rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    /// Rows.
+    pub size: usize,
+    /// Embedding keys, row after row, field after field.
+    pub keys: Vec<u64>,
+    /// Keys per (row, field), `size × fields` of them.
+    pub bag_lens: Vec<u32>,
+    /// `size × dense_width` values.
+    pub dense: Vec<f32>,
+    /// Labels (0 when not read).
+    pub labels: Vec<f32>,
+    /// Loss weights.
+    pub weights: Vec<f32>,
+    /// Group key per row when grouping was asked for (ranking metrics).
+    pub groups: Vec<u64>,
+}
+
+impl Batch {
+    fn push(&mut self, e: &Encoded, group: Option<u64>) {
+        self.size += 1;
+        self.keys.extend_from_slice(&e.keys);
+        self.bag_lens.extend_from_slice(&e.bag_lens);
+        self.dense.extend_from_slice(&e.dense);
+        self.labels.push(e.label);
+        self.weights.push(e.weight);
+        if let Some(g) = group {
+            self.groups.push(g);
+        }
+    }
+
+    /// True when every field of every row has exactly one key.
+    pub fn single_keys(&self) -> bool {
+        self.keys.len() == self.bag_lens.len()
+    }
+}
+
+/// Replaces the item side of positive rows to make extra negatives, fresh each epoch.
+#[derive(Debug)]
+pub struct NegativeSampler {
+    per_positive: usize,
+    user_field: usize,
+    item_fields: Vec<usize>,
+    /// Per catalogue item: the keys of every item field, and their bag lengths.
+    items: Vec<(Vec<u64>, Vec<u32>)>,
+    item_key: HashMap<u64, usize>,
+    positives: HashSet<(u64, u64)>,
+}
+
+impl NegativeSampler {
+    /// Learn the item catalogue (every item seen in `source`, with its item-side fields) and
+    /// every (user, item) positive, to draw `per_positive` negatives per positive row: the row
+    /// keeps its user side and gets a uniformly drawn item the user has no positive with.
+    pub fn build(
+        source: &Source,
+        space: &FeatureSpace,
+        user_field: &str,
+        item_fields: &[String],
+        per_positive: usize,
+    ) -> Result<NegativeSampler> {
+        let idx = |c: &str, key: &str| {
+            space.sparse_index(c).ok_or_else(|| {
+                config(
+                    key,
+                    format!("`{c}` is not one of features.sparse ({})", space.config.sparse.join(", ")),
+                )
+            })
+        };
+        let user = idx(user_field, "train.negatives_user")?;
+        let items: Vec<usize> = item_fields
+            .iter()
+            .map(|c| idx(c, "train.negatives_item"))
+            .collect::<Result<_>>()?;
+        if items.is_empty() {
+            return Err(config("train.negatives_item", "name at least one item field"));
+        }
+        if items.contains(&user) {
+            return Err(config(
+                "train.negatives_item",
+                format!("`{user_field}` is the user field; it cannot also be resampled"),
+            ));
+        }
+        let mut s = NegativeSampler {
+            per_positive,
+            user_field: user,
+            item_fields: items,
+            items: Vec::new(),
+            item_key: HashMap::new(),
+            positives: HashSet::new(),
+        };
+        let mut e = Encoded::default();
+        source.for_each_row(|row, pos| {
+            space.encode(row, pos, true, &mut e)?;
+            let (u, i) = (s.first_key(&e, s.user_field), s.first_key(&e, s.item_fields[0]));
+            if !s.item_key.contains_key(&i) {
+                let (keys, lens) = s.item_side(&e);
+                s.item_key.insert(i, s.items.len());
+                s.items.push((keys, lens));
+            }
+            if e.label == 1.0 {
+                s.positives.insert((u, i));
+            }
+            Ok(true)
+        })?;
+        if s.items.len() < 2 {
+            return Err(config(
+                "train.negatives",
+                "negative sampling needs at least two distinct items in the training data",
+            ));
+        }
+        Ok(s)
+    }
+
+    /// Distinct items in the catalogue.
+    pub fn items(&self) -> usize {
+        self.items.len()
+    }
+
+    fn bag_start(e: &Encoded, field: usize) -> usize {
+        e.bag_lens[..field].iter().map(|&n| n as usize).sum()
+    }
+
+    fn first_key(&self, e: &Encoded, field: usize) -> u64 {
+        e.keys[Self::bag_start(e, field)]
+    }
+
+    fn item_side(&self, e: &Encoded) -> (Vec<u64>, Vec<u32>) {
+        let mut keys = Vec::new();
+        let mut lens = Vec::new();
+        for &f in &self.item_fields {
+            let s = Self::bag_start(e, f);
+            let n = e.bag_lens[f] as usize;
+            keys.extend_from_slice(&e.keys[s..s + n]);
+            lens.push(n as u32);
+        }
+        (keys, lens)
+    }
+
+    /// The negatives for one positive row.
+    fn sample(&self, e: &Encoded, rng: &mut Rng, out: &mut Vec<Encoded>) {
+        let user = self.first_key(e, self.user_field);
+        for _ in 0..self.per_positive {
+            let mut pick = rng.below(self.items.len());
+            for _ in 0..32 {
+                let (keys, _) = &self.items[pick];
+                if !self.positives.contains(&(user, keys[0])) {
+                    break;
+                }
+                pick = rng.below(self.items.len());
+            }
+            let (ikeys, ilens) = &self.items[pick];
+            let mut n = Encoded {
+                keys: Vec::with_capacity(e.keys.len()),
+                bag_lens: Vec::with_capacity(e.bag_lens.len()),
+                dense: e.dense.clone(),
+                label: 0.0,
+                weight: 1.0,
+            };
+            let mut src = 0usize;
+            let mut isrc = 0usize;
+            for (f, &len) in e.bag_lens.iter().enumerate() {
+                let len = len as usize;
+                if let Some(j) = self.item_fields.iter().position(|&x| x == f) {
+                    let il = ilens[j] as usize;
+                    let start: usize = ilens[..j].iter().map(|&x| x as usize).sum();
+                    n.keys.extend_from_slice(&ikeys[start..start + il]);
+                    n.bag_lens.push(il as u32);
+                    isrc += il;
+                } else {
+                    n.keys.extend_from_slice(&e.keys[src..src + len]);
+                    n.bag_lens.push(len as u32);
+                }
+                src += len;
+            }
+            let _ = isrc;
+            out.push(n);
+        }
+    }
+}
+
+/// How to batch a source.
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    /// Rows per batch (the last batch may be smaller).
+    pub batch_size: usize,
+    /// Rows held for shuffling; 0 keeps source order (evaluation, scoring).
+    pub shuffle_buffer: usize,
+    /// Seed for file order, the shuffle buffer and negative sampling.
+    pub seed: u64,
+    /// Batches to drop from the start (resuming mid-epoch).
+    pub skip_batches: u64,
+    /// Read labels and weights.
+    pub with_label: bool,
+    /// Column whose value groups rows for ranking metrics.
+    pub group: Option<String>,
+    /// Sampled negatives added to every positive row.
+    pub negatives: Option<Arc<NegativeSampler>>,
+    /// Batches prepared ahead.
+    pub prefetch: usize,
+}
+
+/// Batches arriving from the background thread.
+pub struct Batches {
+    rx: Receiver<Result<Batch>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Iterator for Batches {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Result<Batch>> {
+        match self.rx.recv() {
+            Ok(b) => Some(b),
+            Err(_) => {
+                if let Some(h) = self.handle.take() {
+                    let _ = h.join();
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Start producing batches of `source` on a background thread.
+pub fn batches(source: Source, space: Arc<FeatureSpace>, opts: BatchOptions) -> Batches {
+    let (tx, rx) = sync_channel(opts.prefetch.max(1));
+    let handle = std::thread::Builder::new()
+        .name("tusk-batches".into())
+        .spawn(move || {
+            if let Err(e) = produce(&source, &space, &opts, &tx) {
+                let _ = tx.send(Err(e));
+            }
+        })
+        .ok();
+    if handle.is_none() {
+        let (tx2, rx2) = sync_channel(1);
+        let _ = tx2.send(Err(Error::Csv {
+            file: String::new(),
+            message: "could not start the input thread".into(),
+        }));
+        return Batches {
+            rx: rx2,
+            handle: None,
+        };
+    }
+    Batches { rx, handle }
+}
+
+struct Emitter<'a> {
+    tx: &'a SyncSender<Result<Batch>>,
+    batch: Batch,
+    size: usize,
+    skip: u64,
+    closed: bool,
+}
+
+impl Emitter<'_> {
+    fn push(&mut self, e: &Encoded, group: Option<u64>) {
+        self.batch.push(e, group);
+        if self.batch.size == self.size {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.batch.size == 0 {
+            return;
+        }
+        let b = std::mem::take(&mut self.batch);
+        if self.skip > 0 {
+            self.skip -= 1;
+            return;
+        }
+        if self.tx.send(Ok(b)).is_err() {
+            self.closed = true;
+        }
+    }
+}
+
+fn produce(
+    source: &Source,
+    space: &FeatureSpace,
+    opts: &BatchOptions,
+    tx: &SyncSender<Result<Batch>>,
+) -> Result<()> {
+    let mut rng = Rng::new(opts.seed);
+    let mut order: Vec<usize> = (0..source.files()).collect();
+    if opts.shuffle_buffer > 0 {
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+    }
+    let mut em = Emitter {
+        tx,
+        batch: Batch::default(),
+        size: opts.batch_size.max(1),
+        skip: opts.skip_batches,
+        closed: false,
+    };
+    let mut buffer: Vec<(Encoded, Option<u64>)> = Vec::new();
+    let mut extra: Vec<Encoded> = Vec::new();
+    let mut group_keys = Vec::new();
+    for &file in &order {
+        let go_on = source.for_each_row_in(file, &mut |row, pos| {
+            let mut e = Encoded::default();
+            space.encode(row, pos, opts.with_label, &mut e)?;
+            let group = match &opts.group {
+                Some(g) => {
+                    group_keys.clear();
+                    sparse_keys(g, row.get(g), pos, &mut group_keys)?;
+                    Some(group_keys[0])
+                }
+                None => None,
+            };
+            extra.clear();
+            if let Some(ns) = &opts.negatives
+                && e.label == 1.0
+            {
+                ns.sample(&e, &mut rng, &mut extra);
+            }
+            for item in std::iter::once(e).chain(extra.drain(..)) {
+                if opts.shuffle_buffer == 0 {
+                    em.push(&item, group);
+                } else if buffer.len() < opts.shuffle_buffer {
+                    buffer.push((item, group));
+                } else {
+                    let j = rng.below(buffer.len());
+                    let out = std::mem::replace(&mut buffer[j], (item, group));
+                    em.push(&out.0, out.1);
+                }
+            }
+            Ok(!em.closed)
+        })?;
+        if !go_on {
+            return Ok(());
+        }
+    }
+    while !buffer.is_empty() {
+        let j = rng.below(buffer.len());
+        let (e, g) = buffer.swap_remove(j);
+        em.push(&e, g);
+        if em.closed {
+            return Ok(());
+        }
+    }
+    em.flush();
+    Ok(())
+}

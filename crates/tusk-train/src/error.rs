@@ -1,0 +1,64 @@
+//! Errors of training, evaluation, scoring and the model store.
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] tusk_storage::Error),
+    /// Reading or encoding data failed.
+    #[error(transparent)]
+    Data(#[from] tusk_data::Error),
+    /// Record files failed.
+    #[error(transparent)]
+    Records(#[from] tusk_records::Error),
+    /// TensorBoard events failed.
+    #[error(transparent)]
+    Board(#[from] tusk_board::Error),
+    /// The config is wrong.
+    #[error("config key `{key}`: {message}")]
+    Config {
+        /// Dotted key, e.g. `train.epochs`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The config file does not parse.
+    #[error("{file}: {message}")]
+    ConfigFile {
+        /// The config file.
+        file: String,
+        /// Parser message (names the key and line).
+        message: String,
+    },
+    /// A model version is missing, uncommitted or damaged.
+    #[error("{url}: {message}")]
+    Store {
+        /// Model or file URL.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Training diverged or could not proceed.
+    #[error("training: {0}")]
+    Training(String),
+    /// Writing scores failed.
+    #[error("{file}: {message}")]
+    Output {
+        /// Output URL.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A config error for `key`.
+pub fn config(key: &str, message: impl Into<String>) -> Error {
+    Error::Config {
+        key: key.into(),
+        message: message.into(),
+    }
+}

@@ -1,0 +1,21 @@
+//! Training, evaluation and batch scoring of recommendation models, and the versioned model
+//! store.
+//!
+//! - [`config`]: the TOML config (data, features, model, train, eval), `--set` overrides.
+//! - [`trainer`]: the loop (deterministic, resumable), evaluation, early stopping.
+//! - [`store`]: versions with safetensors weights and a manifest written last.
+//! - [`collective`]: dense-gradient averaging (in-process here; sockets in the distributed
+//!   issue).
+//! - [`predict`]: batch scoring of CSV/Parquet/TFRecord rows.
+
+pub mod collective;
+pub mod config;
+pub mod error;
+pub mod predict;
+pub mod store;
+pub mod trainer;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use store::{Checkpoint, ModelStore};
+pub use trainer::{Metrics, Observer, Quiet, Scorer, Summary, TrainOptions, evaluate, train};

@@ -1,0 +1,196 @@
+//! Batch scoring: rows carrying a model's feature columns in, the same rows plus a `score`
+//! column (the predicted probability) out.
+//!
+//! Input: anything [`Source`] reads (CSV with a header, TFRecord, Parquet, datasets, globs).
+//! Output by file name: `.csv` (the input's columns, then `score`) or `.tfrecord[.gz|.zz]`
+//! (each input Example with a `score` float feature). The output appears atomically when
+//! scoring succeeded; a failure leaves nothing behind.
+
+use std::io::Write;
+
+use tusk_data::{BatchOptions, Cell, Source, batches};
+use tusk_model::models::sigmoid;
+use tusk_records::example::{Example, Feature, FloatList, Kind};
+use tusk_records::tfrecord::{self, Compression};
+use tusk_storage::Storage;
+
+use crate::error::{Error, Result};
+use crate::trainer::Scorer;
+
+/// Rows scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scored {
+    /// Rows written.
+    pub rows: u64,
+}
+
+enum Out {
+    Csv(csv::Writer<tusk_storage::AtomicWriter>, Option<Vec<String>>),
+    Tf(tfrecord::FileWriter),
+}
+
+/// Score `input` with `scorer` into `output`.
+pub fn predict(
+    storage: &Storage,
+    scorer: &Scorer,
+    input: &str,
+    output: &str,
+    mut progress: impl FnMut(u64),
+) -> Result<Scored> {
+    let source = Source::open(storage, input)?;
+    let out_loc = storage.open(output)?;
+    let lower = output.to_ascii_lowercase();
+    let mut out = if lower.ends_with(".csv") {
+        Out::Csv(csv::Writer::from_writer(out_loc.writer()?), None)
+    } else if lower.contains(".tfrecord") {
+        Out::Tf(tfrecord::FileWriter::create(
+            &out_loc,
+            Some(Compression::from_name(&lower)),
+        )?)
+    } else {
+        return Err(Error::Output {
+            file: output.into(),
+            message: "name the output .csv or .tfrecord (optionally .gz); `tusk records convert` turns TFRecord into Parquet".into(),
+        });
+    };
+    // Scores come from the batch pipeline in source order; the rows themselves are read a
+    // second time, in the same order, for pass-through.
+    let mut scores = batches(
+        source.clone(),
+        scorer.space.clone(),
+        BatchOptions {
+            batch_size: 4096,
+            shuffle_buffer: 0,
+            seed: 0,
+            skip_batches: 0,
+            with_label: false,
+            group: None,
+            negatives: None,
+            prefetch: 4,
+        },
+    )
+    .map(|b| b.map(|b| scorer.logits(&b)));
+    let mut pending: std::vec::IntoIter<f32> = Vec::new().into_iter();
+    let mut rows = 0u64;
+    let werr = |e: std::io::Error| Error::Output {
+        file: output.to_string(),
+        message: e.to_string(),
+    };
+    source.for_each_row(|row, pos| {
+        let score = loop {
+            if let Some(z) = pending.next() {
+                break sigmoid(z);
+            }
+            match scores.next() {
+                Some(Ok(v)) => pending = v.into_iter(),
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(tusk_data::Error::Csv {
+                        file: pos.file.into(),
+                        message: "scores ran out before the rows (the input changed while being read?)".into(),
+                    });
+                }
+            }
+        };
+        match &mut out {
+            Out::Csv(w, header) => {
+                if header.is_none() {
+                    let mut cols = row.columns();
+                    cols.retain(|c| c != "score");
+                    let mut h = cols.clone();
+                    h.push("score".into());
+                    w.write_record(&h).map_err(|e| csv_err(output, e))?;
+                    *header = Some(cols);
+                }
+                let cols = header.as_ref().map(Vec::as_slice).unwrap_or(&[]);
+                let mut rec: Vec<String> = cols.iter().map(|c| cell_text(row.get(c))).collect();
+                rec.push(format!("{score}"));
+                w.write_record(&rec).map_err(|e| csv_err(output, e))?;
+            }
+            Out::Tf(w) => {
+                let mut ex: Example = match row.as_example() {
+                    Some(e) => e.clone(),
+                    None => {
+                        let feats = row.columns().into_iter().filter_map(|c| {
+                            row.get(&c).map(|cell| (c.clone(), text_kind(cell)))
+                        });
+                        tusk_records::example::from_features(feats)
+                    }
+                };
+                ex.features.get_or_insert_with(Default::default).feature.insert(
+                    "score".into(),
+                    Feature {
+                        kind: Some(Kind::FloatList(FloatList { value: vec![score] })),
+                    },
+                );
+                w.write(&tusk_records::dataset::encode(&ex)).map_err(|e| tusk_data::Error::Csv {
+                    file: output.into(),
+                    message: e.to_string(),
+                })?;
+            }
+        }
+        rows += 1;
+        if rows.is_multiple_of(65_536) {
+            progress(rows);
+        }
+        Ok(true)
+    })?;
+    progress(rows);
+    match out {
+        Out::Csv(w, _) => {
+            let inner = w.into_inner().map_err(|e| werr(e.into_error()))?;
+            let mut inner = inner;
+            inner.flush().map_err(werr)?;
+            inner.finish()?;
+        }
+        Out::Tf(w) => {
+            w.finish()?;
+        }
+    }
+    Ok(Scored { rows })
+}
+
+fn csv_err(file: &str, e: csv::Error) -> tusk_data::Error {
+    tusk_data::Error::Csv {
+        file: file.into(),
+        message: e.to_string(),
+    }
+}
+
+fn join<T: ToString>(v: &[T]) -> String {
+    v.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+}
+
+fn cell_text(cell: Option<Cell<'_>>) -> String {
+    match cell {
+        None => String::new(),
+        Some(Cell::Text(t)) => t.to_string(),
+        Some(Cell::Ints(v)) => join(v),
+        Some(Cell::Floats(v)) => join(v),
+        Some(Cell::Bytes(v)) => v
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+fn text_kind(cell: Cell<'_>) -> Kind {
+    use tusk_records::example::{BytesList, Int64List};
+    match cell {
+        Cell::Ints(v) => Kind::Int64List(Int64List { value: v.to_vec() }),
+        Cell::Floats(v) => Kind::FloatList(FloatList { value: v.to_vec() }),
+        Cell::Bytes(v) => Kind::BytesList(BytesList { value: v.to_vec() }),
+        Cell::Text(t) => {
+            if let Ok(i) = t.trim().parse::<i64>() {
+                Kind::Int64List(Int64List { value: vec![i] })
+            } else if let Ok(f) = t.trim().parse::<f32>() {
+                Kind::FloatList(FloatList { value: vec![f] })
+            } else {
+                Kind::BytesList(BytesList {
+                    value: vec![t.as_bytes().to_vec()],
+                })
+            }
+        }
+    }
+}

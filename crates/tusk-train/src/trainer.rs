@@ -1,0 +1,739 @@
+//! The training loop: data → embedding lookup → model → gradients → collective → optimiser
+//! steps, evaluation after every epoch, early stopping on a validation metric, and a model
+//! version committed after every epoch (and every `train.checkpoint_every` steps).
+//!
+//! A run is deterministic for its seed, and resuming from any committed version replays the
+//! same batches from where it stopped, so `--resume` ends with the same weights as an
+//! uninterrupted run.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tusk_board::EventWriter;
+use tusk_data::{Batch, BatchOptions, FeatureSpace, NegativeSampler, Source, batches};
+use tusk_embedding::{EmbeddingStore, HashedTable};
+use tusk_model::metrics;
+use tusk_model::models::sigmoid;
+use tusk_model::{DenseAdam, Model};
+use tusk_storage::Storage;
+
+use crate::collective::{Collective, Local};
+use crate::config::{Config, Monitor};
+use crate::error::{Error, Result};
+use crate::store::{Checkpoint, EpochRecord, Meta, ModelStore, TrainState};
+
+/// What the caller wants besides the config.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Where versions are committed.
+    pub model_url: String,
+    /// Continue from the newest committed version.
+    pub resume: bool,
+    /// Stop (as if killed, without finishing) after this many steps in this process: tests.
+    pub stop_after_steps: Option<u64>,
+}
+
+/// Progress callbacks (the CLI draws bars from them).
+pub trait Observer {
+    /// Something worth a line.
+    fn message(&mut self, _text: &str) {}
+    /// An epoch starts: expected steps when known.
+    fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: Option<u64>) {}
+    /// A step finished: running mean loss of the epoch, rows per second.
+    fn step(&mut self, _step_in_epoch: u64, _loss: f64, _samples_per_sec: f64) {}
+    /// An epoch finished and was evaluated.
+    fn epoch_end(&mut self, _record: &EpochRecord) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default)]
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The model URL.
+    pub model_url: String,
+    /// The version holding the chosen weights.
+    pub version: u64,
+    /// Epoch whose weights were kept (best on validation, else the last).
+    pub chosen_epoch: usize,
+    /// Everything measured.
+    pub history: Vec<EpochRecord>,
+    /// Training rows per second over this process's steps.
+    pub samples_per_sec: f64,
+    /// Steps run in this process.
+    pub steps: u64,
+    /// Stopped by `stop_after_steps` before finishing.
+    pub interrupted: bool,
+}
+
+/// Named metric values, e.g. `auc`, `logloss`, `hr@10`, `ndcg@10`, `rows`.
+pub type Metrics = BTreeMap<String, f64>;
+
+/// A model ready to score: network, weights, embeddings and feature statistics.
+pub struct Scorer {
+    /// The network.
+    pub model: Model,
+    /// Dense weights.
+    pub params: Vec<f32>,
+    /// Embedding rows.
+    pub table: HashedTable,
+    /// How rows are encoded.
+    pub space: Arc<FeatureSpace>,
+    /// The config it was trained with.
+    pub config: Config,
+    /// The version loaded.
+    pub version: u64,
+}
+
+impl Scorer {
+    /// Load a committed version (newest when `None`).
+    pub fn load(storage: &Storage, model_url: &str, version: Option<u64>) -> Result<Scorer> {
+        let store = ModelStore::open(storage, model_url)?;
+        let v = match version {
+            Some(v) => v,
+            None => store.latest()?.ok_or_else(|| Error::Store {
+                url: store.url(),
+                message: "no committed model version here".into(),
+            })?,
+        };
+        let ck = store.load(Some(v))?;
+        Self::from_checkpoint(ck, v)
+    }
+
+    fn from_checkpoint(ck: Checkpoint, version: u64) -> Result<Scorer> {
+        let config = ck.config()?;
+        let space = ck.meta.features.clone();
+        let model = Model::new(
+            &config.architecture()?,
+            space.fields(),
+            space.dense_width(),
+        )
+        .map_err(|e| Error::Store {
+            url: String::new(),
+            message: e.to_string(),
+        })?;
+        let table = HashedTable::restore(config.embedding_optimizer()?, ck.table).map_err(|m| {
+            Error::Store {
+                url: String::new(),
+                message: m,
+            }
+        })?;
+        Ok(Scorer {
+            model,
+            params: ck.params,
+            table,
+            space: Arc::new(space),
+            config,
+            version,
+        })
+    }
+
+    /// Logits of a batch, reading embeddings without creating rows.
+    pub fn logits(&self, b: &Batch) -> Vec<f32> {
+        let d = self.model.emb_dim();
+        let mut rows = vec![0.0; b.keys.len() * d];
+        self.table.peek(&b.keys, &mut rows);
+        let emb = pool(rows, b, d);
+        self.model.forward(
+            &self.params,
+            &tusk_model::Batch {
+                size: b.size,
+                emb: &emb,
+                dense: &b.dense,
+            },
+        )
+    }
+
+    /// Metrics of this model on `source` (see [`evaluate`]).
+    pub fn evaluate(&self, source: &Source) -> Result<Metrics> {
+        evaluate(self, source)
+    }
+}
+
+/// Mean-pool multi-key bags into one row per (row, field).
+fn pool(rows: Vec<f32>, b: &Batch, d: usize) -> Vec<f32> {
+    if b.single_keys() {
+        return rows;
+    }
+    let mut out = vec![0.0; b.bag_lens.len() * d];
+    let mut k = 0;
+    for (slot, &n) in b.bag_lens.iter().enumerate() {
+        let o = &mut out[slot * d..(slot + 1) * d];
+        let scale = 1.0 / n as f32;
+        for _ in 0..n {
+            for (x, y) in o.iter_mut().zip(&rows[k * d..(k + 1) * d]) {
+                *x += y * scale;
+            }
+            k += 1;
+        }
+    }
+    out
+}
+
+/// Spread pooled gradients back onto every key of each bag.
+fn unpool(de: Vec<f32>, b: &Batch, d: usize) -> Vec<f32> {
+    if b.single_keys() {
+        return de;
+    }
+    let mut out = Vec::with_capacity(b.keys.len() * d);
+    for (slot, &n) in b.bag_lens.iter().enumerate() {
+        let g = &de[slot * d..(slot + 1) * d];
+        let scale = 1.0 / n as f32;
+        for _ in 0..n {
+            out.extend(g.iter().map(|x| x * scale));
+        }
+    }
+    out
+}
+
+/// AUC and logloss over all rows, and HR@K / NDCG@K over groups (`eval.group`): each
+/// positive is ranked against its group's negatives, ties counted against it.
+pub fn evaluate(scorer: &Scorer, source: &Source) -> Result<Metrics> {
+    let cfg = &scorer.config.eval;
+    let it = batches(
+        source.clone(),
+        scorer.space.clone(),
+        BatchOptions {
+            batch_size: cfg.batch_size,
+            shuffle_buffer: 0,
+            seed: 0,
+            skip_batches: 0,
+            with_label: true,
+            group: cfg.group.clone(),
+            negatives: None,
+            prefetch: 4,
+        },
+    );
+    let mut scores = Vec::new();
+    let mut labels = Vec::new();
+    let mut groups: Vec<u64> = Vec::new();
+    for b in it {
+        let b = b?;
+        scores.extend(scorer.logits(&b).into_iter().map(sigmoid));
+        labels.extend_from_slice(&b.labels);
+        groups.extend_from_slice(&b.groups);
+    }
+    let mut m = Metrics::new();
+    m.insert("rows".into(), scores.len() as f64);
+    if scores.is_empty() {
+        return Err(Error::Training(format!("{}: no rows to evaluate", source.url())));
+    }
+    if let Ok(a) = metrics::auc(&scores, &labels) {
+        m.insert("auc".into(), a);
+    }
+    let clipped: Vec<f32> = scores.iter().map(|p| p.clamp(1e-7, 1.0 - 1e-7)).collect();
+    if let Ok(l) = metrics::logloss(&clipped, &labels) {
+        m.insert("logloss".into(), l);
+    }
+    if cfg.group.is_some() {
+        let mut index: HashMap<u64, usize> = HashMap::new();
+        let mut members: Vec<(Vec<f32>, Vec<f32>)> = Vec::new();
+        for ((s, y), g) in scores.iter().zip(&labels).zip(&groups) {
+            let i = *index.entry(*g).or_insert_with(|| {
+                members.push((Vec::new(), Vec::new()));
+                members.len() - 1
+            });
+            if *y == 1.0 {
+                members[i].0.push(*s);
+            } else {
+                members[i].1.push(*s);
+            }
+        }
+        let mut lists: Vec<Vec<f32>> = Vec::new();
+        for (pos, neg) in &members {
+            for p in pos {
+                let mut l = Vec::with_capacity(neg.len() + 1);
+                l.push(*p);
+                l.extend_from_slice(neg);
+                lists.push(l);
+            }
+        }
+        let refs: Vec<&[f32]> = lists.iter().map(Vec::as_slice).collect();
+        if !refs.is_empty() {
+            m.insert(format!("hr@{}", cfg.k), metrics::hit_rate_at_k(&refs, cfg.k));
+            m.insert(format!("ndcg@{}", cfg.k), metrics::ndcg_at_k(&refs, cfg.k));
+            m.insert("groups".into(), members.len() as f64);
+        }
+    }
+    Ok(m)
+}
+
+fn monitor_key(cfg: &Config) -> Result<(String, bool)> {
+    let k = cfg.eval.k;
+    Ok(match cfg.monitor()? {
+        Monitor::Auc => ("auc".into(), true),
+        Monitor::Logloss => ("logloss".into(), false),
+        Monitor::Hr => (format!("hr@{k}"), true),
+        Monitor::Ndcg => (format!("ndcg@{k}"), true),
+    })
+}
+
+struct Run<'a> {
+    cfg: Config,
+    space: Arc<FeatureSpace>,
+    model: Model,
+    params: Vec<f32>,
+    adam: DenseAdam,
+    table: HashedTable,
+    state: TrainState,
+    store: ModelStore,
+    train: Source,
+    validation: Option<Source>,
+    test: Option<Source>,
+    sampler: Option<Arc<NegativeSampler>>,
+    events: Option<EventWriter>,
+    best_version: Option<u64>,
+    collective: Box<dyn Collective + 'a>,
+    grads: Vec<f32>,
+}
+
+/// Train `cfg` (or, with `--resume`, the config stored in the newest version) and commit
+/// versions to `opts.model_url`.
+pub fn train(
+    storage: &Storage,
+    cfg: Option<Config>,
+    opts: &TrainOptions,
+    obs: &mut dyn Observer,
+) -> Result<Summary> {
+    train_with(storage, cfg, opts, obs, Box::new(Local))
+}
+
+/// [`train`] with another [`Collective`] (data-parallel workers).
+pub fn train_with<'a>(
+    storage: &Storage,
+    cfg: Option<Config>,
+    opts: &TrainOptions,
+    obs: &mut dyn Observer,
+    collective: Box<dyn Collective + 'a>,
+) -> Result<Summary> {
+    let store = ModelStore::open(storage, &opts.model_url)?;
+    let latest = store.latest()?;
+    let resumed = match (opts.resume, latest) {
+        (true, Some(v)) => Some((v, store.load(Some(v))?)),
+        (true, None) => {
+            obs.message(&format!(
+                "no committed version at {} yet: starting from scratch",
+                store.url()
+            ));
+            None
+        }
+        (false, Some(v)) => {
+            return Err(Error::Store {
+                url: store.url(),
+                message: format!(
+                    "already holds model versions (newest {v:06}); pass --resume to continue that run, or choose another --model URL"
+                ),
+            });
+        }
+        (false, None) => None,
+    };
+    let cfg = match (&resumed, cfg) {
+        (Some((_, ck)), _) => ck.config()?,
+        (None, Some(c)) => c,
+        (None, None) => {
+            return Err(Error::Config {
+                key: "CONFIG".into(),
+                message: "a config file is needed to start a new run".into(),
+            });
+        }
+    };
+    let open = |url: &Option<String>| -> Result<Option<Source>> {
+        url.as_deref()
+            .map(|u| Source::open(storage, u))
+            .transpose()
+            .map_err(Error::from)
+    };
+    let train_src = Source::open(storage, &cfg.data.train)?;
+    let validation = open(&cfg.data.validation)?;
+    let test = open(&cfg.data.test)?;
+
+    let (space, model, params, adam, table, state, best_version) = match resumed {
+        Some((v, ck)) => {
+            obs.message(&format!(
+                "resuming from version {v:06} (epoch {}, step {} of the next epoch)",
+                ck.meta.state.epoch, ck.meta.state.step_in_epoch
+            ));
+            let scorer = Scorer::from_checkpoint(ck.clone(), v)?;
+            let mut adam = DenseAdam::new(ck.params.len(), cfg.train.learning_rate, cfg.train.weight_decay);
+            adam.t = ck.meta.adam_t;
+            adam.m = ck.adam_m;
+            adam.v = ck.adam_v;
+            let st = ck.meta.state;
+            let best_version = match st.best {
+                Some((_, e)) if e == st.epoch && st.step_in_epoch == 0 => Some(v),
+                _ => None,
+            };
+            (
+                scorer.space,
+                scorer.model,
+                scorer.params,
+                adam,
+                scorer.table,
+                st,
+                best_version,
+            )
+        }
+        None => {
+            obs.message(&format!("reading {} for feature statistics", cfg.data.train));
+            let space = FeatureSpace::fit(&train_src, cfg.features.clone(), |_| {})?;
+            let model = Model::new(&cfg.architecture()?, space.fields(), space.dense_width())
+                .map_err(|e| Error::Config {
+                    key: "model".into(),
+                    message: e.0,
+                })?;
+            let params = model.init_params(cfg.train.seed);
+            let adam = DenseAdam::new(params.len(), cfg.train.learning_rate, cfg.train.weight_decay);
+            let table = HashedTable::new(
+                model.emb_dim(),
+                cfg.embedding_optimizer()?,
+                cfg.train.seed,
+            )
+            .with_init_scale(cfg.train.init_scale);
+            (
+                Arc::new(space),
+                model,
+                params,
+                adam,
+                table,
+                TrainState::default(),
+                None,
+            )
+        }
+    };
+    if state.finished {
+        obs.message("this run already finished; nothing to resume");
+        let v = latest.unwrap_or(0);
+        return Ok(Summary {
+            model_url: store.url(),
+            version: v,
+            chosen_epoch: state.best.map_or(state.epoch, |b| b.1),
+            history: state.history,
+            samples_per_sec: 0.0,
+            steps: 0,
+            interrupted: false,
+        });
+    }
+    let sampler = if cfg.train.negatives > 0 {
+        let (u, i) = cfg.negative_fields()?;
+        obs.message(&format!(
+            "sampling {} negatives per positive (user `{u}`, items {:?})",
+            cfg.train.negatives, i
+        ));
+        Some(Arc::new(NegativeSampler::build(
+            &train_src,
+            &space,
+            &u,
+            &i,
+            cfg.train.negatives,
+        )?))
+    } else {
+        None
+    };
+    let events = match EventWriter::create(&store.location().join("events")) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            obs.message(&format!("TensorBoard events disabled: {e}"));
+            None
+        }
+    };
+    let grads = vec![0.0; params.len()];
+    let mut run = Run {
+        cfg,
+        space,
+        model,
+        params,
+        adam,
+        table,
+        state,
+        store,
+        train: train_src,
+        validation,
+        test,
+        sampler,
+        events,
+        best_version,
+        collective,
+        grads,
+    };
+    run.go(opts, obs)
+}
+
+impl Run<'_> {
+    fn checkpoint(&mut self) -> Result<u64> {
+        let ck = Checkpoint {
+            meta: Meta {
+                format: 1,
+                config: self.cfg.to_toml(),
+                features: (*self.space).clone(),
+                params: self.model.layout().specs().to_vec(),
+                emb_dim: self.model.emb_dim(),
+                adam_t: self.adam.t,
+                state: self.state.clone(),
+            },
+            params: self.params.clone(),
+            adam_m: self.adam.m.clone(),
+            adam_v: self.adam.v.clone(),
+            table: self.table.export(),
+        };
+        let v = self.store.save(&ck)?;
+        if let Some(ev) = &mut self.events {
+            let _ = ev.flush();
+        }
+        Ok(v)
+    }
+
+    fn step(&mut self, b: &Batch) -> Result<f32> {
+        let d = self.model.emb_dim();
+        let mut rows = vec![0.0; b.keys.len() * d];
+        EmbeddingStore::lookup(&mut self.table, &b.keys, &mut rows);
+        let l2 = self.cfg.train.embedding_l2;
+        let raw = if l2 > 0.0 { Some(rows.clone()) } else { None };
+        let emb = pool(rows, b, d);
+        self.grads.iter_mut().for_each(|g| *g = 0.0);
+        let mut de = Vec::new();
+        let weights = self.cfg.features.weight.as_ref().map(|_| b.weights.as_slice());
+        let loss = self.model.loss_and_grads(
+            &self.params,
+            &tusk_model::Batch {
+                size: b.size,
+                emb: &emb,
+                dense: &b.dense,
+            },
+            &b.labels,
+            weights,
+            &mut self.grads,
+            &mut de,
+        );
+        if !loss.is_finite() {
+            return Err(Error::Training(format!(
+                "the loss became {loss} at step {} (epoch {}): lower train.learning_rate",
+                self.state.global_step + 1,
+                self.state.epoch + 1
+            )));
+        }
+        self.collective.all_reduce_mean(&mut self.grads)?;
+        self.adam.step(&mut self.params, &self.grads);
+        let mut kg = unpool(de, b, d);
+        if let Some(raw) = raw {
+            for (g, w) in kg.iter_mut().zip(&raw) {
+                *g += l2 * w;
+            }
+        }
+        self.table
+            .apply_gradients(&b.keys, &kg)
+            .map_err(|e| Error::Training(e.to_string()))?;
+        Ok(loss)
+    }
+
+    fn scorer_view(&self) -> Scorer {
+        // Cheap enough per epoch: evaluation reads the table without changing it.
+        Scorer {
+            model: self.model.clone(),
+            params: self.params.clone(),
+            table: self.table.clone(),
+            space: self.space.clone(),
+            config: self.cfg.clone(),
+            version: 0,
+        }
+    }
+
+    fn go(&mut self, opts: &TrainOptions, obs: &mut dyn Observer) -> Result<Summary> {
+        let epochs = self.cfg.train.epochs;
+        let (monitor, higher) = monitor_key(&self.cfg)?;
+        let mut steps_here = 0u64;
+        let mut rows_here = 0u64;
+        let mut train_secs = 0.0f64;
+        let rows_per_epoch = self
+            .train
+            .known_rows()
+            .map(|r| r * (1 + self.cfg.train.negatives as u64));
+        let mut last_version = None;
+        while self.state.epoch < epochs {
+            let epoch = self.state.epoch;
+            let bs = self.cfg.train.batch_size as u64;
+            obs.epoch_start(epoch + 1, epochs, rows_per_epoch.map(|r| r.div_ceil(bs)));
+            let it = batches(
+                self.train.clone(),
+                self.space.clone(),
+                BatchOptions {
+                    batch_size: self.cfg.train.batch_size,
+                    shuffle_buffer: self.cfg.train.shuffle_buffer,
+                    seed: self.cfg.train.seed.wrapping_add((epoch as u64 + 1) * 0x9e37_79b9),
+                    skip_batches: self.state.step_in_epoch,
+                    with_label: true,
+                    group: None,
+                    negatives: self.sampler.clone(),
+                    prefetch: 16,
+                },
+            );
+            let t0 = Instant::now();
+            let mut epoch_rows_here = 0u64;
+            for b in it {
+                let b = b?;
+                let loss = self.step(&b)?;
+                self.state.step_in_epoch += 1;
+                self.state.global_step += 1;
+                self.state.epoch_loss_sum += f64::from(loss) * b.size as f64;
+                self.state.epoch_rows += b.size as u64;
+                steps_here += 1;
+                rows_here += b.size as u64;
+                epoch_rows_here += b.size as u64;
+                let sps = epoch_rows_here as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                let mean = self.state.epoch_loss_sum / self.state.epoch_rows.max(1) as f64;
+                obs.step(self.state.step_in_epoch, mean, sps);
+                if self.state.global_step.is_multiple_of(100)
+                    && let Some(ev) = &mut self.events
+                {
+                    let _ = ev.add_scalars(
+                        self.state.global_step as i64,
+                        [
+                            ("train/loss", f64::from(loss)),
+                            ("train/samples_per_sec", sps),
+                            ("train/learning_rate", f64::from(self.adam.lr)),
+                        ],
+                    );
+                }
+                let every = self.cfg.train.checkpoint_every;
+                if every > 0 && self.state.global_step.is_multiple_of(every) {
+                    last_version = Some(self.checkpoint()?);
+                }
+                if opts.stop_after_steps.is_some_and(|n| steps_here >= n) {
+                    train_secs += t0.elapsed().as_secs_f64();
+                    return Ok(Summary {
+                        model_url: self.store.url(),
+                        version: last_version.unwrap_or(0),
+                        chosen_epoch: self.state.epoch,
+                        history: self.state.history.clone(),
+                        samples_per_sec: rows_here as f64 / train_secs.max(1e-9),
+                        steps: steps_here,
+                        interrupted: true,
+                    });
+                }
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            train_secs += secs;
+            // Evaluate.
+            let scorer = self.scorer_view();
+            let mut metrics: HashMap<String, HashMap<String, f64>> = HashMap::new();
+            for (name, src) in [("validation", &self.validation), ("test", &self.test)] {
+                if let Some(src) = src {
+                    let m = evaluate(&scorer, src)?;
+                    metrics.insert(name.into(), m.into_iter().collect());
+                }
+            }
+            drop(scorer);
+            let record = EpochRecord {
+                epoch: epoch + 1,
+                train_loss: self.state.epoch_loss_sum / self.state.epoch_rows.max(1) as f64,
+                metrics,
+                seconds: secs,
+                samples_per_sec: epoch_rows_here as f64 / secs.max(1e-9),
+            };
+            if let Some(ev) = &mut self.events {
+                let step = self.state.global_step as i64;
+                let mut vals: Vec<(String, f64)> = vec![
+                    ("epoch/train_loss".into(), record.train_loss),
+                    ("epoch/samples_per_sec".into(), record.samples_per_sec),
+                ];
+                for (set, m) in &record.metrics {
+                    for (k, v) in m {
+                        if k != "rows" && k != "groups" {
+                            vals.push((format!("{set}/{k}"), *v));
+                        }
+                    }
+                }
+                vals.sort_by(|a, b| a.0.cmp(&b.0));
+                let _ = ev.add_scalars(step, vals.iter().map(|(k, v)| (k.as_str(), *v)));
+            }
+            obs.epoch_end(&record);
+            // Early stopping on validation.
+            let watched = record
+                .metrics
+                .get("validation")
+                .and_then(|m| m.get(&monitor))
+                .copied();
+            let mut improved = false;
+            if let Some(v) = watched {
+                improved = match self.state.best {
+                    None => true,
+                    Some((b, _)) => {
+                        if higher {
+                            v > b
+                        } else {
+                            v < b
+                        }
+                    }
+                };
+                if improved {
+                    self.state.best = Some((v, epoch + 1));
+                    self.state.bad_epochs = 0;
+                } else {
+                    self.state.bad_epochs += 1;
+                }
+            }
+            self.state.history.push(record);
+            self.state.epoch += 1;
+            self.state.step_in_epoch = 0;
+            self.state.epoch_loss_sum = 0.0;
+            self.state.epoch_rows = 0;
+            let patience_out = self
+                .cfg
+                .eval
+                .patience
+                .is_some_and(|p| self.state.bad_epochs >= p);
+            let done = self.state.epoch >= epochs || patience_out;
+            if patience_out {
+                obs.message(&format!(
+                    "early stop: validation {monitor} has not improved for {} epochs",
+                    self.state.bad_epochs
+                ));
+            }
+            if done {
+                break;
+            }
+            let v = self.checkpoint()?;
+            last_version = Some(v);
+            if improved {
+                self.best_version = Some(v);
+            }
+        }
+        // Finish: keep the best validation epoch's weights when it was not the last.
+        let last_epoch = self.state.epoch;
+        let chosen = self.state.best.map_or(last_epoch, |b| b.1);
+        if chosen != last_epoch
+            && let Some(bv) = self.best_version
+        {
+            obs.message(&format!(
+                "keeping epoch {chosen} (best validation {monitor}) as the final model"
+            ));
+            let best = self.store.load(Some(bv))?;
+            self.params = best.params;
+            self.adam.m = best.adam_m;
+            self.adam.v = best.adam_v;
+            self.adam.t = best.meta.adam_t;
+            self.table = HashedTable::restore(self.cfg.embedding_optimizer()?, best.table)
+                .map_err(|m| Error::Store {
+                    url: self.store.url(),
+                    message: m,
+                })?;
+        }
+        self.state.finished = true;
+        let v = self.checkpoint()?;
+        if let Some(ev) = &mut self.events {
+            ev.flush()?;
+        }
+        Ok(Summary {
+            model_url: self.store.url(),
+            version: v,
+            chosen_epoch: chosen,
+            history: self.state.history.clone(),
+            samples_per_sec: rows_here as f64 / train_secs.max(1e-9),
+            steps: steps_here,
+            interrupted: false,
+        })
+    }
+}
