@@ -4,6 +4,7 @@
 //! turns errors into one line on stderr and a non-zero exit code.
 
 mod datagen;
+mod demo;
 mod images;
 mod preprocess;
 mod records;
@@ -51,6 +52,9 @@ enum Command {
     Predict(train::PredictArgs),
     /// HTML page with the loss and metric curves of a training run.
     Report(train::ReportArgs),
+    /// The whole pipeline end to end: generate logs → SQL features → train → evaluate
+    /// against popularity → store → batch-score, with a summary table.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => train::run_eval(a),
         Command::Predict(a) => train::run_predict(a),
         Command::Report(a) => train::run_report(a),
+        Command::Demo(a) => demo::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

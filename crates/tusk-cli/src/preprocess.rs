@@ -116,6 +116,10 @@ pub struct MovieLensArgs {
     /// Also hold out each user's second-latest rating as OUTPUT/validation.
     #[arg(long)]
     validation: bool,
+    /// Give every row a `history` feature: the user's N ratings before the row's positive,
+    /// oldest first (only the past, also for test and validation rows). 0: no history.
+    #[arg(long, default_value_t = 0)]
+    history: usize,
     /// Seed for sampling and shuffling.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -203,6 +207,7 @@ fn movielens(storage: &Storage, a: MovieLensArgs) -> Result<()> {
         seed: a.seed,
         format: a.out.format()?,
         shards: a.out.shards.max(1),
+        history: a.history,
         ..Default::default()
     };
     let s = movielens::preprocess(storage, &a.input, &a.output, &cfg)?;

@@ -388,20 +388,6 @@ impl FeatureSpace {
                 message: "the label is missing from this row".into(),
             });
         }
-        if positives == 0 || positives == rows {
-            return Err(config_error(
-                "features.label",
-                format!(
-                    "every one of the {rows} training rows is {}: a binary classifier needs both classes{}",
-                    if positives == 0 { "negative" } else { "positive" },
-                    if config.positive.is_some() {
-                        " (check features.positive)"
-                    } else {
-                        ""
-                    }
-                ),
-            ));
-        }
         let dense = config
             .dense
             .iter()
@@ -423,6 +409,27 @@ impl FeatureSpace {
             rows,
             positives,
         })
+    }
+
+    /// Fails unless the training rows hold both classes (without sampled negatives a
+    /// binary classifier cannot learn from one class).
+    pub fn check_both_classes(&self) -> Result<()> {
+        let (rows, positives, config) = (self.rows, self.positives, &self.config);
+        if positives == 0 || positives == rows {
+            return Err(config_error(
+                "features.label",
+                format!(
+                    "every one of the {rows} training rows is {}: a binary classifier needs both classes{}",
+                    if positives == 0 { "negative" } else { "positive" },
+                    if config.positive.is_some() {
+                        " (check features.positive)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Sparse fields per row.

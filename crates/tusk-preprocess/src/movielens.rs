@@ -41,6 +41,11 @@ pub struct MovieLensConfig {
     pub format: Format,
     /// Shards of the training set.
     pub shards: usize,
+    /// With `history = N > 0`, every row also carries `history` (int64 list): the user's N
+    /// ratings just before the row's positive, oldest first (fewer at the start of a user's
+    /// timeline, none for the first rating). Test rows get the N ratings before the test
+    /// positive, validation rows the N before the validation positive: only the past.
+    pub history: usize,
 }
 
 impl Default for MovieLensConfig {
@@ -52,6 +57,7 @@ impl Default for MovieLensConfig {
             seed: 42,
             format: Format::TfRecord(tusk_records::tfrecord::Compression::None),
             shards: 4,
+            history: 0,
         }
     }
 }
@@ -76,6 +82,9 @@ pub struct MovieLensSummary {
     /// Validation rows (0 without validation).
     pub validation_rows: u64,
 }
+
+/// user, item, label, history
+type Row = (i64, i64, f32, Vec<i64>);
 
 #[derive(Debug, Clone, Copy)]
 struct Rating {
@@ -128,8 +137,8 @@ fn read_ratings(storage: &Storage, input: &str) -> Result<BTreeMap<i64, Vec<Rati
     Ok(by_user)
 }
 
-fn row(user: i64, item: i64, label: f32) -> example::Example {
-    example::from_features([
+fn row(user: i64, item: i64, label: f32, history: Option<&[i64]>) -> example::Example {
+    let mut ex = example::from_features([
         (
             "user_id".to_string(),
             Kind::Int64List(Int64List { value: vec![user] }),
@@ -142,10 +151,19 @@ fn row(user: i64, item: i64, label: f32) -> example::Example {
             "label".to_string(),
             Kind::FloatList(FloatList { value: vec![label] }),
         ),
-    ])
+    ]);
+    if let (Some(h), Some(f)) = (history, ex.features.as_mut()) {
+        f.feature.insert(
+            "history".to_string(),
+            example::Feature {
+                kind: Some(Kind::Int64List(Int64List { value: h.to_vec() })),
+            },
+        );
+    }
+    ex
 }
 
-fn schema() -> Schema {
+fn schema(history: bool) -> Schema {
     let col = |name: &str, dtype| tusk_records::dataset::Column {
         name: name.into(),
         dtype,
@@ -154,13 +172,22 @@ fn schema() -> Schema {
         utf8: false,
         mixed: false,
     };
-    Schema {
-        columns: vec![
-            col("item_id", FeatureType::Int64),
-            col("label", FeatureType::Float),
-            col("user_id", FeatureType::Int64),
-        ],
+    let mut columns = vec![
+        col("item_id", FeatureType::Int64),
+        col("label", FeatureType::Float),
+        col("user_id", FeatureType::Int64),
+    ];
+    if history {
+        columns.insert(
+            0,
+            tusk_records::dataset::Column {
+                list: true,
+                nullable: true,
+                ..col("history", FeatureType::Int64)
+            },
+        );
     }
+    Schema { columns }
 }
 
 /// Run the job: `output/train`, `output/test` and (with validation) `output/validation`,
@@ -185,9 +212,9 @@ pub fn preprocess(
         items: items.len() as u64,
         ..Default::default()
     };
-    let mut train: Vec<(i64, i64, f32)> = Vec::new();
-    let mut test: Vec<(i64, i64, f32)> = Vec::new();
-    let mut validation: Vec<(i64, i64, f32)> = Vec::new();
+    let mut train: Vec<Row> = Vec::new();
+    let mut test: Vec<Row> = Vec::new();
+    let mut validation: Vec<Row> = Vec::new();
     for (&user, ratings) in &by_user {
         summary.ratings += ratings.len() as u64;
         let rated: HashSet<i64> = ratings.iter().map(|r| r.item).collect();
@@ -207,38 +234,45 @@ pub fn preprocess(
         // Latest first; ties on the timestamp go to the larger item id.
         let mut order: Vec<Rating> = ratings.clone();
         order.sort_by(|a, b| b.ts.cmp(&a.ts).then(b.item.cmp(&a.item)));
-        let hold = |set: &mut Vec<(i64, i64, f32)>, positive: i64, rng: &mut StdRng| {
-            set.push((user, positive, 1.0));
+        // The N ratings before latest-first position j, oldest first.
+        let past = |j: usize| -> Vec<i64> {
+            let end = (j + 1 + cfg.history).min(order.len());
+            order[(j + 1).min(end)..end].iter().rev().map(|r| r.item).collect()
+        };
+        let hold = |set: &mut Vec<Row>, j: usize, rng: &mut StdRng| {
+            let h = past(j);
+            set.push((user, order[j].item, 1.0, h.clone()));
             let want = cfg.eval_negatives.min(unrated);
             let mut seen = HashSet::with_capacity(want);
             while seen.len() < want {
                 let it = sample_unrated(rng);
                 if seen.insert(it) {
-                    set.push((user, it, 0.0));
+                    set.push((user, it, 0.0, h.clone()));
                 }
             }
         };
-        hold(&mut test, order[0].item, &mut rng);
+        hold(&mut test, 0, &mut rng);
         summary.test_users += 1;
         // A validation positive only where it leaves the user a training rating.
         let skip = if cfg.validation && order.len() > 2 {
-            hold(&mut validation, order[1].item, &mut rng);
+            hold(&mut validation, 1, &mut rng);
             2
         } else {
             1
         };
-        for r in order.iter().skip(skip) {
-            train.push((user, r.item, 1.0));
+        for (j, r) in order.iter().enumerate().skip(skip) {
+            let h = past(j);
+            train.push((user, r.item, 1.0, h.clone()));
             summary.train_positives += 1;
             for _ in 0..cfg.negatives {
-                train.push((user, sample_unrated(&mut rng), 0.0));
+                train.push((user, sample_unrated(&mut rng), 0.0, h.clone()));
             }
         }
     }
     train.shuffle(&mut rng);
     let out = storage.open(output)?;
     let write =
-        |name: &str, rows: &[(i64, i64, f32)], shards: usize, shuffled: bool| -> Result<u64> {
+        |name: &str, rows: &[Row], shards: usize, shuffled: bool| -> Result<u64> {
             let placement = if shuffled {
                 Placement::RoundRobin
             } else {
@@ -246,9 +280,9 @@ pub fn preprocess(
                 Placement::Contiguous(rows.len() as u64)
             };
             let mut w =
-                ShardedWriter::create(&out.join(name), cfg.format, shards, schema(), placement)?;
-            for &(u, i, l) in rows {
-                w.write_example(&row(u, i, l))?;
+                ShardedWriter::create(&out.join(name), cfg.format, shards, schema(cfg.history > 0), placement)?;
+            for (u, i, l, h) in rows {
+                w.write_example(&row(*u, *i, *l, (cfg.history > 0).then_some(h.as_slice())))?;
             }
             Ok(w.finish()?.records)
         };

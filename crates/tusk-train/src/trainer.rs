@@ -380,6 +380,9 @@ pub fn train_with<'a>(
         None => {
             obs.message(&format!("reading {} for feature statistics", cfg.data.train));
             let space = FeatureSpace::fit(&train_src, cfg.features.clone(), |_| {})?;
+            if cfg.train.negatives == 0 {
+                space.check_both_classes()?;
+            }
             let model = Model::new(&cfg.architecture()?, space.fields(), space.dense_width())
                 .map_err(|e| Error::Config {
                     key: "model".into(),

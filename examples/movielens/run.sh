@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# NeuMF on MovieLens-100K with the leave-one-out protocol, from the raw u.data to a model.
+#
+#   examples/movielens/run.sh OUT [PATH/TO/u.data]
+#
+# OUT/data/{train,validation,test}  leave-one-out datasets (validation: second-latest rating)
+# OUT/model                         the model (versions, TensorBoard events, report.html)
+# Epochs are chosen on the validation split (early stopping on HR@10); the test split is only
+# reported. Uses ./target/release/tusk when built, else builds it (cargo build --release).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+out="${1:?usage: $0 OUT [PATH/TO/u.data]}"
+udata="${2:-$root/../shared/data/movielens-100k/u.data}"
+if [[ ! -f "$udata" ]]; then
+  echo "error: $udata not found (MovieLens-100K: https://grouplens.org/datasets/movielens/100k/)" >&2
+  exit 1
+fi
+tusk="${TUSK:-}"
+if [[ -z "$tusk" ]]; then
+  target="${CARGO_TARGET_DIR:-$root/target}"
+  (cd "$root" && cargo build --release --locked -p tusk-cli >&2)
+  tusk="$target/release/tusk"
+fi
+mkdir -p "$out"
+rm -rf "$out/data" "$out/model"
+"$tusk" preprocess movielens --input "$udata" --output "$out/data" \
+  --negatives 0 --validation --history 5
+"$tusk" train "$here/config.toml" --model "$out/model" \
+  --set data.train="$out/data/train" \
+  --set data.validation="$out/data/validation" \
+  --set data.test="$out/data/test"
+"$tusk" eval --model "$out/model" --data "$out/data/test"
+"$tusk" report "$out/model"
