@@ -50,9 +50,9 @@ pub struct EvalArgs {
     /// Rows to evaluate (dataset, file, glob or CSV) with the model's label column.
     #[arg(long)]
     data: String,
-    /// Version to load (default: the newest committed one).
-    #[arg(long)]
-    version: Option<u64>,
+    /// Model version to load (default: the newest committed one).
+    #[arg(long = "model-version", value_name = "N")]
+    model_version: Option<u64>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -71,9 +71,9 @@ pub struct PredictArgs {
     /// Output file: .csv, or .tfrecord (optionally .gz).
     #[arg(long)]
     output: String,
-    /// Version to load (default: the newest committed one).
-    #[arg(long)]
-    version: Option<u64>,
+    /// Model version to load (default: the newest committed one).
+    #[arg(long = "model-version", value_name = "N")]
+    model_version: Option<u64>,
 }
 
 /// HTML page with the loss and metric curves of a training run.
@@ -233,7 +233,7 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
 
 pub fn run_eval(a: EvalArgs) -> Result<()> {
     let storage = Storage::new()?;
-    let scorer = Scorer::load(&storage, &a.model, a.version)?;
+    let scorer = Scorer::load(&storage, &a.model, a.model_version)?;
     let source = tusk_data::Source::open(&storage, &a.data)?;
     let m = scorer.evaluate(&source)?;
     if a.json {
@@ -253,7 +253,7 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
 
 pub fn run_predict(a: PredictArgs) -> Result<()> {
     let storage = Storage::new()?;
-    let scorer = Scorer::load(&storage, &a.model, a.version)?;
+    let scorer = Scorer::load(&storage, &a.model, a.model_version)?;
     let pb = crate::records::progress_bar("scoring");
     let n = tusk_train::predict::predict(&storage, &scorer, &a.input, &a.output, |r| {
         pb.set_position(r)

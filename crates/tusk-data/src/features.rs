@@ -313,6 +313,28 @@ impl FeatureSpace {
         source.for_each_row(|row, pos| {
             if rows == 0 {
                 some_columns = row.columns();
+                // A CSV header names every column up front: report a missing one now.
+                if row.as_csv().is_some() {
+                    let named = config
+                        .sparse
+                        .iter()
+                        .map(|c| ("features.sparse", c))
+                        .chain(config.dense.iter().map(|c| ("features.dense", c)))
+                        .chain(std::iter::once(("features.label", &config.label)))
+                        .chain(config.weight.iter().map(|c| ("features.weight", c)));
+                    for (key, c) in named {
+                        if !some_columns.contains(c) {
+                            return Err(config_error(
+                                key,
+                                format!(
+                                    "column `{c}` is not in {} (its columns: {})",
+                                    pos.file,
+                                    some_columns.join(", ")
+                                ),
+                            ));
+                        }
+                    }
+                }
             }
             for (i, c) in config.sparse.iter().enumerate() {
                 let cell = row.get(c);

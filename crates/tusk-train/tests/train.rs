@@ -218,3 +218,78 @@ fn dense_weights_are_named_tensors_in_pytorch_layout() {
     assert_eq!(st.tensor("bottom.0.weight").unwrap().shape(), &[8, 2]);
     assert_eq!(st.tensor("top.1.weight").unwrap().shape(), &[1, 16]);
 }
+
+#[test]
+fn model_store_resume_and_scoring_on_hdfs() {
+    let Some(dfs) = tusk_testkit::MiniDfs::start(1) else {
+        return;
+    };
+    let data = data_dir();
+    let storage = Storage::new().unwrap();
+    // Training data on HDFS too.
+    let base = format!("{}/tusk-train-test", dfs.hdfs_url());
+    for f in ["train.csv", "valid.csv", "test.csv"] {
+        let bytes = std::fs::read(data.path().join(f)).unwrap();
+        storage.open(&format!("{base}/{f}")).unwrap().write(bytes).unwrap();
+    }
+    let text = dlrm_config(data.path(), "checkpoint_every = 40")
+        .to_toml()
+        .replace(&data.path().display().to_string(), &base)
+        .replace("epochs = 3", "epochs = 2");
+    let cfg = Config::parse("hdfs.toml", &text, &[]).unwrap();
+    let model = format!("{base}/model");
+    let run = |resume: bool, stop: Option<u64>| {
+        train(
+            &storage,
+            Some(cfg.clone()),
+            &TrainOptions {
+                model_url: model.clone(),
+                resume,
+                stop_after_steps: stop,
+            },
+            &mut Quiet,
+        )
+        .unwrap()
+    };
+    assert!(run(false, Some(90)).interrupted);
+    let s = run(true, None);
+    assert!(!s.interrupted);
+    // Same weights as the same run on local storage, uninterrupted.
+    let local = data.path().join("local");
+    let local_cfg = dlrm_config(data.path(), "checkpoint_every = 40");
+    let local_cfg = Config::parse(
+        "l",
+        &local_cfg.to_toml().replace("epochs = 3", "epochs = 2"),
+        &[],
+    )
+    .unwrap();
+    train(
+        &storage,
+        Some(local_cfg),
+        &TrainOptions {
+            model_url: local.display().to_string(),
+            ..Default::default()
+        },
+        &mut Quiet,
+    )
+    .unwrap();
+    let a = ModelStore::open(&storage, &model).unwrap().load(None).unwrap();
+    let b = ModelStore::open(&storage, &local.display().to_string())
+        .unwrap()
+        .load(None)
+        .unwrap();
+    assert_eq!(a.params, b.params);
+    assert_eq!(a.table, b.table);
+    // Batch scoring from HDFS to HDFS.
+    let scorer = Scorer::load(&storage, &model, None).unwrap();
+    let out = format!("{base}/scores.csv");
+    let n = tusk_train::predict::predict(&storage, &scorer, &format!("{base}/test.csv"), &out, |_| {})
+        .unwrap();
+    assert_eq!(n.rows, 800);
+    let text = String::from_utf8(storage.open(&out).unwrap().read().unwrap().to_vec()).unwrap();
+    assert_eq!(text.lines().count(), 801);
+    assert!(text.starts_with("user_id,item_id,age,city,clicked,score\n"));
+    // TensorBoard events were written there as well.
+    let scalars = tusk_board::read_scalars(&storage.open(&format!("{model}/events")).unwrap()).unwrap();
+    assert!(scalars.contains_key("validation/auc"), "{:?}", scalars.keys());
+}

@@ -1,0 +1,146 @@
+//! The input pipeline on real files: encoding, statistics, shuffling, resuming, negatives.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tusk_data::features::{missing_key, text_key};
+use tusk_data::{BatchOptions, FeatureConfig, FeatureSpace, NegativeSampler, Source, batches};
+use tusk_embedding::feature_key;
+use tusk_storage::Storage;
+
+fn csv(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+fn cfg(sparse: &[&str], dense: &[&str], label: &str) -> FeatureConfig {
+    FeatureConfig {
+        sparse: sparse.iter().map(|s| s.to_string()).collect(),
+        dense: dense.iter().map(|s| s.to_string()).collect(),
+        label: label.into(),
+        positive: None,
+        weight: None,
+    }
+}
+
+fn opts(batch: usize, shuffle: usize, seed: u64, skip: u64) -> BatchOptions {
+    BatchOptions {
+        batch_size: batch,
+        shuffle_buffer: shuffle,
+        seed,
+        skip_batches: skip,
+        with_label: true,
+        group: None,
+        negatives: None,
+        prefetch: 2,
+    }
+}
+
+#[test]
+fn statistics_standardise_and_flag_missing_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = csv(dir.path(), "t.csv", "u,x,y\n42,1,1\nab,3,0\n,,1\n");
+    let storage = Storage::new().unwrap();
+    let src = Source::open(&storage, &f).unwrap();
+    let space = FeatureSpace::fit(&src, cfg(&["u"], &["x"], "y"), |_| {}).unwrap();
+    // x: values 1 and 3 → mean 2, sample std √2; one missing → flagged
+    assert_eq!(space.dense[0].mean, 2.0);
+    assert!((space.dense[0].std - 2f64.sqrt()).abs() < 1e-12);
+    assert!(space.dense[0].flag);
+    assert_eq!(space.dense_width(), 2);
+    assert_eq!((space.rows, space.positives), (3, 2));
+    let b: Vec<_> = batches(src, Arc::new(space), opts(8, 0, 0, 0))
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(b.len(), 1);
+    let b = &b[0];
+    // "42" keys like the integer 42; a missing id has its own key
+    assert_eq!(b.keys, vec![feature_key("u", 42), text_key("u", b"ab"), missing_key("u")]);
+    let s = 2f32.sqrt();
+    assert_eq!(b.dense, vec![-1.0 / s, 0.0, 1.0 / s, 0.0, 0.0, 1.0]);
+    assert_eq!(b.labels, vec![1.0, 0.0, 1.0]);
+}
+
+#[test]
+fn bad_labels_and_columns_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::new().unwrap();
+    let f = csv(dir.path(), "t.csv", "u,r,s\n1,1,a\n2,3,b\n");
+    let src = Source::open(&storage, &f).unwrap();
+    let e = FeatureSpace::fit(&src, cfg(&["u"], &[], "r"), |_| {}).unwrap_err().to_string();
+    assert!(e.contains("features.label") && e.contains("3") && e.contains("0 or 1"), "{e}");
+    let e = FeatureSpace::fit(&src, cfg(&["u"], &[], "s"), |_| {}).unwrap_err().to_string();
+    assert!(e.contains("features.positive"), "{e}");
+    let mut c = cfg(&["u"], &[], "s");
+    c.positive = Some("a".into());
+    FeatureSpace::fit(&src, c, |_| {}).unwrap();
+    let e = FeatureSpace::fit(&src, cfg(&["v"], &[], "r"), |_| {}).unwrap_err().to_string();
+    assert!(e.contains("features.sparse") && e.contains("`v`") && e.contains("u, r, s"), "{e}");
+    let e = FeatureSpace::fit(&src, cfg(&["u"], &["s"], "r"), |_| {}).unwrap_err().to_string();
+    assert!(e.contains("column `s`") && e.contains("row 0"), "{e}");
+}
+
+#[test]
+fn shuffling_is_seeded_and_skipping_resumes_the_same_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("u,y\n");
+    for i in 0..1000 {
+        text.push_str(&format!("{i},{}\n", i % 2));
+    }
+    let f = csv(dir.path(), "t.csv", &text);
+    let storage = Storage::new().unwrap();
+    let src = Source::open(&storage, &f).unwrap();
+    let space = Arc::new(FeatureSpace::fit(&src, cfg(&["u"], &[], "y"), |_| {}).unwrap());
+    let run = |seed, skip| -> Vec<Vec<u64>> {
+        batches(src.clone(), space.clone(), opts(64, 100, seed, skip))
+            .map(|b| b.unwrap().keys)
+            .collect()
+    };
+    let a = run(1, 0);
+    assert_eq!(a, run(1, 0));
+    assert_ne!(a, run(2, 0));
+    assert_eq!(a[5..], run(1, 5)[..]);
+    let all: HashSet<u64> = a.iter().flatten().copied().collect();
+    assert_eq!(all.len(), 1000, "every row exactly once");
+    let in_order: Vec<u64> = (0..64).map(|i| feature_key("u", i)).collect();
+    assert_ne!(a[0], in_order);
+}
+
+#[test]
+fn sampled_negatives_keep_the_user_and_avoid_its_positives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("user,item,y\n");
+    for u in 0..20 {
+        for i in 0..5 {
+            text.push_str(&format!("{u},{},1\n", (u + i) % 30));
+        }
+    }
+    let f = csv(dir.path(), "t.csv", &text);
+    let storage = Storage::new().unwrap();
+    let src = Source::open(&storage, &f).unwrap();
+    let space = FeatureSpace::fit(&src, cfg(&["user", "item"], &[], "y"), |_| {}).unwrap();
+    let ns = NegativeSampler::build(&src, &space, "user", &["item".into()], 3).unwrap();
+    assert_eq!(ns.items(), 24);
+    let mut o = opts(1000, 0, 9, 0);
+    o.negatives = Some(Arc::new(ns));
+    let b: Vec<_> = batches(src, Arc::new(space), o).map(Result::unwrap).collect();
+    let b = &b[0];
+    assert_eq!(b.size, 400);
+    let positives: HashSet<(u64, u64)> = b
+        .keys
+        .chunks(2)
+        .zip(&b.labels)
+        .filter(|(_, y)| **y == 1.0)
+        .map(|(k, _)| (k[0], k[1]))
+        .collect();
+    for (row, k) in b.keys.chunks(2).enumerate() {
+        if b.labels[row] == 0.0 {
+            assert!(!positives.contains(&(k[0], k[1])), "negative {row} is a positive");
+        }
+    }
+    // each positive is followed by its 3 negatives, same user
+    for g in b.keys.chunks(8) {
+        assert!(g.chunks(2).all(|k| k[0] == g[0]));
+    }
+}
