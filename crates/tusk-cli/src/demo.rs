@@ -112,7 +112,12 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let g = tusk_datagen::generate(&storage, &logs, &gen_cfg, |_| {})?;
     table.push((
         "generate clickstream".into(),
-        format!("{} events, {} days, {} files", g.events.total(), g.days.len(), g.files.len()),
+        format!(
+            "{} events, {} days, {} files",
+            g.events.total(),
+            g.days.len(),
+            g.files.len()
+        ),
         t.elapsed().as_secs_f64(),
     ));
 
@@ -149,7 +154,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
     storage.open(&cfg_url)?.write(text.clone().into_bytes())?;
     let cfg = Config::parse(&cfg_url, &text, &[])?;
     let model = format!("{base}/model");
-    eprintln!("[3/6] training a DLRM-style model ({} epochs) → {model}", a.epochs);
+    eprintln!(
+        "[3/6] training a DLRM-style model ({} epochs) → {model}",
+        a.epochs
+    );
     let summary = crate::train::run_training(&storage, Some(cfg), &model, false, false)?;
     table.push((
         "train DLRM".into(),
@@ -169,7 +177,9 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let test = Source::open(&storage, &format!("{features}/test"))?;
     let m = scorer.evaluate(&test)?;
     let pop = popularity(&test)?;
-    let get = |m: &std::collections::BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+    let get = |m: &std::collections::BTreeMap<String, f64>, k: &str| {
+        m.get(k).copied().unwrap_or(f64::NAN)
+    };
     table.push((
         "evaluate (test day)".into(),
         format!(
@@ -186,6 +196,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
 
     // 5. Report.
     let t = Instant::now();
+    eprintln!("[5/6] training report (loss and metric curves)");
     let report = format!("{model}/report.html");
     let html = tusk_board::write_report(&storage.open(&format!("{model}/events"))?, &model)
         .context("writing the training report")?;
@@ -247,7 +258,11 @@ fn popularity(test: &Source) -> Result<std::collections::BTreeMap<String, f64>> 
         scores.push(pop);
         labels.push(y);
         let g = groups.entry(user).or_default();
-        if y == 1.0 { g.0.push(pop) } else { g.1.push(pop) }
+        if y == 1.0 {
+            g.0.push(pop)
+        } else {
+            g.1.push(pop)
+        }
         Ok(true)
     })?;
     let mut m = std::collections::BTreeMap::new();

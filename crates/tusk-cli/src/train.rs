@@ -209,7 +209,9 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         None => anyhow::bail!("a CONFIG file is needed (only --resume can do without one)"),
     };
     if a.resume && a.config.is_some() {
-        eprintln!("note: --resume continues with the config stored in the model; the CONFIG argument is used only when no version exists yet");
+        eprintln!(
+            "note: --resume continues with the config stored in the model; the CONFIG argument is used only when no version exists yet"
+        );
     }
     let s = run_training(&storage, config, &a.model, a.resume, false)?;
     if a.json {
@@ -239,7 +241,10 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string(&m)?);
     } else {
-        println!("model {} version {:06} on {}", a.model, scorer.version, a.data);
+        println!(
+            "model {} version {:06} on {}",
+            a.model, scorer.version, a.data
+        );
         for (k, v) in &m {
             if k == "rows" || k == "groups" {
                 println!("  {k:<10} {v:.0}");

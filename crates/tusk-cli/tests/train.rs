@@ -152,15 +152,24 @@ fn bad_configs_name_the_key() {
         &["city", "row 0", "not a number"],
     );
     // a string where a number belongs
-    case(&|s| s.replace("epochs = 2", "epochs = \"two\""), &["epochs"]);
+    case(
+        &|s| s.replace("epochs = 2", "epochs = \"two\""),
+        &["epochs"],
+    );
     // missing file
     case(&|s| s.replace("train.csv", "nope.csv"), &["nope.csv"]);
     // a label with three values
-    case(&|s| s.replace("label = \"label\"", "label = \"rating\""), &["features.label", "rating", "0 or 1"]);
+    case(
+        &|s| s.replace("label = \"label\"", "label = \"rating\""),
+        &["features.label", "rating", "0 or 1"],
+    );
     // unknown key
     case(&|s| s.replace("[train]", "[train]\nepoch = 3"), &["epoch"]);
     // neither side
-    case(&|s| s.replace("item = [\"item_id\"]", "item = []"), &["model"]);
+    case(
+        &|s| s.replace("item = [\"item_id\"]", "item = []"),
+        &["model"],
+    );
     // nothing was committed by any of these
     assert!(!dir.path().join("m/versions").exists());
 }
@@ -175,12 +184,16 @@ fn kill_9_during_training_never_leaves_a_broken_model() {
     let mut loads = 0;
     for round in 0..10 {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tusk"))
-            .args(["train", &cfg, "--model", &model, "--resume", "--epochs", "6"])
+            .args([
+                "train", &cfg, "--model", &model, "--resume", "--epochs", "6",
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let wait = 150 + (rng >> 33) % 900;
         std::thread::sleep(Duration::from_millis(wait));
         let _ = child.kill(); // SIGKILL
@@ -197,7 +210,10 @@ fn kill_9_during_training_never_leaves_a_broken_model() {
             );
         }
     }
-    assert!(loads >= 5, "only {loads} of 10 kills had committed a version");
+    assert!(
+        loads >= 5,
+        "only {loads} of 10 kills had committed a version"
+    );
     let o = tusk(&["train", &cfg, "--model", &model, "--resume", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let resumed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -207,8 +223,14 @@ fn kill_9_during_training_never_leaves_a_broken_model() {
     let o = tusk(&["train", &cfg, "--model", &clean, "--epochs", "6"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let storage = tusk_storage::Storage::new().unwrap();
-    let a = tusk_train::ModelStore::open(&storage, &model).unwrap().load(None).unwrap();
-    let b = tusk_train::ModelStore::open(&storage, &clean).unwrap().load(None).unwrap();
+    let a = tusk_train::ModelStore::open(&storage, &model)
+        .unwrap()
+        .load(None)
+        .unwrap();
+    let b = tusk_train::ModelStore::open(&storage, &clean)
+        .unwrap()
+        .load(None)
+        .unwrap();
     assert_eq!(a.params, b.params);
     assert_eq!(a.table, b.table);
 }

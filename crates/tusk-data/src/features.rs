@@ -147,19 +147,31 @@ pub fn dense_value(column: &str, cell: Option<Cell<'_>>, pos: RowPos<'_>) -> Res
         Some(Cell::Ints(v)) => match v {
             [] => None,
             [x] => Some(*x as f64),
-            _ => return Err(bad(format!("dense features hold one value, found {}", v.len()))),
+            _ => {
+                return Err(bad(format!(
+                    "dense features hold one value, found {}",
+                    v.len()
+                )));
+            }
         },
         Some(Cell::Floats(v)) => match v {
             [] => None,
             [x] => Some(f64::from(*x)),
-            _ => return Err(bad(format!("dense features hold one value, found {}", v.len()))),
+            _ => {
+                return Err(bad(format!(
+                    "dense features hold one value, found {}",
+                    v.len()
+                )));
+            }
         },
         Some(Cell::Text(t)) => {
             if is_missing_text(t) {
                 None
             } else {
                 Some(t.trim().parse::<f64>().map_err(|_| {
-                    bad(format!("`{t}` is not a number (dense features are numeric)"))
+                    bad(format!(
+                        "`{t}` is not a number (dense features are numeric)"
+                    ))
                 })?)
             }
         }
@@ -399,7 +411,11 @@ impl FeatureSpace {
         if !label_seen {
             return Err(config_error(
                 "features.label",
-                format!("column `{}` is not in {}{listed}", config.label, source.url()),
+                format!(
+                    "column `{}` is not in {}{listed}",
+                    config.label,
+                    source.url()
+                ),
             ));
         }
         if let Some((file, row)) = first_missing_label {
@@ -415,7 +431,11 @@ impl FeatureSpace {
             .iter()
             .zip(stats)
             .map(|(name, s)| {
-                let var = if s.n > 1 { s.m2 / (s.n - 1) as f64 } else { 0.0 };
+                let var = if s.n > 1 {
+                    s.m2 / (s.n - 1) as f64
+                } else {
+                    0.0
+                };
                 let std = var.sqrt();
                 DenseStat {
                     name: name.clone(),
@@ -442,7 +462,11 @@ impl FeatureSpace {
                 "features.label",
                 format!(
                     "every one of the {rows} training rows is {}: a binary classifier needs both classes{}",
-                    if positives == 0 { "negative" } else { "positive" },
+                    if positives == 0 {
+                        "negative"
+                    } else {
+                        "positive"
+                    },
                     if config.positive.is_some() {
                         " (check features.positive)"
                     } else {

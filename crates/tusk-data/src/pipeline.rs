@@ -105,7 +105,10 @@ impl NegativeSampler {
             space.sparse_index(c).ok_or_else(|| {
                 config(
                     key,
-                    format!("`{c}` is not one of features.sparse ({})", space.config.sparse.join(", ")),
+                    format!(
+                        "`{c}` is not one of features.sparse ({})",
+                        space.config.sparse.join(", ")
+                    ),
                 )
             })
         };
@@ -115,7 +118,10 @@ impl NegativeSampler {
             .map(|c| idx(c, "train.negatives_item"))
             .collect::<Result<_>>()?;
         if items.is_empty() {
-            return Err(config("train.negatives_item", "name at least one item field"));
+            return Err(config(
+                "train.negatives_item",
+                "name at least one item field",
+            ));
         }
         if items.contains(&user) {
             return Err(config(
@@ -134,7 +140,10 @@ impl NegativeSampler {
         let mut e = Encoded::default();
         source.for_each_row(|row, pos| {
             space.encode(row, pos, true, &mut e)?;
-            let (u, i) = (s.first_key(&e, s.user_field), s.first_key(&e, s.item_fields[0]));
+            let (u, i) = (
+                s.first_key(&e, s.user_field),
+                s.first_key(&e, s.item_fields[0]),
+            );
             if !s.item_key.contains_key(&i) {
                 let (keys, lens) = s.item_side(&e);
                 s.item_key.insert(i, s.items.len());

@@ -56,7 +56,10 @@ fn statistics_standardise_and_flag_missing_values() {
     assert_eq!(b.len(), 1);
     let b = &b[0];
     // "42" keys like the integer 42; a missing id has its own key
-    assert_eq!(b.keys, vec![feature_key("u", 42), text_key("u", b"ab"), missing_key("u")]);
+    assert_eq!(
+        b.keys,
+        vec![feature_key("u", 42), text_key("u", b"ab"), missing_key("u")]
+    );
     let s = 2f32.sqrt();
     assert_eq!(b.dense, vec![-1.0 / s, 0.0, 1.0 / s, 0.0, 0.0, 1.0]);
     assert_eq!(b.labels, vec![1.0, 0.0, 1.0]);
@@ -68,16 +71,30 @@ fn bad_labels_and_columns_are_named() {
     let storage = Storage::new().unwrap();
     let f = csv(dir.path(), "t.csv", "u,r,s\n1,1,a\n2,3,b\n");
     let src = Source::open(&storage, &f).unwrap();
-    let e = FeatureSpace::fit(&src, cfg(&["u"], &[], "r"), |_| {}).unwrap_err().to_string();
-    assert!(e.contains("features.label") && e.contains("3") && e.contains("0 or 1"), "{e}");
-    let e = FeatureSpace::fit(&src, cfg(&["u"], &[], "s"), |_| {}).unwrap_err().to_string();
+    let e = FeatureSpace::fit(&src, cfg(&["u"], &[], "r"), |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("features.label") && e.contains("3") && e.contains("0 or 1"),
+        "{e}"
+    );
+    let e = FeatureSpace::fit(&src, cfg(&["u"], &[], "s"), |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("features.positive"), "{e}");
     let mut c = cfg(&["u"], &[], "s");
     c.positive = Some("a".into());
     FeatureSpace::fit(&src, c, |_| {}).unwrap();
-    let e = FeatureSpace::fit(&src, cfg(&["v"], &[], "r"), |_| {}).unwrap_err().to_string();
-    assert!(e.contains("features.sparse") && e.contains("`v`") && e.contains("u, r, s"), "{e}");
-    let e = FeatureSpace::fit(&src, cfg(&["u"], &["s"], "r"), |_| {}).unwrap_err().to_string();
+    let e = FeatureSpace::fit(&src, cfg(&["v"], &[], "r"), |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("features.sparse") && e.contains("`v`") && e.contains("u, r, s"),
+        "{e}"
+    );
+    let e = FeatureSpace::fit(&src, cfg(&["u"], &["s"], "r"), |_| {})
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("column `s`") && e.contains("row 0"), "{e}");
 }
 
@@ -124,7 +141,9 @@ fn sampled_negatives_keep_the_user_and_avoid_its_positives() {
     assert_eq!(ns.items(), 24);
     let mut o = opts(1000, 0, 9, 0);
     o.negatives = Some(Arc::new(ns));
-    let b: Vec<_> = batches(src, Arc::new(space), o).map(Result::unwrap).collect();
+    let b: Vec<_> = batches(src, Arc::new(space), o)
+        .map(Result::unwrap)
+        .collect();
     let b = &b[0];
     assert_eq!(b.size, 400);
     let positives: HashSet<(u64, u64)> = b
@@ -136,7 +155,10 @@ fn sampled_negatives_keep_the_user_and_avoid_its_positives() {
         .collect();
     for (row, k) in b.keys.chunks(2).enumerate() {
         if b.labels[row] == 0.0 {
-            assert!(!positives.contains(&(k[0], k[1])), "negative {row} is a positive");
+            assert!(
+                !positives.contains(&(k[0], k[1])),
+                "negative {row} is a positive"
+            );
         }
     }
     // each positive is followed by its 3 negatives, same user

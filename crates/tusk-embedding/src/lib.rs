@@ -257,10 +257,7 @@ impl HashedTable {
     pub fn restore(optimizer: Optimizer, s: TableState) -> Result<HashedTable, String> {
         let n = s.keys.len();
         let slots = optimizer.slots();
-        if s.values.len() != n * s.dim
-            || s.state.len() != n * s.dim * slots
-            || s.steps.len() != n
-        {
+        if s.values.len() != n * s.dim || s.state.len() != n * s.dim * slots || s.steps.len() != n {
             return Err(format!(
                 "table state sizes disagree: {n} keys of dimension {}, {} values, {} state values ({} expected for this optimiser), {} step counts",
                 s.dim,

@@ -298,8 +298,7 @@ impl Model {
                 for r in 0..n {
                     st.x.extend_from_slice(&st.u[r * d + g..(r + 1) * d]);
                     st.x.extend_from_slice(&st.i[r * d + g..(r + 1) * d]);
-                    st.x
-                        .extend_from_slice(&b.dense[r * self.dense..(r + 1) * self.dense]);
+                    st.x.extend_from_slice(&b.dense[r * self.dense..(r + 1) * self.dense]);
                 }
                 if tower {
                     mlp.forward(p, &st.x, n, &mut st.c1);
@@ -604,7 +603,14 @@ mod tests {
             emb: &emb,
             dense: &dns,
         };
-        model.loss_and_grads(&params, &batch, &labels, Some(&weights), &mut grads, &mut de);
+        model.loss_and_grads(
+            &params,
+            &batch,
+            &labels,
+            Some(&weights),
+            &mut grads,
+            &mut de,
+        );
         let loss_at = |p: &[f32], e: &[f32]| -> f64 {
             let b = Batch {
                 size: n,
@@ -641,7 +647,12 @@ mod tests {
                 let up = loss_at(&p, &emb);
                 p[j] -= 2.0 * h;
                 let down = loss_at(&p, &emb);
-                compare(up, down, grads[j], format!("{}[{}]", spec.name, j - spec.offset));
+                compare(
+                    up,
+                    down,
+                    grads[j],
+                    format!("{}[{}]", spec.name, j - spec.offset),
+                );
             }
         }
         for j in 0..emb.len() {

@@ -237,7 +237,11 @@ pub fn preprocess(
         // The N ratings before latest-first position j, oldest first.
         let past = |j: usize| -> Vec<i64> {
             let end = (j + 1 + cfg.history).min(order.len());
-            order[(j + 1).min(end)..end].iter().rev().map(|r| r.item).collect()
+            order[(j + 1).min(end)..end]
+                .iter()
+                .rev()
+                .map(|r| r.item)
+                .collect()
         };
         let hold = |set: &mut Vec<Row>, j: usize, rng: &mut StdRng| {
             let h = past(j);
@@ -271,21 +275,25 @@ pub fn preprocess(
     }
     train.shuffle(&mut rng);
     let out = storage.open(output)?;
-    let write =
-        |name: &str, rows: &[Row], shards: usize, shuffled: bool| -> Result<u64> {
-            let placement = if shuffled {
-                Placement::RoundRobin
-            } else {
-                // Keep each user's 101 evaluation rows together and in order.
-                Placement::Contiguous(rows.len() as u64)
-            };
-            let mut w =
-                ShardedWriter::create(&out.join(name), cfg.format, shards, schema(cfg.history > 0), placement)?;
-            for (u, i, l, h) in rows {
-                w.write_example(&row(*u, *i, *l, (cfg.history > 0).then_some(h.as_slice())))?;
-            }
-            Ok(w.finish()?.records)
+    let write = |name: &str, rows: &[Row], shards: usize, shuffled: bool| -> Result<u64> {
+        let placement = if shuffled {
+            Placement::RoundRobin
+        } else {
+            // Keep each user's 101 evaluation rows together and in order.
+            Placement::Contiguous(rows.len() as u64)
         };
+        let mut w = ShardedWriter::create(
+            &out.join(name),
+            cfg.format,
+            shards,
+            schema(cfg.history > 0),
+            placement,
+        )?;
+        for (u, i, l, h) in rows {
+            w.write_example(&row(*u, *i, *l, (cfg.history > 0).then_some(h.as_slice())))?;
+        }
+        Ok(w.finish()?.records)
+    };
     summary.train_rows = write("train", &train, cfg.shards, true)?;
     summary.test_rows = write("test", &test, 1, false)?;
     if cfg.validation {

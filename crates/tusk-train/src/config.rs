@@ -279,7 +279,9 @@ impl Config {
                 if !user.contains(c) && !item.contains(c) {
                     return Err(config(
                         "model.user",
-                        format!("sparse column `{c}` is on neither side: list it in model.user or model.item"),
+                        format!(
+                            "sparse column `{c}` is on neither side: list it in model.user or model.item"
+                        ),
                     ));
                 }
             }
@@ -312,10 +314,16 @@ impl Config {
             ModelConfig::Dlrm { .. } => (None, None),
         };
         let u = self.train.negatives_user.clone().or(du).ok_or_else(|| {
-            config("train.negatives_user", "name the user column for sampled negatives")
+            config(
+                "train.negatives_user",
+                "name the user column for sampled negatives",
+            )
         })?;
         let i = self.train.negatives_item.clone().or(di).ok_or_else(|| {
-            config("train.negatives_item", "name the item columns for sampled negatives")
+            config(
+                "train.negatives_item",
+                "name the item columns for sampled negatives",
+            )
         })?;
         Ok((u, i))
     }
@@ -471,8 +479,12 @@ monitor = "hr@10"
 
     #[test]
     fn parses_with_defaults_and_overrides() {
-        let c = Config::parse("c.toml", BASE, &["train.epochs=3".into(), "data.test=x/y".into()])
-            .unwrap();
+        let c = Config::parse(
+            "c.toml",
+            BASE,
+            &["train.epochs=3".into(), "data.test=x/y".into()],
+        )
+        .unwrap();
         assert_eq!(c.train.epochs, 3);
         assert_eq!(c.train.batch_size, 256);
         assert_eq!(c.data.test.as_deref(), Some("x/y"));
@@ -498,7 +510,9 @@ monitor = "hr@10"
             .unwrap_err()
             .to_string();
         assert!(e.contains("eval.patience"), "{e}");
-        let e = Config::parse("c.toml", "[data]\ntrain = 3", &[]).unwrap_err().to_string();
+        let e = Config::parse("c.toml", "[data]\ntrain = 3", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("c.toml: ") && e.contains("train"), "{e}");
     }
 }

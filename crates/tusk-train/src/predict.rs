@@ -87,7 +87,9 @@ pub fn predict(
                 None => {
                     return Err(tusk_data::Error::Csv {
                         file: pos.file.into(),
-                        message: "scores ran out before the rows (the input changed while being read?)".into(),
+                        message:
+                            "scores ran out before the rows (the input changed while being read?)"
+                                .into(),
                     });
                 }
             }
@@ -111,21 +113,27 @@ pub fn predict(
                 let mut ex: Example = match row.as_example() {
                     Some(e) => e.clone(),
                     None => {
-                        let feats = row.columns().into_iter().filter_map(|c| {
-                            row.get(&c).map(|cell| (c.clone(), text_kind(cell)))
-                        });
+                        let feats = row
+                            .columns()
+                            .into_iter()
+                            .filter_map(|c| row.get(&c).map(|cell| (c.clone(), text_kind(cell))));
                         tusk_records::example::from_features(feats)
                     }
                 };
-                ex.features.get_or_insert_with(Default::default).feature.insert(
-                    "score".into(),
-                    Feature {
-                        kind: Some(Kind::FloatList(FloatList { value: vec![score] })),
-                    },
-                );
-                w.write(&tusk_records::dataset::encode(&ex)).map_err(|e| tusk_data::Error::Csv {
-                    file: output.into(),
-                    message: e.to_string(),
+                ex.features
+                    .get_or_insert_with(Default::default)
+                    .feature
+                    .insert(
+                        "score".into(),
+                        Feature {
+                            kind: Some(Kind::FloatList(FloatList { value: vec![score] })),
+                        },
+                    );
+                w.write(&tusk_records::dataset::encode(&ex)).map_err(|e| {
+                    tusk_data::Error::Csv {
+                        file: output.into(),
+                        message: e.to_string(),
+                    }
                 })?;
             }
         }
@@ -158,7 +166,10 @@ fn csv_err(file: &str, e: csv::Error) -> tusk_data::Error {
 }
 
 fn join<T: ToString>(v: &[T]) -> String {
-    v.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+    v.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn cell_text(cell: Option<Cell<'_>>) -> String {

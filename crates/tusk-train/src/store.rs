@@ -252,7 +252,12 @@ impl ModelStore {
             [
                 ("keys", Dtype::U64, vec![n], keys.as_slice()),
                 ("values", Dtype::F32, vec![n, t.dim], values.as_slice()),
-                ("state", Dtype::F32, vec![n, slots * t.dim], state.as_slice()),
+                (
+                    "state",
+                    Dtype::F32,
+                    vec![n, slots * t.dim],
+                    state.as_slice(),
+                ),
                 ("steps", Dtype::U32, vec![n], steps.as_slice()),
             ],
             Some(HashMap::from([
@@ -350,7 +355,12 @@ impl ModelStore {
             SafeTensors::deserialize(get(name)?).map_err(|e| bad(format!("{name}: {e}")))
         };
         let model = st("model.safetensors")?;
-        let total: usize = meta.params.iter().map(|s| s.offset + s.len()).max().unwrap_or(0);
+        let total: usize = meta
+            .params
+            .iter()
+            .map(|s| s.offset + s.len())
+            .max()
+            .unwrap_or(0);
         let mut params = vec![0.0f32; total];
         for s in &meta.params {
             let t = model

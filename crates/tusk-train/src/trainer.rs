@@ -107,15 +107,11 @@ impl Scorer {
     fn from_checkpoint(ck: Checkpoint, version: u64) -> Result<Scorer> {
         let config = ck.config()?;
         let space = ck.meta.features.clone();
-        let model = Model::new(
-            &config.architecture()?,
-            space.fields(),
-            space.dense_width(),
-        )
-        .map_err(|e| Error::Store {
-            url: String::new(),
-            message: e.to_string(),
-        })?;
+        let model = Model::new(&config.architecture()?, space.fields(), space.dense_width())
+            .map_err(|e| Error::Store {
+                url: String::new(),
+                message: e.to_string(),
+            })?;
         let table = HashedTable::restore(config.embedding_optimizer()?, ck.table).map_err(|m| {
             Error::Store {
                 url: String::new(),
@@ -220,7 +216,10 @@ pub fn evaluate(scorer: &Scorer, source: &Source) -> Result<Metrics> {
     let mut m = Metrics::new();
     m.insert("rows".into(), scores.len() as f64);
     if scores.is_empty() {
-        return Err(Error::Training(format!("{}: no rows to evaluate", source.url())));
+        return Err(Error::Training(format!(
+            "{}: no rows to evaluate",
+            source.url()
+        )));
     }
     if let Ok(a) = metrics::auc(&scores, &labels) {
         m.insert("auc".into(), a);
@@ -254,7 +253,10 @@ pub fn evaluate(scorer: &Scorer, source: &Source) -> Result<Metrics> {
         }
         let refs: Vec<&[f32]> = lists.iter().map(Vec::as_slice).collect();
         if !refs.is_empty() {
-            m.insert(format!("hr@{}", cfg.k), metrics::hit_rate_at_k(&refs, cfg.k));
+            m.insert(
+                format!("hr@{}", cfg.k),
+                metrics::hit_rate_at_k(&refs, cfg.k),
+            );
             m.insert(format!("ndcg@{}", cfg.k), metrics::ndcg_at_k(&refs, cfg.k));
             m.insert("groups".into(), members.len() as f64);
         }
@@ -358,7 +360,11 @@ pub fn train_with<'a>(
                 ck.meta.state.epoch, ck.meta.state.step_in_epoch
             ));
             let scorer = Scorer::from_checkpoint(ck.clone(), v)?;
-            let mut adam = DenseAdam::new(ck.params.len(), cfg.train.learning_rate, cfg.train.weight_decay);
+            let mut adam = DenseAdam::new(
+                ck.params.len(),
+                cfg.train.learning_rate,
+                cfg.train.weight_decay,
+            );
             adam.t = ck.meta.adam_t;
             adam.m = ck.adam_m;
             adam.v = ck.adam_v;
@@ -378,7 +384,10 @@ pub fn train_with<'a>(
             )
         }
         None => {
-            obs.message(&format!("reading {} for feature statistics", cfg.data.train));
+            obs.message(&format!(
+                "reading {} for feature statistics",
+                cfg.data.train
+            ));
             let space = FeatureSpace::fit(&train_src, cfg.features.clone(), |_| {})?;
             if cfg.train.negatives == 0 {
                 space.check_both_classes()?;
@@ -389,13 +398,14 @@ pub fn train_with<'a>(
                     message: e.0,
                 })?;
             let params = model.init_params(cfg.train.seed);
-            let adam = DenseAdam::new(params.len(), cfg.train.learning_rate, cfg.train.weight_decay);
-            let table = HashedTable::new(
-                model.emb_dim(),
-                cfg.embedding_optimizer()?,
-                cfg.train.seed,
-            )
-            .with_init_scale(cfg.train.init_scale);
+            let adam = DenseAdam::new(
+                params.len(),
+                cfg.train.learning_rate,
+                cfg.train.weight_decay,
+            );
+            let table =
+                HashedTable::new(model.emb_dim(), cfg.embedding_optimizer()?, cfg.train.seed)
+                    .with_init_scale(cfg.train.init_scale);
             (
                 Arc::new(space),
                 model,
@@ -498,7 +508,12 @@ impl Run<'_> {
         let emb = pool(rows, b, d);
         self.grads.iter_mut().for_each(|g| *g = 0.0);
         let mut de = Vec::new();
-        let weights = self.cfg.features.weight.as_ref().map(|_| b.weights.as_slice());
+        let weights = self
+            .cfg
+            .features
+            .weight
+            .as_ref()
+            .map(|_| b.weights.as_slice());
         let loss = self.model.loss_and_grads(
             &self.params,
             &tusk_model::Batch {
@@ -565,7 +580,11 @@ impl Run<'_> {
                 BatchOptions {
                     batch_size: self.cfg.train.batch_size,
                     shuffle_buffer: self.cfg.train.shuffle_buffer,
-                    seed: self.cfg.train.seed.wrapping_add((epoch as u64 + 1) * 0x9e37_79b9),
+                    seed: self
+                        .cfg
+                        .train
+                        .seed
+                        .wrapping_add((epoch as u64 + 1) * 0x9e37_79b9),
                     skip_batches: self.state.step_in_epoch,
                     with_label: true,
                     group: None,

@@ -30,7 +30,12 @@ fn write_csv(path: &Path, rows: usize, seed: u64) {
             format!("{}", 20 + (u % 40))
         };
         let city = ["oslo", "lima", "pune"][(u % 3) as usize];
-        writeln!(out, "u{u},{i},{age},{city},{}", if y { "yes" } else { "no" }).unwrap();
+        writeln!(
+            out,
+            "u{u},{i},{age},{city},{}",
+            if y { "yes" } else { "no" }
+        )
+        .unwrap();
     }
     std::fs::write(path, out).unwrap();
 }
@@ -97,8 +102,11 @@ fn dlrm_learns_a_generic_csv_from_config_alone() {
     // 10% label noise caps the AUC near 0.9; a model that learned nothing scores 0.5.
     assert!(auc > 0.8, "test AUC {auc}");
     let scorer = Scorer::load(&storage, &model.display().to_string(), None).unwrap();
-    let src = tusk_data::Source::open(&storage, &data.path().join("test.csv").display().to_string())
-        .unwrap();
+    let src = tusk_data::Source::open(
+        &storage,
+        &data.path().join("test.csv").display().to_string(),
+    )
+    .unwrap();
     let m = scorer.evaluate(&src).unwrap();
     assert!((m["auc"] - s.history[s.chosen_epoch - 1].metrics["test"]["auc"]).abs() < 1e-9);
 }
@@ -230,7 +238,11 @@ fn model_store_resume_and_scoring_on_hdfs() {
     let base = format!("{}/tusk-train-test", dfs.hdfs_url());
     for f in ["train.csv", "valid.csv", "test.csv"] {
         let bytes = std::fs::read(data.path().join(f)).unwrap();
-        storage.open(&format!("{base}/{f}")).unwrap().write(bytes).unwrap();
+        storage
+            .open(&format!("{base}/{f}"))
+            .unwrap()
+            .write(bytes)
+            .unwrap();
     }
     let text = dlrm_config(data.path(), "checkpoint_every = 40")
         .to_toml()
@@ -273,7 +285,10 @@ fn model_store_resume_and_scoring_on_hdfs() {
         &mut Quiet,
     )
     .unwrap();
-    let a = ModelStore::open(&storage, &model).unwrap().load(None).unwrap();
+    let a = ModelStore::open(&storage, &model)
+        .unwrap()
+        .load(None)
+        .unwrap();
     let b = ModelStore::open(&storage, &local.display().to_string())
         .unwrap()
         .load(None)
@@ -283,13 +298,19 @@ fn model_store_resume_and_scoring_on_hdfs() {
     // Batch scoring from HDFS to HDFS.
     let scorer = Scorer::load(&storage, &model, None).unwrap();
     let out = format!("{base}/scores.csv");
-    let n = tusk_train::predict::predict(&storage, &scorer, &format!("{base}/test.csv"), &out, |_| {})
-        .unwrap();
+    let n =
+        tusk_train::predict::predict(&storage, &scorer, &format!("{base}/test.csv"), &out, |_| {})
+            .unwrap();
     assert_eq!(n.rows, 800);
     let text = String::from_utf8(storage.open(&out).unwrap().read().unwrap().to_vec()).unwrap();
     assert_eq!(text.lines().count(), 801);
     assert!(text.starts_with("user_id,item_id,age,city,clicked,score\n"));
     // TensorBoard events were written there as well.
-    let scalars = tusk_board::read_scalars(&storage.open(&format!("{model}/events")).unwrap()).unwrap();
-    assert!(scalars.contains_key("validation/auc"), "{:?}", scalars.keys());
+    let scalars =
+        tusk_board::read_scalars(&storage.open(&format!("{model}/events")).unwrap()).unwrap();
+    assert!(
+        scalars.contains_key("validation/auc"),
+        "{:?}",
+        scalars.keys()
+    );
 }

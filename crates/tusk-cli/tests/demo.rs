@@ -1,0 +1,76 @@
+//! `tusk demo` end to end, on a local directory and on a real HDFS (MiniDFS).
+
+use std::process::Command;
+
+fn demo(storage: &str) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_tusk"))
+        .args([
+            "demo",
+            "--storage",
+            storage,
+            "--events",
+            "40000",
+            "--users",
+            "800",
+        ])
+        .args(["--items", "300", "--epochs", "2"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for step in [
+        "generate clickstream",
+        "SQL features",
+        "train DLRM",
+        "evaluate",
+        "batch scoring",
+    ] {
+        assert!(out.contains(step), "summary lacks {step}: {out}");
+    }
+    out
+}
+
+/// The model's and the popularity baseline's AUC from the summary line.
+fn aucs(summary: &str) -> (f64, f64) {
+    let line = summary.lines().find(|l| l.starts_with("evaluate")).unwrap();
+    let nums: Vec<f64> = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // "evaluate (test day) SECS AUC a vs popularity b; ..."
+    (nums[1], nums[2])
+}
+
+#[test]
+fn demo_runs_end_to_end_and_beats_popularity() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("demo").display().to_string();
+    let out = demo(&base);
+    let (model, pop) = aucs(&out);
+    assert!(model > pop, "model AUC {model} vs popularity {pop}: {out}");
+    let scores = std::fs::read_to_string(dir.path().join("demo/scores.csv")).unwrap();
+    assert!(scores.lines().next().unwrap().ends_with(",score"));
+    assert!(dir.path().join("demo/model/report.html").exists());
+    // Running again replaces the earlier demo; a foreign non-empty directory is refused.
+    demo(&base);
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("precious.txt"), "keep me").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_tusk"))
+        .args(["demo", "--storage", &other.display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"));
+    assert!(other.join("precious.txt").exists());
+}
+
+#[test]
+fn demo_on_hdfs() {
+    let Some(dfs) = tusk_testkit::MiniDfs::start(1) else {
+        return;
+    };
+    let out = demo(&format!("{}/demo", dfs.hdfs_url()));
+    let (model, pop) = aucs(&out);
+    assert!(model > pop, "{out}");
+}
