@@ -118,7 +118,7 @@ impl Observer for Bars {
 
     fn step(&mut self, step: u64, loss: f64, sps: f64) {
         if let Some(b) = &self.bar
-            && step % 20 == 0
+            && step.is_multiple_of(20)
         {
             b.set_position(step);
             b.set_message(format!("loss {loss:.4} · {sps:.0} samples/s"));

@@ -8,7 +8,7 @@ pub enum Error {
     Storage(#[from] tusk_storage::Error),
     /// A record file is damaged or not Examples.
     #[error(transparent)]
-    Records(#[from] tusk_records::Error),
+    Records(Box<tusk_records::Error>),
     /// The feature configuration does not fit the data.
     #[error("config key `{key}`: {message}")]
     Config {
@@ -37,6 +37,12 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+}
+
+impl From<tusk_records::Error> for Error {
+    fn from(e: tusk_records::Error) -> Self {
+        Error::Records(Box::new(e))
+    }
 }
 
 /// `Result` with [`Error`].

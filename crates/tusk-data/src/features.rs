@@ -114,11 +114,8 @@ pub fn sparse_keys(
         None => {}
         Some(Cell::Ints(v)) => out.extend(v.iter().map(|&x| feature_key(column, x))),
         Some(Cell::Bytes(v)) => out.extend(v.iter().map(|b| text_key(column, b))),
-        Some(Cell::Text(t)) => {
-            if !is_missing_text(t) {
-                out.push(text_key(column, t.as_bytes()));
-            }
-        }
+        Some(Cell::Text(t)) if !is_missing_text(t) => out.push(text_key(column, t.as_bytes())),
+        Some(Cell::Text(_)) => {}
         Some(Cell::Floats(_)) => {
             return Err(Error::Value {
                 file: pos.file.into(),
@@ -381,7 +378,7 @@ impl FeatureSpace {
             positives += y as u64;
             config.weight_of(row, pos)?;
             rows += 1;
-            if rows % 65_536 == 0 {
+            if rows.is_multiple_of(65_536) {
                 progress(rows);
             }
             Ok(true)

@@ -8,13 +8,13 @@ pub enum Error {
     Storage(#[from] tusk_storage::Error),
     /// Reading or encoding data failed.
     #[error(transparent)]
-    Data(#[from] tusk_data::Error),
+    Data(Box<tusk_data::Error>),
     /// Record files failed.
     #[error(transparent)]
-    Records(#[from] tusk_records::Error),
+    Records(Box<tusk_records::Error>),
     /// TensorBoard events failed.
     #[error(transparent)]
-    Board(#[from] tusk_board::Error),
+    Board(Box<tusk_board::Error>),
     /// The config is wrong.
     #[error("config key `{key}`: {message}")]
     Config {
@@ -50,6 +50,24 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+}
+
+impl From<tusk_data::Error> for Error {
+    fn from(e: tusk_data::Error) -> Self {
+        Error::Data(Box::new(e))
+    }
+}
+
+impl From<tusk_records::Error> for Error {
+    fn from(e: tusk_records::Error) -> Self {
+        Error::Records(Box::new(e))
+    }
+}
+
+impl From<tusk_board::Error> for Error {
+    fn from(e: tusk_board::Error) -> Self {
+        Error::Board(Box::new(e))
+    }
 }
 
 /// `Result` with [`Error`].
