@@ -264,6 +264,12 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
         pb.set_position(r)
     })?;
     pb.finish_and_clear();
+    if !n.missing_columns.is_empty() {
+        eprintln!(
+            "note: the input lacks the model's column(s) {}: scored as missing values",
+            n.missing_columns.join(", ")
+        );
+    }
     eprintln!("scored {} rows → {}", n.rows, a.output);
     Ok(())
 }

@@ -20,6 +20,32 @@
 //! ```
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Keys are already well-mixed 64-bit hashes ([`feature_key`]), so the index uses them as they
+/// are instead of hashing them again with SipHash.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed; fold anything else in FNV-style for completeness.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, k: u64) {
+        self.0 = k;
+    }
+}
+
+/// A map keyed by embedding keys.
+pub type KeyMap<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
 
 /// Why an update was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -152,6 +178,40 @@ pub struct TableState {
     pub steps: Vec<u32>,
 }
 
+/// [`TableState`], borrowed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TableView<'a> {
+    /// Row width.
+    pub dim: usize,
+    /// Initialisation seed.
+    pub seed: u64,
+    /// Initialisation scale.
+    pub init_scale: f32,
+    /// Keys in creation order.
+    pub keys: &'a [u64],
+    /// `dim` values per key.
+    pub values: &'a [f32],
+    /// Optimiser state per key.
+    pub state: &'a [f32],
+    /// Adam steps per key.
+    pub steps: &'a [u32],
+}
+
+impl TableState {
+    /// Borrow as a [`TableView`].
+    pub fn view(&self) -> TableView<'_> {
+        TableView {
+            dim: self.dim,
+            seed: self.seed,
+            init_scale: self.init_scale,
+            keys: &self.keys,
+            values: &self.values,
+            state: &self.state,
+            steps: &self.steps,
+        }
+    }
+}
+
 /// An in-process hashed embedding table.
 #[derive(Debug, Clone)]
 pub struct HashedTable {
@@ -160,7 +220,7 @@ pub struct HashedTable {
     seed: u64,
     /// Initial values are uniform in ±`init_scale`.
     init_scale: f32,
-    index: HashMap<u64, usize>,
+    index: KeyMap<usize>,
     /// Row values, `dim` per row, in creation order.
     values: Vec<f32>,
     /// Optimiser state, `slots * dim` per row.
@@ -178,7 +238,7 @@ impl HashedTable {
             optimizer,
             seed,
             init_scale: 1.0 / (dim.max(1) as f32).sqrt(),
-            index: HashMap::new(),
+            index: KeyMap::default(),
             values: Vec::new(),
             state: Vec::new(),
             steps: Vec::new(),
@@ -253,6 +313,19 @@ impl HashedTable {
         }
     }
 
+    /// The same contents as [`HashedTable::export`], borrowed (checkpoints without a copy).
+    pub fn view(&self) -> TableView<'_> {
+        TableView {
+            dim: self.dim,
+            seed: self.seed,
+            init_scale: self.init_scale,
+            keys: &self.keys,
+            values: &self.values,
+            state: &self.state,
+            steps: &self.steps,
+        }
+    }
+
     /// Rebuild a table from [`HashedTable::export`]; fails when the pieces disagree in size.
     pub fn restore(optimizer: Optimizer, s: TableState) -> Result<HashedTable, String> {
         let n = s.keys.len();
@@ -267,7 +340,7 @@ impl HashedTable {
                 s.steps.len()
             ));
         }
-        let mut index = HashMap::with_capacity(n);
+        let mut index = KeyMap::with_capacity_and_hasher(n, Default::default());
         for (r, k) in s.keys.iter().enumerate() {
             if index.insert(*k, r).is_some() {
                 return Err(format!("key {k:#018x} appears twice"));
@@ -359,7 +432,8 @@ impl EmbeddingStore for HashedTable {
             });
         }
         // Sum the gradients of repeated keys (first-occurrence order, for determinism).
-        let mut slot: HashMap<u64, usize> = HashMap::with_capacity(keys.len());
+        let mut slot: KeyMap<usize> =
+            KeyMap::with_capacity_and_hasher(keys.len(), Default::default());
         let mut order: Vec<u64> = Vec::with_capacity(keys.len());
         let mut summed: Vec<f32> = Vec::with_capacity(grads.len());
         for (i, &k) in keys.iter().enumerate() {

@@ -18,10 +18,12 @@ use crate::error::{Error, Result};
 use crate::trainer::Scorer;
 
 /// Rows scored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scored {
     /// Rows written.
     pub rows: u64,
+    /// Feature columns of the model that the first input row lacked (scored as missing).
+    pub missing_columns: Vec<String>,
 }
 
 enum Out {
@@ -72,11 +74,22 @@ pub fn predict(
     .map(|b| b.map(|b| scorer.logits(&b)));
     let mut pending: std::vec::IntoIter<f32> = Vec::new().into_iter();
     let mut rows = 0u64;
+    let mut missing_columns = Vec::new();
     let werr = |e: std::io::Error| Error::Output {
         file: output.to_string(),
         message: e.to_string(),
     };
     source.for_each_row(|row, pos| {
+        if rows == 0 {
+            let cfg = &scorer.space.config;
+            missing_columns = cfg
+                .sparse
+                .iter()
+                .chain(&cfg.dense)
+                .filter(|c| row.get(c).is_none())
+                .cloned()
+                .collect();
+        }
         let score = loop {
             if let Some(z) = pending.next() {
                 break sigmoid(z);
@@ -155,7 +168,10 @@ pub fn predict(
             w.finish()?;
         }
     }
-    Ok(Scored { rows })
+    Ok(Scored {
+        rows,
+        missing_columns,
+    })
 }
 
 fn csv_err(file: &str, e: csv::Error) -> tusk_data::Error {

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use tusk_data::FeatureSpace;
-use tusk_embedding::TableState;
+use tusk_embedding::{TableState, TableView};
 use tusk_model::nn::ParamSpec;
 use tusk_storage::{Location, Storage};
 
@@ -102,7 +102,33 @@ pub struct Checkpoint {
     pub table: TableState,
 }
 
+/// A version to save, borrowed from a run in progress (no copy of the tables).
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointRef<'a> {
+    /// Metadata.
+    pub meta: &'a Meta,
+    /// Dense parameters.
+    pub params: &'a [f32],
+    /// Dense Adam first moments.
+    pub adam_m: &'a [f32],
+    /// Dense Adam second moments.
+    pub adam_v: &'a [f32],
+    /// The embedding table.
+    pub table: TableView<'a>,
+}
+
 impl Checkpoint {
+    /// Borrow for [`ModelStore::save`].
+    pub fn as_ref(&self) -> CheckpointRef<'_> {
+        CheckpointRef {
+            meta: &self.meta,
+            params: &self.params,
+            adam_m: &self.adam_m,
+            adam_v: &self.adam_v,
+            table: self.table.view(),
+        }
+    }
+
     /// The config stored with this version.
     pub fn config(&self) -> Result<Config> {
         Config::parse("model.json config", &self.meta.config, &[])
@@ -131,8 +157,14 @@ pub struct ModelStore {
     root: Location,
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+// safetensors data is little-endian, which is what these casts give on the targets we build.
+#[cfg(not(target_endian = "little"))]
+compile_error!(
+    "the model store writes little-endian tensors by casting; big-endian targets are not supported"
+);
+
+fn f32_bytes(v: &[f32]) -> &[u8] {
+    bytemuck::cast_slice(v)
 }
 
 fn version_name(v: u64) -> String {
@@ -200,7 +232,7 @@ impl ModelStore {
     }
 
     /// Commit `ck` as a new version; returns its number.
-    pub fn save(&self, ck: &Checkpoint) -> Result<u64> {
+    pub fn save(&self, ck: &CheckpointRef<'_>) -> Result<u64> {
         let v = self.all_versions()?.last().map_or(1, |(v, _)| v + 1);
         let dir = self.version_dir(v);
         let st_err = |e: safetensors::SafeTensorError| Error::Store {
@@ -208,7 +240,7 @@ impl ModelStore {
             message: format!("encoding tensors: {e}"),
         };
         // Dense weights, one tensor per name, loadable by safetensors.torch.load_file.
-        let pbytes: Vec<(String, Vec<usize>, Vec<u8>)> = ck
+        let pbytes: Vec<(String, Vec<usize>, &[u8])> = ck
             .meta
             .params
             .iter()
@@ -223,26 +255,30 @@ impl ModelStore {
         let model = serialize(
             pbytes
                 .iter()
-                .map(|(n, s, b)| (n.as_str(), Dtype::F32, s.clone(), b.as_slice())),
+                .map(|(n, s, b)| (n.as_str(), Dtype::F32, s.clone(), *b)),
             Some(HashMap::from([("format".into(), "pt".into())])),
         )
         .map_err(st_err)?;
-        let m = f32_bytes(&ck.adam_m);
-        let vv = f32_bytes(&ck.adam_v);
         let optim = serialize(
             [
-                ("adam.m", Dtype::F32, vec![ck.adam_m.len()], m.as_slice()),
-                ("adam.v", Dtype::F32, vec![ck.adam_v.len()], vv.as_slice()),
+                (
+                    "adam.m",
+                    Dtype::F32,
+                    vec![ck.adam_m.len()],
+                    f32_bytes(ck.adam_m),
+                ),
+                (
+                    "adam.v",
+                    Dtype::F32,
+                    vec![ck.adam_v.len()],
+                    f32_bytes(ck.adam_v),
+                ),
             ],
             None,
         )
         .map_err(st_err)?;
         let t = &ck.table;
         let n = t.keys.len();
-        let keys: Vec<u8> = t.keys.iter().flat_map(|k| k.to_le_bytes()).collect();
-        let values = f32_bytes(&t.values);
-        let state = f32_bytes(&t.state);
-        let steps: Vec<u8> = t.steps.iter().flat_map(|k| k.to_le_bytes()).collect();
         let slots = if n == 0 || t.dim == 0 {
             0
         } else {
@@ -250,15 +286,15 @@ impl ModelStore {
         };
         let emb = serialize(
             [
-                ("keys", Dtype::U64, vec![n], keys.as_slice()),
-                ("values", Dtype::F32, vec![n, t.dim], values.as_slice()),
+                ("keys", Dtype::U64, vec![n], bytemuck::cast_slice(t.keys)),
+                ("values", Dtype::F32, vec![n, t.dim], f32_bytes(t.values)),
                 (
                     "state",
                     Dtype::F32,
                     vec![n, slots * t.dim],
-                    state.as_slice(),
+                    f32_bytes(t.state),
                 ),
-                ("steps", Dtype::U32, vec![n], steps.as_slice()),
+                ("steps", Dtype::U32, vec![n], bytemuck::cast_slice(t.steps)),
             ],
             Some(HashMap::from([
                 ("seed".into(), t.seed.to_string()),
@@ -266,7 +302,7 @@ impl ModelStore {
             ])),
         )
         .map_err(st_err)?;
-        let meta = serde_json::to_vec_pretty(&ck.meta).map_err(|e| Error::Store {
+        let meta = serde_json::to_vec_pretty(ck.meta).map_err(|e| Error::Store {
             url: dir.url(),
             message: e.to_string(),
         })?;

@@ -19,9 +19,9 @@ use tusk_model::{DenseAdam, Model};
 use tusk_storage::Storage;
 
 use crate::collective::{Collective, Local};
-use crate::config::{Config, Monitor};
+use crate::config::{Config, EvalConfig, Monitor};
 use crate::error::{Error, Result};
-use crate::store::{Checkpoint, EpochRecord, Meta, ModelStore, TrainState};
+use crate::store::{Checkpoint, CheckpointRef, EpochRecord, Meta, ModelStore, TrainState};
 
 /// What the caller wants besides the config.
 #[derive(Debug, Clone, Default)]
@@ -130,23 +130,56 @@ impl Scorer {
 
     /// Logits of a batch, reading embeddings without creating rows.
     pub fn logits(&self, b: &Batch) -> Vec<f32> {
+        self.view().logits(b)
+    }
+
+    /// Metrics of this model on `source` (see [`evaluate`]).
+    pub fn evaluate(&self, source: &Source) -> Result<Metrics> {
+        evaluate(&self.view(), source)
+    }
+
+    /// A borrowed view for scoring.
+    pub fn view(&self) -> View<'_> {
+        View {
+            model: &self.model,
+            params: &self.params,
+            table: &self.table,
+            space: &self.space,
+            eval: &self.config.eval,
+        }
+    }
+}
+
+/// What scoring needs, borrowed (from a [`Scorer`] or from a run in progress).
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    /// The network.
+    pub model: &'a Model,
+    /// Dense weights.
+    pub params: &'a [f32],
+    /// Embedding rows (read without creating rows).
+    pub table: &'a HashedTable,
+    /// How rows are encoded.
+    pub space: &'a Arc<FeatureSpace>,
+    /// Grouping and K for ranking metrics, scoring batch size.
+    pub eval: &'a EvalConfig,
+}
+
+impl View<'_> {
+    /// Logits of a batch.
+    pub fn logits(&self, b: &Batch) -> Vec<f32> {
         let d = self.model.emb_dim();
         let mut rows = vec![0.0; b.keys.len() * d];
         self.table.peek(&b.keys, &mut rows);
         let emb = pool(rows, b, d);
         self.model.forward(
-            &self.params,
+            self.params,
             &tusk_model::Batch {
                 size: b.size,
                 emb: &emb,
                 dense: &b.dense,
             },
         )
-    }
-
-    /// Metrics of this model on `source` (see [`evaluate`]).
-    pub fn evaluate(&self, source: &Source) -> Result<Metrics> {
-        evaluate(self, source)
     }
 }
 
@@ -188,8 +221,8 @@ fn unpool(de: Vec<f32>, b: &Batch, d: usize) -> Vec<f32> {
 
 /// AUC and logloss over all rows, and HR@K / NDCG@K over groups (`eval.group`): each
 /// positive is ranked against its group's negatives, ties counted against it.
-pub fn evaluate(scorer: &Scorer, source: &Source) -> Result<Metrics> {
-    let cfg = &scorer.config.eval;
+pub fn evaluate(scorer: &View<'_>, source: &Source) -> Result<Metrics> {
+    let cfg = scorer.eval;
     let it = batches(
         source.clone(),
         scorer.space.clone(),
@@ -477,20 +510,21 @@ pub fn train_with<'a>(
 
 impl Run<'_> {
     fn checkpoint(&mut self) -> Result<u64> {
-        let ck = Checkpoint {
-            meta: Meta {
-                format: 1,
-                config: self.cfg.to_toml(),
-                features: (*self.space).clone(),
-                params: self.model.layout().specs().to_vec(),
-                emb_dim: self.model.emb_dim(),
-                adam_t: self.adam.t,
-                state: self.state.clone(),
-            },
-            params: self.params.clone(),
-            adam_m: self.adam.m.clone(),
-            adam_v: self.adam.v.clone(),
-            table: self.table.export(),
+        let meta = Meta {
+            format: 1,
+            config: self.cfg.to_toml(),
+            features: (*self.space).clone(),
+            params: self.model.layout().specs().to_vec(),
+            emb_dim: self.model.emb_dim(),
+            adam_t: self.adam.t,
+            state: self.state.clone(),
+        };
+        let ck = CheckpointRef {
+            meta: &meta,
+            params: &self.params,
+            adam_m: &self.adam.m,
+            adam_v: &self.adam.v,
+            table: self.table.view(),
         };
         let v = self.store.save(&ck)?;
         if let Some(ev) = &mut self.events {
@@ -547,15 +581,13 @@ impl Run<'_> {
         Ok(loss)
     }
 
-    fn scorer_view(&self) -> Scorer {
-        // Cheap enough per epoch: evaluation reads the table without changing it.
-        Scorer {
-            model: self.model.clone(),
-            params: self.params.clone(),
-            table: self.table.clone(),
-            space: self.space.clone(),
-            config: self.cfg.clone(),
-            version: 0,
+    fn view(&self) -> View<'_> {
+        View {
+            model: &self.model,
+            params: &self.params,
+            table: &self.table,
+            space: &self.space,
+            eval: &self.cfg.eval,
         }
     }
 
@@ -639,7 +671,7 @@ impl Run<'_> {
             let secs = t0.elapsed().as_secs_f64();
             train_secs += secs;
             // Evaluate.
-            let scorer = self.scorer_view();
+            let scorer = self.view();
             let mut metrics: HashMap<String, HashMap<String, f64>> = HashMap::new();
             for (name, src) in [("validation", &self.validation), ("test", &self.test)] {
                 if let Some(src) = src {
@@ -647,7 +679,6 @@ impl Run<'_> {
                     metrics.insert(name.into(), m.into_iter().collect());
                 }
             }
-            drop(scorer);
             let record = EpochRecord {
                 epoch: epoch + 1,
                 train_loss: self.state.epoch_loss_sum / self.state.epoch_rows.max(1) as f64,

@@ -179,7 +179,7 @@ fn uncommitted_and_damaged_versions_are_never_loaded() {
     store.load(None).unwrap();
     // The next save skips past the dead directory.
     let ck = store.load(None).unwrap();
-    assert_eq!(store.save(&ck).unwrap(), v + 2);
+    assert_eq!(store.save(&ck.as_ref()).unwrap(), v + 2);
     // A damaged file is refused with its name.
     let f = model.join(format!("versions/{:06}/model.safetensors", v + 2));
     let mut bytes = std::fs::read(&f).unwrap();
