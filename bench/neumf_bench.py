@@ -126,6 +126,10 @@ def find_tusk(arg):
     candidates = [arg] if arg else [os.path.join(REPO, "target", "release", "tusk")]
     if not arg and os.environ.get("CARGO_TARGET_DIR"):
         candidates.append(os.path.join(os.environ["CARGO_TARGET_DIR"], "release", "tusk"))
+    if not arg:
+        # where scripts/test and scripts/quickstart keep their builds
+        cache = os.environ.get("TUSK_CACHE", os.path.expanduser("~/.cache/tusk"))
+        candidates.append(os.path.join(cache, "target", "release", "tusk"))
     for c in candidates:
         if os.path.isfile(c) and os.access(c, os.X_OK):
             return os.path.abspath(c)
