@@ -100,6 +100,10 @@ RULES = [
     # views live for the session only
     ("CREATE VIEW v → CREATE OR REPLACE TEMP VIEW v",
      lambda s: re.subn(r"^\s*CREATE\s+VIEW\b", "CREATE OR REPLACE TEMP VIEW", s, flags=re.IGNORECASE)),
+    # a materialised table: Spark's eager in-memory equivalent (CREATE TABLE AS would write a
+    # managed table to the warehouse directory)
+    ("CREATE TABLE t AS → CACHE TABLE t AS",
+     lambda s: re.subn(r"^\s*CREATE\s+TABLE\s+(\w+)\s+AS\b", r"CACHE TABLE \1 AS", s, flags=re.IGNORECASE)),
     # DataFusion's range(N) table function has the column `value`, Spark's has `id`
     ("range(N) AS ks → (SELECT id AS value FROM range(N)) AS ks",
      lambda s: re.subn(r"\brange\((\d+)\)\s+AS\s+(\w+)", r"(SELECT id AS value FROM range(\1)) AS \2",

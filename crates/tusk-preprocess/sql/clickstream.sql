@@ -24,7 +24,9 @@ WHERE event_type IN ('view', 'cart', 'remove_from_cart', 'purchase')
   AND user_id IS NOT NULL AND product_id IS NOT NULL;
 
 -- 2. Time-based split: the last day is the test period, everything before it trains.
-CREATE VIEW ev_split AS
+--    Materialised (an in-memory table): six views below read it, and re-parsing the logs for
+--    each of them would cost more than holding the projected columns once.
+CREATE TABLE ev_split AS
 SELECT ev.*,
        CASE WHEN ev.day = ${last_day} THEN 'test' ELSE 'train' END AS split,
        CAST(${last_day} AS BIGINT) AS last_day
@@ -85,16 +87,18 @@ GROUP BY split, user_id, product_id;
 --    (user, item, k, seed) over the training catalogue, minus anything the user touched in
 --    that split (so a few draws are dropped rather than mislabelled).
 CREATE VIEW catalogue AS
-SELECT product_id, ROW_NUMBER() OVER (ORDER BY product_id) - 1 AS idx
+SELECT product_id, CAST(ROW_NUMBER() OVER (ORDER BY product_id) - 1 AS BIGINT) AS idx
 FROM (SELECT DISTINCT product_id FROM ev_split WHERE split = 'train') items;
 
 CREATE VIEW draws AS
 SELECT p.split, p.user_id,
        ((p.user_id % 1000003) * 7919 + (p.product_id % 1000003) * 104729
         + ks.value * 15485863 + ${seed}) % n.n AS idx
-FROM positives p
+-- the one-row and K-row sides come first: the engine buffers the left side of a cross join
+-- and streams the right, so the positives stream through in whole batches.
+FROM (SELECT count(*) AS n FROM catalogue) n
 CROSS JOIN range(${negatives}) AS ks
-CROSS JOIN (SELECT count(*) AS n FROM catalogue) n;
+CROSS JOIN positives p;
 
 CREATE VIEW negatives AS
 SELECT d.split, d.user_id, c.product_id

@@ -113,6 +113,15 @@ impl SqlSession {
         memory_limit: Option<usize>,
     ) -> Result<SqlSession> {
         let mut config = SessionConfig::new().with_information_schema(true);
+        // Hash joins whose smaller side is below these sizes build one shared table from it
+        // (a broadcast join) instead of hash-repartitioning both sides: feature tables joined
+        // onto millions of samples are that case (Spark's autoBroadcastJoinThreshold is the
+        // same idea).
+        config.options_mut().optimizer.hash_join_single_partition_threshold = 64 << 20;
+        config
+            .options_mut()
+            .optimizer
+            .hash_join_single_partition_threshold_rows = 4 << 20;
         if partitions > 0 {
             config = config.with_target_partitions(partitions);
         }
