@@ -197,6 +197,21 @@ pub struct TableView<'a> {
     pub steps: &'a [u32],
 }
 
+impl TableView<'_> {
+    /// An owned copy.
+    pub fn to_state(&self) -> TableState {
+        TableState {
+            dim: self.dim,
+            seed: self.seed,
+            init_scale: self.init_scale,
+            keys: self.keys.to_vec(),
+            values: self.values.to_vec(),
+            state: self.state.to_vec(),
+            steps: self.steps.to_vec(),
+        }
+    }
+}
+
 impl TableState {
     /// Borrow as a [`TableView`].
     pub fn view(&self) -> TableView<'_> {
@@ -302,15 +317,7 @@ impl HashedTable {
     /// Everything needed to rebuild this table exactly: keys, values, optimiser state and
     /// per-row step counts, in creation order.
     pub fn export(&self) -> TableState {
-        TableState {
-            dim: self.dim,
-            seed: self.seed,
-            init_scale: self.init_scale,
-            keys: self.keys.clone(),
-            values: self.values.clone(),
-            state: self.state.clone(),
-            steps: self.steps.clone(),
-        }
+        self.view().to_state()
     }
 
     /// The same contents as [`HashedTable::export`], borrowed (checkpoints without a copy).

@@ -117,7 +117,10 @@ impl SqlSession {
         // (a broadcast join) instead of hash-repartitioning both sides: feature tables joined
         // onto millions of samples are that case (Spark's autoBroadcastJoinThreshold is the
         // same idea).
-        config.options_mut().optimizer.hash_join_single_partition_threshold = 64 << 20;
+        config
+            .options_mut()
+            .optimizer
+            .hash_join_single_partition_threshold = 64 << 20;
         config
             .options_mut()
             .optimizer

@@ -340,6 +340,11 @@ impl ModelStore {
 
     /// Load a committed version (the newest when `None`).
     pub fn load(&self, version: Option<u64>) -> Result<Checkpoint> {
+        self.load_version(version).map(|(_, ck)| ck)
+    }
+
+    /// [`ModelStore::load`], also saying which version it loaded.
+    pub fn load_version(&self, version: Option<u64>) -> Result<(u64, Checkpoint)> {
         let v = match version {
             Some(v) => v,
             None => self.latest()?.ok_or_else(|| Error::Store {
@@ -347,6 +352,10 @@ impl ModelStore {
                 message: "no committed model version here (is this the model URL given to `tusk train --model`?)".into(),
             })?,
         };
+        self.load_exact(v).map(|ck| (v, ck))
+    }
+
+    fn load_exact(&self, v: u64) -> Result<Checkpoint> {
         let dir = self.version_dir(v);
         let mpath = dir.join(MANIFEST);
         let mbytes = match mpath.read() {

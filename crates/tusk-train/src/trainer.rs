@@ -93,14 +93,7 @@ impl Scorer {
     /// Load a committed version (newest when `None`).
     pub fn load(storage: &Storage, model_url: &str, version: Option<u64>) -> Result<Scorer> {
         let store = ModelStore::open(storage, model_url)?;
-        let v = match version {
-            Some(v) => v,
-            None => store.latest()?.ok_or_else(|| Error::Store {
-                url: store.url(),
-                message: "no committed model version here".into(),
-            })?,
-        };
-        let ck = store.load(Some(v))?;
+        let (v, ck) = store.load_version(version)?;
         Self::from_checkpoint(ck, v)
     }
 
