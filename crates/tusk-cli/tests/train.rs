@@ -118,6 +118,40 @@ fn train_eval_predict_report() {
     let score = |l: &str| l.rsplit(',').next().unwrap().parse::<f64>().unwrap();
     assert!(score(lines[1]) > score(lines[2]), "{text}");
 
+    // The same scoring into Parquet: every input column plus `score`.
+    let pq = dir.path().join("scores.parquet");
+    let o = tusk(&[
+        "predict",
+        "--model",
+        &model,
+        "--input",
+        &pairs.display().to_string(),
+        "--output",
+        &pq.display().to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = tusk(&["records", "cat", &pq.display().to_string()]);
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0]["user_id"]["int64"][0], 1);
+    let s = rows[0]["score"]["float"][0].as_f64().unwrap();
+    assert!((s - score(lines[1])).abs() < 1e-6, "{s} vs {}", lines[1]);
+    assert_eq!(
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("scoring"))
+            .count(),
+        0
+    );
+
     let o = tusk(&["report", &model]);
     assert!(o.status.success(), "{}", stderr(&o));
     let html = std::fs::read_to_string(dir.path().join("model/report.html")).unwrap();

@@ -2,14 +2,16 @@
 //! column (the predicted probability) out.
 //!
 //! Input: anything [`Source`] reads (CSV with a header, TFRecord, Parquet, datasets, globs).
-//! Output by file name: `.csv` (the input's columns, then `score`) or `.tfrecord[.gz|.zz]`
-//! (each input Example with a `score` float feature). The output appears atomically when
+//! Output by file name: `.csv` (the input's columns, then `score`), `.tfrecord[.gz|.zz]`
+//! (each input Example with a `score` float feature) or `.parquet` (the same Examples as
+//! columns). The output appears atomically when
 //! scoring succeeded; a failure leaves nothing behind.
 
 use std::io::Write;
 
 use tusk_data::{BatchOptions, Cell, Source, batches};
 use tusk_model::models::sigmoid;
+use tusk_records::dataset::{Format, Input, Output, convert};
 use tusk_records::example::{Example, Feature, FloatList, Kind};
 use tusk_records::tfrecord::{self, Compression};
 use tusk_storage::Storage;
@@ -37,6 +39,32 @@ pub fn predict(
     scorer: &Scorer,
     input: &str,
     output: &str,
+    progress: impl FnMut(u64),
+) -> Result<Scored> {
+    let lower = output.to_ascii_lowercase();
+    if !(lower.ends_with(".parquet") || lower.ends_with(".pq")) {
+        return predict_into(storage, scorer, input, output, progress);
+    }
+    // Parquet needs the schema up front: score into a hidden TFRecord beside the output, then
+    // convert it (schema pass + copy, written atomically) and remove the temporary file.
+    let out_loc = storage.open(output)?;
+    let tmp = out_loc
+        .parent()
+        .join(&format!(".{}.scoring.tfrecord", out_loc.file_name()));
+    let result = predict_into(storage, scorer, input, &tmp.url(), progress).and_then(|scored| {
+        let records = Input::open(storage, &tmp.url(), None)?;
+        convert(&records, &Output::File(out_loc, Format::Parquet), |_| {})?;
+        Ok(scored)
+    });
+    let _ = tmp.delete();
+    result
+}
+
+fn predict_into(
+    storage: &Storage,
+    scorer: &Scorer,
+    input: &str,
+    output: &str,
     mut progress: impl FnMut(u64),
 ) -> Result<Scored> {
     let source = Source::open(storage, input)?;
@@ -52,7 +80,7 @@ pub fn predict(
     } else {
         return Err(Error::Output {
             file: output.into(),
-            message: "name the output .csv or .tfrecord (optionally .gz); `tusk records convert` turns TFRecord into Parquet".into(),
+            message: "name the output .csv, .parquet or .tfrecord (optionally .gz)".into(),
         });
     };
     // Scores come from the batch pipeline in source order; the rows themselves are read a
@@ -126,10 +154,9 @@ pub fn predict(
                 let mut ex: Example = match row.as_example() {
                     Some(e) => e.clone(),
                     None => {
-                        let feats = row
-                            .columns()
-                            .into_iter()
-                            .filter_map(|c| row.get(&c).map(|cell| (c.clone(), text_kind(cell))));
+                        let feats = row.columns().into_iter().filter_map(|c| {
+                            row.get(&c).and_then(text_kind).map(|k| (c.clone(), k))
+                        });
                         tusk_records::example::from_features(feats)
                     }
                 };
@@ -202,12 +229,14 @@ fn cell_text(cell: Option<Cell<'_>>) -> String {
     }
 }
 
-fn text_kind(cell: Cell<'_>) -> Kind {
+/// A cell as an Example feature; an empty CSV field is an absent feature.
+fn text_kind(cell: Cell<'_>) -> Option<Kind> {
     use tusk_records::example::{BytesList, Int64List};
-    match cell {
+    Some(match cell {
         Cell::Ints(v) => Kind::Int64List(Int64List { value: v.to_vec() }),
         Cell::Floats(v) => Kind::FloatList(FloatList { value: v.to_vec() }),
         Cell::Bytes(v) => Kind::BytesList(BytesList { value: v.to_vec() }),
+        Cell::Text(t) if t.trim().is_empty() => return None,
         Cell::Text(t) => {
             if let Ok(i) = t.trim().parse::<i64>() {
                 Kind::Int64List(Int64List { value: vec![i] })
@@ -219,5 +248,5 @@ fn text_kind(cell: Cell<'_>) -> Kind {
                 })
             }
         }
-    }
+    })
 }
