@@ -268,3 +268,44 @@ fn kill_9_during_training_never_leaves_a_broken_model() {
     assert_eq!(a.params, b.params);
     assert_eq!(a.table, b.table);
 }
+
+#[test]
+fn training_events_read_in_tensorboard() {
+    let found = tusk_testkit::python_with_tensorflow()
+        .ok_or_else(|| "no Python with TensorFlow/TensorBoard".to_string());
+    let Some(py) = tusk_testkit::require("TensorBoard", "TUSK_REQUIRE_TF", found) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), 2000);
+    let model = dir.path().join("model");
+    let o = tusk(&[
+        "train",
+        &cfg,
+        "--model",
+        &model.display().to_string(),
+        "--epochs",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = tusk_testkit::repo_root().join("crates/tusk-board/tests/read_tfevents.py");
+    let events = model.join("events");
+    let o = Command::new(py).arg(script).arg(&events).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let scalars = &v[events.display().to_string()]["scalars"];
+    for tag in [
+        "train/loss",
+        "train/samples_per_sec",
+        "train/learning_rate",
+        "epoch/train_loss",
+        "test/auc",
+        "test/logloss",
+    ] {
+        assert!(scalars.get(tag).is_some(), "TensorBoard lacks {tag}: {v}");
+    }
+    // one point per epoch for the evaluation series, at increasing steps
+    let auc = scalars["test/auc"].as_array().unwrap();
+    assert_eq!(auc.len(), 2);
+    assert!(auc[0][0].as_i64() < auc[1][0].as_i64());
+}
