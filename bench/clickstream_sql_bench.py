@@ -340,6 +340,8 @@ def main():
     only.add_argument("--tusk-only", action="store_true")
     ap.add_argument("--spark-python")
     ap.add_argument("--master", default="local[2]")
+    ap.add_argument("--shuffle-partitions", type=int, default=SHUFFLE_PARTITIONS,
+                    help="spark.sql.shuffle.partitions (default %(default)s)")
     ap.add_argument("--compare-content", action="store_true",
                     help="after the runs, compare the last tusk and Spark outputs row by row (Spark job, not timed)")
     ap.add_argument("--keep-outputs", action="store_true", help="keep every run's output (default: the last)")
@@ -379,7 +381,7 @@ def main():
                     os.remove(res_json)
                 cmd = [spark_py, SPARK_SCRIPT, "--input", logs, "--output", out,
                        "--negatives", str(a.negatives), "--seed", str(SEED), "--master", a.master,
-                       "--driver-memory", DRIVER_MEMORY, "--shuffle-partitions", str(SHUFFLE_PARTITIONS),
+                       "--driver-memory", DRIVER_MEMORY, "--shuffle-partitions", str(a.shuffle_partitions),
                        "--json", res_json]
             log(f"run {n}/{a.runs} {system}: $ " + " ".join(cmd))
             m = run_measured(cmd, logf)
@@ -469,7 +471,7 @@ def main():
         s = results["spark"][-1]
         print(f"Spark settings: master {a.master}, spark.driver.memory {DRIVER_MEMORY} "
               f"(JVM max heap {s['jvm_max_heap_mib']:.0f} MiB), spark.sql.shuffle.partitions "
-              f"{SHUFFLE_PARTITIONS}, spark.sql.session.timeZone UTC, UI off; session start "
+              f"{a.shuffle_partitions}, spark.sql.session.timeZone UTC, UI off; session start "
               f"{s['session_s']:.1f} s (in wall, not in in-engine).")
         print("Spark dialect translations of clickstream.sql (applied programmatically): "
               + "; ".join(f"`{t}`" for t in translations) + ".")

@@ -66,7 +66,7 @@ pub struct ClickstreamArgs {
     /// Use this SQL script instead of the shipped one (crates/tusk-preprocess/sql/clickstream.sql).
     #[arg(long)]
     sql: Option<String>,
-    /// DataFusion partitions [default: one per core].
+    /// DataFusion partitions [default: eight per core].
     #[arg(long, default_value_t = 0)]
     partitions: usize,
     /// Memory limit of the SQL engine, e.g. 2G or 512M: sorts and aggregations spill to the
@@ -142,7 +142,7 @@ pub struct SqlArgs {
     /// Write OUTPUT/<value> per distinct value of this (text) column, dropping it.
     #[arg(long)]
     split_by: Option<String>,
-    /// DataFusion partitions [default: one per core].
+    /// DataFusion partitions [default: eight per core].
     #[arg(long, default_value_t = 0)]
     partitions: usize,
     #[command(flatten)]

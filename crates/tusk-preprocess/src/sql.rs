@@ -104,7 +104,7 @@ impl TableFormat {
 }
 
 impl SqlSession {
-    /// A session with `partitions` target partitions (0 = one per core) and, optionally, a
+    /// A session with `partitions` target partitions (0 = eight per core) and, optionally, a
     /// memory limit in bytes: sorts and aggregations then spill to the OS temp directory
     /// instead of growing, and a query that cannot fit fails with "Resources exhausted".
     pub fn new(
@@ -125,9 +125,16 @@ impl SqlSession {
             .options_mut()
             .optimizer
             .hash_join_single_partition_threshold_rows = 4 << 20;
-        if partitions > 0 {
-            config = config.with_target_partitions(partitions);
-        }
+        // Default: 8 partitions per core. More, smaller partitions made the clickstream
+        // pipeline faster and leaner on 2 cores (10M events: 2 partitions 39.5 s / 5.2 GB,
+        // 4: 31.2 s, 8: 28.5 s, 16: 25.5 s / 4.4 GB, 32: 26.3 s): sorts and hash tables per
+        // partition stay small, and a slow partition no longer holds up the whole stage.
+        let partitions = if partitions > 0 {
+            partitions
+        } else {
+            8 * std::thread::available_parallelism().map_or(1, |n| n.get())
+        };
+        config = config.with_target_partitions(partitions);
         let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
         if let Some(limit) = memory_limit {
             runtime = runtime.with_memory_limit(limit, 1.0);
@@ -601,7 +608,7 @@ pub struct ClickstreamJob {
     pub sql: String,
     /// Name of the script, for errors.
     pub sql_name: String,
-    /// DataFusion target partitions (0 = one per core).
+    /// DataFusion target partitions (0 = eight per core).
     pub partitions: usize,
     /// Memory limit for the SQL engine in bytes (None: unlimited); see [`SqlSession::new`].
     pub memory_limit: Option<usize>,
