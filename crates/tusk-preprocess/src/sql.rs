@@ -135,6 +135,12 @@ impl SqlSession {
             8 * std::thread::available_parallelism().map_or(1, |n| n.get())
         };
         config = config.with_target_partitions(partitions);
+        if let Some(limit) = memory_limit {
+            // Every partition's sort reserves this much up front for merging its spills
+            // (10 MB by default): with many partitions a small pool would go to reservations.
+            config.options_mut().execution.sort_spill_reservation_bytes =
+                (limit / (4 * partitions)).clamp(64 << 10, 10 << 20);
+        }
         let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
         if let Some(limit) = memory_limit {
             runtime = runtime.with_memory_limit(limit, 1.0);
