@@ -209,7 +209,6 @@ impl NegativeSampler {
                 weight: 1.0,
             };
             let mut src = 0usize;
-            let mut isrc = 0usize;
             for (f, &len) in e.bag_lens.iter().enumerate() {
                 let len = len as usize;
                 if let Some(j) = self.item_fields.iter().position(|&x| x == f) {
@@ -217,14 +216,12 @@ impl NegativeSampler {
                     let start: usize = ilens[..j].iter().map(|&x| x as usize).sum();
                     n.keys.extend_from_slice(&ikeys[start..start + il]);
                     n.bag_lens.push(il as u32);
-                    isrc += il;
                 } else {
                     n.keys.extend_from_slice(&e.keys[src..src + len]);
                     n.bag_lens.push(len as u32);
                 }
                 src += len;
             }
-            let _ = isrc;
             out.push(n);
         }
     }

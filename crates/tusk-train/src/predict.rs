@@ -29,8 +29,11 @@ pub struct Scored {
 }
 
 enum Out {
-    Csv(csv::Writer<tusk_storage::AtomicWriter>, Option<Vec<String>>),
-    Tf(tfrecord::FileWriter),
+    Csv(
+        Box<csv::Writer<tusk_storage::AtomicWriter>>,
+        Option<Vec<String>>,
+    ),
+    Tf(Box<tfrecord::FileWriter>),
 }
 
 /// Score `input` with `scorer` into `output`.
@@ -71,12 +74,12 @@ fn predict_into(
     let out_loc = storage.open(output)?;
     let lower = output.to_ascii_lowercase();
     let mut out = if lower.ends_with(".csv") {
-        Out::Csv(csv::Writer::from_writer(out_loc.writer()?), None)
+        Out::Csv(Box::new(csv::Writer::from_writer(out_loc.writer()?)), None)
     } else if lower.contains(".tfrecord") {
-        Out::Tf(tfrecord::FileWriter::create(
+        Out::Tf(Box::new(tfrecord::FileWriter::create(
             &out_loc,
             Some(Compression::from_name(&lower)),
-        )?)
+        )?))
     } else {
         return Err(Error::Output {
             file: output.into(),

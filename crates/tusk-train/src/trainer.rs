@@ -111,6 +111,16 @@ impl Scorer {
                 message: m,
             }
         })?;
+        let want = model.layout().total();
+        if ck.params.len() != want {
+            return Err(Error::Store {
+                url: String::new(),
+                message: format!(
+                    "version {version:06}: {} dense parameters stored, the configured model has {want}",
+                    ck.params.len()
+                ),
+            });
+        }
         Ok(Scorer {
             model,
             params: ck.params,
@@ -385,16 +395,24 @@ pub fn train_with<'a>(
                 "resuming from version {v:06} (epoch {}, step {} of the next epoch)",
                 ck.meta.state.epoch, ck.meta.state.step_in_epoch
             ));
-            let scorer = Scorer::from_checkpoint(ck.clone(), v)?;
-            let mut adam = DenseAdam::new(
-                ck.params.len(),
-                cfg.train.learning_rate,
-                cfg.train.weight_decay,
-            );
+            let mut adam = DenseAdam::new(0, cfg.train.learning_rate, cfg.train.weight_decay);
             adam.t = ck.meta.adam_t;
-            adam.m = ck.adam_m;
-            adam.v = ck.adam_v;
-            let st = ck.meta.state;
+            let st = ck.meta.state.clone();
+            let mut ck = ck;
+            adam.m = std::mem::take(&mut ck.adam_m);
+            adam.v = std::mem::take(&mut ck.adam_v);
+            let scorer = Scorer::from_checkpoint(ck, v)?;
+            if adam.m.len() != scorer.params.len() || adam.v.len() != scorer.params.len() {
+                return Err(Error::Store {
+                    url: store.url(),
+                    message: format!(
+                        "version {v:06}: optimizer.safetensors holds {}/{} moments for {} parameters",
+                        adam.m.len(),
+                        adam.v.len(),
+                        scorer.params.len()
+                    ),
+                });
+            }
             let best_version = match st.best {
                 Some((_, e)) if e == st.epoch && st.step_in_epoch == 0 => Some(v),
                 _ => None,
