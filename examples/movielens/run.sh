@@ -6,7 +6,8 @@
 # OUT/data/{train,validation,test}  leave-one-out datasets (validation: second-latest rating)
 # OUT/model                         the model (versions, TensorBoard events, report.html)
 # Epochs are chosen on the validation split (early stopping on HR@10); the test split is only
-# reported. Uses ./target/release/tusk when built, else builds it (cargo build --release).
+# reported. Builds tusk in release mode (in $CARGO_TARGET_DIR, default ~/.cache/tusk/target, as
+# scripts/test and scripts/quickstart) unless $TUSK names a binary.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -18,8 +19,8 @@ if [[ ! -f "$udata" ]]; then
 fi
 tusk="${TUSK:-}"
 if [[ -z "$tusk" ]]; then
-  target="${CARGO_TARGET_DIR:-$root/target}"
-  (cd "$root" && cargo build --release --locked -p tusk-cli >&2)
+  target="${CARGO_TARGET_DIR:-${TUSK_CACHE:-$HOME/.cache/tusk}/target}"
+  (cd "$root" && CARGO_TARGET_DIR="$target" cargo build --release --locked -p tusk-cli >&2)
   tusk="$target/release/tusk"
 fi
 mkdir -p "$out"
