@@ -33,36 +33,44 @@ SELECT ev.*,
 FROM ev;
 
 -- 3. User features, from the training period only (nothing leaks from the test day).
-CREATE VIEW user_features AS
+--    The feature tables are small (one row per user / item) and materialised: the engine then
+--    knows their sizes and broadcasts them into the joins with the millions of samples below,
+--    instead of building hash tables over the samples.
+CREATE TABLE user_features AS
 SELECT
-  user_id,
-  count(*) AS u_events,
-  sum(CASE WHEN event_type = 'view' THEN 1 ELSE 0 END) AS u_views,
-  sum(CASE WHEN event_type = 'cart' THEN 1 ELSE 0 END) AS u_carts,
-  sum(CASE WHEN event_type = 'purchase' THEN 1 ELSE 0 END) AS u_purchases,
-  count(DISTINCT day) AS u_active_days,
-  max(last_day) - max(day) AS u_recency_days,
-  avg(price) AS u_avg_price
-FROM ev_split
-WHERE split = 'train'
-GROUP BY user_id;
-
--- the user's favourite category: the one with the most interaction strength (ties: lower id)
-CREATE VIEW user_top_category AS
-SELECT user_id, category_id AS u_top_category
+  c.user_id, c.u_events, c.u_views, c.u_carts, c.u_purchases, c.u_active_days,
+  c.u_recency_days, c.u_avg_price, t.u_top_category
 FROM (
-  SELECT user_id, category_id,
-         ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY s DESC, category_id) AS rn
+  SELECT
+    user_id,
+    count(*) AS u_events,
+    sum(CASE WHEN event_type = 'view' THEN 1 ELSE 0 END) AS u_views,
+    sum(CASE WHEN event_type = 'cart' THEN 1 ELSE 0 END) AS u_carts,
+    sum(CASE WHEN event_type = 'purchase' THEN 1 ELSE 0 END) AS u_purchases,
+    count(DISTINCT day) AS u_active_days,
+    max(last_day) - max(day) AS u_recency_days,
+    avg(price) AS u_avg_price
+  FROM ev_split
+  WHERE split = 'train'
+  GROUP BY user_id
+) c
+-- the user's favourite category: the one with the most interaction strength (ties: lower id)
+LEFT JOIN (
+  SELECT user_id, category_id AS u_top_category
   FROM (
-    SELECT user_id, category_id, sum(strength) AS s
-    FROM ev_split WHERE split = 'train'
-    GROUP BY user_id, category_id
-  ) per_category
-) ranked
-WHERE rn = 1;
+    SELECT user_id, category_id,
+           ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY s DESC, category_id) AS rn
+    FROM (
+      SELECT user_id, category_id, sum(strength) AS s
+      FROM ev_split WHERE split = 'train'
+      GROUP BY user_id, category_id
+    ) per_category
+  ) ranked
+  WHERE rn = 1
+) t ON t.user_id = c.user_id;
 
 -- 4. Item features, from the training period only.
-CREATE VIEW item_features AS
+CREATE TABLE item_features AS
 SELECT
   product_id,
   count(DISTINCT user_id) AS i_users,
@@ -76,17 +84,23 @@ FROM ev_split
 WHERE split = 'train'
 GROUP BY product_id;
 
--- 5. Implicit positives: one per (split, user, item), weighted by the strongest interaction.
-CREATE VIEW positives AS
+-- 5. Every (split, user, item) the user touched, with its strongest interaction (one
+--    aggregation serves both the positives and the sampler's exclusion list).
+--    Implicit positives: the pairs with a positive strength, weighted by it.
+CREATE TABLE interactions AS
 SELECT split, user_id, product_id, max(strength) AS strength
 FROM ev_split
-WHERE strength > 0
 GROUP BY split, user_id, product_id;
+
+CREATE VIEW positives AS
+SELECT split, user_id, product_id, strength
+FROM interactions
+WHERE strength > 0;
 
 -- 6. Negatives: for each positive, ${negatives} items drawn by a deterministic hash of
 --    (user, item, k, seed) over the training catalogue, minus anything the user touched in
 --    that split (so a few draws are dropped rather than mislabelled).
-CREATE VIEW catalogue AS
+CREATE TABLE catalogue AS
 SELECT product_id, CAST(ROW_NUMBER() OVER (ORDER BY product_id) - 1 AS BIGINT) AS idx
 FROM (SELECT DISTINCT product_id FROM ev_split WHERE split = 'train') items;
 
@@ -104,7 +118,7 @@ CREATE VIEW negatives AS
 SELECT d.split, d.user_id, c.product_id
 FROM draws d
 JOIN catalogue c ON c.idx = d.idx
-LEFT JOIN (SELECT DISTINCT split, user_id, product_id FROM ev_split) seen
+LEFT JOIN interactions seen
   ON seen.split = d.split AND seen.user_id = d.user_id AND seen.product_id = c.product_id
 WHERE seen.user_id IS NULL;
 
@@ -118,7 +132,7 @@ SELECT
   CAST(s.weight AS FLOAT) AS weight,
   u.u_events, u.u_views, u.u_carts, u.u_purchases, u.u_active_days, u.u_recency_days,
   CAST(u.u_avg_price AS FLOAT) AS u_avg_price,
-  t.u_top_category,
+  u.u_top_category,
   i.i_users, i.i_views, i.i_purchases,
   CAST(i.i_price AS FLOAT) AS i_price,
   i.i_category_id, i.i_category_code, i.i_brand
@@ -128,7 +142,6 @@ FROM (
   SELECT split, user_id, product_id, 0 AS label, 1 AS weight FROM negatives
 ) s
 LEFT JOIN user_features u ON u.user_id = s.user_id
-LEFT JOIN user_top_category t ON t.user_id = s.user_id
 LEFT JOIN item_features i ON i.product_id = s.product_id
 -- a stable order (split, user, item, label) makes the output reproducible for an input and seed
 ORDER BY 1, 2, 3, 4 DESC

