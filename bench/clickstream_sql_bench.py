@@ -6,7 +6,7 @@ REES46-layout CSV logs and write the training samples as Parquet, split into tra
 
   tusk   tusk preprocess clickstream --input LOGS --output WORKDIR/tusk-out-N
              --negatives K --format parquet --shards 2
-         (DataFusion, one partition per core; also counts event types first, one extra pass)
+         (DataFusion, eight partitions per core; also counts event types first, one extra pass)
   Spark  bench/spark/clickstream.py in a child Python: SparkSession local[2], driver memory 4g
          (-Xmx4g; in local mode the driver JVM runs every task), spark.sql.shuffle.partitions 4
          (2 cores → 2 tasks per wave, 2 waves per shuffle), session time zone UTC (DataFusion's

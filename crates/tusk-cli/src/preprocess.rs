@@ -66,11 +66,13 @@ pub struct ClickstreamArgs {
     /// Use this SQL script instead of the shipped one (crates/tusk-preprocess/sql/clickstream.sql).
     #[arg(long)]
     sql: Option<String>,
-    /// DataFusion partitions [default: eight per core].
+    /// DataFusion partitions [default: eight per core; two per core with --memory-limit].
     #[arg(long, default_value_t = 0)]
     partitions: usize,
     /// Memory limit of the SQL engine, e.g. 2G or 512M: sorts and aggregations spill to the
-    /// temp directory beyond it [default: unlimited].
+    /// temp directory beyond it, shared fairly between them; hash-join build sides and the
+    /// tables the SQL materialises (CREATE TABLE … AS) cannot spill and are not counted
+    /// [default: unlimited].
     #[arg(long, value_parser = parse_size)]
     memory_limit: Option<usize>,
     #[command(flatten)]

@@ -106,6 +106,36 @@ fn sql_and_movielens_on_local_files() {
         "{err}"
     );
 
+    // DataFusion options from the environment: a valid one changes nothing in the result (one
+    // row per batch here), an invalid one is refused naming the variable
+    let with_env = |var: &str, val: &str, out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tusk"))
+            .env(var, val)
+            .args([
+                "sql",
+                "--table",
+                &format!("t={}", d("t.csv")),
+                "--query",
+                &d("q.sql"),
+                "--output",
+                &d(out),
+            ])
+            .output()
+            .unwrap()
+    };
+    ok(&with_env("DATAFUSION_EXECUTION_BATCH_SIZE", "1", "o4"));
+    let o = tusk(&["records", "cat", &d("o4")]);
+    let rows = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(rows.lines().count(), 2, "{rows}");
+    assert!(rows.contains(r#""k":{"int64":[3]}"#), "{rows}");
+    let o = with_env("DATAFUSION_EXECUTION_BATCH_SIZE", "lots", "o5");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("DATAFUSION_EXECUTION_BATCH_SIZE=lots"),
+        "{err}"
+    );
+
     // MovieLens from the command line
     std::fs::write(
         dir.path().join("u.data"),

@@ -4,23 +4,30 @@
 //! Every storage URL works as a table location (a file, a directory read recursively, or a
 //! glob): `hdfs://` and `webhdfs://` are served by the same `object_store` implementations as
 //! the rest of tusk. Queries run on DataFusion's own runtime; results are pulled batch by batch
-//! and written synchronously, so the writer holds one batch at a time. The operators
-//! themselves (joins, sorts) hold what DataFusion holds: no memory limit or spilling is
-//! configured yet, and the shipped pipeline's final ORDER BY keeps every sample in memory
-//! (about 4.6 GB peak for 10M events; see docs/BENCHMARKS.md).
+//! and handed to the dataset writer, whose round-robin shards each encode on their own thread.
+//! The operators themselves (joins, sorts) hold what DataFusion holds unless a memory limit is
+//! given (then sorts and aggregations spill); tables made with `CREATE TABLE … AS` stay in
+//! memory outside that limit. The shipped pipeline's final ORDER BY keeps every sample in
+//! memory (about 5 GB peak for 10M events; see docs/BENCHMARKS.md). Any DataFusion option can
+//! be set from the environment (`DATAFUSION_EXECUTION_BATCH_SIZE=…`, see [`SqlSession::new`]).
 //!
 //! Skew: output shards are filled round-robin, so every shard is within one record of the
 //! others whatever the key distribution. Inside the queries, DataFusion aggregates in two
 //! phases (a partial aggregate per input partition, then a final one per key after the hash
 //! repartition) — the map-side combine of MapReduce — so a user holding 40% of the events adds
-//! only one partial row per input partition to the shuffle, not 40% of the rows; the joins of
-//! the shipped pipeline are keyed on (user, item) pairs, which a single heavy user does not
-//! concentrate. We chose this over salting because it needs no tuning and keeps the SQL plain.
+//! only one partial row per input partition to the shuffle, not 40% of the rows. The shipped
+//! pipeline joins the samples to its per-user and per-item feature tables by broadcasting those
+//! (small, materialised) tables, so no sample is shuffled by user or item at all; its one
+//! shuffled join (the sampler's exclusion list) is keyed on (split, user, item) triples, which
+//! a single heavy user does not concentrate. We chose this over salting because it needs no
+//! tuning and keeps the SQL plain.
 
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::TableReference;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use tusk_records::dataset::{Format, Placement, ShardedWriter};
@@ -104,9 +111,13 @@ impl TableFormat {
 }
 
 impl SqlSession {
-    /// A session with `partitions` target partitions (0 = eight per core) and, optionally, a
+    /// A session with `partitions` target partitions (0 = eight per core, two per core under a
+    /// memory limit) and, optionally, a
     /// memory limit in bytes: sorts and aggregations then spill to the OS temp directory
     /// instead of growing, and a query that cannot fit fails with "Resources exhausted".
+    /// Environment variables named after DataFusion options (`datafusion.execution.batch_size`
+    /// → `DATAFUSION_EXECUTION_BATCH_SIZE`) override tusk's defaults; an invalid value is an
+    /// error naming the variable.
     pub fn new(
         storage: &Storage,
         partitions: usize,
@@ -126,19 +137,30 @@ impl SqlSession {
             .optimizer
             .hash_join_single_partition_threshold_rows = 4 << 20;
         // Default: 8 partitions per core. More, smaller partitions made the clickstream
-        // pipeline faster and leaner on 2 cores (10M events: 2 partitions 39.5 s / 5.2 GB,
-        // 4: 31.2 s, 8: 28.5 s, 16: 25.5 s / 4.4 GB, 32: 26.3 s): sorts and hash tables per
-        // partition stay small, and a slow partition no longer holds up the whole stage.
-        let partitions = if partitions > 0 {
-            partitions
-        } else {
-            8 * std::thread::available_parallelism().map_or(1, |n| n.get())
+        // pipeline faster and leaner on 2 cores (10M events, 8k batches: 2 partitions 39.5 s /
+        // 5.2 GB, 4: 31.2 s, 8: 28.5 s, 16: 25.5 s / 4.4 GB, 32: 26.3 s): sorts and hash
+        // tables per partition stay small, and a slow partition no longer holds up the whole
+        // stage. Under a memory limit, 2 per core: every partition's sort and aggregation
+        // gets an equal share of the pool, and 16 shares of 1 GB were too small for the
+        // sorts' merges where 4 shares of 800 MB were enough.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let partitions = match (partitions, memory_limit) {
+            (0, None) => 8 * cores,
+            (0, Some(_)) => 2 * cores,
+            (n, _) => n,
         };
         config = config.with_target_partitions(partitions);
         // Batches of 64k rows instead of DataFusion's 8k: the sorts then merge 8x fewer runs
         // and every operator pays its per-batch costs 8x less often (10M clickstream events:
-        // 23.6 s -> 19.9 s, peak memory +0.4 GB).
-        config = config.with_batch_size(64 * 1024);
+        // 23.6 s -> 19.9 s, peak memory +0.4 GB). Under a memory limit, 8k: a sort merging
+        // its spill files holds one batch per file, and at 64k rows those buffers alone
+        // overran a 3 GB limit at 10M events.
+        let batch_size = if memory_limit.is_some() {
+            8192
+        } else {
+            64 * 1024
+        };
+        config = config.with_batch_size(batch_size);
         if let Some(limit) = memory_limit {
             // Every partition's sort reserves this much up front for merging its spills
             // (10 MB by default): with many partitions a small pool would go to reservations.
@@ -148,7 +170,15 @@ impl SqlSession {
         apply_env_options(&mut config)?;
         let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
         if let Some(limit) = memory_limit {
-            runtime = runtime.with_memory_limit(limit, 1.0);
+            // A fair pool: every spillable operator (the sorts of all partitions, the
+            // aggregations) gets an equal share and spills when it reaches it. With the
+            // default greedy pool the first sorts took the whole limit and a later one could
+            // not reserve even its merge buffers ("Resources exhausted" at 10M events in 3 GB).
+            use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+            runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(
+                FairSpillPool::new(limit),
+                std::num::NonZeroUsize::new(5).expect("5 is not zero"),
+            )));
         }
         let runtime = runtime.build_arc().map_err(|source| Error::Sql {
             context: "starting the SQL engine".into(),
@@ -328,7 +358,23 @@ impl SqlSession {
         for (i, stmt) in before.iter().enumerate() {
             let ctx = &self.ctx;
             self.rt
-                .block_on(async { ctx.sql(stmt).await?.collect().await })
+                .block_on(async {
+                    let plan = ctx.state().create_logical_plan(stmt).await?;
+                    let created = match &plan {
+                        // (a table with constraints or defaults is left exactly as made)
+                        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c))
+                            if c.constraints.is_empty() && c.column_defaults.is_empty() =>
+                        {
+                            Some(c.name.clone())
+                        }
+                        _ => None,
+                    };
+                    ctx.execute_logical_plan(plan).await?.collect().await?;
+                    if let Some(name) = created {
+                        compact_table(ctx, name).await?;
+                    }
+                    Ok(())
+                })
                 .map_err(|e| sql_err(source, i + 1, e))?;
         }
         let n = statements.len();
@@ -376,6 +422,50 @@ fn apply_env_options(config: &mut SessionConfig) -> Result<()> {
                 })?;
         }
     }
+    Ok(())
+}
+
+/// Give a table made by `CREATE TABLE … AS` buffers no larger than its rows. Operators build
+/// output batches with room for a whole batch (64k rows) and may emit far fewer rows, so a
+/// small table could report ten times its size: the optimiser, which broadcasts a join side
+/// only below a size, then hashed millions of rows instead (the clickstream user features:
+/// 92k rows reported as 75 MB). Shrinking reallocates in place; nothing is copied.
+async fn compact_table(
+    ctx: &SessionContext,
+    name: TableReference,
+) -> datafusion::error::Result<()> {
+    use datafusion::arrow::array::Array;
+    let df = ctx.table(name.clone()).await?;
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let mut partitions = df.collect_partitioned().await?;
+    if partitions.is_empty() {
+        partitions.push(Vec::new());
+    }
+    // the table's own references go first, so each array is uniquely held and can shrink
+    ctx.deregister_table(name.clone())?;
+    let partitions = partitions
+        .into_iter()
+        .map(|batches| {
+            batches
+                .into_iter()
+                .map(|batch| {
+                    let (_, mut columns, rows) = batch.into_parts();
+                    for c in &mut columns {
+                        c.shrink_to_fit();
+                    }
+                    RecordBatch::try_new_with_options(
+                        schema.clone(),
+                        columns,
+                        &datafusion::arrow::record_batch::RecordBatchOptions::new()
+                            .with_row_count(Some(rows)),
+                    )
+                    .map_err(Into::into)
+                })
+                .collect::<datafusion::error::Result<Vec<_>>>()
+        })
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let table = datafusion::datasource::MemTable::try_new(schema, partitions)?;
+    ctx.register_table(name, Arc::new(table))?;
     Ok(())
 }
 
@@ -644,7 +734,7 @@ pub struct ClickstreamJob {
     pub sql: String,
     /// Name of the script, for errors.
     pub sql_name: String,
-    /// DataFusion target partitions (0 = eight per core).
+    /// DataFusion target partitions (0 = eight per core; two under a memory limit).
     pub partitions: usize,
     /// Memory limit for the SQL engine in bytes (None: unlimited); see [`SqlSession::new`].
     pub memory_limit: Option<usize>,

@@ -742,3 +742,133 @@ fn direct_row_encoding_equals_prost_encoding() {
     .unwrap();
     assert_eq!(direct, via_prost);
 }
+
+/// Round-robin shards are encoded on their own threads: rows still land in shard `k mod n` in
+/// order, whatever mix of batch sizes and single Examples the caller writes, in every format;
+/// an error inside a shard's thread comes back to the caller and nothing is committed.
+#[test]
+fn round_robin_shards_keep_row_order_across_threads() {
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field};
+    use tusk_records::dataset::{Placement, ShardedWriter};
+
+    let storage = Storage::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let arrow_schema = Arc::new(ArrowSchema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]));
+    let schema = tusk_records::parquet_io::schema_of("test", &arrow_schema).unwrap();
+    let batch = |from: i64, n: i64| {
+        let ids: Vec<i64> = (from..from + n).collect();
+        let names: Vec<Option<String>> = ids
+            .iter()
+            .map(|i| (i % 5 != 0).then(|| format!("row {i}")))
+            .collect();
+        RecordBatch::try_new(
+            arrow_schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids)) as ArrayRef,
+                Arc::new(StringArray::from(names)) as ArrayRef,
+            ],
+        )
+        .unwrap()
+    };
+    let single = |i: i64| {
+        let mut ex = Example::default();
+        let f = ex.features.get_or_insert_with(Default::default);
+        f.feature.insert(
+            "id".into(),
+            example::Feature {
+                kind: Some(Kind::Int64List(Int64List { value: vec![i] })),
+            },
+        );
+        ex
+    };
+    for (name, format) in [
+        ("pq", Format::Parquet),
+        ("tf", Format::TfRecord(Compression::None)),
+        ("gz", Format::TfRecord(Compression::Gzip)),
+    ] {
+        let out_dir = dir.path().join(name);
+        let out = storage.open(out_dir.to_str().unwrap()).unwrap();
+        let mut w =
+            ShardedWriter::create(&out, format, 3, schema.clone(), Placement::RoundRobin).unwrap();
+        let mut next = 0i64;
+        for n in [7, 1, 0, 10, 2] {
+            w.write_batch("test", &batch(next, n)).unwrap();
+            next += n;
+            w.write_example(&single(next)).unwrap();
+            next += 1;
+        }
+        for n in [4096, 5000] {
+            w.write_batch("test", &batch(next, n)).unwrap();
+            next += n;
+        }
+        let m = w.finish().unwrap();
+        assert_eq!(m.records, next as u64, "{name}");
+        let ids = |url: &str| -> Vec<i64> {
+            read_all(&storage, url)
+                .iter()
+                .map(
+                    |ex| match &ex.features.as_ref().unwrap().feature["id"].kind {
+                        Some(Kind::Int64List(l)) => l.value[0],
+                        other => panic!("{other:?}"),
+                    },
+                )
+                .collect()
+        };
+        for (k, s) in m.shards.iter().enumerate() {
+            let want: Vec<i64> = (0..next).filter(|i| i % 3 == k as i64).collect();
+            let got = ids(out_dir.join(&s.path).to_str().unwrap());
+            assert_eq!(got, want, "{name}: shard {k}");
+            assert_eq!(s.records, want.len() as u64, "{name}: shard {k} count");
+        }
+        // row 10 (a multiple of 5) has no name; row 11 has its own
+        let all = read_all(&storage, out_dir.to_str().unwrap());
+        let name_of = |ex: &Example| ex.features.as_ref().unwrap().feature.get("name").cloned();
+        let ten = all.iter().find(|ex| {
+            matches!(&ex.features.as_ref().unwrap().feature["id"].kind,
+                Some(Kind::Int64List(l)) if l.value == [10])
+        });
+        assert!(name_of(ten.unwrap()).is_none(), "{name}");
+    }
+
+    // A value a shard cannot take fails inside its thread; the error reaches the caller (at a
+    // later write or at finish) naming the shard, and no manifest is written.
+    let bad_schema = Arc::new(ArrowSchema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, true),
+    ]));
+    let bad = RecordBatch::try_new(
+        bad_schema,
+        vec![
+            Arc::new(StringArray::from(vec!["1", "x", "3", "4"])) as ArrayRef,
+            Arc::new(StringArray::from(vec![Some("a"); 4])) as ArrayRef,
+        ],
+    )
+    .unwrap();
+    let out_dir = dir.path().join("bad");
+    let out = storage.open(out_dir.to_str().unwrap()).unwrap();
+    let mut w =
+        ShardedWriter::create(&out, Format::Parquet, 2, schema, Placement::RoundRobin).unwrap();
+    let mut failed = None;
+    for _ in 0..4 {
+        if let Err(e) = w.write_batch("test", &bad) {
+            failed = Some(e);
+            break;
+        }
+    }
+    let err = match failed {
+        Some(e) => e,
+        None => w
+            .finish()
+            .expect_err("an id that is not a number must fail"),
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("part-00001-of-00002.parquet") && msg.contains("id"),
+        "{msg}"
+    );
+    assert!(!out_dir.join(dataset::MANIFEST).exists());
+}
