@@ -3,7 +3,12 @@
 use std::process::{Command, Output};
 
 fn tusk(args: &[&str]) -> Output {
+    tusk_env(&[], args)
+}
+
+fn tusk_env(vars: &[(&str, &str)], args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tusk"))
+        .envs(vars.iter().copied())
         .args(args)
         .output()
         .expect("run tusk")
@@ -57,19 +62,16 @@ fn sql_and_movielens_on_local_files() {
         "CREATE VIEW x AS SELECT * FROM t WHERE k > 1;\nSELECT k, v * 2 AS v2, grp FROM x",
     )
     .unwrap();
-    let err = ok(&tusk(&[
-        "sql",
-        "--table",
-        &format!("t={}", d("t.csv")),
-        "--query",
-        &d("q.sql"),
-        "--output",
-        &d("out"),
-        "--split-by",
-        "grp",
-        "--shards",
-        "1",
-    ]));
+    let (table, query) = (format!("t={}", d("t.csv")), d("q.sql"));
+    let sql = |out: &str, vars: &[(&str, &str)], more: &[&str]| {
+        let out = d(out);
+        let mut args = vec![
+            "sql", "--table", &table, "--query", &query, "--output", &out,
+        ];
+        args.extend_from_slice(more);
+        tusk_env(vars, &args)
+    };
+    let err = ok(&sql("out", &[], &["--split-by", "grp", "--shards", "1"]));
     assert!(err.contains("wrote 1 rows"), "{err}");
     let o = tusk(&["records", "cat", &d("out/a")]);
     assert_eq!(
@@ -108,27 +110,12 @@ fn sql_and_movielens_on_local_files() {
 
     // DataFusion options from the environment: a valid one changes nothing in the result (one
     // row per batch here), an invalid one is refused naming the variable
-    let with_env = |var: &str, val: &str, out: &str| {
-        Command::new(env!("CARGO_BIN_EXE_tusk"))
-            .env(var, val)
-            .args([
-                "sql",
-                "--table",
-                &format!("t={}", d("t.csv")),
-                "--query",
-                &d("q.sql"),
-                "--output",
-                &d(out),
-            ])
-            .output()
-            .unwrap()
-    };
-    ok(&with_env("DATAFUSION_EXECUTION_BATCH_SIZE", "1", "o4"));
+    ok(&sql("o4", &[("DATAFUSION_EXECUTION_BATCH_SIZE", "1")], &[]));
     let o = tusk(&["records", "cat", &d("o4")]);
     let rows = String::from_utf8_lossy(&o.stdout).into_owned();
     assert_eq!(rows.lines().count(), 2, "{rows}");
     assert!(rows.contains(r#""k":{"int64":[3]}"#), "{rows}");
-    let o = with_env("DATAFUSION_EXECUTION_BATCH_SIZE", "lots", "o5");
+    let o = sql("o5", &[("DATAFUSION_EXECUTION_BATCH_SIZE", "lots")], &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
