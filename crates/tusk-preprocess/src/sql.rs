@@ -112,9 +112,9 @@ impl TableFormat {
 
 impl SqlSession {
     /// A session with `partitions` target partitions (0 = eight per core, two per core under a
-    /// memory limit) and, optionally, a
-    /// memory limit in bytes: sorts and aggregations then spill to the OS temp directory
-    /// instead of growing, and a query that cannot fit fails with "Resources exhausted".
+    /// memory limit) and, optionally, a memory limit in bytes: sorts and aggregations then
+    /// share it fairly and spill to the OS temp directory instead of growing, and a query that
+    /// cannot fit fails with "Resources exhausted".
     /// Environment variables named after DataFusion options (`datafusion.execution.batch_size`
     /// → `DATAFUSION_EXECUTION_BATCH_SIZE`) override tusk's defaults; an invalid value is an
     /// error naming the variable.
