@@ -136,6 +136,44 @@ mod tests {
     }
 
     #[test]
+    fn without_append_each_flush_is_a_new_file_of_what_it_adds() {
+        let run = Storage::new().unwrap().open("memory://roll/run").unwrap();
+        let mut w = EventWriter::create(&run).unwrap();
+        w.set_flush_interval(None);
+        let mut sizes = Vec::new();
+        for step in 0..30 {
+            w.add_scalars(step, [("train/loss", 1.0 / (step + 1) as f64), ("x", 2.0)])
+                .unwrap();
+            w.flush().unwrap();
+            let files = event_files(&run).unwrap();
+            assert_eq!(files.len(), step as usize + 2);
+            sizes.push(files.last().unwrap().read().unwrap().len());
+        }
+        // A flush costs what it adds, not what came before.
+        assert!(sizes.iter().all(|&n| n == sizes[0]), "{sizes:?}");
+        // Nothing new: no file.
+        w.flush().unwrap();
+        assert_eq!(event_files(&run).unwrap().len(), 31);
+        let files = event_files(&run).unwrap();
+        assert_eq!(
+            files[1].file_name(),
+            format!("{}.000000001", files[0].file_name())
+        );
+        let steps: Vec<_> = read_scalars(&run).unwrap()["train/loss"]
+            .iter()
+            .map(|s| s.step)
+            .collect();
+        assert_eq!(steps, (0..30).collect::<Vec<_>>());
+        // Every file is a complete event file starting with its version record.
+        let mut r = tusk_records::tfrecord::open(&files[7], None).unwrap();
+        let first = pb::Event::decode(r.next_record().unwrap().unwrap()).unwrap();
+        assert_eq!(
+            first.what,
+            Some(pb::event::What::FileVersion("brain.Event:2".into()))
+        );
+    }
+
+    #[test]
     fn two_writers_get_two_files_read_in_name_order() {
         let (_tmp, run) = local_run();
         let mut a = EventWriter::create(&run).unwrap();

@@ -27,9 +27,11 @@ const NAME_TRIES: u32 = 1000;
 /// Values are buffered; [`EventWriter::flush`] makes everything added so far visible to
 /// readers, and happens by itself every [`DEFAULT_FLUSH_INTERVAL`] (see
 /// [`EventWriter::set_flush_interval`]) and on drop. On a local directory the file is appended
-/// to; on other backends (HDFS, WebHDFS, memory), which have no append, every flush rewrites the
-/// whole file atomically, so readers always see a complete file (scalar logs are small: about
-/// 40 bytes per value plus the tag).
+/// to. Other backends (HDFS, WebHDFS, memory) have no append: there every flush publishes what
+/// it adds as a new, complete file named after the first one plus a sequence number
+/// (`events.out.tfevents.<unix_secs>.<hostname>.000000001`, …), created atomically, so a flush
+/// costs what it writes however long the run is, and TensorBoard, which reads a directory's
+/// event files in name order, sees one continuous log.
 pub struct EventWriter {
     file: Location,
     sink: Sink,
@@ -42,8 +44,8 @@ pub struct EventWriter {
 enum Sink {
     /// A local file opened for appending, and its length after the last successful flush.
     Local { file: File, len: u64 },
-    /// Everything published so far, rewritten with the new records on every flush.
-    Rewrite { published: Bytes },
+    /// Each flush creates the next file of the sequence.
+    Roll { next: u64 },
 }
 
 impl EventWriter {
@@ -99,13 +101,12 @@ impl EventWriter {
                     len: first.len() as u64,
                 }
             } else {
-                let published = Bytes::from(first.clone());
-                match loc.write_new(published.clone()) {
+                match loc.write_new(Bytes::from(first.clone())) {
                     Ok(()) => {}
                     Err(tusk_storage::Error::AlreadyExists { .. }) => continue,
                     Err(e) => return Err(e.into()),
                 }
-                Sink::Rewrite { published }
+                Sink::Roll { next: 1 }
             };
             return Ok(EventWriter {
                 file: loc,
@@ -186,13 +187,28 @@ impl EventWriter {
                 }
                 *len += self.pending.len() as u64;
             }
-            Sink::Rewrite { published } => {
-                let mut all = Vec::with_capacity(published.len() + self.pending.len());
-                all.extend_from_slice(published);
-                all.extend_from_slice(&self.pending);
-                let all = Bytes::from(all);
-                self.file.write(all.clone())?;
-                *published = all;
+            Sink::Roll { next } => {
+                // Each file starts with its own version record, as a file TensorFlow writes.
+                let mut data = frame(&pb::Event {
+                    wall_time: now(),
+                    step: 0,
+                    what: Some(What::FileVersion(FILE_VERSION.to_string())),
+                });
+                data.extend_from_slice(&self.pending);
+                let data = Bytes::from(data);
+                // Create-only: a name taken by someone else is skipped, never overwritten.
+                loop {
+                    let name = format!("{}.{:09}", self.file.file_name(), *next);
+                    let loc = self.file.parent().join(&name);
+                    match loc.write_new(data.clone()) {
+                        Ok(()) => break,
+                        Err(tusk_storage::Error::AlreadyExists { .. }) if *next < u64::MAX => {
+                            *next += 1;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                *next += 1;
             }
         }
         self.pending.clear();

@@ -60,3 +60,152 @@ fn neumf_on_movielens_reaches_the_target() {
     assert_eq!(lines.len(), 4);
     assert!(lines[3].starts_with("943,1682,"));
 }
+
+/// MovieLens-100K's u.data, or `None` (skip) outside CI.
+fn movielens() -> Option<std::path::PathBuf> {
+    let udata = tusk_testkit::repo_root().join("../shared/data/movielens-100k/u.data");
+    let found = if udata.exists() {
+        Ok(udata.clone())
+    } else {
+        Err(format!("{} not found", udata.display()))
+    };
+    tusk_testkit::require("MovieLens-100K", "TUSK_REQUIRE_MOVIELENS", found)
+}
+
+/// Issue 9: the MovieLens example (early stopping on HR@10) killed with SIGKILL at random
+/// moments across the whole run — before and after its best epoch — and resumed each time,
+/// ends with exactly the tensors of a run that was never killed: locally and with the model on
+/// a real HDFS.
+#[test]
+fn movielens_killed_anywhere_resumes_to_the_uninterrupted_model() {
+    use std::time::{Duration, Instant};
+    use tusk_testkit::Proc;
+    let Some(udata) = movielens() else {
+        return;
+    };
+    let tusk = env!("CARGO_BIN_EXE_tusk");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let o = Command::new(tusk)
+        .args(["preprocess", "movielens", "--input"])
+        .arg(&udata)
+        .arg("--output")
+        .arg(&data)
+        .args(["--negatives", "0", "--validation", "--history", "5"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let config = tusk_testkit::repo_root().join("examples/movielens/config.toml");
+    let sets: Vec<String> = ["train", "validation", "test"]
+        .iter()
+        .map(|s| format!("data.{s}={}", data.join(s).display()))
+        .chain(["train.checkpoint_every=150".to_string()])
+        .collect();
+    let train = |model: &str, log: &std::path::Path| {
+        let mut c = Command::new(tusk);
+        c.arg("train")
+            .arg(&config)
+            .args(["--model", model, "--resume"]);
+        for s in &sets {
+            c.args(["--set", s]);
+        }
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap());
+        c
+    };
+    let storage = tusk_storage::Storage::new().unwrap();
+
+    // The uninterrupted run.
+    let clean = dir.path().join("clean").display().to_string();
+    let t0 = Instant::now();
+    let mut p = Proc::spawn(
+        &mut train(&clean, &dir.path().join("clean.log")),
+        "clean run",
+    );
+    assert!(p.wait(Duration::from_secs(900)).success());
+    let full = t0.elapsed();
+    let clean_store = tusk_train::ModelStore::open(&storage, &clean).unwrap();
+    let reference = clean_store.load(None).unwrap();
+    let state = &reference.meta.state;
+    let best = state.best.expect("validation was monitored").1;
+    assert!(
+        best < state.epoch,
+        "early stopping kept epoch {best} of {}",
+        state.epoch
+    );
+    eprintln!(
+        "uninterrupted: {} epochs in {full:.1?}, best epoch {best}",
+        state.epoch
+    );
+
+    let mut dfs = None;
+    let mut models = vec![dir.path().join("killed").display().to_string()];
+    if let Some(d) = tusk_testkit::MiniDfs::start(1) {
+        models.push(format!("{}/movielens/model", d.hdfs_url()));
+        dfs = Some(d);
+    }
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for model in &models {
+        let store = tusk_train::ModelStore::open(&storage, model).unwrap();
+        // Committed epoch of the newest version (0 when none yet).
+        let committed = || {
+            store
+                .latest()
+                .unwrap()
+                .map_or(0, |v| store.manifest(v).unwrap().epoch)
+        };
+        let log = dir.path().join("killed.log");
+        let (mut kills, mut kills_after_best) = (0, 0);
+        loop {
+            assert!(
+                kills < 60,
+                "{model}: still not finished after {kills} kills"
+            );
+            let mut p = Proc::spawn(&mut train(model, &log), "killed run");
+            // Kill at a random moment within 3–18% of the whole run, until two kills
+            // have landed after the best epoch; then let it finish.
+            if kills_after_best < 2 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let wait = full.mul_f64(0.03 + (rng % 1000) as f64 / 1000.0 * 0.15);
+                if p.wait_for(wait.max(Duration::from_millis(300))).is_none() {
+                    p.kill();
+                    kills += 1;
+                    if committed() >= best {
+                        kills_after_best += 1;
+                    }
+                    continue;
+                }
+            }
+            let status = p.wait(Duration::from_secs(900));
+            let err = std::fs::read_to_string(&log).unwrap();
+            assert!(status.success(), "{model}: {err}");
+            // The process that finished the run restored the best epoch itself (unless the
+            // last kill came after the final commit).
+            assert!(
+                err.contains(&format!("keeping epoch {best} ")) || err.contains("already finished"),
+                "{model}: {err}"
+            );
+            break;
+        }
+        eprintln!("{model}: {kills} kills, {kills_after_best} after the best epoch");
+        let got = store.load(None).unwrap();
+        assert!(got.meta.state.finished);
+        assert_eq!(got.meta.state.best, reference.meta.state.best, "{model}");
+        assert!(
+            got.params == reference.params,
+            "{model}: dense weights differ"
+        );
+        assert!(
+            got.table == reference.table,
+            "{model}: embedding tables differ"
+        );
+        assert!(got.adam_m == reference.adam_m && got.adam_v == reference.adam_v);
+        let histories = got.meta.state.history.iter().zip(&state.history);
+        for (a, b) in histories {
+            assert_eq!(a.metrics, b.metrics, "{model}: epoch {}", a.epoch);
+        }
+    }
+    drop(dfs);
+}

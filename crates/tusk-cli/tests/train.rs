@@ -309,3 +309,68 @@ fn training_events_read_in_tensorboard() {
     assert_eq!(auc.len(), 2);
     assert!(auc[0][0].as_i64() < auc[1][0].as_i64());
 }
+
+/// Two `tusk train` processes started together on one empty model (on `model`, a local path
+/// or an HDFS URL): exactly one succeeds, the other fails naming it, and the model's history
+/// is the winner's alone.
+fn two_runs_race(dir: &Path, model: &str) {
+    use tusk_testkit::Proc;
+    let cfg = setup(dir, 6000);
+    let mut procs: Vec<(Proc, std::path::PathBuf)> = (0..2u64)
+        .map(|i| {
+            let log = dir.join(format!("race-{i}.log"));
+            let p = Proc::spawn(
+                Command::new(env!("CARGO_BIN_EXE_tusk"))
+                    .args(["train", &cfg, "--model", model, "--epochs", "2"])
+                    .args(["--seed", &(i + 1).to_string()])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::fs::File::create(&log).unwrap()),
+                &format!("tusk train #{i}"),
+            );
+            (p, log)
+        })
+        .collect();
+    let outcomes: Vec<(bool, String)> = procs
+        .iter_mut()
+        .map(|(p, log)| {
+            let ok = p.wait(Duration::from_secs(300)).success();
+            (ok, std::fs::read_to_string(log).unwrap())
+        })
+        .collect();
+    let storage = tusk_storage::Storage::new().unwrap();
+    let store = tusk_train::ModelStore::open(&storage, model).unwrap();
+    let versions = store.versions().unwrap();
+    assert!(versions.len() >= 3, "{versions:?}");
+    let winner = store.manifest(versions[0]).unwrap().run;
+    for v in &versions {
+        assert_eq!(store.manifest(*v).unwrap().run, winner, "version {v}");
+    }
+    assert_eq!(
+        outcomes.iter().filter(|o| o.0).count(),
+        1,
+        "exactly one run must succeed: {outcomes:?}"
+    );
+    let (_, err) = outcomes.iter().find(|o| !o.0).unwrap();
+    assert!(err.contains("another run committed to this model"), "{err}");
+    assert!(err.contains(&format!("run {}", winner.id)), "{err}");
+    assert!(err.contains(&format!("pid {}", winner.pid)), "{err}");
+    // The winner's model loads and continues.
+    let o = tusk(&["train", "--model", model, "--resume", "--epochs", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn two_runs_on_one_model_cannot_interleave() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("shared-model").display().to_string();
+    two_runs_race(dir.path(), &model);
+}
+
+#[test]
+fn two_runs_on_one_hdfs_model_cannot_interleave() {
+    let Some(dfs) = tusk_testkit::MiniDfs::start(1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    two_runs_race(dir.path(), &format!("{}/race/model", dfs.hdfs_url()));
+}

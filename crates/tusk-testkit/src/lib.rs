@@ -6,10 +6,13 @@
 //!   fail in CI (`CI=true`) or when the matching `TUSK_REQUIRE_*` variable is set.
 //! - [`python_with_tensorflow`]: the Python interpreter that has TensorFlow, for the
 //!   compatibility tests in both directions.
+//! - [`Proc`]: a child process in its own process group, waited for with a limit and killed
+//!   (the whole group) on drop, so a failing test leaves nothing running.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -201,4 +204,89 @@ pub fn python_with_tensorflow() -> Option<PathBuf> {
         "TUSK_REQUIRE_TF",
         found.ok_or_else(|| "no Python with `import tensorflow` (run .ci/run)".to_string()),
     )
+}
+
+/// A child process in a process group of its own. Dropping it kills the whole group with
+/// SIGKILL and reaps the child; every wait on it is bounded.
+pub struct Proc {
+    child: Child,
+    what: String,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Spawn `cmd` (configured by the caller: arguments, environment, where output goes) as
+    /// the leader of a new process group; `what` names it in panics.
+    pub fn spawn(cmd: &mut Command, what: &str) -> Proc {
+        let child = cmd
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
+        Proc {
+            child,
+            what: what.to_string(),
+            status: None,
+        }
+    }
+
+    /// The process id (also the process group id).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its exit status if it has exited, without waiting.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    /// Wait at most `limit` for it to exit; `None` if it is still running.
+    pub fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.try_status() {
+                return Some(s);
+            }
+            if start.elapsed() >= limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Wait at most `limit` for it to exit, killing it and panicking if it does not.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        match self.wait_for(limit) {
+            Some(s) => s,
+            None => {
+                self.kill();
+                panic!("{} did not finish within {limit:?}", self.what);
+            }
+        }
+    }
+
+    /// SIGKILL the whole process group (as `kill -9 -PGID`) and reap the child.
+    pub fn kill(&mut self) -> ExitStatus {
+        if let Some(s) = self.try_status() {
+            return s;
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        // After SIGKILL the child exits at once; this wait cannot hang.
+        let s = self.child.wait().expect("reaping a killed child");
+        self.status = Some(s);
+        s
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -39,6 +39,14 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// Another run committed to the same model: one model URL holds one history.
+    #[error("{url}: {message}")]
+    Conflict {
+        /// Model URL.
+        url: String,
+        /// Which run committed what, and what to do.
+        message: String,
+    },
     /// Training diverged or could not proceed.
     #[error("training: {0}")]
     Training(String),

@@ -1,23 +1,39 @@
-//! The model store: every save is a new version under the model URL.
+//! The model store: every save is a new version under the model URL, and the committed
+//! versions form one history.
 //!
 //! ```text
-//! MODEL/versions/000007/model.safetensors       dense weights by name (PyTorch layout)
+//! MODEL/versions/000007/MANIFEST.json          written first, create-only: claims the directory
+//!                      /model.safetensors       dense weights by name (PyTorch layout)
 //!                      /embeddings.safetensors  hashed rows: keys, values, optimiser state
 //!                      /optimizer.safetensors   dense Adam moments
 //!                      /model.json              config, feature statistics, training state
-//!                      /MANIFEST.json           written last, create-only: the commit
+//!                      /NEXT                    once a successor is committed: its number
+//! MODEL/versions/ROOT                           the first version of the history
 //! MODEL/LATEST                                  newest committed version (a hint)
 //! ```
 //!
-//! Each file is written atomically (temp + rename) and the manifest, which lists every file
-//! with its size and CRC32C, is written last with a create-only put. A version without a
-//! manifest is an interrupted save and is never loaded; loading checks sizes and checksums.
-//! The newest version is found by listing `versions/` (LATEST only saves readers a listing
-//! and is never trusted over it), so a crash between the manifest and the pointer is harmless.
+//! A save encodes everything in memory, claims the next free version directory by creating
+//! its manifest (which lists every file with its size and CRC32C, the run that writes it and
+//! its parent version) create-only, writes each file atomically (temp + rename), and then
+//! **commits** by creating the parent's `NEXT` link (`ROOT` for the first version) create-only.
+//! Only one save can ever create a given link, so one model URL holds one linear history even
+//! when two runs write to it at once: the second to commit fails with
+//! [`Error::Conflict`](crate::Error::Conflict), naming the run that got there first, and its
+//! directory is removed. A directory that is not linked (a save that died, or lost that race)
+//! is never loaded, and later saves number past it.
+//!
+//! Readers follow the links: the chain is every version holding a `NEXT` plus the one its
+//! newest link names (one listing and one small read); loading checks sizes and checksums.
+//! `LATEST` only saves humans a listing and is never trusted over the links.
+//!
+//! Encoding is deterministic: two runs that computed the same tensors write byte-identical
+//! files except `MANIFEST.json`, which alone holds what differs between runs (who wrote the
+//! version, when, and how fast each epoch trained).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::SafeTensors;
 use serde::{Deserialize, Serialize};
 use tusk_data::FeatureSpace;
 use tusk_embedding::{TableState, TableView};
@@ -27,8 +43,14 @@ use tusk_storage::{Location, Storage};
 use crate::config::Config;
 use crate::error::{Error, Result};
 
-/// Name of the commit file of a version.
+/// Name of the manifest of a version.
 pub const MANIFEST: &str = "MANIFEST.json";
+/// Name of the link a version gets when its successor is committed.
+pub const NEXT: &str = "NEXT";
+/// Name of the link to the first version of a model's history (in `versions/`).
+pub const ROOT: &str = "ROOT";
+/// Layout version written in manifests and `model.json`.
+pub const FORMAT: u32 = 2;
 
 /// What a finished epoch measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,10 +60,13 @@ pub struct EpochRecord {
     /// Mean training loss.
     pub train_loss: f64,
     /// Metrics per dataset (`validation`, `test`): name → value.
-    pub metrics: HashMap<String, HashMap<String, f64>>,
-    /// Seconds the epoch's training took.
+    pub metrics: BTreeMap<String, BTreeMap<String, f64>>,
+    /// Seconds the epoch's training took (kept in the manifest, not in `model.json`, so that
+    /// reruns write identical bytes).
+    #[serde(skip)]
     pub seconds: f64,
-    /// Training rows per second.
+    /// Training rows per second (kept in the manifest, like `seconds`).
+    #[serde(skip)]
     pub samples_per_sec: f64,
 }
 
@@ -118,7 +143,7 @@ pub struct CheckpointRef<'a> {
 }
 
 impl Checkpoint {
-    /// Borrow for [`ModelStore::save`].
+    /// Borrow for [`encode`].
     pub fn as_ref(&self) -> CheckpointRef<'_> {
         CheckpointRef {
             meta: &self.meta,
@@ -135,26 +160,158 @@ impl Checkpoint {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct ManifestFile {
-    name: String,
-    bytes: u64,
-    crc32c: u32,
+/// One process of one training run: what a version's manifest and links name as its writer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// Random id, fresh for every process (a resumed run gets a new one).
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id.
+    pub pid: u32,
+    /// When the process started writing (Unix seconds).
+    pub started_unix: u64,
 }
 
+impl RunInfo {
+    /// This process, with a fresh random id.
+    pub fn new() -> RunInfo {
+        use std::hash::{BuildHasher, Hasher};
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        // RandomState is seeded from the OS; mixing in time and pid keeps ids distinct even
+        // where it is not.
+        let mut h = std::hash::RandomState::new().build_hasher();
+        h.write_u128(now.as_nanos());
+        h.write_u32(std::process::id());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        RunInfo {
+            id: format!("{:016x}", h.finish()),
+            host,
+            pid: std::process::id(),
+            started_unix: now.as_secs(),
+        }
+    }
+}
+
+impl Default for RunInfo {
+    fn default() -> Self {
+        RunInfo::new()
+    }
+}
+
+impl fmt::Display for RunInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "run {} (pid {} on {}, started {})",
+            self.id,
+            self.pid,
+            self.host,
+            utc(self.started_unix)
+        )
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for Unix seconds (civil-from-days, proleptic Gregorian).
+fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// One file of a version, as its manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    /// File name inside the version directory.
+    pub name: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// CRC32C of the whole file.
+    pub crc32c: u32,
+}
+
+/// Wall-clock facts of one finished epoch (they differ between reruns, so they live here).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Seconds the epoch's training took.
+    pub seconds: f64,
+    /// Training rows per second.
+    pub samples_per_sec: f64,
+}
+
+/// A version's `MANIFEST.json`: its files, its place in the history, who wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Layout version ([`FORMAT`]).
+    pub format: u32,
+    /// This version's number.
+    pub version: u64,
+    /// The version it continues (`None` for the first of a history).
+    pub parent: Option<u64>,
+    /// The process that wrote it.
+    pub run: RunInfo,
+    /// When it was written (Unix seconds).
+    pub created_unix: u64,
+    /// Epochs fully done.
+    pub epoch: usize,
+    /// Steps done in the unfinished epoch (0 for an end-of-epoch save).
+    pub step_in_epoch: u64,
+    /// Steps done in total.
+    pub global_step: u64,
+    /// Training was over: the weights are the run's chosen ones.
+    pub finished: bool,
+    /// Per finished epoch.
+    pub timings: Vec<Timing>,
+    /// Every other file of the version.
+    pub files: Vec<ManifestFile>,
+}
+
+/// A history link (`ROOT`, `NEXT`): the version it commits and who committed it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Manifest {
+struct Link {
     version: u64,
-    created_unix: u64,
-    epoch: usize,
-    global_step: u64,
-    files: Vec<ManifestFile>,
+    run: RunInfo,
 }
 
-/// A model URL.
+/// A version encoded in memory, ready for [`VersionWriter::commit`] (on any thread).
 #[derive(Debug, Clone)]
-pub struct ModelStore {
-    root: Location,
+pub struct Encoded {
+    files: Vec<(&'static str, Vec<u8>)>,
+    epoch: usize,
+    step_in_epoch: u64,
+    global_step: u64,
+    finished: bool,
+    timings: Vec<Timing>,
+}
+
+impl Encoded {
+    /// Total bytes of the version's files.
+    pub fn bytes(&self) -> usize {
+        self.files.iter().map(|(_, b)| b.len()).sum()
+    }
 }
 
 // safetensors data is little-endian, which is what these casts give on the targets we build.
@@ -169,6 +326,114 @@ fn f32_bytes(v: &[f32]) -> &[u8] {
 
 fn version_name(v: u64) -> String {
     format!("{v:06}")
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Encode a version: the safetensors files and `model.json`, byte-for-byte the same for the
+/// same tensors and state.
+pub fn encode(ck: &CheckpointRef<'_>) -> Result<Encoded> {
+    let model = safetensors_file(
+        ck.meta.params.iter().map(|s| Tensor {
+            name: &s.name,
+            dtype: "F32",
+            shape: s.shape.clone(),
+            data: f32_bytes(&ck.params[s.offset..s.offset + s.len()]),
+        }),
+        &[("format", "pt".into())],
+    );
+    let optim = safetensors_file(
+        [("adam.m", ck.adam_m), ("adam.v", ck.adam_v)].map(|(name, v)| Tensor {
+            name,
+            dtype: "F32",
+            shape: vec![v.len()],
+            data: f32_bytes(v),
+        }),
+        &[],
+    );
+    let t = &ck.table;
+    let n = t.keys.len();
+    let slots = if n == 0 || t.dim == 0 {
+        0
+    } else {
+        t.state.len() / (n * t.dim)
+    };
+    let emb = safetensors_file(
+        [
+            Tensor {
+                name: "keys",
+                dtype: "U64",
+                shape: vec![n],
+                data: bytemuck::cast_slice(t.keys),
+            },
+            Tensor {
+                name: "values",
+                dtype: "F32",
+                shape: vec![n, t.dim],
+                data: f32_bytes(t.values),
+            },
+            Tensor {
+                name: "state",
+                dtype: "F32",
+                shape: vec![n, slots * t.dim],
+                data: f32_bytes(t.state),
+            },
+            Tensor {
+                name: "steps",
+                dtype: "U32",
+                shape: vec![n],
+                data: bytemuck::cast_slice(t.steps),
+            },
+        ],
+        &[
+            ("init_scale", t.init_scale.to_string()),
+            ("seed", t.seed.to_string()),
+        ],
+    );
+    let meta = serde_json::to_vec_pretty(ck.meta).map_err(|e| Error::Store {
+        url: "model.json".into(),
+        message: format!("encoding: {e}"),
+    })?;
+    let st = &ck.meta.state;
+    Ok(Encoded {
+        files: vec![
+            ("model.safetensors", model),
+            ("embeddings.safetensors", emb),
+            ("optimizer.safetensors", optim),
+            ("model.json", meta),
+        ],
+        epoch: st.epoch,
+        step_in_epoch: st.step_in_epoch,
+        global_step: st.global_step,
+        finished: st.finished,
+        timings: st
+            .history
+            .iter()
+            .map(|r| Timing {
+                epoch: r.epoch,
+                seconds: r.seconds,
+                samples_per_sec: r.samples_per_sec,
+            })
+            .collect(),
+    })
+}
+
+/// A model URL.
+#[derive(Debug, Clone)]
+pub struct ModelStore {
+    root: Location,
+}
+
+/// What one listing of `versions/` shows.
+#[derive(Debug, Default)]
+struct Listing {
+    /// Per version directory: has a manifest, has a `NEXT` link.
+    dirs: BTreeMap<u64, (bool, bool)>,
+    root: bool,
 }
 
 impl ModelStore {
@@ -193,37 +458,79 @@ impl ModelStore {
         self.root.join(&format!("versions/{}", version_name(v)))
     }
 
-    /// Every version directory (committed or not), ascending.
-    fn all_versions(&self) -> Result<Vec<(u64, bool)>> {
+    /// The link that commits the successor of `parent` (`ROOT` for the first version).
+    fn link_of(&self, parent: Option<u64>) -> Location {
+        match parent {
+            Some(p) => self.version_dir(p).join(NEXT),
+            None => self.root.join(&format!("versions/{ROOT}")),
+        }
+    }
+
+    fn listing(&self) -> Result<Listing> {
         let dir = self.root.join("versions");
         let entries = match dir.list() {
             Ok(e) => e,
-            Err(tusk_storage::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(tusk_storage::Error::NotFound { .. }) => return Ok(Listing::default()),
             Err(e) => return Err(e.into()),
         };
-        let mut seen: HashMap<u64, bool> = HashMap::new();
+        let mut l = Listing::default();
         for e in entries {
             let rel = e.location.relative_to(&dir);
+            if rel == ROOT {
+                l.root = true;
+                continue;
+            }
             let mut parts = rel.split('/');
             let Some(v) = parts.next().and_then(|p| p.parse::<u64>().ok()) else {
                 continue;
             };
-            let committed = parts.next() == Some(MANIFEST);
-            *seen.entry(v).or_default() |= committed;
+            let d = l.dirs.entry(v).or_default();
+            match parts.next() {
+                Some(MANIFEST) => d.0 = true,
+                Some(NEXT) => d.1 = true,
+                _ => {}
+            }
         }
-        let mut v: Vec<(u64, bool)> = seen.into_iter().collect();
-        v.sort();
-        Ok(v)
+        Ok(l)
     }
 
-    /// Committed versions, ascending.
+    fn read_link(&self, parent: Option<u64>) -> Result<Option<Link>> {
+        let loc = self.link_of(parent);
+        match loc.read() {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::Store {
+                    url: loc.url(),
+                    message: format!("history link does not parse: {e}"),
+                }),
+            Err(tusk_storage::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The chain in a listing: every version holding a `NEXT` (only history members ever get
+    /// one) plus the version the newest link names.
+    fn chain(&self, l: &Listing) -> Result<Vec<u64>> {
+        let mut chain: Vec<u64> = l
+            .dirs
+            .iter()
+            .filter(|(_, d)| d.1)
+            .map(|(v, _)| *v)
+            .collect();
+        let newest = match chain.last() {
+            Some(&v) => Some(v),
+            None if l.root => None,
+            None => return Ok(Vec::new()),
+        };
+        if let Some(link) = self.read_link(newest)? {
+            chain.push(link.version);
+        }
+        Ok(chain)
+    }
+
+    /// Committed versions (the model's history), ascending.
     pub fn versions(&self) -> Result<Vec<u64>> {
-        Ok(self
-            .all_versions()?
-            .into_iter()
-            .filter(|(_, c)| *c)
-            .map(|(v, _)| v)
-            .collect())
+        self.chain(&self.listing()?)
     }
 
     /// The newest committed version.
@@ -231,111 +538,68 @@ impl ModelStore {
         Ok(self.versions()?.last().copied())
     }
 
-    /// Commit `ck` as a new version; returns its number.
-    pub fn save(&self, ck: &CheckpointRef<'_>) -> Result<u64> {
-        let v = self.all_versions()?.last().map_or(1, |(v, _)| v + 1);
+    /// The manifest of a committed version (who wrote it, its parent, where training stood).
+    pub fn manifest(&self, v: u64) -> Result<Manifest> {
         let dir = self.version_dir(v);
-        let st_err = |e: safetensors::SafeTensorError| Error::Store {
-            url: dir.url(),
-            message: format!("encoding tensors: {e}"),
+        let path = dir.join(MANIFEST);
+        let bytes = match path.read() {
+            Ok(b) => b,
+            Err(tusk_storage::Error::NotFound { .. }) => {
+                return Err(Error::Store {
+                    url: dir.url(),
+                    message: format!("version {v:06} does not exist (no {MANIFEST})"),
+                });
+            }
+            Err(e) => return Err(e.into()),
         };
-        // Dense weights, one tensor per name, loadable by safetensors.torch.load_file.
-        let pbytes: Vec<(String, Vec<usize>, &[u8])> = ck
-            .meta
-            .params
-            .iter()
-            .map(|s| {
-                (
-                    s.name.clone(),
-                    s.shape.clone(),
-                    f32_bytes(&ck.params[s.offset..s.offset + s.len()]),
-                )
-            })
-            .collect();
-        let model = serialize(
-            pbytes
-                .iter()
-                .map(|(n, s, b)| (n.as_str(), Dtype::F32, s.clone(), *b)),
-            Some(HashMap::from([("format".into(), "pt".into())])),
-        )
-        .map_err(st_err)?;
-        let optim = serialize(
-            [
-                (
-                    "adam.m",
-                    Dtype::F32,
-                    vec![ck.adam_m.len()],
-                    f32_bytes(ck.adam_m),
-                ),
-                (
-                    "adam.v",
-                    Dtype::F32,
-                    vec![ck.adam_v.len()],
-                    f32_bytes(ck.adam_v),
-                ),
-            ],
-            None,
-        )
-        .map_err(st_err)?;
-        let t = &ck.table;
-        let n = t.keys.len();
-        let slots = if n == 0 || t.dim == 0 {
-            0
-        } else {
-            t.state.len() / (n * t.dim)
-        };
-        let emb = serialize(
-            [
-                ("keys", Dtype::U64, vec![n], bytemuck::cast_slice(t.keys)),
-                ("values", Dtype::F32, vec![n, t.dim], f32_bytes(t.values)),
-                (
-                    "state",
-                    Dtype::F32,
-                    vec![n, slots * t.dim],
-                    f32_bytes(t.state),
-                ),
-                ("steps", Dtype::U32, vec![n], bytemuck::cast_slice(t.steps)),
-            ],
-            Some(HashMap::from([
-                ("seed".into(), t.seed.to_string()),
-                ("init_scale".into(), t.init_scale.to_string()),
-            ])),
-        )
-        .map_err(st_err)?;
-        let meta = serde_json::to_vec_pretty(ck.meta).map_err(|e| Error::Store {
-            url: dir.url(),
-            message: e.to_string(),
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| Error::Store {
+            url: path.url(),
+            message: format!("does not parse (written by another tusk version?): {e}"),
         })?;
-        let mut files = Vec::new();
-        for (name, bytes) in [
-            ("model.safetensors", model),
-            ("embeddings.safetensors", emb),
-            ("optimizer.safetensors", optim),
-            ("model.json", meta),
-        ] {
-            files.push(ManifestFile {
-                name: name.into(),
-                bytes: bytes.len() as u64,
-                crc32c: crc32c::crc32c(&bytes),
+        if m.format != FORMAT || m.version != v {
+            return Err(Error::Store {
+                url: path.url(),
+                message: format!(
+                    "format {} version {}, expected format {FORMAT} version {v}",
+                    m.format, m.version
+                ),
             });
-            dir.join(name).write(bytes)?;
         }
-        let manifest = Manifest {
-            version: v,
-            created_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            epoch: ck.meta.state.epoch,
-            global_step: ck.meta.state.global_step,
-            files,
-        };
-        let text = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-        dir.join(MANIFEST).write_new(text)?;
-        // The pointer is a convenience; the listing decides.
-        self.root
-            .join("LATEST")
-            .write(format!("{}\n", version_name(v)))?;
-        Ok(v)
+        Ok(m)
+    }
+
+    /// The end-of-`epoch` version among `from` and its ancestors (the version holding that
+    /// epoch's weights as evaluated), if the history has one.
+    pub fn find_epoch_end(&self, from: u64, epoch: usize) -> Result<Option<u64>> {
+        let mut v = Some(from);
+        while let Some(cur) = v {
+            let m = self.manifest(cur)?;
+            if m.epoch < epoch {
+                return Ok(None);
+            }
+            if m.epoch == epoch && m.step_in_epoch == 0 && !m.finished {
+                return Ok(Some(cur));
+            }
+            v = m.parent;
+        }
+        Ok(None)
+    }
+
+    /// A writer that continues the history from `parent` (the version `run` resumed from or
+    /// last committed; `None` on an empty model).
+    pub fn writer(&self, run: RunInfo, parent: Option<u64>) -> VersionWriter {
+        VersionWriter {
+            store: self.clone(),
+            run,
+            parent,
+        }
+    }
+
+    /// Commit `ck` as the successor of the newest version, as a one-off writer; returns its
+    /// number.
+    pub fn save(&self, ck: &CheckpointRef<'_>) -> Result<u64> {
+        let parent = self.latest()?;
+        self.writer(RunInfo::new(), parent).commit(encode(ck)?)
     }
 
     /// Load a committed version (the newest when `None`).
@@ -345,35 +609,44 @@ impl ModelStore {
 
     /// [`ModelStore::load`], also saying which version it loaded.
     pub fn load_version(&self, version: Option<u64>) -> Result<(u64, Checkpoint)> {
+        let l = self.listing()?;
+        let chain = self.chain(&l)?;
         let v = match version {
-            Some(v) => v,
-            None => self.latest()?.ok_or_else(|| Error::Store {
-                url: self.url(),
-                message: "no committed model version here (is this the model URL given to `tusk train --model`?)".into(),
-            })?,
+            Some(v) if chain.contains(&v) => v,
+            Some(v) => {
+                return Err(Error::Store {
+                    url: self.version_dir(v).url(),
+                    message: format!(
+                        "version {v:06} is not committed (committed: {})",
+                        describe(&chain)
+                    ),
+                });
+            }
+            None => match chain.last() {
+                Some(&v) => v,
+                None => {
+                    let hint = if l.dirs.values().any(|d| d.0) && !l.root {
+                        " (versions without history links were written by an older tusk: train again)"
+                    } else {
+                        " (is this the model URL given to `tusk train --model`?)"
+                    };
+                    return Err(Error::Store {
+                        url: self.url(),
+                        message: format!("no committed model version here{hint}"),
+                    });
+                }
+            },
         };
         self.load_exact(v).map(|ck| (v, ck))
     }
 
     fn load_exact(&self, v: u64) -> Result<Checkpoint> {
         let dir = self.version_dir(v);
-        let mpath = dir.join(MANIFEST);
-        let mbytes = match mpath.read() {
-            Ok(b) => b,
-            Err(tusk_storage::Error::NotFound { .. }) => {
-                return Err(Error::Store {
-                    url: dir.url(),
-                    message: format!("version {v} is not committed (no {MANIFEST})"),
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let manifest = self.manifest(v)?;
         let bad = |what: String| Error::Store {
             url: dir.url(),
             message: what,
         };
-        let manifest: Manifest = serde_json::from_slice(&mbytes)
-            .map_err(|e| bad(format!("{MANIFEST} does not parse: {e}")))?;
         let mut files: HashMap<String, bytes::Bytes> = HashMap::new();
         for f in &manifest.files {
             let data = dir.join(&f.name).read()?;
@@ -394,8 +667,14 @@ impl ModelStore {
                 .get(name)
                 .ok_or_else(|| bad(format!("{MANIFEST} does not list {name}")))
         };
-        let meta: Meta = serde_json::from_slice(get("model.json")?)
+        let mut meta: Meta = serde_json::from_slice(get("model.json")?)
             .map_err(|e| bad(format!("model.json does not parse: {e}")))?;
+        for r in &mut meta.state.history {
+            if let Some(t) = manifest.timings.iter().find(|t| t.epoch == r.epoch) {
+                r.seconds = t.seconds;
+                r.samples_per_sec = t.samples_per_sec;
+            }
+        }
         let st = |name: &str| -> Result<SafeTensors<'_>> {
             SafeTensors::deserialize(get(name)?).map_err(|e| bad(format!("{name}: {e}")))
         };
@@ -474,19 +753,279 @@ impl ModelStore {
     }
 }
 
+/// `000001–000004` style summary of version numbers.
+fn describe(vs: &[u64]) -> String {
+    match vs {
+        [] => "none".into(),
+        [v] => version_name(*v),
+        [a, .., b] => format!("{}–{}", version_name(*a), version_name(*b)),
+    }
+}
+
+/// Commits versions for one run, each the successor of the last (see the module docs).
+#[derive(Debug, Clone)]
+pub struct VersionWriter {
+    store: ModelStore,
+    run: RunInfo,
+    parent: Option<u64>,
+}
+
+/// How many times a save looks for a free version directory when others claim them first.
+const CLAIM_TRIES: u32 = 32;
+
+impl VersionWriter {
+    /// The version the next commit continues.
+    pub fn parent(&self) -> Option<u64> {
+        self.parent
+    }
+
+    /// Who this writer is.
+    pub fn run(&self) -> &RunInfo {
+        &self.run
+    }
+
+    /// The store written to.
+    pub fn store(&self) -> &ModelStore {
+        &self.store
+    }
+
+    fn conflict(&self, link: &Link) -> Error {
+        let after = match self.parent {
+            Some(p) => format!("follows version {p:06}, which this run was about to extend"),
+            None => "started this model's history first".into(),
+        };
+        Error::Conflict {
+            url: self.store.url(),
+            message: format!(
+                "another run committed to this model: version {:06} by {} {after}; this process \
+                 is {}. One model URL holds one history: choose another --model URL, or stop \
+                 the other run and --resume",
+                link.version, link.run, self.run
+            ),
+        }
+    }
+
+    /// Commit `enc` as the successor of [`VersionWriter::parent`]; returns its number. Fails
+    /// with [`Error::Conflict`] when another run already committed that successor.
+    pub fn commit(&mut self, enc: Encoded) -> Result<u64> {
+        let store = &self.store;
+        let link = store.link_of(self.parent);
+        // Cheap early check; the create-only link below is what decides.
+        if let Some(other) = store.read_link(self.parent)? {
+            return Err(self.conflict(&other));
+        }
+        let mut files: Vec<ManifestFile> = enc
+            .files
+            .iter()
+            .map(|(name, bytes)| ManifestFile {
+                name: (*name).into(),
+                bytes: bytes.len() as u64,
+                crc32c: crc32c::crc32c(bytes),
+            })
+            .collect();
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut manifest = Manifest {
+            format: FORMAT,
+            version: 0,
+            parent: self.parent,
+            run: self.run.clone(),
+            created_unix: unix_now(),
+            epoch: enc.epoch,
+            step_in_epoch: enc.step_in_epoch,
+            global_step: enc.global_step,
+            finished: enc.finished,
+            timings: enc.timings,
+            files,
+        };
+        // Claim a fresh directory: creating its manifest is exclusive, so no other save ever
+        // writes into it.
+        let mut claimed = None;
+        for _ in 0..CLAIM_TRIES {
+            let v = store.listing()?.dirs.keys().last().map_or(1, |v| v + 1);
+            manifest.version = v;
+            let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Store {
+                url: store.url(),
+                message: format!("encoding {MANIFEST}: {e}"),
+            })?;
+            match store.version_dir(v).join(MANIFEST).write_new(text) {
+                Ok(()) => {
+                    claimed = Some(v);
+                    break;
+                }
+                Err(tusk_storage::Error::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let Some(v) = claimed else {
+            return Err(Error::Store {
+                url: store.url(),
+                message: format!(
+                    "could not claim a new version directory in {CLAIM_TRIES} tries (other writers keep taking them)"
+                ),
+            });
+        };
+        let dir = store.version_dir(v);
+        let written = (|| -> Result<()> {
+            for (name, bytes) in enc.files {
+                dir.join(name).write(bytes)?;
+            }
+            let text = serde_json::to_vec(&Link {
+                version: v,
+                run: self.run.clone(),
+            })
+            .map_err(|e| Error::Store {
+                url: link.url(),
+                message: e.to_string(),
+            })?;
+            match link.write_new(text) {
+                Ok(()) => Ok(()),
+                Err(tusk_storage::Error::AlreadyExists { .. }) => {
+                    let other = store.read_link(self.parent)?.ok_or_else(|| Error::Store {
+                        url: link.url(),
+                        message: "exists but cannot be read".into(),
+                    })?;
+                    Err(self.conflict(&other))
+                }
+                Err(e) => Err(e.into()),
+            }
+        })();
+        if let Err(e) = written {
+            // Never linked, so never read: tidy up (best effort; the next save numbers past
+            // whatever is left).
+            let _ = dir.delete_all();
+            return Err(e);
+        }
+        self.parent = Some(v);
+        // The pointer is a convenience for humans; the links decide.
+        let _ = store
+            .root
+            .join("LATEST")
+            .write(format!("{}\n", version_name(v)));
+        Ok(v)
+    }
+}
+
 fn read_f32(data: &[u8], out: &mut [f32]) {
     for (o, c) in out.iter_mut().zip(data.chunks_exact(4)) {
         *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
     }
 }
 
-fn serialize<'a>(
-    tensors: impl IntoIterator<Item = (&'a str, Dtype, Vec<usize>, &'a [u8])>,
-    info: Option<HashMap<String, String>>,
-) -> Result<Vec<u8>, safetensors::SafeTensorError> {
-    let views = tensors
-        .into_iter()
-        .map(|(n, d, s, b)| TensorView::new(d, s, b).map(|v| (n.to_string(), v)))
-        .collect::<Result<Vec<_>, _>>()?;
-    safetensors::serialize(views, info)
+/// One tensor for [`safetensors_file`].
+struct Tensor<'a> {
+    name: &'a str,
+    /// safetensors dtype name: `F32`, `U64`, `U32`.
+    dtype: &'static str,
+    shape: Vec<usize>,
+    data: &'a [u8],
+}
+
+/// A safetensors file with a deterministic header: tensors in the given order (stable-sorted
+/// by element size, largest first, so every tensor is aligned), metadata in the given order.
+/// (The safetensors crate writes its metadata from a `HashMap`, whose order changes from run
+/// to run.)
+fn safetensors_file<'a>(
+    tensors: impl IntoIterator<Item = Tensor<'a>>,
+    metadata: &[(&str, String)],
+) -> Vec<u8> {
+    let width = |d: &str| match d {
+        "F64" | "U64" | "I64" => 8,
+        "F32" | "U32" | "I32" => 4,
+        _ => 1,
+    };
+    let mut tensors: Vec<Tensor<'a>> = tensors.into_iter().collect();
+    tensors.sort_by_key(|t| std::cmp::Reverse(width(t.dtype)));
+    let q = |s: &str| serde_json::Value::from(s).to_string();
+    let mut header = String::from("{");
+    if !metadata.is_empty() {
+        header.push_str("\"__metadata__\":{");
+        let kv: Vec<String> = metadata
+            .iter()
+            .map(|(k, v)| format!("{}:{}", q(k), q(v)))
+            .collect();
+        header.push_str(&kv.join(","));
+        header.push('}');
+    }
+    let mut offset = 0usize;
+    for t in &tensors {
+        if header.len() > 1 {
+            header.push(',');
+        }
+        let shape: Vec<String> = t.shape.iter().map(usize::to_string).collect();
+        header.push_str(&format!(
+            "{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
+            q(t.name),
+            t.dtype,
+            shape.join(","),
+            offset,
+            offset + t.data.len()
+        ));
+        offset += t.data.len();
+    }
+    header.push('}');
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + header.len() + offset);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for t in &tensors {
+        out.extend_from_slice(t.data);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_796_075_999), "2026-11-30 21:59:59 UTC");
+    }
+
+    #[test]
+    fn safetensors_files_are_deterministic_and_readable() {
+        let a = [1.0f32, 2.0, 3.0];
+        let k = [7u64, 9];
+        let s = [4u32];
+        let make = || {
+            safetensors_file(
+                [
+                    Tensor {
+                        name: "steps",
+                        dtype: "U32",
+                        shape: vec![1],
+                        data: bytemuck::cast_slice(&s),
+                    },
+                    Tensor {
+                        name: "w",
+                        dtype: "F32",
+                        shape: vec![3],
+                        data: f32_bytes(&a),
+                    },
+                    Tensor {
+                        name: "keys",
+                        dtype: "U64",
+                        shape: vec![2],
+                        data: bytemuck::cast_slice(&k),
+                    },
+                ],
+                &[("seed", "3".into()), ("a\"b", "x\\y".into())],
+            )
+        };
+        let bytes = make();
+        assert_eq!(bytes, make());
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.tensor("w").unwrap().data(), f32_bytes(&a));
+        assert_eq!(st.tensor("keys").unwrap().shape(), &[2]);
+        assert_eq!(st.tensor("steps").unwrap().data(), &4u32.to_le_bytes());
+        let (n, info) = SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(n % 8, 0);
+        let md = info.metadata().clone().unwrap();
+        assert_eq!(md["a\"b"], "x\\y");
+        assert_eq!(md["seed"], "3");
+    }
 }

@@ -8,6 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use tusk_board::EventWriter;
@@ -21,7 +23,10 @@ use tusk_storage::Storage;
 use crate::collective::{Collective, Local};
 use crate::config::{Config, EvalConfig, Monitor};
 use crate::error::{Error, Result};
-use crate::store::{Checkpoint, CheckpointRef, EpochRecord, Meta, ModelStore, TrainState};
+use crate::store::{
+    Checkpoint, CheckpointRef, Encoded, EpochRecord, Meta, ModelStore, RunInfo, TrainState,
+    VersionWriter, encode,
+};
 
 /// What the caller wants besides the config.
 #[derive(Debug, Clone, Default)]
@@ -324,7 +329,7 @@ struct Run<'a> {
     test: Option<Source>,
     sampler: Option<Arc<NegativeSampler>>,
     events: Option<EventWriter>,
-    best_version: Option<u64>,
+    saver: Saver,
     collective: Box<dyn Collective + 'a>,
     grads: Vec<f32>,
 }
@@ -389,7 +394,8 @@ pub fn train_with<'a>(
     let validation = open(&cfg.data.validation)?;
     let test = open(&cfg.data.test)?;
 
-    let (space, model, params, adam, table, state, best_version) = match resumed {
+    let parent = resumed.as_ref().map(|(v, _)| *v);
+    let (space, model, params, adam, table, state) = match resumed {
         Some((v, ck)) => {
             obs.message(&format!(
                 "resuming from version {v:06} (epoch {}, step {} of the next epoch)",
@@ -413,10 +419,6 @@ pub fn train_with<'a>(
                     ),
                 });
             }
-            let best_version = match st.best {
-                Some((_, e)) if e == st.epoch && st.step_in_epoch == 0 => Some(v),
-                _ => None,
-            };
             (
                 scorer.space,
                 scorer.model,
@@ -424,7 +426,6 @@ pub fn train_with<'a>(
                 adam,
                 scorer.table,
                 st,
-                best_version,
             )
         }
         None => {
@@ -457,7 +458,6 @@ pub fn train_with<'a>(
                 adam,
                 table,
                 TrainState::default(),
-                None,
             )
         }
     };
@@ -498,6 +498,7 @@ pub fn train_with<'a>(
         }
     };
     let grads = vec![0.0; params.len()];
+    let saver = Saver::start(store.writer(RunInfo::new(), parent));
     let mut run = Run {
         cfg,
         space,
@@ -512,7 +513,7 @@ pub fn train_with<'a>(
         test,
         sampler,
         events,
-        best_version,
+        saver,
         collective,
         grads,
     };
@@ -520,7 +521,9 @@ pub fn train_with<'a>(
 }
 
 impl Run<'_> {
-    fn checkpoint(&mut self) -> Result<u64> {
+    /// Encode a version of where the run stands and hand it to the saver thread (training
+    /// goes on while it is written; at most one save is in flight).
+    fn checkpoint(&mut self) -> Result<()> {
         let meta = Meta {
             format: 1,
             config: self.cfg.to_toml(),
@@ -537,11 +540,12 @@ impl Run<'_> {
             adam_v: &self.adam.v,
             table: self.table.view(),
         };
-        let v = self.store.save(&ck)?;
+        let enc = encode(&ck)?;
+        self.saver.submit(enc)?;
         if let Some(ev) = &mut self.events {
             let _ = ev.flush();
         }
-        Ok(v)
+        Ok(())
     }
 
     fn step(&mut self, b: &Batch) -> Result<f32> {
@@ -612,7 +616,6 @@ impl Run<'_> {
             .train
             .known_rows()
             .map(|r| r * (1 + self.cfg.train.negatives as u64));
-        let mut last_version = None;
         while self.state.epoch < epochs {
             let epoch = self.state.epoch;
             let bs = self.cfg.train.batch_size as u64;
@@ -664,13 +667,14 @@ impl Run<'_> {
                 }
                 let every = self.cfg.train.checkpoint_every;
                 if every > 0 && self.state.global_step.is_multiple_of(every) {
-                    last_version = Some(self.checkpoint()?);
+                    self.checkpoint()?;
                 }
                 if opts.stop_after_steps.is_some_and(|n| steps_here >= n) {
                     train_secs += t0.elapsed().as_secs_f64();
+                    let version = self.saver.finish()?;
                     return Ok(Summary {
                         model_url: self.store.url(),
-                        version: last_version.unwrap_or(0),
+                        version: version.unwrap_or(0),
                         chosen_epoch: self.state.epoch,
                         history: self.state.history.clone(),
                         samples_per_sec: rows_here as f64 / train_secs.max(1e-9),
@@ -683,7 +687,7 @@ impl Run<'_> {
             train_secs += secs;
             // Evaluate.
             let scorer = self.view();
-            let mut metrics: HashMap<String, HashMap<String, f64>> = HashMap::new();
+            let mut metrics: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
             for (name, src) in [("validation", &self.validation), ("test", &self.test)] {
                 if let Some(src) = src {
                     let m = evaluate(&scorer, src)?;
@@ -720,9 +724,8 @@ impl Run<'_> {
                 .get("validation")
                 .and_then(|m| m.get(&monitor))
                 .copied();
-            let mut improved = false;
             if let Some(v) = watched {
-                improved = match self.state.best {
+                let improved = match self.state.best {
                     None => true,
                     Some((b, _)) => {
                         if higher {
@@ -759,20 +762,28 @@ impl Run<'_> {
             if done {
                 break;
             }
-            let v = self.checkpoint()?;
-            last_version = Some(v);
-            if improved {
-                self.best_version = Some(v);
-            }
+            self.checkpoint()?;
         }
         // Finish: keep the best validation epoch's weights when it was not the last.
         let last_epoch = self.state.epoch;
         let chosen = self.state.best.map_or(last_epoch, |b| b.1);
-        if chosen != last_epoch
-            && let Some(bv) = self.best_version
-        {
+        // The best epoch's version is found in the history (this process may have resumed
+        // long after it was written).
+        let best_version = match (chosen != last_epoch, self.saver.finish()?) {
+            (true, Some(tip)) => self.store.find_epoch_end(tip, chosen)?,
+            _ => None,
+        };
+        if chosen != last_epoch && best_version.is_none() {
+            return Err(Error::Store {
+                url: self.store.url(),
+                message: format!(
+                    "the history holds no end-of-epoch version of epoch {chosen}, the best on validation {monitor}"
+                ),
+            });
+        }
+        if let Some(bv) = best_version {
             obs.message(&format!(
-                "keeping epoch {chosen} (best validation {monitor}) as the final model"
+                "keeping epoch {chosen} (best validation {monitor}, version {bv:06}) as the final model"
             ));
             let best = self.store.load(Some(bv))?;
             self.params = best.params;
@@ -786,7 +797,8 @@ impl Run<'_> {
                 })?;
         }
         self.state.finished = true;
-        let v = self.checkpoint()?;
+        self.checkpoint()?;
+        let v = self.saver.finish()?.unwrap_or(0);
         if let Some(ev) = &mut self.events {
             ev.flush()?;
         }
@@ -799,5 +811,79 @@ impl Run<'_> {
             steps: steps_here,
             interrupted: false,
         })
+    }
+}
+
+/// Writes versions on a thread of its own, in order, one at a time, so that training does not
+/// wait for storage (on HDFS a version is several round trips per file). A failed save is
+/// reported by the next [`Saver::submit`] or [`Saver::finish`].
+struct Saver {
+    jobs: Option<mpsc::SyncSender<Encoded>>,
+    done: mpsc::Receiver<Result<u64>>,
+    thread: Option<JoinHandle<()>>,
+    in_flight: bool,
+    last: Option<u64>,
+}
+
+impl Saver {
+    fn start(mut writer: VersionWriter) -> Saver {
+        let last = writer.parent();
+        let (jobs, rx) = mpsc::sync_channel::<Encoded>(1);
+        let (tx, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("tusk-saver".into())
+            .spawn(move || {
+                for enc in rx {
+                    if tx.send(writer.commit(enc)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok();
+        Saver {
+            jobs: Some(jobs),
+            done,
+            thread,
+            in_flight: false,
+            last,
+        }
+    }
+
+    /// Wait for the save in flight, if any; the newest committed version.
+    fn finish(&mut self) -> Result<Option<u64>> {
+        if self.in_flight {
+            self.in_flight = false;
+            let v = self
+                .done
+                .recv()
+                .map_err(|_| Error::Training("the model store's writer thread stopped".into()))??;
+            self.last = Some(v);
+        }
+        Ok(self.last)
+    }
+
+    /// Queue `enc` behind the save in flight (waiting for that one first).
+    fn submit(&mut self, enc: Encoded) -> Result<()> {
+        self.finish()?;
+        let jobs = self.jobs.as_ref().ok_or_else(|| {
+            Error::Training("the model store's writer thread is not running".into())
+        })?;
+        if self.thread.is_none() || jobs.send(enc).is_err() {
+            return Err(Error::Training(
+                "the model store's writer thread is not running".into(),
+            ));
+        }
+        self.in_flight = true;
+        Ok(())
+    }
+}
+
+impl Drop for Saver {
+    fn drop(&mut self) {
+        // Let a save in flight finish (never abandon it half-written mid-rename), then stop.
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

@@ -313,4 +313,187 @@ fn model_store_resume_and_scoring_on_hdfs() {
         "{:?}",
         scalars.keys()
     );
+    // Writers racing on one HDFS model: one history, the others told whose it is.
+    let ck = ModelStore::open(&storage, &local.display().to_string())
+        .unwrap()
+        .load(None)
+        .unwrap();
+    for round in 0..2 {
+        writers_race(&storage, &format!("{base}/race{round}"), &ck);
+    }
+}
+
+/// `cfg` with `--set`-style overrides.
+fn with(cfg: &Config, sets: &[&str]) -> Config {
+    let sets: Vec<String> = sets.iter().map(|s| (*s).to_string()).collect();
+    Config::parse("t", &cfg.to_toml(), &sets).unwrap()
+}
+
+fn run_to(
+    storage: &Storage,
+    cfg: &Config,
+    url: &Path,
+    resume: bool,
+    stop: Option<u64>,
+) -> tusk_train::Summary {
+    train(
+        storage,
+        Some(cfg.clone()),
+        &TrainOptions {
+            model_url: url.display().to_string(),
+            resume,
+            stop_after_steps: stop,
+        },
+        &mut Quiet,
+    )
+    .unwrap()
+}
+
+/// Issue 9: a run interrupted after its best validation epoch and resumed must still end with
+/// the best epoch's weights (it used to keep the last epoch's while saying otherwise).
+#[test]
+fn resume_after_the_best_epoch_keeps_the_best_weights() {
+    let data = data_dir();
+    let storage = Storage::new().unwrap();
+    // A large step size over-fits the noisy labels: validation logloss turns after a few
+    // epochs and patience stops the run.
+    let cfg = with(
+        &dlrm_config(data.path(), "checkpoint_every = 40"),
+        &[
+            "train.learning_rate=0.05",
+            "train.epochs=12",
+            "eval.monitor=logloss",
+            "eval.patience=2",
+        ],
+    );
+    let clean = data.path().join("clean");
+    let s = run_to(&storage, &cfg, &clean, false, None);
+    let epochs = s.history.len();
+    assert!(
+        s.chosen_epoch < epochs,
+        "the test needs a best epoch before the last: chose {} of {epochs}",
+        s.chosen_epoch
+    );
+    let per_epoch = s.steps / epochs as u64;
+    let best_end = per_epoch * s.chosen_epoch as u64;
+    // Stop after the best epoch, twice, then finish.
+    let killed = data.path().join("killed");
+    let s1 = run_to(&storage, &cfg, &killed, false, Some(best_end + 7));
+    assert!(s1.interrupted);
+    let s2 = run_to(&storage, &cfg, &killed, true, Some(per_epoch + 11));
+    assert!(s2.interrupted);
+    let s3 = run_to(&storage, &cfg, &killed, true, None);
+    assert_eq!(s3.chosen_epoch, s.chosen_epoch);
+    let a = ModelStore::open(&storage, &clean.display().to_string()).unwrap();
+    let b = ModelStore::open(&storage, &killed.display().to_string()).unwrap();
+    let (ca, cb) = (a.load(None).unwrap(), b.load(None).unwrap());
+    assert!(cb.meta.state.finished);
+    assert_eq!(ca.params, cb.params, "dense weights differ");
+    assert_eq!(ca.table, cb.table, "embedding tables differ");
+    assert_eq!((ca.adam_m, ca.adam_v), (cb.adam_m, cb.adam_v));
+    // And they are the best epoch's own version.
+    let tip = b.latest().unwrap().unwrap();
+    let best = b.find_epoch_end(tip, s.chosen_epoch).unwrap().unwrap();
+    assert_eq!(b.load(Some(best)).unwrap().params, cb.params);
+}
+
+/// Issue 9: the same tensors give the same bytes; only the manifest (who, when, how fast)
+/// differs between reruns.
+#[test]
+fn identical_runs_write_identical_version_files() {
+    let data = data_dir();
+    let storage = Storage::new().unwrap();
+    let cfg = with(
+        &dlrm_config(data.path(), "checkpoint_every = 50"),
+        &["train.epochs=2"],
+    );
+    let (a, b) = (data.path().join("a"), data.path().join("b"));
+    run_to(&storage, &cfg, &a, false, None);
+    run_to(&storage, &cfg, &b, false, None);
+    let sa = ModelStore::open(&storage, &a.display().to_string()).unwrap();
+    let sb = ModelStore::open(&storage, &b.display().to_string()).unwrap();
+    let versions = sa.versions().unwrap();
+    assert!(versions.len() >= 4, "{versions:?}");
+    assert_eq!(versions, sb.versions().unwrap());
+    for v in versions {
+        let (ma, mb) = (sa.manifest(v).unwrap(), sb.manifest(v).unwrap());
+        assert_eq!(ma.files, mb.files, "version {v}");
+        assert_ne!(ma.run.id, mb.run.id);
+        for f in &ma.files {
+            let rel = format!("versions/{v:06}/{}", f.name);
+            let (x, y) = (
+                std::fs::read(a.join(&rel)).unwrap(),
+                std::fs::read(b.join(&rel)).unwrap(),
+            );
+            assert!(x == y, "{rel} differs between identical runs");
+        }
+    }
+}
+
+/// A small committed checkpoint to race with.
+fn tiny_checkpoint(storage: &Storage, dir: &Path) -> tusk_train::Checkpoint {
+    let url = dir.join("seed-model");
+    let cfg = with(
+        &dlrm_config(dir, ""),
+        &["train.epochs=1", "eval.patience=1"],
+    );
+    run_to(storage, &cfg, &url, false, None);
+    ModelStore::open(storage, &url.display().to_string())
+        .unwrap()
+        .load(None)
+        .unwrap()
+}
+
+/// Writers racing on one model from threads: exactly one history survives, and every other
+/// writer is told which run owns it.
+fn writers_race(storage: &Storage, url: &str, ck: &tusk_train::Checkpoint) {
+    use tusk_train::store::{RunInfo, encode};
+    let store = ModelStore::open(storage, url).unwrap();
+    let results: Vec<(RunInfo, Result<Vec<u64>, String>)> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                s.spawn(move || {
+                    let run = RunInfo::new();
+                    let mut w = store.writer(run.clone(), None);
+                    let mut mine = Vec::new();
+                    for _ in 0..5 {
+                        match w.commit(encode(&ck.as_ref()).unwrap()) {
+                            Ok(v) => mine.push(v),
+                            Err(e) => return (run, Err(e.to_string())),
+                        }
+                    }
+                    (run, Ok(mine))
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let winners: Vec<_> = results.iter().filter(|r| r.1.is_ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let (winner, mine) = (&winners[0].0, winners[0].1.as_ref().unwrap());
+    assert_eq!(&store.versions().unwrap(), mine);
+    for v in mine {
+        assert_eq!(&store.manifest(*v).unwrap().run, winner);
+    }
+    for (run, r) in &results {
+        if let Err(e) = r {
+            assert!(e.contains(&winner.id), "{e}");
+            assert!(e.contains(&run.id), "{e}");
+            assert!(e.contains("another run committed to this model"), "{e}");
+        }
+    }
+    store.load(None).unwrap();
+}
+
+#[test]
+fn racing_writers_leave_one_history() {
+    let data = data_dir();
+    let storage = Storage::new().unwrap();
+    let ck = tiny_checkpoint(&storage, data.path());
+    for round in 0..5 {
+        let url = data.path().join(format!("race{round}"));
+        writers_race(&storage, &url.display().to_string(), &ck);
+        writers_race(&storage, &format!("memory://race/{round}"), &ck);
+    }
 }
