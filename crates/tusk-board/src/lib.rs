@@ -141,19 +141,24 @@ mod tests {
         let mut w = EventWriter::create(&run).unwrap();
         w.set_flush_interval(None);
         let mut sizes = Vec::new();
-        for step in 0..30 {
-            w.add_scalars(step, [("train/loss", 1.0 / (step + 1) as f64), ("x", 2.0)])
+        for step in 1..=30 {
+            w.add_scalars(step, [("train/loss", 1.0 / step as f64), ("x", 2.0)])
                 .unwrap();
             w.flush().unwrap();
             let files = event_files(&run).unwrap();
-            assert_eq!(files.len(), step as usize + 2);
+            assert_eq!(files.len(), step as usize + 1);
             sizes.push(files.last().unwrap().read().unwrap().len());
         }
         // A flush costs what it adds, not what came before.
         assert!(sizes.iter().all(|&n| n == sizes[0]), "{sizes:?}");
+        // In the background: visible once the next flush has waited for it.
+        w.add_scalar("train/loss", 31, 0.01).unwrap();
+        w.flush_in_background().unwrap();
+        w.flush().unwrap();
+        assert_eq!(read_scalars(&run).unwrap()["train/loss"].len(), 31);
         // Nothing new: no file.
         w.flush().unwrap();
-        assert_eq!(event_files(&run).unwrap().len(), 31);
+        assert_eq!(event_files(&run).unwrap().len(), 32);
         let files = event_files(&run).unwrap();
         assert_eq!(
             files[1].file_name(),
@@ -163,7 +168,7 @@ mod tests {
             .iter()
             .map(|s| s.step)
             .collect();
-        assert_eq!(steps, (0..30).collect::<Vec<_>>());
+        assert_eq!(steps, (1..=31).collect::<Vec<_>>());
         // Every file is a complete event file starting with its version record.
         let mut r = tusk_records::tfrecord::open(&files[7], None).unwrap();
         let first = pb::Event::decode(r.next_record().unwrap().unwrap()).unwrap();

@@ -44,8 +44,9 @@ pub struct EventWriter {
 enum Sink {
     /// A local file opened for appending, and its length after the last successful flush.
     Local { file: File, len: u64 },
-    /// Each flush creates the next file of the sequence.
-    Roll { next: u64 },
+    /// Each flush creates the next file of the sequence (`next`), perhaps on a thread of
+    /// its own (`writing`, see [`EventWriter::flush_in_background`]).
+    Roll { next: u64, writing: Option<RollJob> },
 }
 
 impl EventWriter {
@@ -106,7 +107,10 @@ impl EventWriter {
                     Err(tusk_storage::Error::AlreadyExists { .. }) => continue,
                     Err(e) => return Err(e.into()),
                 }
-                Sink::Roll { next: 1 }
+                Sink::Roll {
+                    next: 1,
+                    writing: None,
+                }
             };
             return Ok(EventWriter {
                 file: loc,
@@ -171,6 +175,7 @@ impl EventWriter {
     /// Make everything added so far visible to readers. On failure nothing new is visible and
     /// the values stay buffered, so a later flush can retry.
     pub fn flush(&mut self) -> Result<()> {
+        self.settle()?;
         self.last_flush = Instant::now();
         if self.pending.is_empty() {
             return Ok(());
@@ -186,33 +191,91 @@ impl EventWriter {
                     });
                 }
                 *len += self.pending.len() as u64;
+                self.pending.clear();
             }
-            Sink::Roll { next } => {
-                // Each file starts with its own version record, as a file TensorFlow writes.
-                let mut data = frame(&pb::Event {
-                    wall_time: now(),
-                    step: 0,
-                    what: Some(What::FileVersion(FILE_VERSION.to_string())),
-                });
-                data.extend_from_slice(&self.pending);
-                let data = Bytes::from(data);
-                // Create-only: a name taken by someone else is skipped, never overwritten.
-                loop {
-                    let name = format!("{}.{:09}", self.file.file_name(), *next);
-                    let loc = self.file.parent().join(&name);
-                    match loc.write_new(data.clone()) {
-                        Ok(()) => break,
-                        Err(tusk_storage::Error::AlreadyExists { .. }) if *next < u64::MAX => {
-                            *next += 1;
-                        }
-                        Err(e) => return Err(e.into()),
+            Sink::Roll { next, .. } => {
+                let records = std::mem::take(&mut self.pending);
+                match write_roll(&self.file, *next, records) {
+                    Ok(n) => *next = n,
+                    Err((e, records, n)) => {
+                        *next = n;
+                        self.pending = records;
+                        return Err(e);
                     }
                 }
-                *next += 1;
             }
         }
-        self.pending.clear();
         Ok(())
+    }
+
+    /// [`EventWriter::flush`] without waiting for remote storage: on backends without append
+    /// the new file is written on a thread of its own (one at a time), so a training loop does
+    /// not stall on a round trip to HDFS. Its failure is returned by the next flush, with the
+    /// values buffered again. On a local directory this is [`EventWriter::flush`].
+    pub fn flush_in_background(&mut self) -> Result<()> {
+        self.settle()?;
+        let Sink::Roll { next, writing } = &mut self.sink else {
+            return self.flush();
+        };
+        self.last_flush = Instant::now();
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let (file, n, records) = (self.file.clone(), *next, std::mem::take(&mut self.pending));
+        *writing = Some(std::thread::spawn(move || write_roll(&file, n, records)));
+        Ok(())
+    }
+
+    /// Wait for a background flush; if it failed, its values go back in front of the buffer.
+    fn settle(&mut self) -> Result<()> {
+        let Sink::Roll { next, writing } = &mut self.sink else {
+            return Ok(());
+        };
+        let Some(job) = writing.take() else {
+            return Ok(());
+        };
+        match job.join() {
+            Ok(Ok(n)) => *next = n,
+            Ok(Err((e, mut records, n))) => {
+                *next = n;
+                records.extend_from_slice(&self.pending);
+                self.pending = records;
+                return Err(e);
+            }
+            Err(_) => {
+                return Err(Error::Io {
+                    file: self.file.url(),
+                    source: std::io::Error::other("the event file's writer thread panicked"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A roll file being written on its own thread: the next sequence number, or the error with
+/// the records to buffer again.
+type RollJob = std::thread::JoinHandle<RollResult>;
+type RollResult = std::result::Result<u64, (Error, Vec<u8>, u64)>;
+
+/// Publish `records` as the next file after `first` (`<first>.<seq>`, seq from `next`),
+/// create-only: a name taken by someone else is skipped, never overwritten.
+fn write_roll(first: &Location, mut next: u64, records: Vec<u8>) -> RollResult {
+    // Each file starts with its own version record, as a file TensorFlow writes.
+    let mut data = frame(&pb::Event {
+        wall_time: now(),
+        step: 0,
+        what: Some(What::FileVersion(FILE_VERSION.to_string())),
+    });
+    data.extend_from_slice(&records);
+    let data = Bytes::from(data);
+    loop {
+        let name = format!("{}.{:09}", first.file_name(), next);
+        match first.parent().join(&name).write_new(data.clone()) {
+            Ok(()) => return Ok(next + 1),
+            Err(tusk_storage::Error::AlreadyExists { .. }) if next < u64::MAX => next += 1,
+            Err(e) => return Err((e.into(), records, next)),
+        }
     }
 }
 

@@ -433,6 +433,25 @@ impl Location {
         Ok(out)
     }
 
+    /// Move this file to `to` (same backend), failing with [`Error::AlreadyExists`] if `to`
+    /// exists: atomic and exclusive, so of two racing renames onto one name exactly one
+    /// succeeds. A pure metadata operation on HDFS (no data is written), hence the cheap way
+    /// to publish a file that was written before.
+    pub fn rename_new(&self, to: &Location) -> Result<()> {
+        if let (Some(from), Some(dst)) = (self.local_path(), to.local_path()) {
+            if let Some(dir) = dst.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::from_io(&to.url(), e))?;
+            }
+            // A hard link fails if the name exists, so it is the exclusive step.
+            std::fs::hard_link(&from, &dst).map_err(|e| Error::from_io(&to.url(), e))?;
+            let _ = std::fs::remove_file(&from);
+            return Ok(());
+        }
+        self.storage
+            .block_on(self.store.rename_if_not_exists(&self.path, &to.path))
+            .map_err(|e| to.err(e))
+    }
+
     /// Delete the file. Deleting a file that is not there is not an error.
     pub fn delete(&self) -> Result<()> {
         match self.storage.block_on(self.store.delete(&self.path)) {

@@ -2,29 +2,29 @@
 //! versions form one history.
 //!
 //! ```text
-//! MODEL/versions/000007/MANIFEST.json          written first, create-only: claims the directory
+//! MODEL/versions/000007/MANIFEST.json          files with sizes and CRC32C, run, parent version
 //!                      /model.safetensors       dense weights by name (PyTorch layout)
 //!                      /embeddings.safetensors  hashed rows: keys, values, optimiser state
 //!                      /optimizer.safetensors   dense Adam moments
 //!                      /model.json              config, feature statistics, training state
 //!                      /NEXT                    once a successor is committed: its number
 //! MODEL/versions/ROOT                           the first version of the history
-//! MODEL/LATEST                                  newest committed version (a hint)
 //! ```
 //!
-//! A save encodes everything in memory, claims the next free version directory by creating
-//! its manifest (which lists every file with its size and CRC32C, the run that writes it and
-//! its parent version) create-only, writes each file atomically (temp + rename), and then
-//! **commits** by creating the parent's `NEXT` link (`ROOT` for the first version) create-only.
-//! Only one save can ever create a given link, so one model URL holds one linear history even
-//! when two runs write to it at once: the second to commit fails with
+//! A save encodes everything in memory, claims the next free version directory by creating an
+//! empty marker in it create-only, writes every file (each atomically: temp + rename; all at
+//! once, since on HDFS each close can wait half a second for the NameNode), the manifest and
+//! a link naming the new version among them, and then **commits** by renaming that link onto
+//! the parent's `NEXT` (`ROOT` for the first version), a rename that fails if the name
+//! exists. Only one save can ever take a given name, so one model URL holds one linear
+//! history even when two runs write to it at once: the second to commit fails with
 //! [`Error::Conflict`](crate::Error::Conflict), naming the run that got there first, and its
 //! directory is removed. A directory that is not linked (a save that died, or lost that race)
 //! is never loaded, and later saves number past it.
 //!
-//! Readers follow the links: the chain is every version holding a `NEXT` plus the one its
-//! newest link names (one listing and one small read); loading checks sizes and checksums.
-//! `LATEST` only saves humans a listing and is never trusted over the links.
+//! Readers follow the links: the history is every version holding a `NEXT` (only history
+//! members ever get one) plus the version its newest link names — one listing and one small
+//! read. Loading checks sizes and checksums.
 //!
 //! Encoding is deterministic: two runs that computed the same tensors write byte-identical
 //! files except `MANIFEST.json`, which alone holds what differs between runs (who wrote the
@@ -49,6 +49,10 @@ pub const MANIFEST: &str = "MANIFEST.json";
 pub const NEXT: &str = "NEXT";
 /// Name of the link to the first version of a model's history (in `versions/`).
 pub const ROOT: &str = "ROOT";
+/// The empty marker that claims a version directory for one writer.
+const CLAIM: &str = ".claim";
+/// A version's link, written with its files and renamed onto `NEXT`/`ROOT` to commit.
+const LINK: &str = ".link";
 /// Layout version written in manifests and `model.json`.
 pub const FORMAT: u32 = 2;
 
@@ -837,22 +841,23 @@ impl VersionWriter {
             timings: enc.timings,
             files,
         };
-        // Claim a fresh directory: creating its manifest is exclusive, so no other save ever
-        // writes into it.
+        // Claim a fresh directory by creating an empty marker in it (exclusive, and on HDFS
+        // an empty file closes without waiting for a block): no other save ever writes there.
+        // The parent's successor number is almost always free; past a few taken ones (saves
+        // that died, other writers), one listing jumps past those it can see.
         let mut claimed = None;
-        for _ in 0..CLAIM_TRIES {
-            let v = store.listing()?.dirs.keys().last().map_or(1, |v| v + 1);
-            manifest.version = v;
-            let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Store {
-                url: store.url(),
-                message: format!("encoding {MANIFEST}: {e}"),
-            })?;
-            match store.version_dir(v).join(MANIFEST).write_new(text) {
+        let mut v = self.parent.map_or(1, |p| p + 1);
+        for attempt in 0..CLAIM_TRIES {
+            if attempt >= 2 {
+                let newest = store.listing()?.dirs.keys().last().copied().unwrap_or(0);
+                v = v.max(newest + 1);
+            }
+            match store.version_dir(v).join(CLAIM).write_new(Vec::new()) {
                 Ok(()) => {
                     claimed = Some(v);
                     break;
                 }
-                Err(tusk_storage::Error::AlreadyExists { .. }) => continue,
+                Err(tusk_storage::Error::AlreadyExists { .. }) => v += 1,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -864,20 +869,45 @@ impl VersionWriter {
                 ),
             });
         };
+        manifest.version = v;
         let dir = store.version_dir(v);
+        let encoding = |what: &str, e: serde_json::Error| Error::Store {
+            url: dir.join(what).url(),
+            message: format!("encoding: {e}"),
+        };
+        let mut files = enc.files;
+        files.push((
+            MANIFEST,
+            serde_json::to_vec_pretty(&manifest).map_err(|e| encoding(MANIFEST, e))?,
+        ));
+        let link_text = serde_json::to_vec(&Link {
+            version: v,
+            run: self.run.clone(),
+        })
+        .map_err(|e| encoding(LINK, e))?;
+        files.push((LINK, link_text));
         let written = (|| -> Result<()> {
-            for (name, bytes) in enc.files {
-                dir.join(name).write(bytes)?;
-            }
-            let text = serde_json::to_vec(&Link {
-                version: v,
-                run: self.run.clone(),
-            })
-            .map_err(|e| Error::Store {
-                url: link.url(),
-                message: e.to_string(),
+            // All files at once: on HDFS closing a file waits for the NameNode to learn of
+            // its last block (often a 0.5 s client back-off), so one at a time costs that per
+            // file.
+            std::thread::scope(|s| {
+                let writes: Vec<_> = files
+                    .into_iter()
+                    .map(|(name, bytes)| {
+                        let loc = dir.join(name);
+                        s.spawn(move || loc.write(bytes))
+                    })
+                    .collect();
+                writes.into_iter().try_for_each(|h| match h.join() {
+                    Ok(r) => r.map_err(Error::from),
+                    Err(_) => Err(Error::Store {
+                        url: dir.url(),
+                        message: "a version file's writer thread panicked".into(),
+                    }),
+                })
             })?;
-            match link.write_new(text) {
+            // The commit: the link, written above, renamed onto the parent's successor name.
+            match dir.join(LINK).rename_new(&link) {
                 Ok(()) => Ok(()),
                 Err(tusk_storage::Error::AlreadyExists { .. }) => {
                     let other = store.read_link(self.parent)?.ok_or_else(|| Error::Store {
@@ -896,11 +926,6 @@ impl VersionWriter {
             return Err(e);
         }
         self.parent = Some(v);
-        // The pointer is a convenience for humans; the links decide.
-        let _ = store
-            .root
-            .join("LATEST")
-            .write(format!("{}\n", version_name(v)));
         Ok(v)
     }
 }

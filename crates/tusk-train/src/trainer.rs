@@ -543,7 +543,7 @@ impl Run<'_> {
         let enc = encode(&ck)?;
         self.saver.submit(enc)?;
         if let Some(ev) = &mut self.events {
-            let _ = ev.flush();
+            let _ = ev.flush_in_background();
         }
         Ok(())
     }
