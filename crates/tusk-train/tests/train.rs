@@ -171,17 +171,33 @@ fn uncommitted_and_damaged_versions_are_never_loaded() {
     .unwrap();
     let store = ModelStore::open(&storage, &url).unwrap();
     let v = store.latest().unwrap().unwrap();
-    // A save that died before its manifest: ignored.
+    // A save that died after claiming its directory, mid-way through its files: ignored.
     let half = model.join(format!("versions/{:06}", v + 1));
     std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(half.join(".claim"), b"").unwrap();
     std::fs::write(half.join("model.safetensors"), b"partial").unwrap();
     assert_eq!(store.latest().unwrap(), Some(v));
     store.load(None).unwrap();
-    // The next save skips past the dead directory.
+    let err = store.load(Some(v + 1)).unwrap_err().to_string();
+    assert!(err.contains("is not committed"), "{err}");
+    // One that wrote everything but died before its link: ignored too.
     let ck = store.load(None).unwrap();
-    assert_eq!(store.save(&ck.as_ref()).unwrap(), v + 2);
+    let full = model.join(format!("versions/{:06}", v + 2));
+    std::fs::create_dir_all(&full).unwrap();
+    for f in std::fs::read_dir(model.join(format!("versions/{v:06}"))).unwrap() {
+        let f = f.unwrap();
+        if f.file_name() != "NEXT" {
+            std::fs::copy(f.path(), full.join(f.file_name())).unwrap();
+        }
+    }
+    std::fs::write(full.join(".claim"), b"").unwrap();
+    assert_eq!(store.versions().unwrap().last(), Some(&v));
+    // The next save skips past the dead directories.
+    assert_eq!(store.save(&ck.as_ref()).unwrap(), v + 3);
+    assert_eq!(store.latest().unwrap(), Some(v + 3));
+    assert_eq!(store.manifest(v + 3).unwrap().parent, Some(v));
     // A damaged file is refused with its name.
-    let f = model.join(format!("versions/{:06}/model.safetensors", v + 2));
+    let f = model.join(format!("versions/{:06}/model.safetensors", v + 3));
     let mut bytes = std::fs::read(&f).unwrap();
     let n = bytes.len();
     bytes[n - 1] ^= 0xff;
