@@ -147,33 +147,40 @@ fn movielens_killed_anywhere_resumes_to_the_uninterrupted_model() {
     let mut rng = 0x2545_f491_4f6c_dd1du64;
     for model in &models {
         let store = tusk_train::ModelStore::open(&storage, model).unwrap();
-        // Committed epoch of the newest version (0 when none yet).
+        // Where the newest committed version stands: (epoch, global step), zeros when none.
         let committed = || {
-            store
-                .latest()
-                .unwrap()
-                .map_or(0, |v| store.manifest(v).unwrap().epoch)
+            store.latest().unwrap().map_or((0, 0), |v| {
+                let m = store.manifest(v).unwrap();
+                (m.epoch, m.global_step)
+            })
         };
         let log = dir.path().join("killed.log");
-        let (mut kills, mut kills_after_best) = (0, 0);
+        let (mut kills, mut kills_after_best, mut scale) = (0, 0, 1.0f64);
         loop {
             assert!(
-                kills < 60,
+                kills < 80,
                 "{model}: still not finished after {kills} kills"
             );
+            let before = committed().1;
             let mut p = Proc::spawn(&mut train(model, &log), "killed run");
-            // Kill at a random moment within 3–18% of the whole run, until two kills
-            // have landed after the best epoch; then let it finish.
+            // Kill at a random moment within 3–18% of the uninterrupted run (longer after a
+            // kill that let nothing commit: remote storage is slower), until two kills have
+            // landed after the best epoch; then let it finish.
             if kills_after_best < 2 {
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
-                let wait = full.mul_f64(0.03 + (rng % 1000) as f64 / 1000.0 * 0.15);
-                if p.wait_for(wait.max(Duration::from_millis(300))).is_none() {
+                let frac = 0.03 + (rng % 1000) as f64 / 1000.0 * 0.15;
+                let wait = full.mul_f64(frac * scale).max(Duration::from_millis(300));
+                if p.wait_for(wait).is_none() {
                     p.kill();
                     kills += 1;
-                    if committed() >= best {
+                    let (epoch, step) = committed();
+                    if epoch >= best {
                         kills_after_best += 1;
+                    }
+                    if step == before {
+                        scale *= 1.5;
                     }
                     continue;
                 }

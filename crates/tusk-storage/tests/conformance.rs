@@ -133,6 +133,50 @@ fn conformance(storage: &Storage, base: &Location) {
         base.list().unwrap().is_empty(),
         "{url}: delete_all left files"
     );
+
+    // --- exclusive rename: of racing renames onto one name exactly one wins, whole
+    let link = base.join("v/000001/NEXT");
+    let srcs: Vec<Location> = (0..4)
+        .map(|i| {
+            let s = base.join(&format!("v/{:06}/link", i + 2));
+            s.write(format!("{{\"version\":{}}}", i + 2)).unwrap();
+            s
+        })
+        .collect();
+    let results: Vec<_> = std::thread::scope(|sc| {
+        let hs: Vec<_> = srcs
+            .iter()
+            .map(|s| {
+                let link = link.clone();
+                sc.spawn(move || s.rename_new(&link))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let won: Vec<usize> = (0..4).filter(|&i| results[i].is_ok()).collect();
+    assert_eq!(won.len(), 1, "{url}: {results:?}");
+    for (i, r) in results.iter().enumerate() {
+        if let Err(e) = r {
+            assert!(
+                matches!(e, Error::AlreadyExists { .. }),
+                "{url}: loser {i}: {e:?}"
+            );
+            assert!(
+                srcs[i].exists().unwrap(),
+                "{url}: a losing rename lost its source"
+            );
+        }
+    }
+    assert!(
+        !srcs[won[0]].exists().unwrap(),
+        "{url}: renamed file still there"
+    );
+    assert_eq!(
+        link.read().unwrap(),
+        format!("{{\"version\":{}}}", won[0] + 2).as_bytes(),
+        "{url}: link content"
+    );
+    base.delete_all().unwrap();
 }
 
 #[test]

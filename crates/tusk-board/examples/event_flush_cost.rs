@@ -1,0 +1,53 @@
+//! What TensorBoard event writing costs over a long run: `STEPS` steps of three scalars each,
+//! flushed every `EVERY` steps, into `RUN_DIR` (any tusk URL, e.g. on HDFS). Prints one JSON
+//! line with the time of every flush, so a benchmark can compare early and late flushes (on
+//! storage without append each flush writes only what it adds, so they should not grow).
+//!
+//! ```text
+//! cargo run --release -p tusk-board --example event_flush_cost -- RUN_DIR [STEPS] [EVERY]
+//! ```
+
+use std::time::Instant;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let dir = args
+        .next()
+        .ok_or("usage: event_flush_cost RUN_DIR [STEPS] [EVERY]")?;
+    let steps: i64 = args.next().map_or(Ok(100_000), |s| s.parse())?;
+    let every: i64 = args.next().map_or(Ok(1_000), |s| s.parse())?;
+    let storage = tusk_storage::Storage::new()?;
+    let run = storage.open(&dir)?;
+    let t0 = Instant::now();
+    let mut w = tusk_board::EventWriter::create(&run)?;
+    let create_ms = t0.elapsed().as_secs_f64() * 1e3;
+    w.set_flush_interval(None);
+    let mut flush_ms = Vec::new();
+    for step in 1..=steps {
+        let x = step as f64;
+        w.add_scalars(
+            step,
+            [
+                ("train/loss", 1.0 / x.sqrt()),
+                ("train/samples_per_sec", 400_000.0 + x),
+                ("train/learning_rate", 0.001),
+            ],
+        )?;
+        if step % every == 0 {
+            let t = Instant::now();
+            w.flush()?;
+            flush_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let total_s = t0.elapsed().as_secs_f64();
+    let bytes: u64 = tusk_board::event_files(&run)?
+        .iter()
+        .map(|f| f.head().map(|m| m.size).unwrap_or(0))
+        .sum();
+    let list: Vec<String> = flush_ms.iter().map(|m| format!("{m:.2}")).collect();
+    println!(
+        "{{\"steps\":{steps},\"every\":{every},\"create_ms\":{create_ms:.2},\"total_s\":{total_s:.3},\"bytes\":{bytes},\"flush_ms\":[{}]}}",
+        list.join(",")
+    );
+    Ok(())
+}
