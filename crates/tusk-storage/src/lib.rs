@@ -359,10 +359,31 @@ impl Location {
 
     /// Write the whole file atomically, replacing any previous one.
     pub fn write(&self, data: impl Into<Bytes>) -> Result<()> {
-        let mut w = self.writer()?;
-        std::io::Write::write_all(&mut w, &data.into())
-            .map_err(|e| Error::from_io(&self.url(), e))?;
-        w.finish()
+        let data: Bytes = data.into();
+        self.retry_transient(|| {
+            let mut w = self.writer()?;
+            std::io::Write::write_all(&mut w, &data).map_err(|e| Error::from_io(&self.url(), e))?;
+            w.finish()
+        })
+    }
+
+    /// Retry `write` while HDFS answers that the file's previous block is not replicated yet.
+    /// The NameNode refuses a file's next block (or its completion) until DataNodes report the
+    /// previous one; under load that takes a moment, Hadoop's own client retries it (5 times,
+    /// from 400 ms, doubling) and hdfs-native does not. Only whole-file writes that publish
+    /// nothing before they succeed (temp file + rename) come here, so a retry is safe.
+    fn retry_transient(&self, mut write: impl FnMut() -> Result<()>) -> Result<()> {
+        let mut delay = std::time::Duration::from_millis(400);
+        for _ in 0..5 {
+            match write() {
+                Err(e) if e.to_string().contains("NotReplicatedYetException") => {
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                done => return done,
+            }
+        }
+        write()
     }
 
     /// Write the whole file atomically, failing with [`Error::AlreadyExists`] if one is there.
@@ -372,17 +393,19 @@ impl Location {
         if let Some(p) = self.local_path() {
             return io::write_local(&p, &data, false).map_err(|e| Error::from_io(&self.url(), e));
         }
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        self.storage
-            .block_on(
-                self.store
-                    .put_opts(&self.path, PutPayload::from(data), opts),
-            )
-            .map(|_| ())
-            .map_err(|e| self.err(e))
+        self.retry_transient(|| {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            self.storage
+                .block_on(
+                    self.store
+                        .put_opts(&self.path, PutPayload::from(data.clone()), opts),
+                )
+                .map(|_| ())
+                .map_err(|e| self.err(e))
+        })
     }
 
     /// A streaming atomic writer: nothing appears here until [`AtomicWriter::finish`]; dropping
