@@ -393,7 +393,7 @@ fn fmt_value(v: f64) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) of a Unix time.
-fn utc_time(secs: f64) -> String {
+pub fn utc_time(secs: f64) -> String {
     let secs = secs.floor() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Howard Hinnant's days-to-civil algorithm.

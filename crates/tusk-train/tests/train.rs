@@ -118,19 +118,8 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
     let cfg = dlrm_config(data.path(), "checkpoint_every = 7");
     let a = data.path().join("a");
     let b = data.path().join("b");
-    let run = |url: &Path, resume: bool, stop: Option<u64>| {
-        train(
-            &storage,
-            Some(cfg.clone()),
-            &TrainOptions {
-                model_url: url.display().to_string(),
-                resume,
-                stop_after_steps: stop,
-            },
-            &mut Quiet,
-        )
-        .unwrap()
-    };
+    let run =
+        |url: &Path, resume: bool, stop: Option<u64>| run_to(&storage, &cfg, url, resume, stop);
     run(&a, false, None);
     // Interrupted twice (mid-epoch, between checkpoints), resumed each time.
     let s1 = run(&b, false, Some(60));
