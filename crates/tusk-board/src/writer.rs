@@ -197,10 +197,10 @@ impl EventWriter {
                 let records = std::mem::take(&mut self.pending);
                 match write_roll(&self.file, *next, records) {
                     Ok(n) => *next = n,
-                    Err((e, records, n)) => {
-                        *next = n;
-                        self.pending = records;
-                        return Err(e);
+                    Err(f) => {
+                        *next = f.next;
+                        self.pending = f.records;
+                        return Err(f.error);
                     }
                 }
             }
@@ -236,11 +236,16 @@ impl EventWriter {
         };
         match job.join() {
             Ok(Ok(n)) => *next = n,
-            Ok(Err((e, mut records, n))) => {
+            Ok(Err(f)) => {
+                let RollFailure {
+                    error,
+                    mut records,
+                    next: n,
+                } = *f;
                 *next = n;
                 records.extend_from_slice(&self.pending);
                 self.pending = records;
-                return Err(e);
+                return Err(error);
             }
             Err(_) => {
                 return Err(Error::Io {
@@ -256,7 +261,16 @@ impl EventWriter {
 /// A roll file being written on its own thread: the next sequence number, or the error with
 /// the records to buffer again.
 type RollJob = std::thread::JoinHandle<RollResult>;
-type RollResult = std::result::Result<u64, (Error, Vec<u8>, u64)>;
+type RollResult = std::result::Result<u64, Box<RollFailure>>;
+
+/// A roll file that could not be written.
+struct RollFailure {
+    error: Error,
+    /// The records it held, to buffer again.
+    records: Vec<u8>,
+    /// The sequence number to try next.
+    next: u64,
+}
 
 /// Publish `records` as the next file after `first` (`<first>.<seq>`, seq from `next`),
 /// create-only: a name taken by someone else is skipped, never overwritten.
@@ -274,7 +288,13 @@ fn write_roll(first: &Location, mut next: u64, records: Vec<u8>) -> RollResult {
         match first.parent().join(&name).write_new(data.clone()) {
             Ok(()) => return Ok(next + 1),
             Err(tusk_storage::Error::AlreadyExists { .. }) if next < u64::MAX => next += 1,
-            Err(e) => return Err((e.into(), records, next)),
+            Err(e) => {
+                return Err(Box::new(RollFailure {
+                    error: e.into(),
+                    records,
+                    next,
+                }));
+            }
         }
     }
 }
