@@ -19,13 +19,19 @@ pub struct ObjectReader {
 enum ReaderInner {
     Local(std::fs::File),
     Stream {
-        storage: Storage,
         url: String,
-        stream: BoxStream<'static, object_store::Result<Bytes>>,
+        /// Chunks downloaded ahead by a task on the I/O runtime.
+        chunks: tokio::sync::mpsc::Receiver<object_store::Result<Bytes>>,
         chunk: Bytes,
         done: bool,
+        /// The download task; aborted when the reader is dropped early.
+        task: tokio::task::JoinHandle<()>,
     },
 }
+
+/// How many chunks (packets of a few dozen KB from HDFS) a remote reader downloads ahead of
+/// its consumer, so that network transfer overlaps decoding instead of alternating with it.
+const READ_AHEAD_CHUNKS: usize = 64;
 
 impl ObjectReader {
     pub(crate) fn local(f: std::fs::File) -> Self {
@@ -35,17 +41,26 @@ impl ObjectReader {
     }
 
     pub(crate) fn stream(
-        storage: Storage,
+        storage: &Storage,
         url: String,
-        stream: BoxStream<'static, object_store::Result<Bytes>>,
+        mut stream: BoxStream<'static, object_store::Result<Bytes>>,
     ) -> Self {
+        let (tx, chunks) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
+        let task = storage.handle().spawn(async move {
+            while let Some(item) = stream.next().await {
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
         ObjectReader {
             inner: ReaderInner::Stream {
-                storage,
                 url,
-                stream,
+                chunks,
                 chunk: Bytes::new(),
                 done: false,
+                task,
             },
         }
     }
@@ -56,17 +71,17 @@ impl Read for ObjectReader {
         match &mut self.inner {
             ReaderInner::Local(f) => f.read(buf),
             ReaderInner::Stream {
-                storage,
                 url,
-                stream,
+                chunks,
                 chunk,
                 done,
+                ..
             } => {
                 while chunk.is_empty() {
                     if *done {
                         return Ok(0);
                     }
-                    match storage.handle().block_on(stream.next()) {
+                    match chunks.blocking_recv() {
                         Some(Ok(b)) => *chunk = b,
                         Some(Err(e)) => {
                             return Err(io::Error::other(format!("{url}: read failed: {e}")));
@@ -79,6 +94,14 @@ impl Read for ObjectReader {
                 let _ = chunk.split_to(n);
                 Ok(n)
             }
+        }
+    }
+}
+
+impl Drop for ObjectReader {
+    fn drop(&mut self) {
+        if let ReaderInner::Stream { task, .. } = &self.inner {
+            task.abort();
         }
     }
 }

@@ -351,7 +351,7 @@ impl Location {
             .block_on(self.store.get(&self.path))
             .map_err(|e| self.err(e))?;
         Ok(ObjectReader::stream(
-            self.storage.clone(),
+            &self.storage,
             self.url(),
             result.into_stream(),
         ))
