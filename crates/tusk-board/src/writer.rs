@@ -102,14 +102,27 @@ impl EventWriter {
                     len: first.len() as u64,
                 }
             } else {
-                match loc.write_new(Bytes::from(first.clone())) {
+                // Claim the name with an empty file (on HDFS an empty file closes at once,
+                // one with data can wait half a second for its block report), then fill in
+                // the version record in the background: readers see an empty event file or
+                // the complete one, and the first flush waits for it.
+                match loc.write_new(Bytes::new()) {
                     Ok(()) => {}
                     Err(tusk_storage::Error::AlreadyExists { .. }) => continue,
                     Err(e) => return Err(e.into()),
                 }
+                let (file, first) = (loc.clone(), Bytes::from(first.clone()));
+                let fill = std::thread::spawn(move || match file.write(first) {
+                    Ok(()) => Ok(1),
+                    Err(e) => Err(Box::new(RollFailure {
+                        error: e.into(),
+                        records: Vec::new(),
+                        next: 1,
+                    })),
+                });
                 Sink::Roll {
                     next: 1,
-                    writing: None,
+                    writing: Some(fill),
                 }
             };
             return Ok(EventWriter {
