@@ -25,7 +25,10 @@ public final class Main {
     conf.set(DFSConfigKeys.DFS_NAMENODE_HTTP_ADDRESS_KEY, "127.0.0.1:0");
     conf.set(DFSConfigKeys.DFS_DATANODE_HTTP_ADDRESS_KEY, "127.0.0.1:0");
     conf.setInt(DFSConfigKeys.DFS_REPLICATION_KEY, Math.min(dataNodes, 3));
-    conf.setLong(DFSConfigKeys.DFS_BLOCK_SIZE_KEY, 1024 * 1024);
+    // 1 MB blocks by default so that tests exercise multi-block files; a second argument
+    // sets another size (benchmarks use HDFS's own default, 128 MB).
+    long blockSize = args.length > 1 ? Long.parseLong(args[1]) : 1024 * 1024;
+    conf.setLong(DFSConfigKeys.DFS_BLOCK_SIZE_KEY, blockSize);
     conf.setLong(DFSConfigKeys.DFS_NAMENODE_MIN_BLOCK_SIZE_KEY, 1024);
 
     MiniDFSCluster cluster =
