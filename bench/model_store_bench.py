@@ -198,9 +198,10 @@ def main():
         for mode, r in runs.items():
             ms = r["flush_ms"]
             rows.append([mode, "%.0f" % statistics.median(ms[:k]),
-                         "%.0f" % statistics.median(ms[-k:]), "%.1f" % (sum(ms) / 1e3)])
+                         "%.0f" % statistics.median(ms[-k:]), "%.1f" % (sum(ms) / 1e3),
+                         "%.1f" % (r["written"] / 1e6)])
         table(["scheme", "median ms, first %d flushes" % k, "median ms, last %d" % k,
-               "all flushes (s)"], rows)
+               "all flushes (s)", "MB written"], rows)
     finally:
         dfs.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -49,14 +49,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .iter()
         .map(|f| f.head().map(|m| m.size).unwrap_or(0))
         .sum();
-    report(steps, every, create_ms, total_s, bytes, &flush_ms);
+    report(steps, every, create_ms, total_s, (bytes, bytes), &flush_ms);
     Ok(())
 }
 
-fn report(steps: i64, every: i64, create_ms: f64, total_s: f64, bytes: u64, flush_ms: &[f64]) {
-    let list: Vec<String> = flush_ms.iter().map(|m| format!("{m:.2}")).collect();
+/// One JSON line; `bytes` is (size of the event files, bytes written to make them).
+fn report(steps: i64, every: i64, create_ms: f64, total_s: f64, bytes: (u64, u64), ms: &[f64]) {
+    let list: Vec<String> = ms.iter().map(|m| format!("{m:.2}")).collect();
     println!(
-        "{{\"steps\":{steps},\"every\":{every},\"create_ms\":{create_ms:.2},\"total_s\":{total_s:.3},\"bytes\":{bytes},\"flush_ms\":[{}]}}",
+        "{{\"steps\":{steps},\"every\":{every},\"create_ms\":{create_ms:.2},\"total_s\":{total_s:.3},\"bytes\":{},\"written\":{},\"flush_ms\":[{}]}}",
+        bytes.0,
+        bytes.1,
         list.join(",")
     );
 }
@@ -72,6 +75,7 @@ fn rewrite(dir: &str, steps: i64, every: i64) -> Result<(), Box<dyn std::error::
     let target = storage.open(dir)?.join(w.location().file_name());
     let t0 = Instant::now();
     let mut flush_ms = Vec::new();
+    let mut written = 0u64;
     for step in 1..=steps {
         let x = step as f64;
         w.add_scalars(
@@ -85,6 +89,7 @@ fn rewrite(dir: &str, steps: i64, every: i64) -> Result<(), Box<dyn std::error::
         if step % every == 0 {
             w.flush()?;
             let all = w.location().read()?;
+            written += all.len() as u64;
             let t = Instant::now();
             target.write(all)?;
             flush_ms.push(t.elapsed().as_secs_f64() * 1e3);
@@ -98,7 +103,7 @@ fn rewrite(dir: &str, steps: i64, every: i64) -> Result<(), Box<dyn std::error::
         every,
         0.0,
         t0.elapsed().as_secs_f64(),
-        bytes,
+        (bytes, written),
         &flush_ms,
     );
     Ok(())
