@@ -521,6 +521,21 @@ impl ModelStore {
         Ok(self.versions()?.last().copied())
     }
 
+    /// Fail if this model URL holds versions written by a tusk from before history links
+    /// (manifests but no `ROOT`): a new run would number its versions over them.
+    pub fn check_no_legacy_versions(&self) -> Result<()> {
+        let l = self.listing()?;
+        if !l.root && l.dirs.values().any(|d| d.0) {
+            return Err(Error::Store {
+                url: self.url(),
+                message: "holds model versions written by an older tusk (no history links); \
+                          train into another --model URL"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
     /// The manifest of a committed version (who wrote it, its parent, where training stood).
     pub fn manifest(&self, v: u64) -> Result<Manifest> {
         let dir = self.version_dir(v);

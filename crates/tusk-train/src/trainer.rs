@@ -355,6 +355,9 @@ pub fn train_with<'a>(
 ) -> Result<Summary> {
     let store = ModelStore::open(storage, &opts.model_url)?;
     let latest = store.latest()?;
+    if latest.is_none() {
+        store.check_no_legacy_versions()?;
+    }
     let resumed = match (opts.resume, latest) {
         (true, Some(v)) => Some((v, store.load(Some(v))?)),
         (true, None) => {

@@ -502,3 +502,35 @@ fn racing_writers_leave_one_history() {
         writers_race(&storage, &format!("memory://race/{round}"), &ck);
     }
 }
+
+/// A model URL holding versions from before history links is refused, not written over.
+#[test]
+fn versions_without_history_links_are_refused() {
+    let data = data_dir();
+    let storage = Storage::new().unwrap();
+    let model = data.path().join("old");
+    let v1 = model.join("versions/000001");
+    std::fs::create_dir_all(&v1).unwrap();
+    std::fs::write(v1.join("MANIFEST.json"), b"{\"version\": 1}").unwrap();
+    std::fs::write(v1.join("model.safetensors"), b"old weights").unwrap();
+    let cfg = with(&dlrm_config(data.path(), ""), &["train.epochs=1"]);
+    let err = train(
+        &storage,
+        Some(cfg),
+        &TrainOptions {
+            model_url: model.display().to_string(),
+            ..Default::default()
+        },
+        &mut Quiet,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("written by an older tusk"), "{err}");
+    assert_eq!(
+        std::fs::read(v1.join("model.safetensors")).unwrap(),
+        b"old weights"
+    );
+    let store = ModelStore::open(&storage, &model.display().to_string()).unwrap();
+    let err = store.load(None).unwrap_err().to_string();
+    assert!(err.contains("older tusk"), "{err}");
+}
