@@ -425,6 +425,31 @@ impl Location {
         ))
     }
 
+    /// The names directly in this directory (files and subdirectories), sorted, hidden names
+    /// (starting with `.`) skipped: one round trip, however much lies deeper. A missing
+    /// directory lists as empty.
+    pub fn list_names(&self) -> Result<Vec<String>> {
+        let prefix = (!self.path.as_ref().is_empty()).then_some(&self.path);
+        let listed = match self
+            .storage
+            .block_on(self.store.list_with_delimiter(prefix))
+        {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut names: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .chain(listed.objects.iter().map(|m| &m.location))
+            .filter_map(|p| p.filename().map(str::to_string))
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     /// Every file below this directory, recursively, sorted by path. Hidden names (starting
     /// with `.`) are skipped. A missing directory lists as empty.
     pub fn list(&self) -> Result<Vec<Entry>> {

@@ -93,6 +93,14 @@ fn conformance(storage: &Storage, base: &Location) {
     assert_eq!(sizes, 2 + 12 + pattern.len() as u64);
     // a missing directory lists as empty
     assert!(base.join("no/such/dir").list().unwrap().is_empty());
+    // one level: files and subdirectories by name
+    assert_eq!(
+        base.list_names().unwrap(),
+        ["_manifest.json", "a.txt", "empty.bin", "nested"],
+        "{url}: list_names"
+    );
+    assert_eq!(base.join("nested").list_names().unwrap(), ["deeper"]);
+    assert!(base.join("no/such/dir").list_names().unwrap().is_empty());
 
     // --- glob
     let globbed: Vec<String> = storage

@@ -22,9 +22,10 @@
 //! directory is removed. A directory that is not linked (a save that died, or lost that race)
 //! is never loaded, and later saves number past it.
 //!
-//! Readers follow the links: the history is every version holding a `NEXT` (only history
-//! members ever get one) plus the version its newest link names — one listing and one small
-//! read. Loading checks sizes and checksums.
+//! Readers follow the links. The newest version is the highest-numbered one that its
+//! parent's link names (numbers grow along the history): a listing of names and a couple of
+//! small reads. The whole history is every version holding a `NEXT` (only history members
+//! ever get one) plus the version the newest link names. Loading checks sizes and checksums.
 //!
 //! Encoding is deterministic: two runs that computed the same tensors write byte-identical
 //! files except `MANIFEST.json`, which alone holds what differs between runs (who wrote the
@@ -516,9 +517,40 @@ impl ModelStore {
         self.chain(&self.listing()?)
     }
 
-    /// The newest committed version.
+    /// The newest committed version: one listing of `versions/` (names only) and, from the
+    /// highest number down, the first version its parent's link names (numbers grow along
+    /// the history, so that is its end) — a couple of small reads, however long the history.
     pub fn latest(&self) -> Result<Option<u64>> {
-        Ok(self.versions()?.last().copied())
+        let names = self.root.join("versions").list_names()?;
+        if !names.iter().any(|n| n == ROOT) {
+            return Ok(None);
+        }
+        let mut numbers: Vec<u64> = names.iter().filter_map(|n| n.parse().ok()).collect();
+        numbers.sort_unstable_by(|a, b| b.cmp(a));
+        for v in numbers {
+            if self.is_committed(v)? {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether version `v` is in the history: its parent's link (or `ROOT`) names it.
+    pub fn is_committed(&self, v: u64) -> Result<bool> {
+        let manifest = match self.version_dir(v).join(MANIFEST).read() {
+            Ok(b) => b,
+            // Claimed, not (yet) written: not committed.
+            Err(tusk_storage::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        #[derive(Deserialize)]
+        struct Parent {
+            parent: Option<u64>,
+        }
+        let Ok(Parent { parent }) = serde_json::from_slice::<Parent>(&manifest) else {
+            return Ok(false);
+        };
+        Ok(self.read_link(parent)?.is_some_and(|l| l.version == v))
     }
 
     /// Fail if this model URL holds versions written by a tusk from before history links
@@ -607,22 +639,21 @@ impl ModelStore {
 
     /// [`ModelStore::load`], also saying which version it loaded.
     pub fn load_version(&self, version: Option<u64>) -> Result<(u64, Checkpoint)> {
-        let l = self.listing()?;
-        let chain = self.chain(&l)?;
         let v = match version {
-            Some(v) if chain.contains(&v) => v,
+            Some(v) if self.is_committed(v)? => v,
             Some(v) => {
                 return Err(Error::Store {
                     url: self.version_dir(v).url(),
                     message: format!(
                         "version {v:06} is not committed (committed: {})",
-                        describe(&chain)
+                        describe(&self.versions()?)
                     ),
                 });
             }
-            None => match chain.last() {
-                Some(&v) => v,
+            None => match self.latest()? {
+                Some(v) => v,
                 None => {
+                    let l = self.listing()?;
                     let hint = if l.dirs.values().any(|d| d.0) && !l.root {
                         " (versions without history links were written by an older tusk: train again)"
                     } else {
