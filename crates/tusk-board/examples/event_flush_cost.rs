@@ -29,15 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     w.set_flush_interval(None);
     let mut flush_ms = Vec::new();
     for step in 1..=steps {
-        let x = step as f64;
-        w.add_scalars(
-            step,
-            [
-                ("train/loss", 1.0 / x.sqrt()),
-                ("train/samples_per_sec", 400_000.0 + x),
-                ("train/learning_rate", 0.001),
-            ],
-        )?;
+        log_step(&mut w, step)?;
         if step % every == 0 {
             let t = Instant::now();
             w.flush()?;
@@ -51,6 +43,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .sum();
     report(steps, every, create_ms, total_s, (bytes, bytes), &flush_ms);
     Ok(())
+}
+
+/// The three scalars a training step logs.
+fn log_step(w: &mut tusk_board::EventWriter, step: i64) -> tusk_board::Result<()> {
+    let x = step as f64;
+    w.add_scalars(
+        step,
+        [
+            ("train/loss", 1.0 / x.sqrt()),
+            ("train/samples_per_sec", 400_000.0 + x),
+            ("train/learning_rate", 0.001),
+        ],
+    )
 }
 
 /// One JSON line; `bytes` is (size of the event files, bytes written to make them).
@@ -77,15 +82,7 @@ fn rewrite(dir: &str, steps: i64, every: i64) -> Result<(), Box<dyn std::error::
     let mut flush_ms = Vec::new();
     let mut written = 0u64;
     for step in 1..=steps {
-        let x = step as f64;
-        w.add_scalars(
-            step,
-            [
-                ("train/loss", 1.0 / x.sqrt()),
-                ("train/samples_per_sec", 400_000.0 + x),
-                ("train/learning_rate", 0.001),
-            ],
-        )?;
+        log_step(&mut w, step)?;
         if step % every == 0 {
             w.flush()?;
             let all = w.location().read()?;
