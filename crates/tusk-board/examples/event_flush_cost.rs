@@ -46,7 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// The three scalars a training step logs.
-fn log_step(w: &mut tusk_board::EventWriter, step: i64) -> tusk_board::Result<()> {
+fn log_step(w: &mut tusk_board::EventWriter, step: i64) -> Result<(), Box<dyn std::error::Error>> {
     let x = step as f64;
     w.add_scalars(
         step,
@@ -55,7 +55,8 @@ fn log_step(w: &mut tusk_board::EventWriter, step: i64) -> tusk_board::Result<()
             ("train/samples_per_sec", 400_000.0 + x),
             ("train/learning_rate", 0.001),
         ],
-    )
+    )?;
+    Ok(())
 }
 
 /// One JSON line; `bytes` is (size of the event files, bytes written to make them).
