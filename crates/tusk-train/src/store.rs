@@ -19,8 +19,9 @@
 //! exists. Only one save can ever take a given name, so one model URL holds one linear
 //! history even when two runs write to it at once: the second to commit fails with
 //! [`Error::Conflict`](crate::Error::Conflict), naming the run that got there first, and its
-//! directory is removed. A directory that is not linked (a save that died, or lost that race)
-//! is never loaded, and later saves number past it.
+//! files are removed (its claim stays, so the number is never reused). A directory that is
+//! not linked (a save that died, or lost that race) is never loaded, and later saves number
+//! past it.
 //!
 //! Readers follow the links. The newest version is the highest-numbered one that its
 //! parent's link names (numbers grow along the history): a listing of names and a couple of
@@ -911,6 +912,7 @@ impl VersionWriter {
         })
         .map_err(|e| encoding(LINK, e))?;
         files.push((LINK, link_text));
+        let names: Vec<&'static str> = files.iter().map(|(n, _)| *n).collect();
         let written = (|| -> Result<()> {
             // All files at once: on HDFS closing a file waits for the NameNode to learn of
             // its last block (often a 0.5 s client back-off), so one at a time costs that per
@@ -945,9 +947,12 @@ impl VersionWriter {
             }
         })();
         if let Err(e) = written {
-            // Never linked, so never read: tidy up (best effort; the next save numbers past
-            // whatever is left).
-            let _ = dir.delete_all();
+            // Never linked, so never read: tidy up (best effort). The claim stays, so that the
+            // number stays taken and no other save ever writes into this directory, not even
+            // while this cleanup runs.
+            for name in names {
+                let _ = dir.join(name).delete();
+            }
             return Err(e);
         }
         self.parent = Some(v);

@@ -496,7 +496,7 @@ fn racing_writers_leave_one_history() {
     let data = data_dir();
     let storage = Storage::new().unwrap();
     let ck = tiny_checkpoint(&storage, data.path());
-    for round in 0..5 {
+    for round in 0..20 {
         let url = data.path().join(format!("race{round}"));
         writers_race(&storage, &url.display().to_string(), &ck);
         writers_race(&storage, &format!("memory://race/{round}"), &ck);
