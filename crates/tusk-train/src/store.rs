@@ -292,13 +292,6 @@ pub struct Encoded {
     timings: Vec<Timing>,
 }
 
-impl Encoded {
-    /// Total bytes of the version's files.
-    pub fn bytes(&self) -> usize {
-        self.files.iter().map(|(_, b)| b.len()).sum()
-    }
-}
-
 // safetensors data is little-endian, which is what these casts give on the targets we build.
 #[cfg(not(target_endian = "little"))]
 compile_error!(
@@ -493,9 +486,10 @@ impl ModelStore {
         }
     }
 
-    /// The chain in a listing: every version holding a `NEXT` (only history members ever get
-    /// one) plus the version the newest link names.
-    fn chain(&self, l: &Listing) -> Result<Vec<u64>> {
+    /// Committed versions (the model's history), ascending: every version holding a `NEXT`
+    /// (only history members ever get one) plus the version the newest link names.
+    pub fn versions(&self) -> Result<Vec<u64>> {
+        let l = self.listing()?;
         let mut chain: Vec<u64> = l
             .dirs
             .iter()
@@ -511,11 +505,6 @@ impl ModelStore {
             chain.push(link.version);
         }
         Ok(chain)
-    }
-
-    /// Committed versions (the model's history), ascending.
-    pub fn versions(&self) -> Result<Vec<u64>> {
-        self.chain(&self.listing()?)
     }
 
     /// The newest committed version: one listing of `versions/` (names only) and, from the
@@ -807,16 +796,6 @@ impl VersionWriter {
     /// The version the next commit continues.
     pub fn parent(&self) -> Option<u64> {
         self.parent
-    }
-
-    /// Who this writer is.
-    pub fn run(&self) -> &RunInfo {
-        &self.run
-    }
-
-    /// The store written to.
-    pub fn store(&self) -> &ModelStore {
-        &self.store
     }
 
     fn conflict(&self, link: &Link) -> Error {

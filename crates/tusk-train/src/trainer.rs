@@ -501,7 +501,7 @@ pub fn train_with<'a>(
         }
     };
     let grads = vec![0.0; params.len()];
-    let saver = Saver::start(store.writer(RunInfo::new(), parent));
+    let saver = Saver::start(store.writer(RunInfo::new(), parent))?;
     let mut run = Run {
         cfg,
         space,
@@ -528,7 +528,7 @@ impl Run<'_> {
     /// goes on while it is written; at most one save is in flight).
     fn checkpoint(&mut self) -> Result<()> {
         let meta = Meta {
-            format: 1,
+            format: crate::store::FORMAT,
             config: self.cfg.to_toml(),
             features: (*self.space).clone(),
             params: self.model.layout().specs().to_vec(),
@@ -772,19 +772,18 @@ impl Run<'_> {
         let chosen = self.state.best.map_or(last_epoch, |b| b.1);
         // The best epoch's version is found in the history (this process may have resumed
         // long after it was written).
-        let best_version = match (chosen != last_epoch, self.saver.finish()?) {
-            (true, Some(tip)) => self.store.find_epoch_end(tip, chosen)?,
-            _ => None,
-        };
-        if chosen != last_epoch && best_version.is_none() {
-            return Err(Error::Store {
+        let tip = self.saver.finish()?;
+        if chosen != last_epoch {
+            let found = match tip {
+                Some(tip) => self.store.find_epoch_end(tip, chosen)?,
+                None => None,
+            };
+            let bv = found.ok_or_else(|| Error::Store {
                 url: self.store.url(),
                 message: format!(
                     "the history holds no end-of-epoch version of epoch {chosen}, the best on validation {monitor}"
                 ),
-            });
-        }
-        if let Some(bv) = best_version {
+            })?;
             obs.message(&format!(
                 "keeping epoch {chosen} (best validation {monitor}, version {bv:06}) as the final model"
             ));
@@ -821,6 +820,7 @@ impl Run<'_> {
 /// wait for storage (on HDFS a version is several round trips per file). A failed save is
 /// reported by the next [`Saver::submit`] or [`Saver::finish`].
 struct Saver {
+    /// Closed on drop, which ends the thread.
     jobs: Option<mpsc::SyncSender<Encoded>>,
     done: mpsc::Receiver<Result<u64>>,
     thread: Option<JoinHandle<()>>,
@@ -829,7 +829,7 @@ struct Saver {
 }
 
 impl Saver {
-    fn start(mut writer: VersionWriter) -> Saver {
+    fn start(mut writer: VersionWriter) -> Result<Saver> {
         let last = writer.parent();
         let (jobs, rx) = mpsc::sync_channel::<Encoded>(1);
         let (tx, done) = mpsc::channel();
@@ -842,25 +842,25 @@ impl Saver {
                     }
                 }
             })
-            .ok();
-        Saver {
+            .map_err(|e| Error::Training(format!("starting the model store's writer: {e}")))?;
+        Ok(Saver {
             jobs: Some(jobs),
             done,
-            thread,
+            thread: Some(thread),
             in_flight: false,
             last,
-        }
+        })
+    }
+
+    fn stopped() -> Error {
+        Error::Training("the model store's writer thread stopped".into())
     }
 
     /// Wait for the save in flight, if any; the newest committed version.
     fn finish(&mut self) -> Result<Option<u64>> {
         if self.in_flight {
             self.in_flight = false;
-            let v = self
-                .done
-                .recv()
-                .map_err(|_| Error::Training("the model store's writer thread stopped".into()))??;
-            self.last = Some(v);
+            self.last = Some(self.done.recv().map_err(|_| Self::stopped())??);
         }
         Ok(self.last)
     }
@@ -868,13 +868,9 @@ impl Saver {
     /// Queue `enc` behind the save in flight (waiting for that one first).
     fn submit(&mut self, enc: Encoded) -> Result<()> {
         self.finish()?;
-        let jobs = self.jobs.as_ref().ok_or_else(|| {
-            Error::Training("the model store's writer thread is not running".into())
-        })?;
-        if self.thread.is_none() || jobs.send(enc).is_err() {
-            return Err(Error::Training(
-                "the model store's writer thread is not running".into(),
-            ));
+        let sent = self.jobs.as_ref().is_some_and(|j| j.send(enc).is_ok());
+        if !sent {
+            return Err(Self::stopped());
         }
         self.in_flight = true;
         Ok(())
