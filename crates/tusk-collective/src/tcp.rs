@@ -1,0 +1,741 @@
+//! The socket backend: rendezvous at rank 0, mutual authentication with the job secret, and
+//! a full mesh of framed TCP connections.
+//!
+//! **Rendezvous.** Rank 0 listens on `master_port`. Every other rank opens a listener of its
+//! own on an ephemeral port, connects to rank 0 (retrying until the rendezvous timeout) and
+//! sends a hello: its rank, the world size, its port and its fingerprint (key → value pairs
+//! every rank must agree on, e.g. the resolved config). Once all have come, rank 0 compares
+//! the fingerprints with its own and answers everyone with the address table (or with the
+//! first differing key). Then rank `j` connects to every rank `0 < i < j`; the rendezvous
+//! connection is the link between rank 0 and each rank.
+//!
+//! **Authentication.** Every connection starts with an HMAC-SHA256 challenge in both
+//! directions over fresh 32-byte nonces: the connecting side proves it knows the job secret,
+//! then the accepting side does. A wrong secret is refused (and logged on stderr); the
+//! secret itself never crosses the network. Traffic is not encrypted.
+//!
+//! **Frames.** `[kind: u8][len: u64 LE][payload]`; kind 0 carries data, kind 1 a peer's
+//! failure message. Each connection has a writer thread fed by a queue, so a rank can send
+//! and receive at once (a ring step does both) and a large send never deadlocks against the
+//! peer's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::{Error, Link, Result, Ring, World};
+
+const MAGIC: &[u8; 8] = b"TUSKv1\0\0";
+const KIND_DATA: u8 = 0;
+const KIND_ABORT: u8 = 1;
+/// Largest frame accepted (a corrupt length must not allocate the machine away).
+const MAX_FRAME: u64 = 16 << 30;
+/// Longest a single handshake may take once a connection is open.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+
+/// What a rank brings to the rendezvous besides its place in the [`World`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The job secret every rank shares (`TUSK_JOB_SECRET`).
+    pub secret: Vec<u8>,
+    /// How long to wait for every rank to arrive.
+    pub rendezvous_timeout: Duration,
+    /// How long a collective waits for a peer that sends nothing.
+    pub collective_timeout: Duration,
+    /// Key → value pairs every rank must agree on; rank 0 refuses a rank whose pairs differ,
+    /// naming the first differing key.
+    pub fingerprint: BTreeMap<String, String>,
+}
+
+/// Join the job described by `world`: rendezvous, authenticate, connect the mesh.
+pub fn connect(world: &World, opts: &Options) -> Result<Ring<TcpLink>> {
+    if opts.secret.is_empty() {
+        return Err(Error::World {
+            source_name: "TUSK_JOB_SECRET".into(),
+            message: "empty: every rank of a job needs the same non-empty secret".into(),
+        });
+    }
+    let deadline = Instant::now() + opts.rendezvous_timeout;
+    let master = format!("{}:{}", world.master_addr, world.master_port);
+    let mut streams: Vec<Option<TcpStream>> = (0..world.world_size).map(|_| None).collect();
+    if world.rank == 0 {
+        rendezvous_master(world, opts, &master, deadline, &mut streams)?;
+    } else {
+        rendezvous_peer(world, opts, &master, deadline, &mut streams)?;
+    }
+    TcpLink::new(world.rank, streams, opts.collective_timeout).map(Ring::new)
+}
+
+fn rdv(master: &str, message: impl Into<String>) -> Error {
+    Error::Rendezvous {
+        master: master.to_string(),
+        message: message.into(),
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+fn listen(addr: &str, what: &str) -> Result<TcpListener> {
+    let l = TcpListener::bind(addr).map_err(|e| {
+        let hint = if e.kind() == ErrorKind::AddrInUse {
+            " (the port is in use: another job or a leftover process holds it; choose another --master-port)"
+        } else {
+            ""
+        };
+        Error::Io {
+            what: format!("{what}: listening on {addr}{hint}"),
+            source: e,
+        }
+    })?;
+    l.set_nonblocking(true)
+        .map_err(io_err(format!("{what}: listener on {addr}")))?;
+    Ok(l)
+}
+
+/// Accept one connection before `deadline`, or `None` when it passes.
+fn accept_until(l: &TcpListener, deadline: Instant) -> Result<Option<(TcpStream, SocketAddr)>> {
+    loop {
+        match l.accept() {
+            Ok((s, a)) => {
+                s.set_nonblocking(false)
+                    .map_err(io_err(format!("connection from {a}")))?;
+                let _ = s.set_nodelay(true);
+                return Ok(Some((s, a)));
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
+                if Instant::now() >= deadline {
+                    return Ok(None);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(io_err("accepting a connection")(e)),
+        }
+    }
+}
+
+fn nonce() -> [u8; 32] {
+    let mut n = [0u8; 32];
+    // The kernel's generator; a time/pid/RandomState fallback keeps nonces fresh without it.
+    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut n));
+    if ok.is_err() {
+        use std::hash::{BuildHasher, Hasher};
+        for (i, c) in n.chunks_mut(8).enumerate() {
+            let mut h = std::hash::RandomState::new().build_hasher();
+            h.write_usize(i);
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos(),
+            );
+            h.write_u32(std::process::id());
+            c.copy_from_slice(&h.finish().to_le_bytes());
+        }
+    }
+    n
+}
+
+fn mac(secret: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC takes keys of any length.
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| {
+        <Hmac<Sha256> as Mac>::new_from_slice(b"tusk").expect("HMAC accepts any key length")
+    });
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
+}
+
+/// Constant-time comparison of two MACs.
+fn same_mac(a: &[u8], b: &[u8; 32]) -> bool {
+    a.len() == 32 && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn set_limit(s: &TcpStream, limit: Duration) {
+    let l = Some(limit.max(Duration::from_millis(1)));
+    let _ = s.set_read_timeout(l);
+    let _ = s.set_write_timeout(l);
+}
+
+/// The connecting side: prove membership as `rank`, then check the other side's proof.
+fn handshake_connect(s: &mut TcpStream, secret: &[u8], rank: usize, world: usize) -> Result<()> {
+    let who = s
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "peer".into());
+    let ctx = |what: &str| format!("handshake with {who}: {what}");
+    set_limit(s, HANDSHAKE_LIMIT);
+    let mut hello = [0u8; 40];
+    s.read_exact(&mut hello).map_err(|e| {
+        if e.kind() == ErrorKind::UnexpectedEof {
+            Error::Io {
+                what: ctx("closed before greeting (is it a tusk rank of this job?)"),
+                source: e,
+            }
+        } else {
+            io_err(ctx("reading the greeting"))(e)
+        }
+    })?;
+    if &hello[..8] != MAGIC {
+        return Err(Error::Io {
+            what: ctx("not a tusk rank (unexpected greeting)"),
+            source: std::io::Error::new(ErrorKind::InvalidData, "bad magic"),
+        });
+    }
+    let na = &hello[8..40];
+    let nc = nonce();
+    let (r, w) = ((rank as u32).to_le_bytes(), (world as u32).to_le_bytes());
+    let m = mac(secret, &[b"connect", na, &nc, &r, &w]);
+    let mut out = Vec::with_capacity(80);
+    out.extend_from_slice(&r);
+    out.extend_from_slice(&w);
+    out.extend_from_slice(&nc);
+    out.extend_from_slice(&m);
+    s.write_all(&out)
+        .map_err(io_err(ctx("sending our proof")))?;
+    let mut status = [0u8; 1];
+    s.read_exact(&mut status)
+        .map_err(io_err(ctx("waiting for the verdict")))?;
+    if status[0] != 0 {
+        let mut len = [0u8; 4];
+        let mut text = String::from("refused");
+        if s.read_exact(&mut len).is_ok() {
+            let mut b = vec![0u8; u32::from_le_bytes(len).min(4096) as usize];
+            if s.read_exact(&mut b).is_ok() {
+                text = String::from_utf8_lossy(&b).into_owned();
+            }
+        }
+        return Err(Error::Rendezvous {
+            master: who,
+            message: format!("refused this rank ({rank}): {text}"),
+        });
+    }
+    let mut theirs = [0u8; 32];
+    s.read_exact(&mut theirs)
+        .map_err(io_err(ctx("reading its proof")))?;
+    if !same_mac(&theirs, &mac(secret, &[b"accept", &nc, na])) {
+        return Err(Error::Rendezvous {
+            master: who,
+            message: "it does not know this job's secret (TUSK_JOB_SECRET differs)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The accepting side: check the connecting rank's proof, then prove membership back.
+/// `Ok(None)`: refused (logged).
+fn handshake_accept(
+    s: &mut TcpStream,
+    from: SocketAddr,
+    secret: &[u8],
+    world: usize,
+    me: usize,
+) -> Result<Option<usize>> {
+    set_limit(s, HANDSHAKE_LIMIT);
+    let na = nonce();
+    let mut hello = Vec::with_capacity(40);
+    hello.extend_from_slice(MAGIC);
+    hello.extend_from_slice(&na);
+    if s.write_all(&hello).is_err() {
+        return Ok(None);
+    }
+    let mut msg = [0u8; 72];
+    if let Err(e) = s.read_exact(&mut msg) {
+        eprintln!(
+            "tusk: rank {me} refused a connection from {from}: no valid greeting ({e}); is something other than a tusk rank connecting?"
+        );
+        return Ok(None);
+    }
+    let (r, w, nc, m) = (&msg[0..4], &msg[4..8], &msg[8..40], &msg[40..72]);
+    let refuse = |s: &mut TcpStream, why: &str| {
+        eprintln!("tusk: rank {me} refused a connection from {from}: {why}");
+        let mut out = vec![1u8];
+        out.extend_from_slice(&(why.len() as u32).to_le_bytes());
+        out.extend_from_slice(why.as_bytes());
+        let _ = s.write_all(&out);
+        let _ = s.shutdown(Shutdown::Both);
+    };
+    if !same_mac(m, &mac(secret, &[b"connect", &na, nc, r, w])) {
+        refuse(
+            s,
+            "wrong job secret (every rank needs the same TUSK_JOB_SECRET)",
+        );
+        return Ok(None);
+    }
+    let rank = u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize;
+    let their_world = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as usize;
+    if their_world != world {
+        refuse(
+            s,
+            &format!("it expects {their_world} ranks, rank {me} expects {world}"),
+        );
+        return Ok(None);
+    }
+    if rank >= world || rank == me {
+        refuse(s, &format!("rank {rank} is not a valid peer of rank {me}"));
+        return Ok(None);
+    }
+    let proof = mac(secret, &[b"accept", nc, &na]);
+    let mut out = vec![0u8];
+    out.extend_from_slice(&proof);
+    if s.write_all(&out).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(rank))
+}
+
+fn write_frame(w: &mut impl Write, kind: u8, payload: &[u8]) -> std::io::Result<()> {
+    let mut h = [0u8; 9];
+    h[0] = kind;
+    h[1..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    w.write_all(&h)?;
+    w.write_all(payload)
+}
+
+fn read_frame(r: &mut impl Read, into: &mut Vec<u8>) -> std::io::Result<u8> {
+    let mut h = [0u8; 9];
+    r.read_exact(&mut h)?;
+    let len = u64::from_le_bytes(h[1..].try_into().unwrap_or([0; 8]));
+    if len > MAX_FRAME || h[0] > KIND_ABORT {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidData,
+            format!("bad frame header (kind {}, {len} bytes)", h[0]),
+        ));
+    }
+    into.clear();
+    into.resize(len as usize, 0);
+    r.read_exact(into)?;
+    Ok(h[0])
+}
+
+fn send_json(s: &mut TcpStream, v: &Value) -> std::io::Result<()> {
+    write_frame(s, KIND_DATA, v.to_string().as_bytes())
+}
+
+fn recv_json(s: &mut TcpStream) -> std::io::Result<Value> {
+    let mut b = Vec::new();
+    let kind = read_frame(s, &mut b)?;
+    if kind == KIND_ABORT {
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&b).into_owned(),
+        ));
+    }
+    serde_json::from_slice(&b).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
+}
+
+fn list(ranks: impl IntoIterator<Item = usize>) -> String {
+    ranks
+        .into_iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// First key on which `theirs` differs from `ours`, as a sentence.
+fn first_difference(
+    ours: &BTreeMap<String, String>,
+    theirs: &BTreeMap<String, String>,
+    rank: usize,
+) -> Option<String> {
+    let keys: BTreeSet<&String> = ours.keys().chain(theirs.keys()).collect();
+    for k in keys {
+        let (a, b) = (ours.get(k), theirs.get(k));
+        if a != b {
+            let show = |v: Option<&String>| v.map_or("nothing".to_string(), |v| format!("{v:?}"));
+            return Some(format!(
+                "`{k}` differs: rank 0 has {}, rank {rank} has {}",
+                show(a),
+                show(b)
+            ));
+        }
+    }
+    None
+}
+
+fn rendezvous_master(
+    world: &World,
+    opts: &Options,
+    master: &str,
+    deadline: Instant,
+    streams: &mut [Option<TcpStream>],
+) -> Result<()> {
+    let n = world.world_size;
+    let listener = listen(&format!("0.0.0.0:{}", world.master_port), "rank 0")?;
+    let mut hellos: Vec<Option<(SocketAddr, u16, BTreeMap<String, String>)>> = vec![None; n];
+    let mut waiting = n - 1;
+    while waiting > 0 {
+        let Some((mut s, from)) = accept_until(&listener, deadline)? else {
+            let missing: Vec<usize> = (1..n).filter(|r| hellos[*r].is_none()).collect();
+            let msg = format!(
+                "rank{} {} of {n} never connected within {} s (--rendezvous-timeout); are they started, with MASTER_ADDR/--master-addr pointing here?",
+                if missing.len() > 1 { "s" } else { "" },
+                list(missing),
+                opts.rendezvous_timeout.as_secs()
+            );
+            for s in streams.iter_mut().flatten() {
+                let _ = send_json(s, &json!({"ok": false, "error": msg}));
+            }
+            return Err(rdv(master, msg));
+        };
+        let Some(rank) = handshake_accept(&mut s, from, &opts.secret, n, 0)? else {
+            continue;
+        };
+        let hello = match recv_json(&mut s) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("tusk: rank 0 dropped rank {rank} ({from}): no hello ({e})");
+                continue;
+            }
+        };
+        if hellos[rank].is_some() {
+            let why = format!(
+                "rank {rank} connected twice (the second time from {from}): two processes were given the same rank"
+            );
+            let _ = send_json(&mut s, &json!({"ok": false, "error": why}));
+            for s in streams.iter_mut().flatten() {
+                let _ = send_json(s, &json!({"ok": false, "error": why}));
+            }
+            return Err(rdv(master, why));
+        }
+        let port = hello["port"].as_u64().unwrap_or(0) as u16;
+        let fp: BTreeMap<String, String> = hello["fingerprint"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        hellos[rank] = Some((from, port, fp));
+        streams[rank] = Some(s);
+        waiting -= 1;
+    }
+    drop(listener);
+    // Everyone is here: compare fingerprints, then hand out the address table.
+    let mut verdict: Option<(usize, String)> = None;
+    for (rank, h) in hellos.iter().enumerate() {
+        if let Some((_, _, fp)) = h
+            && let Some(d) = first_difference(&opts.fingerprint, fp, rank)
+        {
+            verdict = Some((rank, d));
+            break;
+        }
+    }
+    let peers: Vec<String> = hellos
+        .iter()
+        .map(|h| {
+            h.as_ref().map_or(String::new(), |(a, p, _)| {
+                SocketAddr::new(a.ip(), *p).to_string()
+            })
+        })
+        .collect();
+    let reply = match &verdict {
+        None => json!({"ok": true, "peers": peers}),
+        Some((rank, d)) => json!({"ok": false, "mismatch": rank, "error": d}),
+    };
+    for (rank, s) in streams.iter_mut().enumerate() {
+        if let Some(s) = s {
+            send_json(s, &reply).map_err(io_err(format!("answering rank {rank}")))?;
+        }
+    }
+    match verdict {
+        None => Ok(()),
+        Some((rank, message)) => Err(Error::Mismatch { rank, message }),
+    }
+}
+
+fn rendezvous_peer(
+    world: &World,
+    opts: &Options,
+    master: &str,
+    deadline: Instant,
+    streams: &mut [Option<TcpStream>],
+) -> Result<()> {
+    let (n, me) = (world.world_size, world.rank);
+    let listener = listen("0.0.0.0:0", &format!("rank {me}"))?;
+    let port = listener
+        .local_addr()
+        .map_err(io_err(format!("rank {me}: listener address")))?
+        .port();
+    // Connect to rank 0, retrying until it listens.
+    let mut last = String::from("no attempt");
+    let mut s = loop {
+        let attempt = master
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve {master}: {e}"))
+            .and_then(|mut addrs| {
+                addrs
+                    .next()
+                    .ok_or_else(|| format!("{master} resolves to no address"))
+            })
+            .and_then(|a| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                TcpStream::connect_timeout(
+                    &a,
+                    left.clamp(Duration::from_millis(1), Duration::from_secs(5)),
+                )
+                .map_err(|e| e.to_string())
+            });
+        match attempt {
+            Ok(s) => break s,
+            Err(e) => last = e,
+        }
+        if Instant::now() >= deadline {
+            return Err(rdv(
+                master,
+                format!(
+                    "rank {me} could not reach rank 0 within {} s (--rendezvous-timeout): {last}",
+                    opts.rendezvous_timeout.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = s.set_nodelay(true);
+    handshake_connect(&mut s, &opts.secret, me, n)?;
+    let fp: serde_json::Map<String, Value> = opts
+        .fingerprint
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    send_json(
+        &mut s,
+        &json!({"rank": me, "world": n, "port": port, "fingerprint": fp}),
+    )
+    .map_err(io_err(format!(
+        "rank {me}: sending hello to rank 0 at {master}"
+    )))?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let _ = s.set_read_timeout(Some(left.max(Duration::from_secs(1))));
+    let reply = recv_json(&mut s).map_err(|e| {
+        rdv(
+            master,
+            format!("rank {me}: no answer from rank 0 while waiting for the other ranks: {e}"),
+        )
+    })?;
+    if reply["ok"].as_bool() != Some(true) {
+        let msg = reply["error"].as_str().unwrap_or("refused").to_string();
+        if let Some(r) = reply["mismatch"].as_u64() {
+            return Err(Error::Mismatch {
+                rank: r as usize,
+                message: msg,
+            });
+        }
+        return Err(rdv(master, msg));
+    }
+    let peers: Vec<String> = reply["peers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|v| v.as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    if peers.len() != n {
+        return Err(rdv(
+            master,
+            format!("rank 0 sent {} addresses for {n} ranks", peers.len()),
+        ));
+    }
+    streams[0] = Some(s);
+    // Mesh: connect to every rank below, accept every rank above.
+    for (peer, addr) in peers.iter().enumerate().take(me).skip(1) {
+        let mut c = loop {
+            match TcpStream::connect(addr.as_str()) {
+                Ok(c) => break c,
+                Err(e) if Instant::now() < deadline => {
+                    last = e.to_string();
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    return Err(rdv(
+                        master,
+                        format!(
+                            "rank {me} could not connect to rank {peer} at {addr}: {e} (after {last})"
+                        ),
+                    ));
+                }
+            }
+        };
+        let _ = c.set_nodelay(true);
+        handshake_connect(&mut c, &opts.secret, me, n)?;
+        streams[peer] = Some(c);
+    }
+    let mut missing: BTreeSet<usize> = (me + 1..n).collect();
+    while !missing.is_empty() {
+        let Some((mut c, from)) = accept_until(&listener, deadline)? else {
+            return Err(rdv(
+                master,
+                format!(
+                    "rank {me}: rank(s) {} never connected to it within {} s",
+                    list(missing.iter().copied()),
+                    opts.rendezvous_timeout.as_secs()
+                ),
+            ));
+        };
+        if let Some(r) = handshake_accept(&mut c, from, &opts.secret, n, me)? {
+            if missing.remove(&r) {
+                streams[r] = Some(c);
+            } else {
+                eprintln!("tusk: rank {me} refused a second connection from rank {r} ({from})");
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Peer {
+    reader: BufReader<TcpStream>,
+    tx: Option<Sender<(u8, Vec<u8>)>>,
+    writer: Option<JoinHandle<()>>,
+    stream: TcpStream,
+}
+
+/// One rank's connections to every other rank.
+pub struct TcpLink {
+    rank: usize,
+    peers: Vec<Option<Peer>>,
+    timeout: Duration,
+}
+
+fn writer_loop(stream: TcpStream, rx: Receiver<(u8, Vec<u8>)>) {
+    let mut w = BufWriter::with_capacity(256 << 10, stream);
+    while let Ok((kind, frame)) = rx.recv() {
+        if write_frame(&mut w, kind, &frame).is_err() {
+            return;
+        }
+        while let Ok((kind, frame)) = rx.try_recv() {
+            if write_frame(&mut w, kind, &frame).is_err() {
+                return;
+            }
+        }
+        if w.flush().is_err() {
+            return;
+        }
+    }
+}
+
+impl TcpLink {
+    fn new(rank: usize, streams: Vec<Option<TcpStream>>, timeout: Duration) -> Result<TcpLink> {
+        let mut peers = Vec::with_capacity(streams.len());
+        for (p, s) in streams.into_iter().enumerate() {
+            let Some(s) = s else {
+                peers.push(None);
+                continue;
+            };
+            let what = format!("rank {rank}: connection to rank {p}");
+            s.set_read_timeout(Some(timeout))
+                .map_err(io_err(what.clone()))?;
+            s.set_write_timeout(Some(timeout))
+                .map_err(io_err(what.clone()))?;
+            let w = s.try_clone().map_err(io_err(what.clone()))?;
+            let r = s.try_clone().map_err(io_err(what.clone()))?;
+            let (tx, rx) = channel();
+            let writer = std::thread::Builder::new()
+                .name(format!("tusk-send-{p}"))
+                .spawn(move || writer_loop(w, rx))
+                .map_err(io_err(what))?;
+            peers.push(Some(Peer {
+                reader: BufReader::with_capacity(256 << 10, r),
+                tx: Some(tx),
+                writer: Some(writer),
+                stream: s,
+            }));
+        }
+        Ok(TcpLink {
+            rank,
+            peers,
+            timeout,
+        })
+    }
+
+    fn peer(&mut self, peer: usize) -> Result<&mut Peer> {
+        let me = self.rank;
+        self.peers
+            .get_mut(peer)
+            .and_then(Option::as_mut)
+            .ok_or_else(|| Error::Usage(format!("rank {me} has no connection to rank {peer}")))
+    }
+}
+
+impl Link for TcpLink {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn world_size(&self) -> usize {
+        self.peers.len()
+    }
+
+    fn send(&mut self, peer: usize, frame: Vec<u8>, op: &'static str) -> Result<()> {
+        let p = self.peer(peer)?;
+        let sent =
+            p.tx.as_ref()
+                .is_some_and(|tx| tx.send((KIND_DATA, frame)).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err(Error::PeerGone { peer, op })
+        }
+    }
+
+    fn recv(&mut self, peer: usize, into: &mut Vec<u8>, op: &'static str) -> Result<()> {
+        let timeout = self.timeout;
+        let p = self.peer(peer)?;
+        match read_frame(&mut p.reader, into) {
+            Ok(KIND_DATA) => Ok(()),
+            Ok(_) => Err(Error::PeerFailed {
+                peer,
+                message: String::from_utf8_lossy(into).into_owned(),
+            }),
+            Err(e) => Err(match e.kind() {
+                ErrorKind::WouldBlock | ErrorKind::TimedOut => Error::Timeout { peer, op, timeout },
+                ErrorKind::UnexpectedEof
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe => Error::PeerGone { peer, op },
+                ErrorKind::InvalidData => Error::Protocol {
+                    peer,
+                    message: e.to_string(),
+                },
+                _ => Error::Io {
+                    what: format!("rank {}: receiving from rank {peer} during {op}", self.rank),
+                    source: e,
+                },
+            }),
+        }
+    }
+
+    fn abort(&mut self, message: &str) {
+        for p in self.peers.iter().flatten() {
+            if let Some(tx) = &p.tx {
+                let _ = tx.send((KIND_ABORT, message.as_bytes().to_vec()));
+            }
+        }
+    }
+}
+
+impl Drop for TcpLink {
+    fn drop(&mut self) {
+        // Deliver what is queued (bounded by the write timeout), then close.
+        for p in self.peers.iter_mut().flatten() {
+            p.tx = None;
+        }
+        for p in self.peers.iter_mut().flatten() {
+            if let Some(w) = p.writer.take() {
+                let _ = w.join();
+            }
+            let _ = p.stream.shutdown(Shutdown::Both);
+        }
+    }
+}
