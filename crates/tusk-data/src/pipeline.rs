@@ -246,6 +246,11 @@ pub struct BatchOptions {
     pub negatives: Option<Arc<NegativeSampler>>,
     /// Batches prepared ahead.
     pub prefetch: usize,
+    /// `(rank, world)`: read only this rank's disjoint part of the epoch. With at least
+    /// `world` files, rank `r` takes every `world`-th file of the epoch's (seeded) file order,
+    /// starting at `r`; with fewer, every `world`-th row, so the union over ranks of each
+    /// rank's k-th batch is the k-th batch of one process reading `world` times as much.
+    pub shard: Option<(usize, usize)>,
 }
 
 /// Batches arriving from the background thread.
@@ -339,6 +344,22 @@ fn produce(
             order.swap(i, rng.below(i + 1));
         }
     }
+    let (rank, world) = opts.shard.unwrap_or((0, 1));
+    let by_file = world > 1 && order.len() >= world;
+    if by_file {
+        order = order
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % world == rank)
+            .map(|(_, f)| f)
+            .collect();
+    }
+    let stride = if world > 1 && !by_file {
+        world as u64
+    } else {
+        1
+    };
+    let mut row_no: u64 = 0;
     let mut em = Emitter {
         tx,
         batch: Batch::default(),
@@ -351,6 +372,10 @@ fn produce(
     let mut group_keys = Vec::new();
     for &file in &order {
         let go_on = source.for_each_row_in(file, &mut |row, pos| {
+            row_no += 1;
+            if stride > 1 && (row_no - 1) % stride != rank as u64 {
+                return Ok(true);
+            }
             let mut e = Encoded::default();
             space.encode(row, pos, opts.with_label, &mut e)?;
             let group = match &opts.group {

@@ -164,6 +164,37 @@ impl Source {
         }
     }
 
+    /// What identifies the data without reading it: the files in order, with their record
+    /// counts where a manifest gives them (ranks of one job compare it before training).
+    pub fn fingerprint(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |s: &str| {
+            for b in s.bytes().chain([0]) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        let files = match &self.kind {
+            Kind2::Records(i) => {
+                for f in &i.files {
+                    eat(&f.location.url());
+                    eat(&f.records.map_or(String::new(), |r| r.to_string()));
+                }
+                i.files.len()
+            }
+            Kind2::Csv(fs) => {
+                for f in fs {
+                    eat(&f.url());
+                }
+                fs.len()
+            }
+        };
+        let rows = self
+            .known_rows()
+            .map_or(String::new(), |r| format!(", {r} rows"));
+        format!("{files} files{rows}, digest {h:016x}")
+    }
+
     /// Number of files; `for_each_row_in` reads one of them.
     pub fn files(&self) -> usize {
         match &self.kind {

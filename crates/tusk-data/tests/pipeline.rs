@@ -34,6 +34,7 @@ fn opts(batch: usize, shuffle: usize, seed: u64, skip: u64) -> BatchOptions {
         group: None,
         negatives: None,
         prefetch: 2,
+        shard: None,
     }
 }
 

@@ -1,35 +1,36 @@
-//! Dense-gradient averaging across data-parallel workers.
-//!
-//! The training loop averages its dense gradient through [`Collective`] after every
-//! backward pass: `ḡ = 1/N Σᵢ gᵢ`. Here there is one process ([`Local`], a no-op); the
-//! distributed issue supplies a ring all-reduce over sockets behind the same trait.
+//! Data-parallel collectives (crate `tusk-collective`): the training loop sums its dense
+//! gradient with [`Communicator::all_reduce`] after every backward pass and all-gathers the
+//! embedding rows' gradients. [`Single`] is one process.
 
-use crate::error::Result;
+pub use tusk_collective::{Communicator, ReduceOp, Single};
 
-/// Averaging of a flat gradient buffer across workers.
-pub trait Collective {
-    /// Number of workers.
-    fn world_size(&self) -> usize;
-    /// This worker's rank, `0..world_size`.
-    fn rank(&self) -> usize;
-    /// Replace `buf` by the element-wise mean of every worker's `buf`.
-    fn all_reduce_mean(&mut self, buf: &mut [f32]) -> Result<()>;
+use std::collections::BTreeMap;
+
+use crate::config::Config;
+
+/// Flatten the resolved config into `section.key` → value pairs (what ranks compare).
+pub fn config_fingerprint(cfg: &Config) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Ok(v) = cfg.to_toml().parse::<toml::Table>() {
+        flatten("", &toml::Value::Table(v), &mut out);
+    }
+    out
 }
 
-/// One process: averaging over one worker leaves the buffer as it is.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Local;
-
-impl Collective for Local {
-    fn world_size(&self) -> usize {
-        1
-    }
-
-    fn rank(&self) -> usize {
-        0
-    }
-
-    fn all_reduce_mean(&mut self, _buf: &mut [f32]) -> Result<()> {
-        Ok(())
+fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
     }
 }

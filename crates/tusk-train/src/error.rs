@@ -47,6 +47,9 @@ pub enum Error {
         /// Which run committed what, and what to do.
         message: String,
     },
+    /// Rendezvous or a collective between ranks failed.
+    #[error(transparent)]
+    Collective(#[from] tusk_collective::Error),
     /// Training diverged or could not proceed.
     #[error("training: {0}")]
     Training(String),

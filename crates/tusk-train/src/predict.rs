@@ -100,6 +100,7 @@ fn predict_into(
             group: None,
             negatives: None,
             prefetch: 4,
+            shard: None,
         },
     )
     .map(|b| b.map(|b| scorer.logits(&b)));

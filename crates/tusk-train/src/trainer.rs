@@ -20,7 +20,7 @@ use tusk_model::models::sigmoid;
 use tusk_model::{DenseAdam, Model};
 use tusk_storage::Storage;
 
-use crate::collective::{Collective, Local};
+use crate::collective::{Communicator, ReduceOp, Single, config_fingerprint};
 use crate::config::{Config, EvalConfig, Monitor};
 use crate::error::{Error, Result};
 use crate::store::{
@@ -73,6 +73,9 @@ pub struct Summary {
     pub steps: u64,
     /// Stopped by `stop_after_steps` before finishing.
     pub interrupted: bool,
+    /// Digest of this process's weights, optimiser moments and embedding rows when it
+    /// stopped (before the best epoch is restored): equal on every rank of a job.
+    pub replica_digest: u64,
 }
 
 /// Named metric values, e.g. `auc`, `logloss`, `hr@10`, `ndcg@10`, `rows`.
@@ -243,6 +246,7 @@ pub fn evaluate(scorer: &View<'_>, source: &Source) -> Result<Metrics> {
             group: cfg.group.clone(),
             negatives: None,
             prefetch: 4,
+            shard: None,
         },
     );
     let mut scores = Vec::new();
@@ -329,10 +333,27 @@ struct Run<'a> {
     test: Option<Source>,
     sampler: Option<Arc<NegativeSampler>>,
     events: Option<EventWriter>,
-    saver: Saver,
-    collective: Box<dyn Collective + 'a>,
+    /// Rank 0 alone writes versions.
+    saver: Option<Saver>,
+    collective: Box<dyn Communicator + 'a>,
+    /// Dense gradient, then per rank its batch size, then per rank its loss: all summed in
+    /// one all-reduce, so every rank learns every rank's rows and loss without another round.
     grads: Vec<f32>,
 }
+
+/// What one synchronous step did.
+enum Step {
+    /// Every rank trained on a batch: the global loss sum (Σ loss·rows) and rows.
+    Trained { loss_sum: f64, rows: u64 },
+    /// Some rank's part of the epoch is exhausted: the epoch ends on every rank.
+    EpochEnd,
+}
+
+/// Connects a run to its peers once the run knows what it will train (on `--resume` the
+/// config comes from the stored version): given the fingerprint every rank must agree on
+/// (`section.key` → value), it returns the communicator.
+pub type Connect<'a> =
+    dyn FnMut(BTreeMap<String, String>) -> Result<Box<dyn Communicator + 'a>> + 'a;
 
 /// Train `cfg` (or, with `--resume`, the config stored in the newest version) and commit
 /// versions to `opts.model_url`.
@@ -342,16 +363,22 @@ pub fn train(
     opts: &TrainOptions,
     obs: &mut dyn Observer,
 ) -> Result<Summary> {
-    train_with(storage, cfg, opts, obs, Box::new(Local))
+    train_with(storage, cfg, opts, obs, &mut |_| Ok(Box::new(Single)))
 }
 
-/// [`train`] with another [`Collective`] (data-parallel workers).
+/// [`train`] as one rank of data-parallel workers: `connect` joins the others.
+///
+/// Every rank trains on its disjoint part of each epoch (`train.batch_size` is the global
+/// batch; each rank takes `batch_size / world` rows of it), sums dense gradients with a ring
+/// all-reduce and exchanges embedding-row gradients with an all-gather, so every replica
+/// applies the same update and stays bitwise equal to the others. Only rank 0 writes
+/// versions and events; every rank evaluates (and so stops early) identically.
 pub fn train_with<'a>(
     storage: &Storage,
     cfg: Option<Config>,
     opts: &TrainOptions,
     obs: &mut dyn Observer,
-    collective: Box<dyn Collective + 'a>,
+    connect: &mut Connect<'a>,
 ) -> Result<Summary> {
     let store = ModelStore::open(storage, &opts.model_url)?;
     let latest = store.latest()?;
@@ -475,6 +502,7 @@ pub fn train_with<'a>(
             samples_per_sec: 0.0,
             steps: 0,
             interrupted: false,
+            replica_digest: 0,
         });
     }
     let sampler = if cfg.train.negatives > 0 {
@@ -493,15 +521,51 @@ pub fn train_with<'a>(
     } else {
         None
     };
-    let events = match EventWriter::create(&store.location().join("events")) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            obs.message(&format!("TensorBoard events disabled: {e}"));
-            None
+    let mut fingerprint = config_fingerprint(&cfg);
+    for (k, src) in [
+        ("data.train", Some(&train_src)),
+        ("data.validation", validation.as_ref()),
+        ("data.test", test.as_ref()),
+    ] {
+        if let Some(src) = src {
+            fingerprint.insert(format!("{k} (contents)"), src.fingerprint());
+        }
+    }
+    fingerprint.insert(
+        "resumed from version".into(),
+        parent.map_or("none (a new run)".into(), |v| format!("{v:06}")),
+    );
+    fingerprint.insert("tusk version".into(), env!("CARGO_PKG_VERSION").into());
+    let mut collective = connect(fingerprint)?;
+    let (rank, world) = (collective.rank(), collective.world_size());
+    if !cfg.train.batch_size.is_multiple_of(world) {
+        let e = Error::Config {
+            key: "train.batch_size".into(),
+            message: format!(
+                "the global batch of {} rows does not split evenly over {world} workers (each takes batch_size / workers rows): choose a multiple of {world}",
+                cfg.train.batch_size
+            ),
+        };
+        collective.abort(&e.to_string());
+        return Err(e);
+    }
+    let events = if rank != 0 {
+        None
+    } else {
+        match EventWriter::create(&store.location().join("events")) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                obs.message(&format!("TensorBoard events disabled: {e}"));
+                None
+            }
         }
     };
-    let grads = vec![0.0; params.len()];
-    let saver = Saver::start(store.writer(RunInfo::new(), parent))?;
+    let grads = vec![0.0; params.len() + 2 * world];
+    let saver = if rank == 0 {
+        Some(Saver::start(store.writer(RunInfo::new(), parent))?)
+    } else {
+        None
+    };
     let mut run = Run {
         cfg,
         space,
@@ -520,7 +584,14 @@ pub fn train_with<'a>(
         collective,
         grads,
     };
-    run.go(opts, obs)
+    let res = run.go(opts, obs);
+    if let Err(e) = &res
+        && !matches!(e, Error::Collective(_))
+    {
+        // Tell the other ranks why, instead of letting them find a closed connection.
+        run.collective.abort(&e.to_string());
+    }
+    res
 }
 
 impl Run<'_> {
@@ -543,60 +614,139 @@ impl Run<'_> {
             adam_v: &self.adam.v,
             table: self.table.view(),
         };
+        let Some(saver) = &mut self.saver else {
+            return Ok(());
+        };
         let enc = encode(&ck)?;
-        self.saver.submit(enc)?;
+        saver.submit(enc)?;
         if let Some(ev) = &mut self.events {
             let _ = ev.flush_in_background();
         }
         Ok(())
     }
 
-    fn step(&mut self, b: &Batch) -> Result<f32> {
+    /// One synchronous step: this rank's batch (`None` when its part of the epoch is
+    /// exhausted) → local gradients → dense all-reduce → embedding-gradient all-gather →
+    /// the same optimiser steps on every rank.
+    fn step(&mut self, b: Option<&Batch>) -> Result<Step> {
         let d = self.model.emb_dim();
-        let mut rows = vec![0.0; b.keys.len() * d];
-        EmbeddingStore::lookup(&mut self.table, &b.keys, &mut rows);
-        let l2 = self.cfg.train.embedding_l2;
-        let raw = if l2 > 0.0 { Some(rows.clone()) } else { None };
-        let emb = pool(rows, b, d);
+        let (rank, world) = (self.collective.rank(), self.collective.world_size());
+        let p = self.params.len();
         self.grads.iter_mut().for_each(|g| *g = 0.0);
-        let mut de = Vec::new();
-        let weights = self
-            .cfg
-            .features
-            .weight
-            .as_ref()
-            .map(|_| b.weights.as_slice());
-        let loss = self.model.loss_and_grads(
-            &self.params,
-            &tusk_model::Batch {
-                size: b.size,
-                emb: &emb,
-                dense: &b.dense,
-            },
-            &b.labels,
-            weights,
-            &mut self.grads,
-            &mut de,
-        );
-        if !loss.is_finite() {
-            return Err(Error::Training(format!(
-                "the loss became {loss} at step {} (epoch {}): lower train.learning_rate",
-                self.state.global_step + 1,
-                self.state.epoch + 1
-            )));
-        }
-        self.collective.all_reduce_mean(&mut self.grads)?;
-        self.adam.step(&mut self.params, &self.grads);
-        let mut kg = unpool(de, b, d);
-        if let Some(raw) = raw {
-            for (g, w) in kg.iter_mut().zip(&raw) {
-                *g += l2 * w;
+        let mut kg = Vec::new();
+        if let Some(b) = b {
+            let mut rows = vec![0.0; b.keys.len() * d];
+            EmbeddingStore::lookup(&mut self.table, &b.keys, &mut rows);
+            let l2 = self.cfg.train.embedding_l2;
+            let raw = if l2 > 0.0 { Some(rows.clone()) } else { None };
+            let emb = pool(rows, b, d);
+            let mut de = Vec::new();
+            let weights = self
+                .cfg
+                .features
+                .weight
+                .as_ref()
+                .map(|_| b.weights.as_slice());
+            let loss = self.model.loss_and_grads(
+                &self.params,
+                &tusk_model::Batch {
+                    size: b.size,
+                    emb: &emb,
+                    dense: &b.dense,
+                },
+                &b.labels,
+                weights,
+                &mut self.grads[..p],
+                &mut de,
+            );
+            self.grads[p + rank] = b.size as f32;
+            self.grads[p + world + rank] = loss;
+            kg = unpool(de, b, d);
+            if world > 1 {
+                // Each rank's gradient is of its mean loss over batch_size / world rows: the
+                // global mean's gradient is their average.
+                let scale = world as f32;
+                kg.iter_mut().for_each(|g| *g /= scale);
+            }
+            if let Some(raw) = raw {
+                for (g, w) in kg.iter_mut().zip(&raw) {
+                    *g += l2 * w;
+                }
             }
         }
-        self.table
-            .apply_gradients(&b.keys, &kg)
-            .map_err(|e| Error::Training(e.to_string()))?;
-        Ok(loss)
+        if world > 1 {
+            self.collective.all_reduce(&mut self.grads, ReduceOp::Sum)?;
+        }
+        let sizes: Vec<u64> = self.grads[p..p + world].iter().map(|&s| s as u64).collect();
+        let losses = &self.grads[p + world..];
+        if sizes.contains(&0) {
+            if self.state.step_in_epoch == 0 && sizes.iter().any(|&s| s > 0) {
+                let empty: Vec<String> = (0..world)
+                    .filter(|r| sizes[*r] == 0)
+                    .map(|r| r.to_string())
+                    .collect();
+                return Err(Error::Training(format!(
+                    "rank(s) {} have no training rows in epoch {}: {} has too few rows for {world} workers; use fewer workers",
+                    empty.join(", "),
+                    self.state.epoch + 1,
+                    self.train.url()
+                )));
+            }
+            return Ok(Step::EpochEnd);
+        }
+        let mut loss_sum = 0.0f64;
+        for (r, (&n, &l)) in sizes.iter().zip(losses).enumerate() {
+            if !l.is_finite() {
+                return Err(Error::Training(format!(
+                    "the loss became {l}{} at step {} (epoch {}): lower train.learning_rate",
+                    if world > 1 {
+                        format!(" on rank {r}")
+                    } else {
+                        String::new()
+                    },
+                    self.state.global_step + 1,
+                    self.state.epoch + 1
+                )));
+            }
+            loss_sum += f64::from(l) * n as f64;
+        }
+        if world > 1 {
+            let scale = world as f32;
+            self.grads[..p].iter_mut().for_each(|g| *g /= scale);
+        }
+        self.adam.step(&mut self.params, &self.grads[..p]);
+        let applied = if world > 1 {
+            // Every rank's keys and row gradients, concatenated in rank order: every replica
+            // sums the same values in the same order.
+            let keys = b.map_or(&[][..], |b| b.keys.as_slice());
+            let mut mine = Vec::with_capacity(keys.len() * (8 + 4 * d));
+            mine.extend_from_slice(&(keys.len() as u64).to_le_bytes());
+            for k in keys {
+                mine.extend_from_slice(&k.to_le_bytes());
+            }
+            for g in &kg {
+                mine.extend_from_slice(&g.to_le_bytes());
+            }
+            let all = self.collective.all_gather(&mine)?;
+            let (mut keys, mut grads) = (Vec::new(), Vec::new());
+            for (r, block) in all.iter().enumerate() {
+                decode_row_grads(block, d, &mut keys, &mut grads).ok_or_else(|| {
+                    Error::Training(format!(
+                        "rank {r} sent {} bytes of embedding gradients, which do not decode",
+                        block.len()
+                    ))
+                })?;
+            }
+            self.table.apply_gradients(&keys, &grads)
+        } else {
+            let keys = b.map_or(&[][..], |b| b.keys.as_slice());
+            self.table.apply_gradients(keys, &kg)
+        };
+        applied.map_err(|e| Error::Training(e.to_string()))?;
+        Ok(Step::Trained {
+            loss_sum,
+            rows: sizes.iter().sum(),
+        })
     }
 
     fn view(&self) -> View<'_> {
@@ -623,11 +773,12 @@ impl Run<'_> {
             let epoch = self.state.epoch;
             let bs = self.cfg.train.batch_size as u64;
             obs.epoch_start(epoch + 1, epochs, rows_per_epoch.map(|r| r.div_ceil(bs)));
-            let it = batches(
+            let world = self.collective.world_size();
+            let mut it = batches(
                 self.train.clone(),
                 self.space.clone(),
                 BatchOptions {
-                    batch_size: self.cfg.train.batch_size,
+                    batch_size: self.cfg.train.batch_size / world,
                     shuffle_buffer: self.cfg.train.shuffle_buffer,
                     seed: self
                         .cfg
@@ -639,20 +790,25 @@ impl Run<'_> {
                     group: None,
                     negatives: self.sampler.clone(),
                     prefetch: 16,
+                    shard: (world > 1).then(|| (self.collective.rank(), world)),
                 },
             );
             let t0 = Instant::now();
             let mut epoch_rows_here = 0u64;
-            for b in it {
-                let b = b?;
-                let loss = self.step(&b)?;
+            loop {
+                let b = it.next().transpose()?;
+                let (loss_sum, rows) = match self.step(b.as_ref())? {
+                    Step::Trained { loss_sum, rows } => (loss_sum, rows),
+                    Step::EpochEnd => break,
+                };
+                let loss = loss_sum / rows.max(1) as f64;
                 self.state.step_in_epoch += 1;
                 self.state.global_step += 1;
-                self.state.epoch_loss_sum += f64::from(loss) * b.size as f64;
-                self.state.epoch_rows += b.size as u64;
+                self.state.epoch_loss_sum += loss_sum;
+                self.state.epoch_rows += rows;
                 steps_here += 1;
-                rows_here += b.size as u64;
-                epoch_rows_here += b.size as u64;
+                rows_here += rows;
+                epoch_rows_here += rows;
                 let sps = epoch_rows_here as f64 / t0.elapsed().as_secs_f64().max(1e-9);
                 let mean = self.state.epoch_loss_sum / self.state.epoch_rows.max(1) as f64;
                 obs.step(self.state.step_in_epoch, mean, sps);
@@ -662,7 +818,7 @@ impl Run<'_> {
                     let _ = ev.add_scalars(
                         self.state.global_step as i64,
                         [
-                            ("train/loss", f64::from(loss)),
+                            ("train/loss", loss),
                             ("train/samples_per_sec", sps),
                             ("train/learning_rate", f64::from(self.adam.lr)),
                         ],
@@ -670,11 +826,15 @@ impl Run<'_> {
                 }
                 let every = self.cfg.train.checkpoint_every;
                 if every > 0 && self.state.global_step.is_multiple_of(every) {
+                    self.check_replicas()?;
                     self.checkpoint()?;
                 }
                 if opts.stop_after_steps.is_some_and(|n| steps_here >= n) {
                     train_secs += t0.elapsed().as_secs_f64();
-                    let version = self.saver.finish()?;
+                    let version = match &mut self.saver {
+                        Some(s) => s.finish()?,
+                        None => None,
+                    };
                     return Ok(Summary {
                         model_url: self.store.url(),
                         version: version.unwrap_or(0),
@@ -683,6 +843,7 @@ impl Run<'_> {
                         samples_per_sec: rows_here as f64 / train_secs.max(1e-9),
                         steps: steps_here,
                         interrupted: true,
+                        replica_digest: self.digest(),
                     });
                 }
             }
@@ -765,14 +926,29 @@ impl Run<'_> {
             if done {
                 break;
             }
+            self.check_replicas()?;
             self.checkpoint()?;
         }
         // Finish: keep the best validation epoch's weights when it was not the last.
         let last_epoch = self.state.epoch;
         let chosen = self.state.best.map_or(last_epoch, |b| b.1);
+        let digest = self.digest();
+        // Rank 0 writes the final version; the other ranks are done.
+        let Some(saver) = &mut self.saver else {
+            return Ok(Summary {
+                model_url: self.store.url(),
+                version: 0,
+                chosen_epoch: chosen,
+                history: self.state.history.clone(),
+                samples_per_sec: rows_here as f64 / train_secs.max(1e-9),
+                steps: steps_here,
+                interrupted: false,
+                replica_digest: digest,
+            });
+        };
         // The best epoch's version is found in the history (this process may have resumed
         // long after it was written).
-        let tip = self.saver.finish()?;
+        let tip = saver.finish()?;
         if chosen != last_epoch {
             let found = match tip {
                 Some(tip) => self.store.find_epoch_end(tip, chosen)?,
@@ -800,7 +976,10 @@ impl Run<'_> {
         }
         self.state.finished = true;
         self.checkpoint()?;
-        let v = self.saver.finish()?.unwrap_or(0);
+        let v = match &mut self.saver {
+            Some(s) => s.finish()?.unwrap_or(0),
+            None => 0,
+        };
         if let Some(ev) = &mut self.events {
             ev.flush()?;
         }
@@ -812,8 +991,74 @@ impl Run<'_> {
             samples_per_sec: rows_here as f64 / train_secs.max(1e-9),
             steps: steps_here,
             interrupted: false,
+            replica_digest: digest,
         })
     }
+
+    /// FNV-1a over the dense weights and moments, plus an order-free sum of per-row digests
+    /// of the embedding table (replicas insert rows in different orders).
+    fn digest(&self) -> u64 {
+        let fnv = |h: &mut u64, v: &[f32]| {
+            for x in v {
+                for b in x.to_le_bytes() {
+                    *h ^= u64::from(b);
+                    *h = h.wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+        };
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        fnv(&mut h, &self.params);
+        fnv(&mut h, &self.adam.m);
+        fnv(&mut h, &self.adam.v);
+        let mut rows: u64 = 0;
+        for (k, r) in self.table.rows() {
+            let mut rh = 0xcbf2_9ce4_8422_2325 ^ k;
+            fnv(&mut rh, r);
+            rows = rows.wrapping_add(rh);
+        }
+        h ^ rows.rotate_left(17)
+    }
+
+    /// Data-parallel ranks compare digests at every checkpoint: replicas that drift apart
+    /// (a bug, or a rank with other data or code) stop the run instead of training on.
+    fn check_replicas(&mut self) -> Result<()> {
+        if self.collective.world_size() == 1 {
+            return Ok(());
+        }
+        let all = self.collective.all_gather(&self.digest().to_le_bytes())?;
+        if let Some(r) = all.iter().position(|d| *d != all[0]) {
+            return Err(Error::Training(format!(
+                "the replicas diverged: rank {r}'s weights differ from rank 0's at step {}",
+                self.state.global_step
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Append one rank's `[count u64][keys u64…][grads f32…]` block; `None` when malformed.
+fn decode_row_grads(
+    block: &[u8],
+    d: usize,
+    keys: &mut Vec<u64>,
+    grads: &mut Vec<f32>,
+) -> Option<()> {
+    let n = u64::from_le_bytes(block.get(..8)?.try_into().ok()?) as usize;
+    let kend = 8 + n.checked_mul(8)?;
+    if block.len() != kend + n.checked_mul(4 * d)? {
+        return None;
+    }
+    keys.extend(
+        block[8..kend]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
+    );
+    grads.extend(
+        block[kend..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+    );
+    Some(())
 }
 
 /// Writes versions on a thread of its own, in order, one at a time, so that training does not

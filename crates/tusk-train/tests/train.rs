@@ -1,85 +1,12 @@
 //! End-to-end training tests on small synthetic tables with learnable structure.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use tusk_storage::Storage;
+mod common;
+
+use common::{data_dir, dlrm_config, run_to, with};
 use tusk_train::{Config, ModelStore, Quiet, Scorer, TrainOptions, train};
-
-/// Users and items fall in 4 clusters; a user likes items of its cluster. Rows:
-/// `user_id,item_id,age,city,clicked` with `clicked` yes/no, some ages missing.
-fn write_csv(path: &Path, rows: usize, seed: u64) {
-    let mut s = seed;
-    let mut next = move || {
-        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    let mut out = String::from("user_id,item_id,age,city,clicked\n");
-    for _ in 0..rows {
-        let u = next() % 120;
-        let i = next() % 60;
-        let liked = u % 4 == i % 4;
-        let noise = next() % 10 == 0;
-        let y = liked ^ noise;
-        let age = if next() % 7 == 0 {
-            String::new()
-        } else {
-            format!("{}", 20 + (u % 40))
-        };
-        let city = ["oslo", "lima", "pune"][(u % 3) as usize];
-        writeln!(
-            out,
-            "u{u},{i},{age},{city},{}",
-            if y { "yes" } else { "no" }
-        )
-        .unwrap();
-    }
-    std::fs::write(path, out).unwrap();
-}
-
-fn dlrm_config(dir: &Path, extra: &str) -> Config {
-    let text = format!(
-        r#"
-[data]
-train = "{d}/train.csv"
-validation = "{d}/valid.csv"
-test = "{d}/test.csv"
-[features]
-sparse = ["user_id", "item_id", "city"]
-dense = ["age"]
-label = "clicked"
-positive = "yes"
-[model]
-kind = "dlrm"
-emb_dim = 8
-bottom = [8]
-top = [16]
-[train]
-epochs = 3
-batch_size = 32
-learning_rate = 0.01
-shuffle_buffer = 500
-seed = 5
-{extra}
-[eval]
-monitor = "auc"
-patience = 2
-"#,
-        d = dir.display()
-    );
-    Config::parse("test.toml", &text, &[]).unwrap()
-}
-
-fn data_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    write_csv(&dir.path().join("train.csv"), 4000, 1);
-    write_csv(&dir.path().join("valid.csv"), 800, 2);
-    write_csv(&dir.path().join("test.csv"), 800, 3);
-    dir
-}
 
 #[test]
 fn dlrm_learns_a_generic_csv_from_config_alone() {
@@ -326,32 +253,6 @@ fn model_store_resume_and_scoring_on_hdfs() {
     for round in 0..2 {
         writers_race(&storage, &format!("{base}/race{round}"), &ck);
     }
-}
-
-/// `cfg` with `--set`-style overrides.
-fn with(cfg: &Config, sets: &[&str]) -> Config {
-    let sets: Vec<String> = sets.iter().map(|s| (*s).to_string()).collect();
-    Config::parse("t", &cfg.to_toml(), &sets).unwrap()
-}
-
-fn run_to(
-    storage: &Storage,
-    cfg: &Config,
-    url: &Path,
-    resume: bool,
-    stop: Option<u64>,
-) -> tusk_train::Summary {
-    train(
-        storage,
-        Some(cfg.clone()),
-        &TrainOptions {
-            model_url: url.display().to_string(),
-            resume,
-            stop_after_steps: stop,
-        },
-        &mut Quiet,
-    )
-    .unwrap()
 }
 
 /// Issue 9: a run interrupted after its best validation epoch and resumed must still end with

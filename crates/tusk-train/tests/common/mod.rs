@@ -1,0 +1,110 @@
+//! Shared by the training tests: a small synthetic table with learnable structure, a DLRM
+//! config over it, and a run helper.
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use tusk_storage::Storage;
+use tusk_train::{Config, Quiet, TrainOptions, train};
+
+/// Users and items fall in 4 clusters; a user likes items of its cluster. Rows:
+/// `user_id,item_id,age,city,clicked` with `clicked` yes/no, some ages missing.
+pub fn write_csv(path: &Path, rows: usize, seed: u64) {
+    let mut s = seed;
+    let mut next = move || {
+        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut out = String::from("user_id,item_id,age,city,clicked\n");
+    for _ in 0..rows {
+        let u = next() % 120;
+        let i = next() % 60;
+        let liked = u % 4 == i % 4;
+        let noise = next() % 10 == 0;
+        let y = liked ^ noise;
+        let age = if next() % 7 == 0 {
+            String::new()
+        } else {
+            format!("{}", 20 + (u % 40))
+        };
+        let city = ["oslo", "lima", "pune"][(u % 3) as usize];
+        writeln!(
+            out,
+            "u{u},{i},{age},{city},{}",
+            if y { "yes" } else { "no" }
+        )
+        .unwrap();
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+pub fn dlrm_config(dir: &Path, extra: &str) -> Config {
+    let text = format!(
+        r#"
+[data]
+train = "{d}/train.csv"
+validation = "{d}/valid.csv"
+test = "{d}/test.csv"
+[features]
+sparse = ["user_id", "item_id", "city"]
+dense = ["age"]
+label = "clicked"
+positive = "yes"
+[model]
+kind = "dlrm"
+emb_dim = 8
+bottom = [8]
+top = [16]
+[train]
+epochs = 3
+batch_size = 32
+learning_rate = 0.01
+shuffle_buffer = 500
+seed = 5
+{extra}
+[eval]
+monitor = "auc"
+patience = 2
+"#,
+        d = dir.display()
+    );
+    Config::parse("test.toml", &text, &[]).unwrap()
+}
+
+pub fn data_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("train.csv"), 4000, 1);
+    write_csv(&dir.path().join("valid.csv"), 800, 2);
+    write_csv(&dir.path().join("test.csv"), 800, 3);
+    dir
+}
+
+/// `cfg` with `--set`-style overrides.
+pub fn with(cfg: &Config, sets: &[&str]) -> Config {
+    let sets: Vec<String> = sets.iter().map(|s| (*s).to_string()).collect();
+    Config::parse("t", &cfg.to_toml(), &sets).unwrap()
+}
+
+pub fn run_to(
+    storage: &Storage,
+    cfg: &Config,
+    url: &Path,
+    resume: bool,
+    stop: Option<u64>,
+) -> tusk_train::Summary {
+    train(
+        storage,
+        Some(cfg.clone()),
+        &TrainOptions {
+            model_url: url.display().to_string(),
+            resume,
+            stop_after_steps: stop,
+        },
+        &mut Quiet,
+    )
+    .unwrap()
+}

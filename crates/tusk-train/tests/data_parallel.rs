@@ -1,0 +1,145 @@
+//! Data-parallel training on the in-process backend (ranks are threads; the same ring code
+//! as the socket backend): N workers with global batch B follow the one-process run with
+//! batch B, and every replica holds the same bytes.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{data_dir, dlrm_config, run_to, with};
+use tusk_collective::{Communicator, threads};
+use tusk_storage::Storage;
+use tusk_train::trainer::train_with;
+use tusk_train::{Config, ModelStore, Quiet, Summary, TrainOptions};
+
+fn run_ranks(cfg: &Config, url: &Path, n: usize, stop: Option<u64>) -> Vec<Summary> {
+    let comms = threads::group(n, Duration::from_secs(60));
+    let hs: Vec<_> = comms
+        .into_iter()
+        .map(|c| {
+            let cfg = cfg.clone();
+            let url = url.display().to_string();
+            std::thread::spawn(move || {
+                let storage = Storage::new().unwrap();
+                let mut c = Some(c);
+                train_with(
+                    &storage,
+                    Some(cfg),
+                    &TrainOptions {
+                        model_url: url,
+                        resume: false,
+                        stop_after_steps: stop,
+                    },
+                    &mut Quiet,
+                    &mut |_| Ok(Box::new(c.take().unwrap()) as Box<dyn Communicator>),
+                )
+                .unwrap()
+            })
+        })
+        .collect();
+    hs.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// ‖a − b‖ / ‖b‖.
+fn rel(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let d: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+    let n: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (d / n).sqrt()
+}
+
+#[test]
+fn n_workers_follow_one_worker_with_the_same_global_batch() {
+    let data = data_dir();
+    let storage = Storage::new().unwrap();
+    // Source order (no shuffle), so the global batches are the same rows for every N.
+    let cfg = with(
+        &dlrm_config(data.path(), "checkpoint_every = 50"),
+        &["train.shuffle_buffer=0", "train.epochs=1"],
+    );
+    let one = data.path().join("one");
+    run_to(&storage, &cfg, &one, false, Some(100));
+    let base = ModelStore::open(&storage, &one.display().to_string())
+        .unwrap()
+        .load(None)
+        .unwrap();
+    assert_eq!(base.meta.state.global_step, 100);
+    for n in [2, 4] {
+        let url = data.path().join(format!("n{n}"));
+        let sums = run_ranks(&cfg, &url, n, Some(100));
+        assert!(
+            sums.iter()
+                .all(|s| s.replica_digest == sums[0].replica_digest),
+            "N={n}: replicas differ"
+        );
+        let ck = ModelStore::open(&storage, &url.display().to_string())
+            .unwrap()
+            .load(None)
+            .unwrap();
+        assert_eq!(ck.meta.state.global_step, 100);
+        let r = rel(&ck.params, &base.params);
+        eprintln!("N={n}: dense weights {r:e} relative to N=1");
+        assert!(r < 1e-5, "N={n}: dense weights differ by {r:e} (relative)");
+        assert_eq!(ck.table.keys.len(), base.table.keys.len(), "N={n}: rows");
+        let d = base.table.dim;
+        let mut ours = std::collections::HashMap::new();
+        for (i, k) in ck.table.keys.iter().enumerate() {
+            ours.insert(*k, &ck.table.values[i * d..(i + 1) * d]);
+        }
+        let mut theirs = Vec::new();
+        let mut mine = Vec::new();
+        for (i, k) in base.table.keys.iter().enumerate() {
+            theirs.extend_from_slice(&base.table.values[i * d..(i + 1) * d]);
+            mine.extend_from_slice(ours[k]);
+        }
+        let r = rel(&mine, &theirs);
+        eprintln!("N={n}: embedding rows {r:e} relative to N=1");
+        assert!(r < 1e-5, "N={n}: embedding rows differ by {r:e} (relative)");
+        let loss = |c: &tusk_train::Checkpoint| {
+            c.meta.state.epoch_loss_sum / c.meta.state.epoch_rows as f64
+        };
+        assert!(
+            (loss(&ck) - loss(&base)).abs() < 1e-5,
+            "N={n}: running loss"
+        );
+    }
+}
+
+#[test]
+fn a_global_batch_that_does_not_split_is_refused() {
+    let data = data_dir();
+    let cfg = with(&dlrm_config(data.path(), ""), &["train.batch_size=30"]);
+    let comms = threads::group(4, Duration::from_secs(10));
+    let hs: Vec<_> = comms
+        .into_iter()
+        .map(|c| {
+            let cfg = cfg.clone();
+            let url = data.path().join("m").display().to_string();
+            std::thread::spawn(move || {
+                let storage = Storage::new().unwrap();
+                let mut c = Some(c);
+                train_with(
+                    &storage,
+                    Some(cfg),
+                    &TrainOptions {
+                        model_url: url,
+                        ..Default::default()
+                    },
+                    &mut Quiet,
+                    &mut |_| Ok(Box::new(c.take().unwrap()) as Box<dyn Communicator>),
+                )
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+            })
+        })
+        .collect();
+    for h in hs {
+        let e = h.join().unwrap();
+        assert!(
+            e.contains("train.batch_size") && e.contains("does not split evenly over 4 workers"),
+            "{e}"
+        );
+    }
+}
