@@ -6,6 +6,7 @@
 mod datagen;
 mod demo;
 mod images;
+mod launch;
 mod preprocess;
 mod records;
 mod train;
@@ -46,6 +47,8 @@ enum Command {
     Mapper(images::MapperCommand),
     /// Train a recommendation model (NeuMF, DLRM-style) from a TOML config.
     Train(train::TrainArgs),
+    /// Start and supervise the workers of a data-parallel job on this node (torchrun-style).
+    Launch(launch::LaunchArgs),
     /// Metrics (AUC, logloss, HR@K, NDCG@K) of a stored model on a dataset.
     Eval(train::EvalArgs),
     /// Batch scoring: rows in, the same rows with a `score` column out.
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Images(cmd) => images::run_images(cmd),
         Command::Mapper(cmd) => images::run_mapper(cmd),
         Command::Train(a) => train::run_train(a),
+        Command::Launch(a) => launch::run(a),
         Command::Eval(a) => train::run_eval(a),
         Command::Predict(a) => train::run_predict(a),
         Command::Report(a) => train::run_report(a),

@@ -5,6 +5,9 @@ use std::io::IsTerminal;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::time::Duration;
+
+use tusk_collective::{Communicator, Flags, World, tcp};
 use tusk_storage::Storage;
 use tusk_train::store::EpochRecord;
 use tusk_train::{Config, Observer, Scorer, Summary, TrainOptions};
@@ -39,6 +42,36 @@ pub struct TrainArgs {
     /// Print one JSON object with the summary on stdout at the end.
     #[arg(long)]
     json: bool,
+    /// Data-parallel: this worker's rank. Without --rank/--world-size they come from the
+    /// scheduler's environment (torchrun/`tusk launch`, OpenMPI, Horovod, Slurm, TF_CONFIG,
+    /// Kubernetes indexed Jobs); every rank needs TUSK_JOB_SECRET.
+    #[arg(long, help_heading = "Data-parallel")]
+    rank: Option<usize>,
+    /// Data-parallel: number of workers.
+    #[arg(long, help_heading = "Data-parallel")]
+    world_size: Option<usize>,
+    /// Data-parallel: host of rank 0 (else MASTER_ADDR).
+    #[arg(long, help_heading = "Data-parallel")]
+    master_addr: Option<String>,
+    /// Data-parallel: port rank 0 listens on (else MASTER_PORT, else 29500).
+    #[arg(long, help_heading = "Data-parallel")]
+    master_port: Option<u16>,
+    /// Data-parallel: seconds to wait for every rank to arrive.
+    #[arg(
+        long,
+        default_value_t = 300,
+        value_name = "SECS",
+        help_heading = "Data-parallel"
+    )]
+    rendezvous_timeout: u64,
+    /// Data-parallel: seconds a collective waits for a peer that sends nothing.
+    #[arg(
+        long,
+        default_value_t = 60,
+        value_name = "SECS",
+        help_heading = "Data-parallel"
+    )]
+    collective_timeout: u64,
 }
 
 /// Metrics of a stored model on a dataset.
@@ -188,6 +221,18 @@ pub(crate) fn run_training(
     Ok(summary)
 }
 
+/// This process's place in a data-parallel job, if it is one (flags, then the environment).
+fn resolve_world(a: &TrainArgs) -> Result<Option<World>> {
+    let flags = Flags {
+        rank: a.rank,
+        world_size: a.world_size,
+        master_addr: a.master_addr.clone(),
+        master_port: a.master_port,
+    };
+    let world = tusk_collective::world::resolve(&flags, &|k| std::env::var(k).ok())?;
+    Ok(world.filter(|w| w.world_size > 1))
+}
+
 pub fn run_train(a: TrainArgs) -> Result<()> {
     let storage = Storage::new()?;
     let mut set = a.set.clone();
@@ -213,7 +258,54 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
             "note: --resume continues with the config stored in the model; the CONFIG argument is used only when no version exists yet"
         );
     }
-    let s = run_training(&storage, config, &a.model, a.resume, false)?;
+    let world = resolve_world(&a)?;
+    let s = match &world {
+        None => run_training(&storage, config, &a.model, a.resume, false)?,
+        Some(w) => {
+            tusk_launch::exit_with_launcher();
+            let secret = std::env::var("TUSK_JOB_SECRET").unwrap_or_default();
+            if secret.is_empty() {
+                anyhow::bail!(
+                    "TUSK_JOB_SECRET is not set: every rank of a data-parallel job needs the same secret (`tusk launch` sets one; elsewhere set it from your scheduler's secrets)"
+                );
+            }
+            if w.rank == 0 {
+                eprintln!(
+                    "rank 0 of {} ({} from {}): listening on port {}",
+                    w.world_size, w.master_addr, w.source, w.master_port
+                );
+            }
+            let opts = tcp::Options {
+                secret: secret.into_bytes(),
+                rendezvous_timeout: Duration::from_secs(a.rendezvous_timeout),
+                collective_timeout: Duration::from_secs(a.collective_timeout.max(1)),
+                fingerprint: Default::default(),
+            };
+            let mut obs = Bars {
+                bar: None,
+                quiet: w.rank != 0,
+            };
+            let mut connect = |fingerprint| -> tusk_train::Result<Box<dyn Communicator>> {
+                let mut o = opts.clone();
+                o.fingerprint = fingerprint;
+                Ok(Box::new(tcp::connect(w, &o)?))
+            };
+            tusk_train::trainer::train_with(
+                &storage,
+                config,
+                &TrainOptions {
+                    model_url: a.model.clone(),
+                    resume: a.resume,
+                    stop_after_steps: None,
+                },
+                &mut obs,
+                &mut connect,
+            )?
+        }
+    };
+    if world.as_ref().is_some_and(|w| w.rank != 0) {
+        return Ok(());
+    }
     if a.json {
         let out = serde_json::json!({
             "model": s.model_url,

@@ -1,0 +1,387 @@
+//! `tusk launch`: start N worker processes on this node with the torchrun environment
+//! (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`,
+//! plus `TUSK_JOB_SECRET`), prefix their output with their rank, and supervise them: when one
+//! dies (non-zero exit or a signal) the others are stopped within seconds and the whole
+//! group starts again, resuming from the newest committed model version, at most
+//! `max_restarts` times.
+//!
+//! Workers stay in the launcher's process group, so a terminal's Ctrl-C or a supervisor
+//! killing the group reaches all of them; the launcher forwards SIGINT/SIGTERM and, should it
+//! be killed outright, every worker notices within a second that its parent is gone and
+//! exits ([`exit_with_launcher`]). No worker outlives its launcher.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process};
+
+/// The variable naming the launcher's pid in every worker.
+pub const PARENT_VAR: &str = "TUSK_LAUNCH_PARENT";
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The launch options are unusable.
+    #[error("{0}")]
+    Usage(String),
+    /// A worker could not be started.
+    #[error("starting rank {rank} ({program}): {source}")]
+    Spawn {
+        /// Global rank.
+        rank: usize,
+        /// The program.
+        program: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Workers kept failing.
+    #[error("{0}")]
+    Failed(String),
+    /// Stopped by SIGINT/SIGTERM.
+    #[error("interrupted: stopped every worker")]
+    Interrupted,
+}
+
+/// How to launch.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Workers on this node.
+    pub nproc_per_node: usize,
+    /// Nodes in the job.
+    pub nnodes: usize,
+    /// This node's index, `0..nnodes`.
+    pub node_rank: usize,
+    /// Rank 0's host (default: this host when there is one node).
+    pub master_addr: Option<String>,
+    /// Rank 0's port (default: a free port when there is one node, else 29500).
+    pub master_port: Option<u16>,
+    /// Group restarts allowed after a worker dies.
+    pub max_restarts: usize,
+    /// The worker program (the tusk binary).
+    pub program: PathBuf,
+    /// Its arguments, e.g. `train CONFIG --model URL`.
+    pub args: Vec<String>,
+    /// Added to the arguments on restarts when absent (`--resume`).
+    pub restart_arg: Option<String>,
+    /// Time between SIGTERM and SIGKILL when stopping workers.
+    pub grace: Duration,
+}
+
+/// Environment for one worker.
+fn worker_env(
+    o: &Options,
+    local: usize,
+    addr: &str,
+    port: u16,
+    secret: &str,
+    attempt: usize,
+) -> Vec<(String, String)> {
+    let rank = o.node_rank * o.nproc_per_node + local;
+    [
+        ("RANK", rank.to_string()),
+        ("WORLD_SIZE", (o.nnodes * o.nproc_per_node).to_string()),
+        ("LOCAL_RANK", local.to_string()),
+        ("LOCAL_WORLD_SIZE", o.nproc_per_node.to_string()),
+        ("GROUP_RANK", o.node_rank.to_string()),
+        ("MASTER_ADDR", addr.to_string()),
+        ("MASTER_PORT", port.to_string()),
+        ("TUSK_JOB_SECRET", secret.to_string()),
+        ("TORCHELASTIC_RESTART_COUNT", attempt.to_string()),
+        (PARENT_VAR, std::process::id().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// A fresh random secret (hex) for a job started here.
+pub fn new_secret() -> String {
+    let mut b = [0u8; 24];
+    let ok = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if ok.is_err() {
+        use std::hash::{BuildHasher, Hasher};
+        for (i, c) in b.chunks_mut(8).enumerate() {
+            let mut h = std::hash::RandomState::new().build_hasher();
+            h.write_usize(i);
+            h.write_u32(std::process::id());
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos(),
+            );
+            c.copy_from_slice(&h.finish().to_le_bytes()[..c.len()]);
+        }
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+struct Worker {
+    rank: usize,
+    child: Child,
+    pumps: Vec<JoinHandle<()>>,
+    status: Option<ExitStatus>,
+}
+
+fn pump(
+    src: impl Read + Send + 'static,
+    prefix: String,
+    to_stderr: bool,
+) -> Option<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("tusk-launch-pump".into())
+        .spawn(move || {
+            let mut r = BufReader::new(src);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match r.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        let mut out = prefix.clone().into_bytes();
+                        out.extend_from_slice(&line);
+                        if !out.ends_with(b"\n") {
+                            out.push(b'\n');
+                        }
+                        // One write per line keeps ranks' lines whole.
+                        let _ = if to_stderr {
+                            std::io::stderr().lock().write_all(&out)
+                        } else {
+                            std::io::stdout().lock().write_all(&out)
+                        };
+                    }
+                }
+            }
+        })
+        .ok()
+}
+
+fn describe(s: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => "ended".to_string(),
+    }
+}
+
+fn signal(w: &Worker, sig: Signal) {
+    if w.status.is_none()
+        && let Some(pid) = Pid::from_raw(w.child.id() as i32)
+    {
+        let _ = kill_process(pid, sig);
+    }
+}
+
+/// Stop every live worker: SIGTERM, then SIGKILL after `grace`; reap them all.
+fn stop_all(workers: &mut [Worker], grace: Duration) {
+    for w in workers.iter() {
+        signal(w, Signal::TERM);
+    }
+    let deadline = Instant::now() + grace;
+    loop {
+        let mut live = false;
+        for w in workers.iter_mut() {
+            if w.status.is_none() {
+                match w.child.try_wait() {
+                    Ok(Some(s)) => w.status = Some(s),
+                    Ok(None) => live = true,
+                    Err(_) => {}
+                }
+            }
+        }
+        if !live {
+            break;
+        }
+        if Instant::now() >= deadline {
+            for w in workers.iter_mut() {
+                signal(w, Signal::KILL);
+                if w.status.is_none() {
+                    w.status = w.child.wait().ok();
+                }
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for w in workers.iter_mut() {
+        for p in w.pumps.drain(..) {
+            let _ = p.join();
+        }
+    }
+}
+
+/// Run the job; `log` receives the launcher's own lines (unprefixed).
+pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
+    if o.nproc_per_node == 0 || o.nnodes == 0 {
+        return Err(Error::Usage("-n and --nnodes must be at least 1".into()));
+    }
+    if o.node_rank >= o.nnodes {
+        return Err(Error::Usage(format!(
+            "--node-rank {} is not below --nnodes {}",
+            o.node_rank, o.nnodes
+        )));
+    }
+    let secret = match std::env::var("TUSK_JOB_SECRET") {
+        Ok(s) if !s.is_empty() => s,
+        _ if o.nnodes > 1 => {
+            return Err(Error::Usage(
+                "TUSK_JOB_SECRET is not set: with --nnodes > 1, set the same secret on every node (e.g. `export TUSK_JOB_SECRET=$(openssl rand -hex 24)`)".into(),
+            ));
+        }
+        _ => new_secret(),
+    };
+    let addr = match (&o.master_addr, o.nnodes) {
+        (Some(a), _) => a.clone(),
+        (None, 1) => "127.0.0.1".to_string(),
+        (None, _) => {
+            return Err(Error::Usage(
+                "--master-addr is needed with --nnodes > 1 (the host of node 0)".into(),
+            ));
+        }
+    };
+    let port = match (o.master_port, o.nnodes) {
+        (Some(p), _) => p,
+        (None, 1) => TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| Error::Usage(format!("finding a free port for rank 0: {e}")))?,
+        (None, _) => 29500,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| Error::Usage(format!("installing a signal handler: {e}")))?;
+    }
+    let world = o.nnodes * o.nproc_per_node;
+    let mut failures: Vec<String> = Vec::new();
+    for attempt in 0..=o.max_restarts {
+        let mut args = o.args.clone();
+        if attempt > 0
+            && let Some(extra) = &o.restart_arg
+            && !args.iter().any(|a| a == extra)
+        {
+            args.push(extra.clone());
+        }
+        log(&format!(
+            "{} {} worker(s) (ranks {}..{} of {world}), rank 0 at {addr}:{port}",
+            if attempt == 0 {
+                "starting"
+            } else {
+                "restarting"
+            },
+            o.nproc_per_node,
+            o.node_rank * o.nproc_per_node,
+            (o.node_rank + 1) * o.nproc_per_node - 1
+        ));
+        let mut workers: Vec<Worker> = Vec::new();
+        for local in 0..o.nproc_per_node {
+            let rank = o.node_rank * o.nproc_per_node + local;
+            let mut cmd = Command::new(&o.program);
+            cmd.args(&args)
+                .envs(worker_env(o, local, &addr, port, &secret, attempt))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let mut child = match cmd.spawn() {
+                Ok(c) => c,
+                Err(source) => {
+                    stop_all(&mut workers, o.grace);
+                    return Err(Error::Spawn {
+                        rank,
+                        program: o.program.display().to_string(),
+                        source,
+                    });
+                }
+            };
+            let prefix = format!("[rank {rank}] ");
+            let mut pumps = Vec::new();
+            if let Some(out) = child.stdout.take() {
+                pumps.extend(pump(out, prefix.clone(), false));
+            }
+            if let Some(err) = child.stderr.take() {
+                pumps.extend(pump(err, prefix, true));
+            }
+            workers.push(Worker {
+                rank,
+                child,
+                pumps,
+                status: None,
+            });
+        }
+        // Supervise.
+        let failed = loop {
+            if stop.load(Ordering::SeqCst) {
+                log("signal received: stopping every worker");
+                stop_all(&mut workers, o.grace);
+                return Err(Error::Interrupted);
+            }
+            let mut failed = None;
+            for w in workers.iter_mut() {
+                if w.status.is_none()
+                    && let Ok(Some(s)) = w.child.try_wait()
+                {
+                    w.status = Some(s);
+                    if !s.success() && failed.is_none() {
+                        failed = Some((w.rank, s));
+                    }
+                }
+            }
+            if failed.is_some() {
+                break failed;
+            }
+            if workers.iter().all(|w| w.status.is_some()) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let Some((rank, status)) = failed else {
+            stop_all(&mut workers, o.grace);
+            return Ok(());
+        };
+        let what = format!("rank {rank} {}", describe(status));
+        log(&format!("{what}: stopping the other workers"));
+        let t = Instant::now();
+        stop_all(&mut workers, o.grace);
+        log(&format!(
+            "all workers stopped in {:.1}s",
+            t.elapsed().as_secs_f64()
+        ));
+        failures.push(format!("attempt {}: {what}", attempt + 1));
+    }
+    Err(Error::Failed(format!(
+        "workers failed {} time(s), more than --max-restarts {} allows: {}",
+        failures.len(),
+        o.max_restarts,
+        failures.join("; ")
+    )))
+}
+
+/// In a worker started by [`launch`]: exit when the launcher is gone (killed with SIGKILL, it
+/// cannot stop its workers itself). Does nothing elsewhere.
+pub fn exit_with_launcher() {
+    let Some(parent) = std::env::var(PARENT_VAR)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    else {
+        return;
+    };
+    let _ = std::thread::Builder::new()
+        .name("tusk-launcher-watch".into())
+        .spawn(move || {
+            loop {
+                let now = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+                if now != parent {
+                    eprintln!("the launcher (pid {parent}) is gone: stopping this worker");
+                    std::process::exit(1);
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+}
