@@ -322,19 +322,22 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
                 stop_all(&mut workers, o.grace);
                 return Err(Error::Interrupted);
             }
-            let mut failed = None;
+            let mut failed = Vec::new();
             for w in workers.iter_mut() {
                 if w.status.is_none()
                     && let Ok(Some(s)) = w.child.try_wait()
                 {
                     w.status = Some(s);
-                    if !s.success() && failed.is_none() {
-                        failed = Some((w.rank, s));
+                    if !s.success() {
+                        failed.push((w.rank, s));
                     }
                 }
             }
-            if failed.is_some() {
-                break failed;
+            if !failed.is_empty() {
+                // A worker killed by a signal is the cause; the ones that then lost their
+                // peer exit with an error code in the same instant.
+                failed.sort_by_key(|(_, s)| s.code().is_some());
+                break Some(failed[0]);
             }
             if workers.iter().all(|w| w.status.is_some()) {
                 break None;

@@ -206,6 +206,54 @@ pub fn python_with_tensorflow() -> Option<PathBuf> {
     )
 }
 
+/// `(pid, parent pid, process group)` of every process in `/proc` (zombies excluded).
+pub fn process_table() -> Vec<(u32, u32, u32)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() < 3 || f[0] == "Z" {
+            continue;
+        }
+        if let (Ok(ppid), Ok(pgrp)) = (f[1].parse(), f[2].parse()) {
+            out.push((pid, ppid, pgrp));
+        }
+    }
+    out
+}
+
+/// Live children of `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut c: Vec<u32> = process_table()
+        .into_iter()
+        .filter(|p| p.1 == pid)
+        .map(|p| p.0)
+        .collect();
+    c.sort_unstable();
+    c
+}
+
+/// Live members of process group `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    process_table()
+        .into_iter()
+        .filter(|p| p.2 == pgid)
+        .map(|p| p.0)
+        .collect()
+}
+
 /// A child process in a process group of its own. Dropping it kills the whole group with
 /// SIGKILL and reaps the child; every wait on it is bounded.
 pub struct Proc {

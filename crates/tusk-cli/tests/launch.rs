@@ -1,0 +1,490 @@
+//! Data-parallel training as users run it: `tusk launch` and `tusk train --rank …` as real
+//! processes over real sockets — equivalence with one process, kill -9 of workers with group
+//! restarts (bit-for-bit the undisturbed result), and every failure ending in bounded time
+//! with a clear message and no process left behind.
+
+use std::fmt::Write as _;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tusk_storage::Storage;
+use tusk_testkit::{Proc, children_of, group_members};
+use tusk_train::{Checkpoint, ModelStore};
+
+fn tusk() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tusk"));
+    c.env_remove("TUSK_JOB_SECRET");
+    c
+}
+
+/// 4 clusters of users and items; a user clicks items of its cluster (10% noise).
+fn write_csv(path: &Path, rows: usize, seed: u64) {
+    let mut s = seed;
+    let mut next = move || {
+        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut out = String::from("user_id,item_id,price,label\n");
+    for _ in 0..rows {
+        let u = next() % 150;
+        let i = next() % 80;
+        let y = (u % 4 == i % 4) ^ (next() % 10 == 0);
+        writeln!(out, "{u},{i},{}.5,{}", i % 9, u8::from(y)).unwrap();
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+fn setup(dir: &Path, train_rows: usize, extra: &str) -> String {
+    write_csv(&dir.join("train.csv"), train_rows, 1);
+    write_csv(&dir.join("valid.csv"), 400, 2);
+    let cfg = format!(
+        r#"[data]
+train = "{d}/train.csv"
+validation = "{d}/valid.csv"
+[features]
+sparse = ["user_id", "item_id"]
+dense = ["price"]
+label = "label"
+[model]
+kind = "neumf"
+user = ["user_id"]
+item = ["item_id"]
+gmf_dim = 8
+mlp_dim = 8
+layers = [16, 8]
+[train]
+learning_rate = 0.005
+{bs}{extra}
+[eval]
+monitor = "auc"
+"#,
+        d = dir.display(),
+        bs = if extra.contains("batch_size") {
+            ""
+        } else {
+            "batch_size = 16\n"
+        }
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path.display().to_string()
+}
+
+fn load(model: &Path) -> Checkpoint {
+    let storage = Storage::new().unwrap();
+    ModelStore::open(&storage, &model.display().to_string())
+        .unwrap()
+        .load(None)
+        .unwrap()
+}
+
+fn rel(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let d: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+    let n: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (d / n).sqrt()
+}
+
+fn rows_by_key(c: &Checkpoint) -> std::collections::BTreeMap<u64, Vec<f32>> {
+    let d = c.table.dim;
+    c.table
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (*k, c.table.values[i * d..(i + 1) * d].to_vec()))
+        .collect()
+}
+
+fn launch(n: usize, extra: &[&str], cfg: &str, model: &Path) -> Command {
+    let mut c = tusk();
+    c.args(["launch", "-n", &n.to_string()]).args(extra).args([
+        "--",
+        "train",
+        cfg,
+        "--model",
+        &model.display().to_string(),
+    ]);
+    c
+}
+
+fn run_ok(mut c: Command, what: &str, limit: Duration) -> String {
+    let out_path =
+        std::env::temp_dir().join(format!("tusk-launch-{}-{what}.log", std::process::id()));
+    let f = std::fs::File::create(&out_path).unwrap();
+    c.stdout(Stdio::null()).stderr(f);
+    let mut p = Proc::spawn(&mut c, what);
+    let s = p.wait(limit);
+    let log = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_path);
+    assert!(s.success(), "{what} failed:\n{log}");
+    log
+}
+
+#[test]
+fn two_and_four_workers_match_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    // Source order, so the global batches hold the same rows for every N.
+    let cfg = setup(dir.path(), 2000, "epochs = 2\nshuffle_buffer = 0");
+    let one = dir.path().join("one");
+    let mut c = tusk();
+    c.args(["train", &cfg, "--model", &one.display().to_string()]);
+    run_ok(c, "one process", Duration::from_secs(300));
+    let base = load(&one);
+    for n in [2, 4] {
+        let m = dir.path().join(format!("n{n}"));
+        let log = run_ok(
+            launch(n, &[], &cfg, &m),
+            &format!("{n} workers"),
+            Duration::from_secs(300),
+        );
+        assert!(log.contains("[rank 0] epoch   2"), "{log}");
+        assert!(
+            !log.contains("[rank 1] epoch"),
+            "only rank 0 reports progress:\n{log}"
+        );
+        let ck = load(&m);
+        assert_eq!(ck.meta.state.global_step, base.meta.state.global_step);
+        let r = rel(&ck.params, &base.params);
+        assert!(r < 1e-5, "N={n}: dense weights differ by {r:e}");
+        let (a, b) = (rows_by_key(&ck), rows_by_key(&base));
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        let flat = |m: &std::collections::BTreeMap<u64, Vec<f32>>| {
+            m.values().flatten().copied().collect::<Vec<f32>>()
+        };
+        let r = rel(&flat(&a), &flat(&b));
+        assert!(r < 1e-5, "N={n}: embedding rows differ by {r:e}");
+        let auc =
+            |c: &Checkpoint| c.meta.state.history.last().unwrap().metrics["validation"]["auc"];
+        assert!(
+            (auc(&ck) - auc(&base)).abs() < 1e-4,
+            "N={n}: validation AUC"
+        );
+    }
+}
+
+/// Workers of the launcher `pid`, waiting until `n` are up (bounded).
+fn workers(launcher: u32, n: usize, limit: Duration) -> Option<Vec<u32>> {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        let c = children_of(launcher);
+        if c.len() == n {
+            return Some(c);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn killed_workers_restart_from_the_newest_version_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    // ~2M samples: at ~70k samples/s for 4 debug-built workers on 2 cores, long enough for
+    // 5 kills at random moments with restarts in between.
+    let cfg = setup(
+        dir.path(),
+        40_000,
+        "epochs = 50\nbatch_size = 64\nshuffle_buffer = 500\ncheckpoint_every = 300",
+    );
+    let calm = dir.path().join("calm");
+    run_ok(
+        launch(4, &[], &cfg, &calm),
+        "undisturbed",
+        Duration::from_secs(600),
+    );
+    let m = dir.path().join("killed");
+    let log_path = dir.path().join("killed.log");
+    let mut c = launch(4, &["--max-restarts", "8", "--grace", "2"], &cfg, &m);
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let mut p = Proc::spawn(&mut c, "launch with kills");
+    let launcher = p.id();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut kills = 0;
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let t = Instant::now();
+    while kills < 5 && p.try_status().is_none() && t.elapsed() < Duration::from_secs(500) {
+        let Some(ws) = workers(launcher, 4, Duration::from_secs(60)) else {
+            break;
+        };
+        if ws.iter().any(|w| seen.contains(w)) {
+            std::thread::sleep(Duration::from_millis(50));
+            continue; // the previous group is still being stopped
+        }
+        seen.extend(ws.iter().copied());
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(800 + rng % 2500));
+        let victim = ws[(rng >> 20) as usize % 4];
+        if p.try_status().is_some() {
+            break;
+        }
+        let _ = Command::new("kill")
+            .args(["-9", &victim.to_string()])
+            .status();
+        kills += 1;
+    }
+    let s = p.wait(Duration::from_secs(600));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(s.success(), "launcher failed:\n{log}");
+    assert!(
+        kills >= 5,
+        "only {kills} kills landed before the job ended:\n{log}"
+    );
+    assert_eq!(log.matches("[launch] restarting").count(), kills, "{log}");
+    // Nothing of the job is left: no worker of any attempt, nothing in the group.
+    assert!(children_of(launcher).is_empty());
+    let live: Vec<u32> = group_members(launcher);
+    assert!(live.is_empty(), "left running: {live:?}");
+    let (a, b) = (load(&m), load(&calm));
+    assert_eq!(
+        a.params, b.params,
+        "dense weights differ from the undisturbed run"
+    );
+    assert_eq!(a.adam_m, b.adam_m);
+    assert_eq!(a.adam_v, b.adam_v);
+    assert_eq!(a.table, b.table, "embedding tables differ");
+    assert_eq!(a.meta.state.history.len(), b.meta.state.history.len());
+    for (x, y) in a.meta.state.history.iter().zip(&b.meta.state.history) {
+        assert_eq!(x.metrics, y.metrics);
+    }
+}
+
+#[test]
+fn more_deaths_than_restarts_fail_in_bounded_time_without_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), 40_000, "epochs = 100000\nshuffle_buffer = 0");
+    let m = dir.path().join("m");
+    let log_path = dir.path().join("log");
+    let mut c = launch(2, &["--max-restarts", "1", "--grace", "2"], &cfg, &m);
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let mut p = Proc::spawn(&mut c, "launch");
+    let launcher = p.id();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let ws = loop {
+            let ws = workers(launcher, 2, Duration::from_secs(60)).expect("workers start");
+            if !ws.iter().any(|w| seen.contains(w)) {
+                break ws;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        seen.extend(ws.iter().copied());
+        std::thread::sleep(Duration::from_millis(1500));
+        let _ = Command::new("kill")
+            .args(["-9", &ws[1].to_string()])
+            .status();
+    }
+    let t = Instant::now();
+    let s = p.wait(Duration::from_secs(60));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!s.success(), "{log}");
+    assert!(t.elapsed() < Duration::from_secs(30));
+    assert!(
+        log.contains("workers failed 2 time(s), more than --max-restarts 1 allows")
+            && log.contains("rank 1 killed by signal 9"),
+        "{log}"
+    );
+    assert!(group_members(launcher).is_empty(), "orphans left");
+}
+
+#[test]
+fn sigterm_stops_every_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), 40_000, "epochs = 100000");
+    let m = dir.path().join("m");
+    let mut c = launch(3, &[], &cfg, &m);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut p = Proc::spawn(&mut c, "launch");
+    let ws = workers(p.id(), 3, Duration::from_secs(60)).expect("workers start");
+    std::thread::sleep(Duration::from_millis(1000));
+    let _ = Command::new("kill")
+        .args(["-TERM", &p.id().to_string()])
+        .status();
+    let s = p.wait(Duration::from_secs(30));
+    assert!(!s.success());
+    std::thread::sleep(Duration::from_millis(200));
+    let table: Vec<u32> = tusk_testkit::process_table().iter().map(|p| p.0).collect();
+    for w in ws {
+        assert!(
+            !table.contains(&w),
+            "worker {w} survived SIGTERM of its launcher"
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `tusk train` as rank `r` of `n`, started by hand (as a scheduler would).
+fn rank(
+    r: usize,
+    n: usize,
+    port: u16,
+    secret: &str,
+    cfg: &str,
+    model: &Path,
+    extra: &[&str],
+    log: &Path,
+) -> Proc {
+    let mut c = tusk();
+    c.args(["train", cfg, "--model", &model.display().to_string()])
+        .args(["--rank", &r.to_string(), "--world-size", &n.to_string()])
+        .args([
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            &port.to_string(),
+        ])
+        .args(["--rendezvous-timeout", "8", "--collective-timeout", "10"])
+        .args(extra)
+        .env("TUSK_JOB_SECRET", secret)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    Proc::spawn(&mut c, &format!("rank {r}"))
+}
+
+#[test]
+fn rank_0_killed_ends_every_other_rank_within_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), 40_000, "epochs = 100000\nbatch_size = 48");
+    let m = dir.path().join("m");
+    let port = free_port();
+    let mut ps: Vec<Proc> = (0..3)
+        .map(|r| {
+            rank(
+                r,
+                3,
+                port,
+                "s",
+                &cfg,
+                &m,
+                &[],
+                &dir.path().join(format!("{r}.log")),
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(3000));
+    let logs = || std::fs::read_to_string(dir.path().join("0.log")).unwrap_or_default();
+    assert!(
+        ps.iter_mut().all(|p| p.try_status().is_none()),
+        "ranks ended early: {}",
+        logs()
+    );
+    ps[0].kill();
+    let t = Instant::now();
+    for (r, p) in ps.iter_mut().enumerate().skip(1) {
+        let s = p.wait(Duration::from_secs(30));
+        assert!(!s.success());
+        let log = std::fs::read_to_string(dir.path().join(format!("{r}.log"))).unwrap();
+        assert!(
+            log.contains("error: rank") && log.contains("closed the connection"),
+            "rank {r}: {log}"
+        );
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn wrong_secret_and_different_config_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), 400, "epochs = 1");
+    let m = dir.path().join("m");
+    let log = |n: &str| dir.path().join(n);
+    let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap();
+    // Wrong secret.
+    let port = free_port();
+    let mut a = rank(0, 2, port, "right", &cfg, &m, &[], &log("a0"));
+    let mut b = rank(1, 2, port, "wrong", &cfg, &m, &[], &log("a1"));
+    assert!(!b.wait(Duration::from_secs(30)).success());
+    assert!(!a.wait(Duration::from_secs(30)).success());
+    assert!(read("a1").contains("wrong job secret"), "{}", read("a1"));
+    assert!(
+        read("a0").contains("refused a connection")
+            && read("a0").contains("rank 1 of 2 never connected"),
+        "{}",
+        read("a0")
+    );
+    // Different config.
+    let port = free_port();
+    let mut a = rank(0, 2, port, "s", &cfg, &m, &[], &log("b0"));
+    let mut b = rank(
+        1,
+        2,
+        port,
+        "s",
+        &cfg,
+        &m,
+        &["--set", "train.learning_rate=0.5"],
+        &log("b1"),
+    );
+    assert!(!b.wait(Duration::from_secs(30)).success());
+    assert!(!a.wait(Duration::from_secs(30)).success());
+    for f in ["b0", "b1"] {
+        let l = read(f);
+        assert!(
+            l.contains("rank 1 does not match rank 0")
+                && l.contains("`train.learning_rate` differs"),
+            "{f}: {l}"
+        );
+    }
+    // No secret at all.
+    let mut c = tusk();
+    c.args([
+        "train",
+        &cfg,
+        "--model",
+        &m.display().to_string(),
+        "--rank",
+        "0",
+        "--world-size",
+        "2",
+        "--master-addr",
+        "127.0.0.1",
+    ])
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(log("c")).unwrap());
+    assert!(
+        !Proc::spawn(&mut c, "no secret")
+            .wait(Duration::from_secs(30))
+            .success()
+    );
+    assert!(
+        read("c").contains("TUSK_JOB_SECRET is not set"),
+        "{}",
+        read("c")
+    );
+}
+
+#[test]
+fn more_workers_than_rows_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), 3, "epochs = 1\nbatch_size = 4");
+    let m = dir.path().join("m");
+    let log = dir.path().join("log");
+    let mut c = launch(4, &[], &cfg, &m);
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let s = Proc::spawn(&mut c, "launch").wait(Duration::from_secs(120));
+    let e = std::fs::read_to_string(&log).unwrap();
+    assert!(!s.success());
+    assert!(
+        e.contains("rank(s) 3 have no training rows") && e.contains("use fewer workers"),
+        "{e}"
+    );
+}
