@@ -338,3 +338,111 @@ impl Drop for Proc {
         self.kill();
     }
 }
+
+/// Hosts emulated by network namespaces: `n` namespaces, each with one veth into a bridge
+/// (in a namespace of its own, so the host's network is never touched) and its own address
+/// `10.X.0.(i+1)/24`. Needs root and `ip`. Dropping it deletes every namespace (and with
+/// them the links).
+pub struct Hosts {
+    names: Vec<String>,
+    bridge: String,
+    subnet: u8,
+}
+
+impl Hosts {
+    /// Create `n` hosts on subnet `10.subnet.0.0/24`; with `rate` (e.g. `1gbit`) every host's
+    /// link is shaped by `tc` (token bucket) in both directions.
+    pub fn create(n: usize, subnet: u8, rate: Option<&str>) -> Result<Hosts, String> {
+        if which("ip").is_none() {
+            return Err("`ip` (iproute2) is not installed".into());
+        }
+        let tag = format!("tk{}", std::process::id() % 100_000);
+        let hosts = Hosts {
+            names: (0..n).map(|i| format!("{tag}-h{i}")).collect(),
+            bridge: format!("{tag}-br"),
+            subnet,
+        };
+        let run = |args: &[&str]| -> Result<(), String> {
+            let o = Command::new("ip")
+                .args(args)
+                .output()
+                .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "ip {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))
+            }
+        };
+        let br = hosts.bridge.as_str();
+        run(&["netns", "add", br])?;
+        run(&["-n", br, "link", "add", "br0", "type", "bridge"])?;
+        run(&["-n", br, "link", "set", "br0", "up"])?;
+        for (i, ns) in hosts.names.iter().enumerate() {
+            let (a, b) = (format!("{tag}a{i}"), format!("{tag}b{i}"));
+            run(&["netns", "add", ns])?;
+            run(&["link", "add", &a, "type", "veth", "peer", "name", &b])?;
+            run(&["link", "set", &a, "netns", ns])?;
+            run(&["link", "set", &b, "netns", br])?;
+            run(&["-n", ns, "link", "set", &a, "name", "eth0"])?;
+            run(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{}/24", hosts.addr(i)),
+                "dev",
+                "eth0",
+            ])?;
+            run(&["-n", ns, "link", "set", "eth0", "up"])?;
+            run(&["-n", ns, "link", "set", "lo", "up"])?;
+            run(&["-n", br, "link", "set", &b, "master", "br0"])?;
+            run(&["-n", br, "link", "set", &b, "up"])?;
+            if let Some(rate) = rate {
+                for (space, dev) in [(ns.as_str(), "eth0"), (br, b.as_str())] {
+                    let o = Command::new("ip")
+                        .args(["netns", "exec", space, "tc", "qdisc", "add", "dev", dev])
+                        .args([
+                            "root", "tbf", "rate", rate, "burst", "256kb", "latency", "50ms",
+                        ])
+                        .output()
+                        .map_err(|e| format!("tc: {e}"))?;
+                    if !o.status.success() {
+                        return Err(format!(
+                            "tc on {dev}: {}",
+                            String::from_utf8_lossy(&o.stderr).trim()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(hosts)
+    }
+
+    /// The address of host `i`.
+    pub fn addr(&self, i: usize) -> String {
+        format!("10.{}.0.{}", self.subnet, i + 1)
+    }
+
+    /// A command that runs `program` inside host `i`.
+    pub fn command(&self, i: usize, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.names[i]]).arg(program);
+        c
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        for ns in self.names.iter().chain(std::iter::once(&self.bridge)) {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
