@@ -488,3 +488,55 @@ fn more_workers_than_rows_is_an_error() {
         "{e}"
     );
 }
+
+#[test]
+fn two_workers_with_data_and_model_on_hdfs() {
+    let Some(dfs) = tusk_testkit::MiniDfs::start(1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let local_cfg = setup(dir.path(), 4000, "epochs = 2\ncheckpoint_every = 60");
+    // The same data and config with every URL on HDFS.
+    let storage = Storage::new().unwrap();
+    let base = format!("{}/dp", dfs.hdfs_url());
+    for f in ["train.csv", "valid.csv"] {
+        let bytes = std::fs::read(dir.path().join(f)).unwrap();
+        storage
+            .open(&format!("{base}/{f}"))
+            .unwrap()
+            .write(bytes)
+            .unwrap();
+    }
+    let text = std::fs::read_to_string(&local_cfg)
+        .unwrap()
+        .replace(&dir.path().display().to_string(), &base);
+    let hdfs_cfg = dir.path().join("hdfs.toml");
+    std::fs::write(&hdfs_cfg, text).unwrap();
+    let local = dir.path().join("local");
+    run_ok(
+        launch(2, &[], &local_cfg, &local),
+        "2 workers, local",
+        Duration::from_secs(300),
+    );
+    let model = format!("{base}/model");
+    let mut c = tusk();
+    c.args(["launch", "-n", "2", "--", "train"])
+        .arg(&hdfs_cfg)
+        .args(["--model", &model]);
+    run_ok(c, "2 workers, HDFS", Duration::from_secs(300));
+    let remote = ModelStore::open(&storage, &model)
+        .unwrap()
+        .load(None)
+        .unwrap();
+    let here = load(&local);
+    assert_eq!(remote.params, here.params, "HDFS and local runs differ");
+    assert_eq!(remote.table, here.table);
+    assert!(
+        storage
+            .open(&format!("{model}/events"))
+            .unwrap()
+            .list()
+            .map(|l| !l.is_empty())
+            .unwrap_or(false)
+    );
+}
