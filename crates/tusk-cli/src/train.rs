@@ -42,6 +42,11 @@ pub struct TrainArgs {
     /// Print one JSON object with the summary on stdout at the end.
     #[arg(long)]
     json: bool,
+    /// Write a Chrome/Perfetto trace (open it in ui.perfetto.dev or chrome://tracing) of what
+    /// every rank did when: reading batches, forward/backward, all-reduce, optimiser steps,
+    /// checkpoints, evaluation. Any storage URL; written by rank 0 when training ends.
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<String>,
     /// Data-parallel: this worker's rank. Without --rank/--world-size they come from the
     /// scheduler's environment (torchrun/`tusk launch`, OpenMPI, Horovod, Slurm, TF_CONFIG,
     /// Kubernetes indexed Jobs); every rank needs TUSK_JOB_SECRET.
@@ -215,6 +220,7 @@ pub(crate) fn run_training(
             model_url: model.to_string(),
             resume,
             stop_after_steps: None,
+            timeline: None,
         },
         &mut obs,
     )?;
@@ -259,8 +265,22 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         );
     }
     let world = resolve_world(&a)?;
+    let opts = TrainOptions {
+        model_url: a.model.clone(),
+        resume: a.resume,
+        stop_after_steps: None,
+        timeline: a.timeline.clone(),
+    };
     let s = match &world {
-        None => run_training(&storage, config, &a.model, a.resume, false)?,
+        None => {
+            let mut obs = Bars {
+                bar: None,
+                quiet: false,
+            };
+            tusk_train::train_with(&storage, config, &opts, &mut obs, &mut |_| {
+                Ok(Box::new(tusk_collective::Single))
+            })?
+        }
         Some(w) => {
             tusk_launch::exit_with_launcher();
             let secret = std::env::var("TUSK_JOB_SECRET").unwrap_or_default();
@@ -275,7 +295,7 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
                     w.world_size, w.master_addr, w.source, w.master_port
                 );
             }
-            let opts = tcp::Options {
+            let tcp_opts = tcp::Options {
                 secret: secret.into_bytes(),
                 rendezvous_timeout: Duration::from_secs(a.rendezvous_timeout),
                 collective_timeout: Duration::from_secs(a.collective_timeout.max(1)),
@@ -286,21 +306,11 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
                 quiet: w.rank != 0,
             };
             let mut connect = |fingerprint| -> tusk_train::Result<Box<dyn Communicator>> {
-                let mut o = opts.clone();
+                let mut o = tcp_opts.clone();
                 o.fingerprint = fingerprint;
                 Ok(Box::new(tcp::connect(w, &o)?))
             };
-            tusk_train::trainer::train_with(
-                &storage,
-                config,
-                &TrainOptions {
-                    model_url: a.model.clone(),
-                    resume: a.resume,
-                    stop_after_steps: None,
-                },
-                &mut obs,
-                &mut connect,
-            )?
+            tusk_train::train_with(&storage, config, &opts, &mut obs, &mut connect)?
         }
     };
     if world.as_ref().is_some_and(|w| w.rank != 0) {

@@ -540,3 +540,47 @@ fn two_workers_with_data_and_model_on_hdfs() {
             .unwrap_or(false)
     );
 }
+
+#[test]
+fn timeline_has_one_track_per_rank_with_every_activity() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), 2000, "epochs = 2\ncheckpoint_every = 50");
+    let m = dir.path().join("m");
+    let trace = dir.path().join("trace.json");
+    let mut c = launch(2, &[], &cfg, &m);
+    c.args(["--timeline", &trace.display().to_string()]);
+    run_ok(c, "timeline", Duration::from_secs(300));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let events = v["traceEvents"].as_array().unwrap();
+    let steps = load(&m).meta.state.global_step as usize;
+    for rank in 0..2 {
+        let mine: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|e| e["pid"] == rank && e["ph"] == "X")
+            .collect();
+        let count = |name: &str| mine.iter().filter(|e| e["name"] == name).count();
+        for name in [
+            "READ_BATCH",
+            "FORWARD_BACKWARD",
+            "ALLREDUCE",
+            "SPARSE_ALLGATHER",
+            "OPTIMIZER",
+            "CHECKPOINT",
+            "EVALUATE",
+        ] {
+            assert!(count(name) > 0, "rank {rank} has no {name}");
+        }
+        // One dense all-reduce per step, plus the round per epoch that finds the data ended.
+        assert_eq!(count("ALLREDUCE"), steps + 2, "rank {rank}");
+        assert_eq!(count("SPARSE_ALLGATHER"), steps, "rank {rank}");
+        assert_eq!(count("EVALUATE"), 2, "rank {rank}");
+        assert!(
+            mine.iter()
+                .all(|e| e["dur"].as_u64().is_some() && e["ts"].as_u64().unwrap() > 0)
+        );
+        assert!(events.iter().any(|e| e["ph"] == "M"
+            && e["pid"] == rank
+            && e["args"]["name"] == format!("rank {rank}")));
+    }
+}

@@ -4,18 +4,22 @@
 //! - [`config`]: the TOML config (data, features, model, train, eval), `--set` overrides.
 //! - [`trainer`]: the loop (deterministic, resumable), evaluation, early stopping.
 //! - [`store`]: versions with safetensors weights and a manifest written last.
-//! - [`collective`]: dense-gradient averaging (in-process here; sockets in the distributed
-//!   issue).
+//! - [`collective`]: data-parallel collectives (ring all-reduce over TCP, crate
+//!   `tusk-collective`).
 //! - [`predict`]: batch scoring of CSV/Parquet/TFRecord rows.
+//! - [`timeline`]: `--timeline`, a Chrome/Perfetto trace of what every rank did when.
 
 pub mod collective;
 pub mod config;
 pub mod error;
 pub mod predict;
 pub mod store;
+pub mod timeline;
 pub mod trainer;
 
 pub use config::Config;
 pub use error::{Error, Result};
 pub use store::{Checkpoint, ModelStore};
-pub use trainer::{Metrics, Observer, Quiet, Scorer, Summary, TrainOptions, evaluate, train};
+pub use trainer::{
+    Metrics, Observer, Quiet, Scorer, Summary, TrainOptions, evaluate, train, train_with,
+};

@@ -27,6 +27,7 @@ use crate::store::{
     Checkpoint, CheckpointRef, Encoded, EpochRecord, Meta, ModelStore, RunInfo, TrainState,
     VersionWriter, encode,
 };
+use crate::timeline::{Activity, Timeline};
 
 /// What the caller wants besides the config.
 #[derive(Debug, Clone, Default)]
@@ -37,6 +38,9 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Stop (as if killed, without finishing) after this many steps in this process: tests.
     pub stop_after_steps: Option<u64>,
+    /// Write a Chrome/Perfetto trace of every rank's activities here (any storage URL) when
+    /// training ends.
+    pub timeline: Option<String>,
 }
 
 /// Progress callbacks (the CLI draws bars from them).
@@ -336,6 +340,9 @@ struct Run<'a> {
     /// Rank 0 alone writes versions.
     saver: Option<Saver>,
     collective: Box<dyn Communicator + 'a>,
+    timeline: Timeline,
+    /// Where rank 0 writes the trace.
+    timeline_out: Option<tusk_storage::Location>,
     /// Dense gradient, then per rank its batch size, then per rank its loss: all summed in
     /// one all-reduce, so every rank learns every rank's rows and loss without another round.
     grads: Vec<f32>,
@@ -536,6 +543,20 @@ pub fn train_with<'a>(
         parent.map_or("none (a new run)".into(), |v| format!("{v:06}")),
     );
     fingerprint.insert("tusk version".into(), env!("CARGO_PKG_VERSION").into());
+    fingerprint.insert(
+        "--timeline".into(),
+        if opts.timeline.is_some() {
+            "set"
+        } else {
+            "not set"
+        }
+        .into(),
+    );
+    let timeline_out = opts
+        .timeline
+        .as_deref()
+        .map(|u| storage.open(u))
+        .transpose()?;
     let mut collective = connect(fingerprint)?;
     let (rank, world) = (collective.rank(), collective.world_size());
     if !cfg.train.batch_size.is_multiple_of(world) {
@@ -582,6 +603,8 @@ pub fn train_with<'a>(
         events,
         saver,
         collective,
+        timeline: Timeline::new(timeline_out.is_some()),
+        timeline_out,
         grads,
     };
     let res = run.go(opts, obs);
@@ -634,6 +657,7 @@ impl Run<'_> {
         let p = self.params.len();
         self.grads.iter_mut().for_each(|g| *g = 0.0);
         let mut kg = Vec::new();
+        let t = Instant::now();
         if let Some(b) = b {
             let mut rows = vec![0.0; b.keys.len() * d];
             EmbeddingStore::lookup(&mut self.table, &b.keys, &mut rows);
@@ -674,8 +698,11 @@ impl Run<'_> {
                 }
             }
         }
+        self.timeline.span(Activity::ForwardBackward, t);
         if world > 1 {
+            let t = Instant::now();
             self.collective.all_reduce(&mut self.grads, ReduceOp::Sum)?;
+            self.timeline.span(Activity::AllReduce, t);
         }
         let sizes: Vec<u64> = self.grads[p..p + world].iter().map(|&s| s as u64).collect();
         let losses = &self.grads[p + world..];
@@ -714,7 +741,9 @@ impl Run<'_> {
             let scale = world as f32;
             self.grads[..p].iter_mut().for_each(|g| *g /= scale);
         }
+        let t = Instant::now();
         self.adam.step(&mut self.params, &self.grads[..p]);
+        self.timeline.span(Activity::Optimizer, t);
         let applied = if world > 1 {
             // Every rank's keys and row gradients, concatenated in rank order: every replica
             // sums the same values in the same order.
@@ -727,7 +756,10 @@ impl Run<'_> {
             for g in &kg {
                 mine.extend_from_slice(&g.to_le_bytes());
             }
+            let t = Instant::now();
             let all = self.collective.all_gather(&mine)?;
+            self.timeline.span(Activity::SparseAllGather, t);
+            let t = Instant::now();
             let (mut keys, mut grads) = (Vec::new(), Vec::new());
             for (r, block) in all.iter().enumerate() {
                 decode_row_grads(block, d, &mut keys, &mut grads).ok_or_else(|| {
@@ -737,10 +769,15 @@ impl Run<'_> {
                     ))
                 })?;
             }
-            self.table.apply_gradients(&keys, &grads)
+            let r = self.table.apply_gradients(&keys, &grads);
+            self.timeline.span(Activity::Optimizer, t);
+            r
         } else {
+            let t = Instant::now();
             let keys = b.map_or(&[][..], |b| b.keys.as_slice());
-            self.table.apply_gradients(keys, &kg)
+            let r = self.table.apply_gradients(keys, &kg);
+            self.timeline.span(Activity::Optimizer, t);
+            r
         };
         applied.map_err(|e| Error::Training(e.to_string()))?;
         Ok(Step::Trained {
@@ -796,7 +833,9 @@ impl Run<'_> {
             let t0 = Instant::now();
             let mut epoch_rows_here = 0u64;
             loop {
+                let t = Instant::now();
                 let b = it.next().transpose()?;
+                self.timeline.span(Activity::ReadBatch, t);
                 let (loss_sum, rows) = match self.step(b.as_ref())? {
                     Step::Trained { loss_sum, rows } => (loss_sum, rows),
                     Step::EpochEnd => break,
@@ -826,11 +865,14 @@ impl Run<'_> {
                 }
                 let every = self.cfg.train.checkpoint_every;
                 if every > 0 && self.state.global_step.is_multiple_of(every) {
+                    let t = Instant::now();
                     self.check_replicas()?;
                     self.checkpoint()?;
+                    self.timeline.span(Activity::Checkpoint, t);
                 }
                 if opts.stop_after_steps.is_some_and(|n| steps_here >= n) {
                     train_secs += t0.elapsed().as_secs_f64();
+                    self.write_timeline()?;
                     let version = match &mut self.saver {
                         Some(s) => s.finish()?,
                         None => None,
@@ -850,6 +892,7 @@ impl Run<'_> {
             let secs = t0.elapsed().as_secs_f64();
             train_secs += secs;
             // Evaluate.
+            let te = Instant::now();
             let scorer = self.view();
             let mut metrics: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
             for (name, src) in [("validation", &self.validation), ("test", &self.test)] {
@@ -858,6 +901,7 @@ impl Run<'_> {
                     metrics.insert(name.into(), m.into_iter().collect());
                 }
             }
+            self.timeline.span(Activity::Evaluate, te);
             let record = EpochRecord {
                 epoch: epoch + 1,
                 train_loss: self.state.epoch_loss_sum / self.state.epoch_rows.max(1) as f64,
@@ -926,13 +970,16 @@ impl Run<'_> {
             if done {
                 break;
             }
+            let t = Instant::now();
             self.check_replicas()?;
             self.checkpoint()?;
+            self.timeline.span(Activity::Checkpoint, t);
         }
         // Finish: keep the best validation epoch's weights when it was not the last.
         let last_epoch = self.state.epoch;
         let chosen = self.state.best.map_or(last_epoch, |b| b.1);
         let digest = self.digest();
+        self.write_timeline()?;
         // Rank 0 writes the final version; the other ranks are done.
         let Some(saver) = &mut self.saver else {
             return Ok(Summary {
@@ -993,6 +1040,21 @@ impl Run<'_> {
             interrupted: false,
             replica_digest: digest,
         })
+    }
+
+    /// Gather every rank's timeline; rank 0 writes the trace (a collective: all ranks call
+    /// it at the same point, or none does).
+    fn write_timeline(&mut self) -> Result<()> {
+        if !self.timeline.enabled() {
+            return Ok(());
+        }
+        let all = self.collective.all_gather(&self.timeline.encode())?;
+        if let Some(out) = &self.timeline_out
+            && self.collective.rank() == 0
+        {
+            out.write(crate::timeline::render(&all).into_bytes())?;
+        }
+        Ok(())
     }
 
     /// FNV-1a over the dense weights and moments, plus an order-free sum of per-row digests

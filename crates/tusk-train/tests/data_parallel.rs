@@ -30,6 +30,7 @@ fn run_ranks(cfg: &Config, url: &Path, n: usize, stop: Option<u64>) -> Vec<Summa
                         model_url: url,
                         resume: false,
                         stop_after_steps: stop,
+                        timeline: None,
                     },
                     &mut Quiet,
                     &mut |_| Ok(Box::new(c.take().unwrap()) as Box<dyn Communicator>),

@@ -190,6 +190,7 @@ fn model_store_resume_and_scoring_on_hdfs() {
                 model_url: model.clone(),
                 resume,
                 stop_after_steps: stop,
+                timeline: None,
             },
             &mut Quiet,
         )

@@ -103,6 +103,7 @@ pub fn run_to(
             model_url: url.display().to_string(),
             resume,
             stop_after_steps: stop,
+            timeline: None,
         },
         &mut Quiet,
     )
