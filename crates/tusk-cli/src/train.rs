@@ -47,6 +47,10 @@ pub struct TrainArgs {
     /// checkpoints, evaluation. Any storage URL; written by rank 0 when training ends.
     #[arg(long, value_name = "FILE")]
     timeline: Option<String>,
+    /// Data-parallel transport: `tcp` (rendezvous at rank 0, authenticated by
+    /// TUSK_JOB_SECRET) or `mpi` (run under `mpirun`; needs a tusk built with `--features mpi`).
+    #[arg(long, default_value = "tcp", value_parser = ["tcp", "mpi"], help_heading = "Data-parallel")]
+    collective: String,
     /// Data-parallel: this worker's rank. Without --rank/--world-size they come from the
     /// scheduler's environment (torchrun/`tusk launch`, OpenMPI, Horovod, Slurm, TF_CONFIG,
     /// Kubernetes indexed Jobs); every rank needs TUSK_JOB_SECRET.
@@ -227,6 +231,44 @@ pub(crate) fn run_training(
     Ok(summary)
 }
 
+/// The MPI rank as `mpirun` announces it (before MPI is initialised).
+fn mpi_rank() -> usize {
+    ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(feature = "mpi")]
+fn train_mpi(storage: &Storage, config: Option<Config>, opts: &TrainOptions) -> Result<Summary> {
+    let mut obs = Bars {
+        bar: None,
+        quiet: mpi_rank() != 0,
+    };
+    let mut connect = |fingerprint| -> tusk_train::Result<Box<dyn Communicator>> {
+        let mut c = tusk_collective::mpi::init()?;
+        tusk_collective::check_fingerprint(&mut c, &fingerprint)?;
+        if c.rank() == 0 {
+            eprintln!("rank 0 of {} (MPI)", c.world_size());
+        }
+        Ok(Box::new(c))
+    };
+    Ok(tusk_train::train_with(
+        storage,
+        config,
+        opts,
+        &mut obs,
+        &mut connect,
+    )?)
+}
+
+#[cfg(not(feature = "mpi"))]
+fn train_mpi(_: &Storage, _: Option<Config>, _: &TrainOptions) -> Result<Summary> {
+    anyhow::bail!(
+        "--collective mpi: this tusk was built without MPI support (build it with `cargo build --release --features mpi`, which needs an MPI such as Debian's libopenmpi-dev, and libclang)"
+    )
+}
+
 /// This process's place in a data-parallel job, if it is one (flags, then the environment).
 fn resolve_world(a: &TrainArgs) -> Result<Option<World>> {
     let flags = Flags {
@@ -264,7 +306,11 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
             "note: --resume continues with the config stored in the model; the CONFIG argument is used only when no version exists yet"
         );
     }
-    let world = resolve_world(&a)?;
+    let world = if a.collective == "mpi" {
+        None
+    } else {
+        resolve_world(&a)?
+    };
     let opts = TrainOptions {
         model_url: a.model.clone(),
         resume: a.resume,
@@ -272,6 +318,7 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         timeline: a.timeline.clone(),
     };
     let s = match &world {
+        None if a.collective == "mpi" => train_mpi(&storage, config, &opts)?,
         None => {
             let mut obs = Bars {
                 bar: None,
@@ -313,7 +360,7 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
             tusk_train::train_with(&storage, config, &opts, &mut obs, &mut connect)?
         }
     };
-    if world.as_ref().is_some_and(|w| w.rank != 0) {
+    if world.as_ref().is_some_and(|w| w.rank != 0) || (a.collective == "mpi" && mpi_rank() != 0) {
         return Ok(());
     }
     if a.json {

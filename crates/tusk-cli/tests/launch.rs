@@ -333,8 +333,7 @@ fn rank(
     n: usize,
     port: u16,
     secret: &str,
-    cfg: &str,
-    model: &Path,
+    (cfg, model): (&str, &Path),
     extra: &[&str],
     log: &Path,
 ) -> Proc {
@@ -368,8 +367,7 @@ fn rank_0_killed_ends_every_other_rank_within_the_timeout() {
                 3,
                 port,
                 "s",
-                &cfg,
-                &m,
+                (&cfg, &m),
                 &[],
                 &dir.path().join(format!("{r}.log")),
             )
@@ -409,8 +407,8 @@ fn wrong_secret_and_different_config_are_refused() {
     let read = |n: &str| std::fs::read_to_string(dir.path().join(n)).unwrap();
     // Wrong secret.
     let port = free_port();
-    let mut a = rank(0, 2, port, "right", &cfg, &m, &[], &log("a0"));
-    let mut b = rank(1, 2, port, "wrong", &cfg, &m, &[], &log("a1"));
+    let mut a = rank(0, 2, port, "right", (&cfg, &m), &[], &log("a0"));
+    let mut b = rank(1, 2, port, "wrong", (&cfg, &m), &[], &log("a1"));
     assert!(!b.wait(Duration::from_secs(30)).success());
     assert!(!a.wait(Duration::from_secs(30)).success());
     assert!(read("a1").contains("wrong job secret"), "{}", read("a1"));
@@ -422,14 +420,13 @@ fn wrong_secret_and_different_config_are_refused() {
     );
     // Different config.
     let port = free_port();
-    let mut a = rank(0, 2, port, "s", &cfg, &m, &[], &log("b0"));
+    let mut a = rank(0, 2, port, "s", (&cfg, &m), &[], &log("b0"));
     let mut b = rank(
         1,
         2,
         port,
         "s",
-        &cfg,
-        &m,
+        (&cfg, &m),
         &["--set", "train.learning_rate=0.5"],
         &log("b1"),
     );

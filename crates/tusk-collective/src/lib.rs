@@ -9,6 +9,8 @@
 
 pub mod conformance;
 pub mod error;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 mod ring;
 pub mod tcp;
 pub mod threads;
@@ -30,7 +32,7 @@ pub enum ReduceOp {
 /// Collectives between the ranks of one job. Every rank must call the same collectives in the
 /// same order with compatible arguments; a rank that stops calling makes the others fail
 /// with [`Error::Timeout`] or [`Error::PeerGone`], never hang.
-pub trait Communicator: Send {
+pub trait Communicator {
     /// This rank, `0..world_size`.
     fn rank(&self) -> usize;
     /// Number of ranks.
@@ -49,6 +51,27 @@ pub trait Communicator: Send {
     /// Tell the other ranks (best effort) that this one failed, so they report its message
     /// instead of a closed connection.
     fn abort(&mut self, _message: &str) {}
+}
+
+/// Check that every rank brings the same `fingerprint` (key → value pairs, e.g. the resolved
+/// config): on a mismatch every rank fails naming the first differing key. The TCP backend
+/// does this during its rendezvous; backends without one (MPI) call this.
+pub fn check_fingerprint(
+    comm: &mut dyn Communicator,
+    fingerprint: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    let mine = serde_json::to_vec(fingerprint).unwrap_or_default();
+    let all = comm.all_gather(&mine)?;
+    let ours: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&all[0]).unwrap_or_default();
+    for (rank, theirs) in all.iter().enumerate().skip(1) {
+        let theirs: std::collections::BTreeMap<String, String> =
+            serde_json::from_slice(theirs).unwrap_or_default();
+        if let Some(message) = tcp::first_difference(&ours, &theirs, rank) {
+            return Err(Error::Mismatch { rank, message });
+        }
+    }
+    Ok(())
 }
 
 /// One process: every collective leaves the data as it is.
@@ -87,7 +110,7 @@ fn check_root(root: usize, world: usize) -> Result<()> {
 }
 
 /// Point-to-point messages between ranks: what a backend provides to [`Ring`].
-pub trait Link: Send {
+pub trait Link {
     /// This rank.
     fn rank(&self) -> usize;
     /// Number of ranks.

@@ -342,7 +342,7 @@ fn list(ranks: impl IntoIterator<Item = usize>) -> String {
 }
 
 /// First key on which `theirs` differs from `ours`, as a sentence.
-fn first_difference(
+pub(crate) fn first_difference(
     ours: &BTreeMap<String, String>,
     theirs: &BTreeMap<String, String>,
     rank: usize,
@@ -362,6 +362,9 @@ fn first_difference(
     None
 }
 
+/// What a rank told rank 0: its address as seen from rank 0, its port, its fingerprint.
+type Hello = (SocketAddr, u16, BTreeMap<String, String>);
+
 fn rendezvous_master(
     world: &World,
     opts: &Options,
@@ -371,7 +374,7 @@ fn rendezvous_master(
 ) -> Result<()> {
     let n = world.world_size;
     let listener = listen(&format!("0.0.0.0:{}", world.master_port), "rank 0")?;
-    let mut hellos: Vec<Option<(SocketAddr, u16, BTreeMap<String, String>)>> = vec![None; n];
+    let mut hellos: Vec<Option<Hello>> = vec![None; n];
     let mut waiting = n - 1;
     while waiting > 0 {
         let Some((mut s, from)) = accept_until(&listener, deadline)? else {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tusk_collective::tcp::{self, Options};
 use tusk_collective::{Communicator, Error, ReduceOp, World, conformance, threads};
 
-fn run_all<C: Communicator + 'static>(comms: Vec<C>) {
+fn run_all<C: Communicator + Send + 'static>(comms: Vec<C>) {
     let hs: Vec<_> = comms
         .into_iter()
         .map(|mut c| thread::spawn(move || conformance::run(&mut c)))
@@ -155,17 +155,17 @@ fn a_port_in_use_is_named() {
 #[test]
 fn a_vanished_rank_fails_the_others_promptly() {
     for backend in ["threads", "tcp"] {
-        let comms: Vec<Box<dyn Communicator>> = if backend == "threads" {
+        let comms: Vec<Box<dyn Communicator + Send>> = if backend == "threads" {
             threads::group(3, Duration::from_secs(60))
                 .into_iter()
-                .map(|c| Box::new(c) as Box<dyn Communicator>)
+                .map(|c| Box::new(c) as Box<dyn Communicator + Send>)
                 .collect()
         } else {
             let mut o = opts("s");
             o.collective_timeout = Duration::from_secs(60);
             join_tcp(3, |_| o.clone())
                 .into_iter()
-                .map(|c| Box::new(c.unwrap()) as Box<dyn Communicator>)
+                .map(|c| Box::new(c.unwrap()) as Box<dyn Communicator + Send>)
                 .collect()
         };
         let t = Instant::now();
