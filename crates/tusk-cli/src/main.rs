@@ -3,6 +3,7 @@
 //! This crate is glue: it parses arguments, calls the library crates, draws progress bars and
 //! turns errors into one line on stderr and a non-zero exit code.
 
+mod collective;
 mod datagen;
 mod demo;
 mod images;
@@ -49,6 +50,10 @@ enum Command {
     Train(train::TrainArgs),
     /// Start and supervise the workers of a data-parallel job on this node (torchrun-style).
     Launch(launch::LaunchArgs),
+    /// All-reduce time and bus bandwidth between the ranks of a job (run it under `tusk
+    /// launch`, `mpirun` or a scheduler), to check a network before training on it.
+    #[command(name = "allreduce-perf")]
+    AllreducePerf(collective::PerfArgs),
     /// Metrics (AUC, logloss, HR@K, NDCG@K) of a stored model on a dataset.
     Eval(train::EvalArgs),
     /// Batch scoring: rows in, the same rows with a `score` column out.
@@ -71,6 +76,7 @@ fn main() -> ExitCode {
         Command::Mapper(cmd) => images::run_mapper(cmd),
         Command::Train(a) => train::run_train(a),
         Command::Launch(a) => launch::run(a),
+        Command::AllreducePerf(a) => collective::run(a),
         Command::Eval(a) => train::run_eval(a),
         Command::Predict(a) => train::run_predict(a),
         Command::Report(a) => train::run_report(a),

@@ -225,6 +225,7 @@ pub(crate) fn run_training(
             resume,
             stop_after_steps: None,
             timeline: None,
+            fusion_threshold: None,
         },
         &mut obs,
     )?;
@@ -316,6 +317,9 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         resume: a.resume,
         stop_after_steps: None,
         timeline: a.timeline.clone(),
+        fusion_threshold: std::env::var("TUSK_FUSION_THRESHOLD")
+            .ok()
+            .and_then(|v| v.parse().ok()),
     };
     let s = match &world {
         None if a.collective == "mpi" => train_mpi(&storage, config, &opts)?,

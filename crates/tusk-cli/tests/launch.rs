@@ -137,11 +137,12 @@ fn two_and_four_workers_match_one_process() {
     let base = load(&one);
     for n in [2, 4] {
         let m = dir.path().join(format!("n{n}"));
-        let log = run_ok(
-            launch(n, &[], &cfg, &m),
-            &format!("{n} workers"),
-            Duration::from_secs(300),
-        );
+        let mut c = launch(n, &[], &cfg, &m);
+        if n == 4 {
+            // The dense gradient in a ring all-reduce of its own (2 workers: fused).
+            c.env("TUSK_FUSION_THRESHOLD", "0");
+        }
+        let log = run_ok(c, &format!("{n} workers"), Duration::from_secs(300));
         assert!(log.contains("[rank 0] epoch   2"), "{log}");
         assert!(
             !log.contains("[rank 1] epoch"),
@@ -542,42 +543,53 @@ fn two_workers_with_data_and_model_on_hdfs() {
 fn timeline_has_one_track_per_rank_with_every_activity() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = setup(dir.path(), 2000, "epochs = 2\ncheckpoint_every = 50");
-    let m = dir.path().join("m");
-    let trace = dir.path().join("trace.json");
-    let mut c = launch(2, &[], &cfg, &m);
-    c.args(["--timeline", &trace.display().to_string()]);
-    run_ok(c, "timeline", Duration::from_secs(300));
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
-    let events = v["traceEvents"].as_array().unwrap();
-    let steps = load(&m).meta.state.global_step as usize;
-    for rank in 0..2 {
-        let mine: Vec<&serde_json::Value> = events
-            .iter()
-            .filter(|e| e["pid"] == rank && e["ph"] == "X")
-            .collect();
-        let count = |name: &str| mine.iter().filter(|e| e["name"] == name).count();
-        for name in [
-            "READ_BATCH",
-            "FORWARD_BACKWARD",
-            "ALLREDUCE",
-            "SPARSE_ALLGATHER",
-            "OPTIMIZER",
-            "CHECKPOINT",
-            "EVALUATE",
-        ] {
-            assert!(count(name) > 0, "rank {rank} has no {name}");
+    // Fused dense + row gradients (the default at this size), then a ring all-reduce.
+    for fusion in ["262144", "0"] {
+        let m = dir.path().join(format!("m{fusion}"));
+        let trace = dir.path().join(format!("trace{fusion}.json"));
+        let mut c = launch(2, &[], &cfg, &m);
+        c.args(["--timeline", &trace.display().to_string()])
+            .env("TUSK_FUSION_THRESHOLD", fusion);
+        run_ok(c, "timeline", Duration::from_secs(300));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+        let events = v["traceEvents"].as_array().unwrap();
+        let steps = load(&m).meta.state.global_step as usize;
+        let fused = events.iter().any(|e| e["name"] == "ALLGATHER");
+        assert_eq!(fused, fusion != "0", "fusion threshold {fusion}");
+        for rank in 0..2 {
+            let mine: Vec<&serde_json::Value> = events
+                .iter()
+                .filter(|e| e["pid"] == rank && e["ph"] == "X")
+                .collect();
+            let count = |name: &str| mine.iter().filter(|e| e["name"] == name).count();
+            for name in [
+                "READ_BATCH",
+                "FORWARD_BACKWARD",
+                "OPTIMIZER",
+                "CHECKPOINT",
+                "EVALUATE",
+            ] {
+                assert!(count(name) > 0, "rank {rank} has no {name}");
+            }
+            // One dense exchange per step plus the round per epoch that finds the data ended:
+            // a ring all-reduce then the rows' all-gather, or (a dense gradient this small) both
+            // in one all-gather.
+            assert_eq!(
+                count("ALLREDUCE") + count("ALLGATHER"),
+                steps + 2,
+                "rank {rank}"
+            );
+            let sparse = if count("ALLGATHER") > 0 { 0 } else { steps };
+            assert_eq!(count("SPARSE_ALLGATHER"), sparse, "rank {rank}");
+            assert_eq!(count("EVALUATE"), 2, "rank {rank}");
+            assert!(
+                mine.iter()
+                    .all(|e| e["dur"].as_u64().is_some() && e["ts"].as_u64().unwrap() > 0)
+            );
+            assert!(events.iter().any(|e| e["ph"] == "M"
+                && e["pid"] == rank
+                && e["args"]["name"] == format!("rank {rank}")));
         }
-        // One dense all-reduce per step, plus the round per epoch that finds the data ended.
-        assert_eq!(count("ALLREDUCE"), steps + 2, "rank {rank}");
-        assert_eq!(count("SPARSE_ALLGATHER"), steps, "rank {rank}");
-        assert_eq!(count("EVALUATE"), 2, "rank {rank}");
-        assert!(
-            mine.iter()
-                .all(|e| e["dur"].as_u64().is_some() && e["ts"].as_u64().unwrap() > 0)
-        );
-        assert!(events.iter().any(|e| e["ph"] == "M"
-            && e["pid"] == rank
-            && e["args"]["name"] == format!("rank {rank}")));
     }
 }

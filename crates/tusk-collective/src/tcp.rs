@@ -22,6 +22,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,6 +39,9 @@ const KIND_DATA: u8 = 0;
 const KIND_ABORT: u8 = 1;
 /// Largest frame accepted (a corrupt length must not allocate the machine away).
 const MAX_FRAME: u64 = 16 << 30;
+/// Frames up to this size are written by the calling thread when nothing is queued (no
+/// hand-off to the writer thread: the latency of a small collective is mostly hand-offs).
+const DIRECT_LIMIT: usize = 256 << 10;
 /// Longest a single handshake may take once a connection is open.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 
@@ -597,11 +602,27 @@ fn rendezvous_peer(
     Ok(())
 }
 
+/// What the writer thread writes: a frame, or the unsent rest of one the caller began.
+enum Out {
+    Frame(u8, Vec<u8>),
+    Raw(Vec<u8>),
+}
+
 struct Peer {
     reader: BufReader<TcpStream>,
-    tx: Option<Sender<(u8, Vec<u8>)>>,
+    tx: Option<Sender<Out>>,
     writer: Option<JoinHandle<()>>,
     stream: TcpStream,
+    /// Items handed to the writer thread and not yet in the kernel: while 0, the caller may
+    /// write itself without reordering anything.
+    queued: Arc<AtomicUsize>,
+}
+
+impl Peer {
+    fn queue(&self, out: Out) -> bool {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.tx.as_ref().is_some_and(|tx| tx.send(out).is_ok())
+    }
 }
 
 /// One rank's connections to every other rank.
@@ -611,20 +632,27 @@ pub struct TcpLink {
     timeout: Duration,
 }
 
-fn writer_loop(stream: TcpStream, rx: Receiver<(u8, Vec<u8>)>) {
+fn writer_loop(stream: TcpStream, rx: Receiver<Out>, queued: Arc<AtomicUsize>) {
     let mut w = BufWriter::with_capacity(256 << 10, stream);
-    while let Ok((kind, frame)) = rx.recv() {
-        if write_frame(&mut w, kind, &frame).is_err() {
+    let put = |w: &mut BufWriter<TcpStream>, o: Out| match o {
+        Out::Frame(kind, frame) => write_frame(w, kind, &frame),
+        Out::Raw(bytes) => w.write_all(&bytes),
+    };
+    while let Ok(o) = rx.recv() {
+        let mut n = 1;
+        if put(&mut w, o).is_err() {
             return;
         }
-        while let Ok((kind, frame)) = rx.try_recv() {
-            if write_frame(&mut w, kind, &frame).is_err() {
+        while let Ok(o) = rx.try_recv() {
+            n += 1;
+            if put(&mut w, o).is_err() {
                 return;
             }
         }
         if w.flush().is_err() {
             return;
         }
+        queued.fetch_sub(n, Ordering::AcqRel);
     }
 }
 
@@ -644,15 +672,18 @@ impl TcpLink {
             let w = s.try_clone().map_err(io_err(what.clone()))?;
             let r = s.try_clone().map_err(io_err(what.clone()))?;
             let (tx, rx) = channel();
+            let queued = Arc::new(AtomicUsize::new(0));
+            let q = queued.clone();
             let writer = std::thread::Builder::new()
                 .name(format!("tusk-send-{p}"))
-                .spawn(move || writer_loop(w, rx))
+                .spawn(move || writer_loop(w, rx, q))
                 .map_err(io_err(what))?;
             peers.push(Some(Peer {
                 reader: BufReader::with_capacity(256 << 10, r),
                 tx: Some(tx),
                 writer: Some(writer),
                 stream: s,
+                queued,
             }));
         }
         Ok(TcpLink {
@@ -681,11 +712,37 @@ impl Link for TcpLink {
     }
 
     fn send(&mut self, peer: usize, frame: Vec<u8>, op: &'static str) -> Result<()> {
+        let me = self.rank;
         let p = self.peer(peer)?;
-        let sent =
-            p.tx.as_ref()
-                .is_some_and(|tx| tx.send((KIND_DATA, frame)).is_ok());
-        if sent {
+        if frame.len() <= DIRECT_LIMIT && p.queued.load(Ordering::Acquire) == 0 {
+            // Nothing queued: write now without blocking; what the socket does not take
+            // goes to the writer thread, in order.
+            let mut buf = Vec::with_capacity(9 + frame.len());
+            buf.push(KIND_DATA);
+            buf.extend_from_slice(&(frame.len() as u64).to_le_bytes());
+            buf.extend_from_slice(&frame);
+            let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+            let rest = match rustix::net::send(&p.stream, &buf, flags) {
+                Ok(n) if n == buf.len() => return Ok(()),
+                Ok(n) => buf.split_off(n),
+                Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::INTR => buf,
+                Err(e) if e == rustix::io::Errno::PIPE || e == rustix::io::Errno::CONNRESET => {
+                    return Err(Error::PeerGone { peer, op });
+                }
+                Err(e) => {
+                    return Err(Error::Io {
+                        what: format!("rank {me}: sending to rank {peer} during {op}"),
+                        source: e.into(),
+                    });
+                }
+            };
+            return if p.queue(Out::Raw(rest)) {
+                Ok(())
+            } else {
+                Err(Error::PeerGone { peer, op })
+            };
+        }
+        if p.queue(Out::Frame(KIND_DATA, frame)) {
             Ok(())
         } else {
             Err(Error::PeerGone { peer, op })
@@ -721,9 +778,7 @@ impl Link for TcpLink {
 
     fn abort(&mut self, message: &str) {
         for p in self.peers.iter().flatten() {
-            if let Some(tx) = &p.tx {
-                let _ = tx.send((KIND_ABORT, message.as_bytes().to_vec()));
-            }
+            p.queue(Out::Frame(KIND_ABORT, message.as_bytes().to_vec()));
         }
     }
 }

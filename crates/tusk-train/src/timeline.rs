@@ -1,8 +1,8 @@
 //! `--timeline FILE`: what every rank did when, as a Chrome/Perfetto trace (Trace Event
 //! JSON, object form `{"traceEvents": […]}`), one track per rank. Activities take Horovod's
 //! names where one fits: READ_BATCH (waiting for the input pipeline), FORWARD_BACKWARD,
-//! ALLREDUCE (dense gradients), SPARSE_ALLGATHER (embedding-row gradients), OPTIMIZER,
-//! CHECKPOINT, EVALUATE.
+//! ALLREDUCE (dense gradients), SPARSE_ALLGATHER (embedding-row gradients), ALLGATHER (both
+//! at once, for dense gradients small enough to fuse), OPTIMIZER, CHECKPOINT, EVALUATE.
 //!
 //! Events are kept in memory (13 bytes each, at most [`MAX_EVENTS`] per rank) and gathered
 //! to rank 0 when training ends, which writes the file to any storage URL. Timestamps are
@@ -31,9 +31,11 @@ pub enum Activity {
     Checkpoint = 5,
     /// Evaluation after an epoch.
     Evaluate = 6,
+    /// A small dense gradient and the row gradients in one all-gather.
+    AllGather = 7,
 }
 
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 8] = [
     "READ_BATCH",
     "FORWARD_BACKWARD",
     "ALLREDUCE",
@@ -41,6 +43,7 @@ const NAMES: [&str; 7] = [
     "OPTIMIZER",
     "CHECKPOINT",
     "EVALUATE",
+    "ALLGATHER",
 ];
 
 /// One rank's recorder; a disabled one costs a branch per span.

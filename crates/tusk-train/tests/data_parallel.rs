@@ -13,7 +13,13 @@ use tusk_storage::Storage;
 use tusk_train::trainer::train_with;
 use tusk_train::{Config, ModelStore, Quiet, Summary, TrainOptions};
 
-fn run_ranks(cfg: &Config, url: &Path, n: usize, stop: Option<u64>) -> Vec<Summary> {
+fn run_ranks(
+    cfg: &Config,
+    url: &Path,
+    n: usize,
+    stop: Option<u64>,
+    fusion: Option<usize>,
+) -> Vec<Summary> {
     let comms = threads::group(n, Duration::from_secs(60));
     let hs: Vec<_> = comms
         .into_iter()
@@ -31,6 +37,7 @@ fn run_ranks(cfg: &Config, url: &Path, n: usize, stop: Option<u64>) -> Vec<Summa
                         resume: false,
                         stop_after_steps: stop,
                         timeline: None,
+                        fusion_threshold: fusion,
                     },
                     &mut Quiet,
                     &mut |_| Ok(Box::new(c.take().unwrap()) as Box<dyn Communicator>),
@@ -66,9 +73,11 @@ fn n_workers_follow_one_worker_with_the_same_global_batch() {
         .load(None)
         .unwrap();
     assert_eq!(base.meta.state.global_step, 100);
-    for n in [2, 4] {
-        let url = data.path().join(format!("n{n}"));
-        let sums = run_ranks(&cfg, &url, n, Some(100));
+    // Both exchanges: the dense gradient in its own ring all-reduce (threshold 0) and fused
+    // into the all-gather of the row gradients (the default at this size).
+    for (n, fusion) in [(2, Some(0)), (2, None), (4, Some(0)), (4, None)] {
+        let url = data.path().join(format!("n{n}-{fusion:?}"));
+        let sums = run_ranks(&cfg, &url, n, Some(100), fusion);
         assert!(
             sums.iter()
                 .all(|s| s.replica_digest == sums[0].replica_digest),
@@ -80,7 +89,7 @@ fn n_workers_follow_one_worker_with_the_same_global_batch() {
             .unwrap();
         assert_eq!(ck.meta.state.global_step, 100);
         let r = rel(&ck.params, &base.params);
-        eprintln!("N={n}: dense weights {r:e} relative to N=1");
+        eprintln!("N={n} fusion {fusion:?}: dense weights {r:e} relative to N=1");
         assert!(r < 1e-5, "N={n}: dense weights differ by {r:e} (relative)");
         assert_eq!(ck.table.keys.len(), base.table.keys.len(), "N={n}: rows");
         let d = base.table.dim;
@@ -95,7 +104,7 @@ fn n_workers_follow_one_worker_with_the_same_global_batch() {
             mine.extend_from_slice(ours[k]);
         }
         let r = rel(&mine, &theirs);
-        eprintln!("N={n}: embedding rows {r:e} relative to N=1");
+        eprintln!("N={n} fusion {fusion:?}: embedding rows {r:e} relative to N=1");
         assert!(r < 1e-5, "N={n}: embedding rows differ by {r:e} (relative)");
         let loss = |c: &tusk_train::Checkpoint| {
             c.meta.state.epoch_loss_sum / c.meta.state.epoch_rows as f64

@@ -191,6 +191,7 @@ fn model_store_resume_and_scoring_on_hdfs() {
                 resume,
                 stop_after_steps: stop,
                 timeline: None,
+                fusion_threshold: None,
             },
             &mut Quiet,
         )

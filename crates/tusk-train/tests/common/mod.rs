@@ -104,6 +104,7 @@ pub fn run_to(
             resume,
             stop_after_steps: stop,
             timeline: None,
+            fusion_threshold: None,
         },
         &mut Quiet,
     )
