@@ -368,13 +368,25 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         return Ok(());
     }
     if a.json {
+        // Per-epoch timings are not part of the stored history (model.json stays identical
+        // between runs that compute the same tensors), but belong in this report.
+        let history: Vec<serde_json::Value> = s
+            .history
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                v["seconds"] = r.seconds.into();
+                v["samples_per_sec"] = r.samples_per_sec.into();
+                v
+            })
+            .collect();
         let out = serde_json::json!({
             "model": s.model_url,
             "version": s.version,
             "chosen_epoch": s.chosen_epoch,
             "samples_per_sec": s.samples_per_sec,
             "steps": s.steps,
-            "history": s.history,
+            "history": history,
         });
         println!("{out}");
     } else {

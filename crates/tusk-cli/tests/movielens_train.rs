@@ -43,6 +43,33 @@ fn neumf_on_movielens_reaches_the_target() {
     assert!(ndcg >= 0.36, "NDCG@10 {ndcg}");
     assert_eq!(m["groups"].as_f64(), Some(943.0));
 
+    // The same example trained by 2 data-parallel workers reaches the same quality.
+    let model2 = out.join("model-2-workers").display().to_string();
+    let data = out.join("data").display().to_string();
+    let log = dir.path().join("launch.log");
+    let mut c = Command::new(tusk);
+    c.args(["launch", "-n", "2", "--", "train"])
+        .arg(tusk_testkit::repo_root().join("examples/movielens/config.toml"))
+        .args(["--model", &model2])
+        .args(["--set", &format!("data.train={data}/train")])
+        .args(["--set", &format!("data.validation={data}/validation")])
+        .args(["--set", &format!("data.test={data}/test")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let ok = tusk_testkit::Proc::spawn(&mut c, "tusk launch -n 2")
+        .wait(std::time::Duration::from_secs(900))
+        .success();
+    assert!(ok, "{}", std::fs::read_to_string(&log).unwrap());
+    let o = Command::new(tusk)
+        .args(["eval", "--model", &model2, "--data", &test, "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m2: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let hr2 = m2["hr@10"].as_f64().unwrap();
+    eprintln!("MovieLens-100K test, 2 workers: HR@10 {hr2:.4} (1 process: {hr:.4})");
+    assert!((hr2 - hr).abs() <= 0.01, "2 workers HR@10 {hr2}, 1 process {hr}");
+
     let pairs = dir.path().join("pairs.csv");
     std::fs::write(&pairs, "user_id,item_id\n1,1\n1,50\n943,1682\n").unwrap();
     let scores = dir.path().join("scores.csv");

@@ -115,9 +115,9 @@ pub trait Link {
     fn rank(&self) -> usize;
     /// Number of ranks.
     fn world_size(&self) -> usize;
-    /// Queue `frame` for `peer`; returns without waiting for the peer to read it (a ring
-    /// step sends and receives at once).
-    fn send(&mut self, peer: usize, frame: Vec<u8>, op: &'static str) -> Result<()>;
+    /// Send `frame` to `peer` (written now or queued, copied if needed); returns without
+    /// waiting for the peer to read it (a ring step sends and receives at once).
+    fn send(&mut self, peer: usize, frame: &[u8], op: &'static str) -> Result<()>;
     /// The next frame from `peer` into `into` (replacing its contents), waiting at most the
     /// collective timeout.
     fn recv(&mut self, peer: usize, into: &mut Vec<u8>, op: &'static str) -> Result<()>;

@@ -72,11 +72,11 @@ impl Link for MpiLink {
         self.size
     }
 
-    fn send(&mut self, peer: usize, frame: Vec<u8>, op: &'static str) -> Result<()> {
+    fn send(&mut self, peer: usize, frame: &[u8], op: &'static str) -> Result<()> {
         let sent = self
             .tx
             .as_ref()
-            .is_some_and(|tx| tx.send((peer, frame)).is_ok());
+            .is_some_and(|tx| tx.send((peer, frame.to_vec())).is_ok());
         if sent {
             Ok(())
         } else {

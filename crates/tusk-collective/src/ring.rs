@@ -40,12 +40,41 @@ impl<L: Link> Ring<L> {
     }
 }
 
-fn to_bytes(v: &[f32]) -> Vec<u8> {
+/// `v` as little-endian bytes: borrowed as they are on little-endian machines.
+fn to_bytes(v: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        return std::borrow::Cow::Borrowed(bytemuck::cast_slice::<f32, u8>(v));
+    }
     let mut out = Vec::with_capacity(v.len() * 4);
     for x in v {
         out.extend_from_slice(&x.to_le_bytes());
     }
-    out
+    std::borrow::Cow::Owned(out)
+}
+
+/// `dst[i] += src[i]` (or `=` when `add` is false) from little-endian bytes: a plain slice
+/// loop the compiler vectorises when the bytes are aligned (they are, from the allocator).
+fn combine(dst: &mut [f32], src: &[u8], add: bool) {
+    if cfg!(target_endian = "little")
+        && let Ok(vals) = bytemuck::try_cast_slice::<u8, f32>(src)
+    {
+        if add {
+            for (x, y) in dst.iter_mut().zip(vals) {
+                *x += y;
+            }
+        } else {
+            dst.copy_from_slice(vals);
+        }
+        return;
+    }
+    for (x, y) in dst.iter_mut().zip(src.chunks_exact(4)) {
+        let y = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+        if add {
+            *x += y;
+        } else {
+            *x = y;
+        }
+    }
 }
 
 fn segments(a: usize, b: usize) -> impl Iterator<Item = (usize, usize)> {
@@ -88,7 +117,7 @@ impl<L: Link> Communicator for Ring<L> {
         let bounds = |c: usize| (c * len / n, (c + 1) * len / n);
         let (a, b) = bounds(r);
         for (s, e) in segments(a, b) {
-            self.link.send(next, to_bytes(&buf[s..e]), OP)?;
+            self.link.send(next, &to_bytes(&buf[s..e]), OP)?;
         }
         let mut frame = Vec::new();
         // Reduce-scatter: at step t, chunk r−t−1 arrives, is added and forwarded. The last
@@ -98,10 +127,8 @@ impl<L: Link> Communicator for Ring<L> {
             for (s, e) in segments(a, b) {
                 self.link.recv(prev, &mut frame, OP)?;
                 expect_len(&frame, (e - s) * 4, prev, OP)?;
-                for (x, y) in buf[s..e].iter_mut().zip(frame.chunks_exact(4)) {
-                    *x += f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
-                }
-                self.link.send(next, to_bytes(&buf[s..e]), OP)?;
+                combine(&mut buf[s..e], &frame, true);
+                self.link.send(next, &to_bytes(&buf[s..e]), OP)?;
             }
         }
         // All-gather: at step t, finished chunk r−t arrives, is copied and forwarded.
@@ -110,11 +137,9 @@ impl<L: Link> Communicator for Ring<L> {
             for (s, e) in segments(a, b) {
                 self.link.recv(prev, &mut frame, OP)?;
                 expect_len(&frame, (e - s) * 4, prev, OP)?;
-                for (x, y) in buf[s..e].iter_mut().zip(frame.chunks_exact(4)) {
-                    *x = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
-                }
+                combine(&mut buf[s..e], &frame, false);
                 if t < n - 2 {
-                    self.link.send(next, std::mem::take(&mut frame), OP)?;
+                    self.link.send(next, &frame, OP)?;
                 }
             }
         }
@@ -136,9 +161,9 @@ impl<L: Link> Communicator for Ring<L> {
         let forward = next != root;
         if self.link.rank() == root {
             self.link
-                .send(next, (buf.len() as u64).to_le_bytes().to_vec(), OP)?;
+                .send(next, &(buf.len() as u64).to_le_bytes(), OP)?;
             for seg in buf.chunks(SEGMENT_BYTES) {
-                self.link.send(next, seg.to_vec(), OP)?;
+                self.link.send(next, seg, OP)?;
             }
             return Ok(());
         }
@@ -147,7 +172,7 @@ impl<L: Link> Communicator for Ring<L> {
         expect_len(&frame, 8, prev, OP)?;
         let total = u64::from_le_bytes(frame[..8].try_into().unwrap_or([0; 8])) as usize;
         if forward {
-            self.link.send(next, frame.clone(), OP)?;
+            self.link.send(next, &frame, OP)?;
         }
         buf.clear();
         while buf.len() < total {
@@ -164,7 +189,7 @@ impl<L: Link> Communicator for Ring<L> {
             }
             buf.extend_from_slice(&frame);
             if forward {
-                self.link.send(next, std::mem::take(&mut frame), OP)?;
+                self.link.send(next, &frame, OP)?;
             }
         }
         Ok(())
@@ -180,13 +205,13 @@ impl<L: Link> Communicator for Ring<L> {
             return Ok(blocks);
         }
         let (next, prev) = (self.next(), self.prev());
-        self.link.send(next, mine.to_vec(), OP)?;
+        self.link.send(next, mine, OP)?;
         for t in 0..n - 1 {
             let c = (r + 2 * n - t - 1) % n;
             let mut frame = Vec::new();
             self.link.recv(prev, &mut frame, OP)?;
             if t < n - 2 {
-                self.link.send(next, frame.clone(), OP)?;
+                self.link.send(next, &frame, OP)?;
             }
             blocks[c] = frame;
         }

@@ -318,8 +318,14 @@ fn read_frame(r: &mut impl Read, into: &mut Vec<u8>) -> std::io::Result<u8> {
         ));
     }
     into.clear();
-    into.resize(len as usize, 0);
-    r.read_exact(into)?;
+    // Appends without zeroing the buffer first.
+    r.take(len).read_to_end(into)?;
+    if into.len() as u64 != len {
+        return Err(std::io::Error::new(
+            ErrorKind::UnexpectedEof,
+            format!("frame cut short: {} of {len} bytes", into.len()),
+        ));
+    }
     Ok(h[0])
 }
 
@@ -711,21 +717,37 @@ impl Link for TcpLink {
         self.peers.len()
     }
 
-    fn send(&mut self, peer: usize, frame: Vec<u8>, op: &'static str) -> Result<()> {
+    fn send(&mut self, peer: usize, frame: &[u8], op: &'static str) -> Result<()> {
         let me = self.rank;
         let p = self.peer(peer)?;
         if frame.len() <= DIRECT_LIMIT && p.queued.load(Ordering::Acquire) == 0 {
             // Nothing queued: write now without blocking; what the socket does not take
             // goes to the writer thread, in order.
-            let mut buf = Vec::with_capacity(9 + frame.len());
-            buf.push(KIND_DATA);
-            buf.extend_from_slice(&(frame.len() as u64).to_le_bytes());
-            buf.extend_from_slice(&frame);
+            let mut header = [0u8; 9];
+            header[0] = KIND_DATA;
+            header[1..].copy_from_slice(&(frame.len() as u64).to_le_bytes());
             let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
-            let rest = match rustix::net::send(&p.stream, &buf, flags) {
-                Ok(n) if n == buf.len() => return Ok(()),
-                Ok(n) => buf.split_off(n),
-                Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::INTR => buf,
+            let iov = [std::io::IoSlice::new(&header), std::io::IoSlice::new(frame)];
+            let mut control = rustix::net::SendAncillaryBuffer::default();
+            let sent = rustix::net::sendmsg(&p.stream, &iov, &mut control, flags);
+            let rest = match sent {
+                Ok(n) if n == 9 + frame.len() => return Ok(()),
+                Ok(n) => {
+                    let mut rest = Vec::with_capacity(9 + frame.len() - n);
+                    if n < 9 {
+                        rest.extend_from_slice(&header[n..]);
+                        rest.extend_from_slice(frame);
+                    } else {
+                        rest.extend_from_slice(&frame[n - 9..]);
+                    }
+                    rest
+                }
+                Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::INTR => {
+                    let mut rest = Vec::with_capacity(9 + frame.len());
+                    rest.extend_from_slice(&header);
+                    rest.extend_from_slice(frame);
+                    rest
+                }
                 Err(e) if e == rustix::io::Errno::PIPE || e == rustix::io::Errno::CONNRESET => {
                     return Err(Error::PeerGone { peer, op });
                 }
@@ -742,7 +764,7 @@ impl Link for TcpLink {
                 Err(Error::PeerGone { peer, op })
             };
         }
-        if p.queue(Out::Frame(KIND_DATA, frame)) {
+        if p.queue(Out::Frame(KIND_DATA, frame.to_vec())) {
             Ok(())
         } else {
             Err(Error::PeerGone { peer, op })

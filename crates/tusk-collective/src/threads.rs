@@ -53,12 +53,12 @@ impl Link for ThreadLink {
         self.to.len()
     }
 
-    fn send(&mut self, peer: usize, frame: Vec<u8>, op: &'static str) -> Result<()> {
+    fn send(&mut self, peer: usize, frame: &[u8], op: &'static str) -> Result<()> {
         let tx = self.to[peer].as_ref().ok_or(Error::Usage(format!(
             "rank {} cannot send to itself",
             self.rank
         )))?;
-        tx.send(Msg::Data(frame))
+        tx.send(Msg::Data(frame.to_vec()))
             .map_err(|_| Error::PeerGone { peer, op })
     }
 
