@@ -68,7 +68,10 @@ fn neumf_on_movielens_reaches_the_target() {
     let m2: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let hr2 = m2["hr@10"].as_f64().unwrap();
     eprintln!("MovieLens-100K test, 2 workers: HR@10 {hr2:.4} (1 process: {hr:.4})");
-    assert!((hr2 - hr).abs() <= 0.01, "2 workers HR@10 {hr2}, 1 process {hr}");
+    assert!(
+        (hr2 - hr).abs() <= 0.01,
+        "2 workers HR@10 {hr2}, 1 process {hr}"
+    );
 
     let pairs = dir.path().join("pairs.csv");
     std::fs::write(&pairs, "user_id,item_id\n1,1\n1,50\n943,1682\n").unwrap();

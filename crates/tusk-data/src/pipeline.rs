@@ -251,6 +251,9 @@ pub struct BatchOptions {
     /// starting at `r`; with fewer, every `world`-th row, so the union over ranks of each
     /// rank's k-th batch is the k-th batch of one process reading `world` times as much.
     pub shard: Option<(usize, usize)>,
+    /// With `shard`: always take every `world`-th row, whatever the number of files, so that
+    /// interleaving the ranks' rows restores the source order (evaluation split over ranks).
+    pub shard_by_rows: bool,
 }
 
 /// Batches arriving from the background thread.
@@ -345,7 +348,7 @@ fn produce(
         }
     }
     let (rank, world) = opts.shard.unwrap_or((0, 1));
-    let by_file = world > 1 && order.len() >= world;
+    let by_file = world > 1 && order.len() >= world && !opts.shard_by_rows;
     if by_file {
         order = order
             .into_iter()

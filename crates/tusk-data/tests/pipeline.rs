@@ -35,6 +35,7 @@ fn opts(batch: usize, shuffle: usize, seed: u64, skip: u64) -> BatchOptions {
         negatives: None,
         prefetch: 2,
         shard: None,
+        shard_by_rows: false,
     }
 }
 

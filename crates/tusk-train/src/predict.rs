@@ -101,6 +101,7 @@ fn predict_into(
             negatives: None,
             prefetch: 4,
             shard: None,
+            shard_by_rows: false,
         },
     )
     .map(|b| b.map(|b| scorer.logits(&b)));

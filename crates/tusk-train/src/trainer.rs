@@ -241,7 +241,19 @@ fn unpool(de: Vec<f32>, b: &Batch, d: usize) -> Vec<f32> {
 /// AUC and logloss over all rows, and HR@K / NDCG@K over groups (`eval.group`): each
 /// positive is ranked against its group's negatives, ties counted against it.
 pub fn evaluate(scorer: &View<'_>, source: &Source) -> Result<Metrics> {
+    evaluate_on(scorer, source, &mut Single)
+}
+
+/// [`evaluate`] split over the ranks of a job: each scores every N-th row, the scores are
+/// gathered and put back in source order, and every rank computes the same metrics as one
+/// process would. Memory: 16 bytes per evaluated row (score, label, group), not the records.
+pub fn evaluate_on(
+    scorer: &View<'_>,
+    source: &Source,
+    comm: &mut dyn Communicator,
+) -> Result<Metrics> {
     let cfg = scorer.eval;
+    let (rank, world) = (comm.rank(), comm.world_size());
     let it = batches(
         source.clone(),
         scorer.space.clone(),
@@ -254,17 +266,36 @@ pub fn evaluate(scorer: &View<'_>, source: &Source) -> Result<Metrics> {
             group: cfg.group.clone(),
             negatives: None,
             prefetch: 4,
-            shard: None,
+            shard: (world > 1).then_some((rank, world)),
+            shard_by_rows: true,
         },
     );
     let mut scores = Vec::new();
     let mut labels = Vec::new();
     let mut groups: Vec<u64> = Vec::new();
+    let mut failed = None;
     for b in it {
-        let b = b?;
-        scores.extend(scorer.logits(&b).into_iter().map(sigmoid));
-        labels.extend_from_slice(&b.labels);
-        groups.extend_from_slice(&b.groups);
+        match b {
+            Ok(b) => {
+                scores.extend(scorer.logits(&b).into_iter().map(sigmoid));
+                labels.extend_from_slice(&b.labels);
+                groups.extend_from_slice(&b.groups);
+            }
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    if world > 1 {
+        if let Some(e) = failed {
+            let e = Error::from(e);
+            comm.abort(&e.to_string());
+            return Err(e);
+        }
+        (scores, labels, groups) = gather_rows(comm, &scores, &labels, &groups)?;
+    } else if let Some(e) = failed {
+        return Err(e.into());
     }
     let mut m = Metrics::new();
     m.insert("rows".into(), scores.len() as f64);
@@ -295,26 +326,112 @@ pub fn evaluate(scorer: &View<'_>, source: &Source) -> Result<Metrics> {
                 members[i].1.push(*s);
             }
         }
-        let mut lists: Vec<Vec<f32>> = Vec::new();
+        // Each positive against its group's negatives: the negatives are sorted once per
+        // group and a positive's rank found by binary search (the same ranks as
+        // metrics::rank_of_positive, without a list per positive).
+        let (mut lists, mut hits, mut gain) = (0usize, 0usize, 0.0f64);
         for (pos, neg) in &members {
+            let nans = neg.iter().filter(|s| s.is_nan()).count();
+            let mut sorted: Vec<f32> = neg
+                .iter()
+                .map(|s| if s.is_nan() { f32::INFINITY } else { *s })
+                .collect();
+            sorted.sort_by(f32::total_cmp);
             for p in pos {
-                let mut l = Vec::with_capacity(neg.len() + 1);
-                l.push(*p);
-                l.extend_from_slice(neg);
-                lists.push(l);
+                let r = if p.is_nan() {
+                    nans
+                } else {
+                    sorted.len() - sorted.partition_point(|s| s < p)
+                };
+                lists += 1;
+                if r < cfg.k {
+                    hits += 1;
+                    gain += 1.0 / ((r + 2) as f64).log2();
+                }
             }
         }
-        let refs: Vec<&[f32]> = lists.iter().map(Vec::as_slice).collect();
-        if !refs.is_empty() {
-            m.insert(
-                format!("hr@{}", cfg.k),
-                metrics::hit_rate_at_k(&refs, cfg.k),
-            );
-            m.insert(format!("ndcg@{}", cfg.k), metrics::ndcg_at_k(&refs, cfg.k));
+        if lists > 0 {
+            m.insert(format!("hr@{}", cfg.k), hits as f64 / lists as f64);
+            m.insert(format!("ndcg@{}", cfg.k), gain / lists as f64);
             m.insert("groups".into(), members.len() as f64);
         }
     }
     Ok(m)
+}
+
+/// Every rank's (score, label, group) rows, interleaved back into source order (rank `r`
+/// scored rows `r, r + N, r + 2N, …`).
+fn gather_rows(
+    comm: &mut dyn Communicator,
+    scores: &[f32],
+    labels: &[f32],
+    groups: &[u64],
+) -> Result<(Vec<f32>, Vec<f32>, Vec<u64>)> {
+    let mut mine = Vec::with_capacity(8 + scores.len() * 16);
+    mine.extend_from_slice(&(scores.len() as u64).to_le_bytes());
+    for x in scores.iter().chain(labels) {
+        mine.extend_from_slice(&x.to_le_bytes());
+    }
+    let with_groups = groups.len() == scores.len();
+    if with_groups {
+        for g in groups {
+            mine.extend_from_slice(&g.to_le_bytes());
+        }
+    }
+    let all = comm.all_gather(&mine)?;
+    let world = all.len();
+    let mut parts = Vec::with_capacity(world);
+    for (r, b) in all.iter().enumerate() {
+        let bad = || {
+            Error::Training(format!(
+                "rank {r} sent {} bytes of evaluation rows",
+                b.len()
+            ))
+        };
+        let n =
+            u64::from_le_bytes(b.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+        let want = 8 + n * 8 + if with_groups { n * 8 } else { 0 };
+        if b.len() != want {
+            return Err(bad());
+        }
+        let floats = |from: usize, count: usize| -> Vec<f32> {
+            b[from..from + count * 4]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let gs: Vec<u64> = if with_groups {
+            b[8 + n * 8..]
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        parts.push((floats(8, n), floats(8 + n * 4, n), gs));
+    }
+    let total: usize = parts.iter().map(|p| p.0.len()).sum();
+    let (mut s, mut l, mut gs) = (
+        Vec::with_capacity(total),
+        Vec::with_capacity(total),
+        Vec::new(),
+    );
+    for i in 0..total {
+        let (r, k) = (i % world, i / world);
+        let (ps, pl, pg) = &parts[r];
+        if k >= ps.len() {
+            return Err(Error::Training(format!(
+                "rank {r} scored {} rows of {total}: not its share of every {world}th row",
+                ps.len()
+            )));
+        }
+        s.push(ps[k]);
+        l.push(pl[k]);
+        if with_groups {
+            gs.push(pg[k]);
+        }
+    }
+    Ok((s, l, gs))
 }
 
 fn monitor_key(cfg: &Config) -> Result<(String, bool)> {
@@ -835,16 +952,6 @@ impl Run<'_> {
         })
     }
 
-    fn view(&self) -> View<'_> {
-        View {
-            model: &self.model,
-            params: &self.params,
-            table: &self.table,
-            space: &self.space,
-            eval: &self.cfg.eval,
-        }
-    }
-
     fn go(&mut self, opts: &TrainOptions, obs: &mut dyn Observer) -> Result<Summary> {
         let epochs = self.cfg.train.epochs;
         let (monitor, higher) = monitor_key(&self.cfg)?;
@@ -877,6 +984,7 @@ impl Run<'_> {
                     negatives: self.sampler.clone(),
                     prefetch: 16,
                     shard: (world > 1).then(|| (self.collective.rank(), world)),
+                    shard_by_rows: false,
                 },
             );
             let t0 = Instant::now();
@@ -942,11 +1050,17 @@ impl Run<'_> {
             train_secs += secs;
             // Evaluate.
             let te = Instant::now();
-            let scorer = self.view();
+            let scorer = View {
+                model: &self.model,
+                params: &self.params,
+                table: &self.table,
+                space: &self.space,
+                eval: &self.cfg.eval,
+            };
             let mut metrics: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
             for (name, src) in [("validation", &self.validation), ("test", &self.test)] {
                 if let Some(src) = src {
-                    let m = evaluate(&scorer, src)?;
+                    let m = evaluate_on(&scorer, src, &mut *self.collective)?;
                     metrics.insert(name.into(), m.into_iter().collect());
                 }
             }

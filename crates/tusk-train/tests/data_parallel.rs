@@ -153,3 +153,80 @@ fn a_global_batch_that_does_not_split_is_refused() {
         );
     }
 }
+
+/// Evaluation split over 3 ranks gives exactly one process's metrics, and HR@K / NDCG@K equal
+/// an independent computation from per-positive lists (`metrics::hit_rate_at_k`).
+#[test]
+fn evaluation_split_over_ranks_equals_one_process() {
+    let data = data_dir();
+    let storage = Storage::new().unwrap();
+    let cfg = with(
+        &dlrm_config(data.path(), ""),
+        &["train.epochs=1", "eval.group=\"user_id\"", "eval.k=5"],
+    );
+    let url = data.path().join("m");
+    run_to(&storage, &cfg, &url, false, None);
+    let scorer = tusk_train::Scorer::load(&storage, &url.display().to_string(), None).unwrap();
+    let test = data.path().join("test.csv").display().to_string();
+    let src = tusk_data::Source::open(&storage, &test).unwrap();
+    let one = tusk_train::evaluate(&scorer.view(), &src).unwrap();
+    let comms = threads::group(3, Duration::from_secs(60));
+    let split: Vec<tusk_train::Metrics> = std::thread::scope(|s| {
+        let hs: Vec<_> = comms
+            .into_iter()
+            .map(|mut c| {
+                let (scorer, src) = (&scorer, &src);
+                s.spawn(move || tusk_train::evaluate_on(&scorer.view(), src, &mut c).unwrap())
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for m in &split {
+        assert_eq!(m, &one, "a rank's metrics differ from one process's");
+    }
+    // Independent HR@5 / NDCG@5: one list per positive, [positive, group's negatives…].
+    let it = tusk_data::batches(
+        src.clone(),
+        scorer.space.clone(),
+        tusk_data::BatchOptions {
+            batch_size: 64,
+            shuffle_buffer: 0,
+            seed: 0,
+            skip_batches: 0,
+            with_label: true,
+            group: Some("user_id".into()),
+            negatives: None,
+            prefetch: 2,
+            shard: None,
+            shard_by_rows: false,
+        },
+    );
+    let mut by_group: std::collections::BTreeMap<u64, (Vec<f32>, Vec<f32>)> = Default::default();
+    for b in it {
+        let b = b.unwrap();
+        let z = scorer.logits(&b);
+        for ((z, y), g) in z.iter().zip(&b.labels).zip(&b.groups) {
+            let p = tusk_model::models::sigmoid(*z);
+            let e = by_group.entry(*g).or_default();
+            if *y == 1.0 { e.0.push(p) } else { e.1.push(p) }
+        }
+    }
+    let mut lists = Vec::new();
+    for (pos, neg) in by_group.values() {
+        for p in pos {
+            let mut l = vec![*p];
+            l.extend_from_slice(neg);
+            lists.push(l);
+        }
+    }
+    let refs: Vec<&[f32]> = lists.iter().map(Vec::as_slice).collect();
+    let hr = tusk_model::metrics::hit_rate_at_k(&refs, 5);
+    let ndcg = tusk_model::metrics::ndcg_at_k(&refs, 5);
+    assert_eq!(one["hr@5"], hr);
+    assert!(
+        (one["ndcg@5"] - ndcg).abs() < 1e-12,
+        "{} vs {ndcg}",
+        one["ndcg@5"]
+    );
+    assert!(hr > 0.0 && hr < 1.0);
+}
