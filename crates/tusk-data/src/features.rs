@@ -301,88 +301,226 @@ struct Welford {
     missing: u64,
 }
 
+impl Welford {
+    fn push(&mut self, x: f64) {
+        self.n += 1;
+        let d = x - self.mean;
+        self.mean += d / self.n as f64;
+        self.m2 += d * (x - self.mean);
+    }
+
+    /// Combine with the statistics of other rows (Chan et al.'s pairwise update).
+    fn merge(&mut self, o: &Welford) {
+        self.missing += o.missing;
+        if o.n == 0 {
+            return;
+        }
+        if self.n == 0 {
+            let missing = self.missing;
+            *self = o.clone();
+            self.missing = missing;
+            return;
+        }
+        let n = self.n + o.n;
+        let d = o.mean - self.mean;
+        self.mean += d * o.n as f64 / n as f64;
+        self.m2 += o.m2 + d * d * (self.n as f64 * o.n as f64) / n as f64;
+        self.n = n;
+    }
+}
+
+/// What the statistics pass learns from some rows; parts of a source merge in file order.
+#[derive(Default)]
+struct Partial {
+    stats: Vec<Welford>,
+    seen: Vec<bool>,
+    label_seen: bool,
+    first_missing_label: Option<(String, u64)>,
+    rows: u64,
+    positives: u64,
+    some_columns: Vec<String>,
+    keys: Vec<u64>,
+}
+
+impl Partial {
+    fn new(config: &FeatureConfig) -> Partial {
+        Partial {
+            stats: vec![Welford::default(); config.dense.len()],
+            seen: vec![false; config.sparse.len() + config.dense.len()],
+            ..Partial::default()
+        }
+    }
+
+    fn scan(&mut self, config: &FeatureConfig, row: &dyn Row, pos: RowPos<'_>) -> Result<()> {
+        if self.rows == 0 {
+            self.some_columns = row.columns();
+            // A CSV header names every column up front: report a missing one now.
+            if row.as_csv().is_some() {
+                let named = config
+                    .sparse
+                    .iter()
+                    .map(|c| ("features.sparse", c))
+                    .chain(config.dense.iter().map(|c| ("features.dense", c)))
+                    .chain(std::iter::once(("features.label", &config.label)))
+                    .chain(config.weight.iter().map(|c| ("features.weight", c)));
+                for (key, c) in named {
+                    if !self.some_columns.contains(c) {
+                        return Err(config_error(
+                            key,
+                            format!(
+                                "column `{c}` is not in {} (its columns: {})",
+                                pos.file,
+                                self.some_columns.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        for (i, c) in config.sparse.iter().enumerate() {
+            let cell = row.get(c);
+            self.seen[i] |= cell.is_some();
+            self.keys.clear();
+            sparse_keys(c, cell, pos, &mut self.keys)?;
+        }
+        for (i, c) in config.dense.iter().enumerate() {
+            let cell = row.get(c);
+            self.seen[config.sparse.len() + i] |= cell.is_some();
+            match dense_value(c, cell, pos)? {
+                Some(x) => self.stats[i].push(x),
+                None => self.stats[i].missing += 1,
+            }
+        }
+        self.rows += 1;
+        if row.get(&config.label).is_none() {
+            // Reported after the pass: as a config error when no row has it.
+            if self.first_missing_label.is_none() {
+                self.first_missing_label = Some((pos.file.to_string(), pos.row));
+            }
+            return Ok(());
+        }
+        self.label_seen = true;
+        let y = config.label_of(row, pos)?;
+        self.positives += y as u64;
+        config.weight_of(row, pos)?;
+        Ok(())
+    }
+
+    /// Append the rows of a later part of the source.
+    fn merge(&mut self, o: Partial) {
+        for (a, b) in self.stats.iter_mut().zip(&o.stats) {
+            a.merge(b);
+        }
+        for (a, b) in self.seen.iter_mut().zip(&o.seen) {
+            *a |= b;
+        }
+        self.label_seen |= o.label_seen;
+        if self.first_missing_label.is_none() {
+            self.first_missing_label = o.first_missing_label;
+        }
+        if self.some_columns.is_empty() {
+            self.some_columns = o.some_columns;
+        }
+        self.rows += o.rows;
+        self.positives += o.positives;
+    }
+}
+
 impl FeatureSpace {
     /// One pass over the training `source`: check every configured column exists and has a
-    /// usable type, check the label is binary, and learn dense statistics.
-    /// `progress(rows)` is called now and then.
+    /// usable type, check the label is binary, and learn dense statistics. Files are read in
+    /// parallel (one thread per core, each file's statistics merged in file order, so the
+    /// result does not depend on the number of threads); the first error in file order is
+    /// reported. `progress(rows)` is called now and then.
     pub fn fit(
         source: &Source,
         config: FeatureConfig,
         mut progress: impl FnMut(u64),
     ) -> Result<FeatureSpace> {
         config.validate()?;
-        let mut stats = vec![Welford::default(); config.dense.len()];
-        let mut seen = vec![false; config.sparse.len() + config.dense.len()];
-        let mut label_seen = false;
-        let mut first_missing_label: Option<(String, u64)> = None;
-        let mut rows = 0u64;
-        let mut positives = 0u64;
-        let mut some_columns: Vec<String> = Vec::new();
-        let mut keys = Vec::new();
-        source.for_each_row(|row, pos| {
-            if rows == 0 {
-                some_columns = row.columns();
-                // A CSV header names every column up front: report a missing one now.
-                if row.as_csv().is_some() {
-                    let named = config
-                        .sparse
-                        .iter()
-                        .map(|c| ("features.sparse", c))
-                        .chain(config.dense.iter().map(|c| ("features.dense", c)))
-                        .chain(std::iter::once(("features.label", &config.label)))
-                        .chain(config.weight.iter().map(|c| ("features.weight", c)));
-                    for (key, c) in named {
-                        if !some_columns.contains(c) {
-                            return Err(config_error(
-                                key,
-                                format!(
-                                    "column `{c}` is not in {} (its columns: {})",
-                                    pos.file,
-                                    some_columns.join(", ")
-                                ),
-                            ));
+        let files = source.files();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(files)
+            .clamp(1, 8);
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let scan_file = |i: usize| -> Result<Partial> {
+            let mut part = Partial::new(&config);
+            source.for_each_row_in(i, &mut |row, pos| {
+                part.scan(&config, row, pos)?;
+                if part.rows.is_multiple_of(65_536) {
+                    done.fetch_add(65_536, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(true)
+            })?;
+            Ok(part)
+        };
+        let mut parts: Vec<Option<Result<Partial>>> = (0..files).map(|_| None).collect();
+        if threads <= 1 {
+            for (i, slot) in parts.iter_mut().enumerate() {
+                let r = scan_file(i);
+                let failed = r.is_err();
+                *slot = Some(r);
+                progress(done.load(std::sync::atomic::Ordering::Relaxed));
+                if failed {
+                    break;
+                }
+            }
+        } else {
+            std::thread::scope(|s| {
+                let hs: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let scan_file = &scan_file;
+                        s.spawn(move || {
+                            let mut out = Vec::new();
+                            for i in (t..files).step_by(threads) {
+                                let r = scan_file(i);
+                                let failed = r.is_err();
+                                out.push((i, r));
+                                if failed {
+                                    break;
+                                }
+                            }
+                            out
+                        })
+                    })
+                    .collect();
+                while hs.iter().any(|h| !h.is_finished()) {
+                    progress(done.load(std::sync::atomic::Ordering::Relaxed));
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                for h in hs {
+                    if let Ok(out) = h.join() {
+                        for (i, r) in out {
+                            parts[i] = Some(r);
                         }
                     }
                 }
-            }
-            for (i, c) in config.sparse.iter().enumerate() {
-                let cell = row.get(c);
-                seen[i] |= cell.is_some();
-                keys.clear();
-                sparse_keys(c, cell, pos, &mut keys)?;
-            }
-            for (i, c) in config.dense.iter().enumerate() {
-                let cell = row.get(c);
-                seen[config.sparse.len() + i] |= cell.is_some();
-                let s = &mut stats[i];
-                match dense_value(c, cell, pos)? {
-                    Some(x) => {
-                        s.n += 1;
-                        let d = x - s.mean;
-                        s.mean += d / s.n as f64;
-                        s.m2 += d * (x - s.mean);
-                    }
-                    None => s.missing += 1,
+            });
+        }
+        let mut total = Partial::new(&config);
+        for (i, p) in parts.into_iter().enumerate() {
+            match p {
+                Some(Ok(p)) => total.merge(p),
+                Some(Err(e)) => return Err(e),
+                None => {
+                    return Err(Error::Csv {
+                        file: source.url().to_string(),
+                        message: format!("file {i} was not read (a reader thread stopped)"),
+                    });
                 }
             }
-            if row.get(&config.label).is_none() {
-                // Reported after the pass: as a config error when no row has it.
-                if first_missing_label.is_none() {
-                    first_missing_label = Some((pos.file.to_string(), pos.row));
-                }
-                rows += 1;
-                return Ok(true);
-            }
-            label_seen = true;
-            let y = config.label_of(row, pos)?;
-            positives += y as u64;
-            config.weight_of(row, pos)?;
-            rows += 1;
-            if rows.is_multiple_of(65_536) {
-                progress(rows);
-            }
-            Ok(true)
-        })?;
+        }
+        let Partial {
+            stats,
+            seen,
+            label_seen,
+            first_missing_label,
+            rows,
+            positives,
+            some_columns,
+            ..
+        } = total;
         progress(rows);
         if rows == 0 {
             return Err(config_err_empty(source));

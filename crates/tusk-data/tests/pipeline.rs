@@ -168,3 +168,62 @@ fn sampled_negatives_keep_the_user_and_avoid_its_positives() {
         assert!(g.chunks(2).all(|k| k[0] == g[0]));
     }
 }
+
+/// Files are read in parallel and their statistics merged in file order: the same statistics
+/// as one file holding every row (to rounding), and the first bad row in file order is the
+/// one reported.
+#[test]
+fn statistics_over_many_files_match_one_file_and_report_the_first_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::new().unwrap();
+    let mut all = String::from("u,x,y\n");
+    for f in 0..5 {
+        let mut part = String::from("u,x,y\n");
+        for r in 0..(200 + f * 37) {
+            let x = if r % 11 == 0 {
+                String::new()
+            } else {
+                format!("{}", (r * 7 + f * 1000) % 313)
+            };
+            let line = format!("{r},{x},{}\n", (r + f) % 2);
+            part.push_str(&line);
+            all.push_str(&line);
+        }
+        csv(dir.path(), &format!("part-{f}.csv"), &part);
+    }
+    let one = csv(dir.path(), "all.csv", &all);
+    let c = cfg(&["u"], &["x"], "y");
+    let glob = format!("{}/part-*.csv", dir.path().display());
+    let many =
+        FeatureSpace::fit(&Source::open(&storage, &glob).unwrap(), c.clone(), |_| {}).unwrap();
+    let single =
+        FeatureSpace::fit(&Source::open(&storage, &one).unwrap(), c.clone(), |_| {}).unwrap();
+    assert_eq!((many.rows, many.positives), (single.rows, single.positives));
+    let (a, b) = (&many.dense[0], &single.dense[0]);
+    assert!(
+        (a.mean - b.mean).abs() < 1e-12 * b.mean.abs(),
+        "{} vs {}",
+        a.mean,
+        b.mean
+    );
+    assert!(
+        (a.std - b.std).abs() < 1e-12 * b.std,
+        "{} vs {}",
+        a.std,
+        b.std
+    );
+    assert_eq!(a.flag, b.flag);
+    // Bad labels in parts 3 and 1: part 1 is named, whichever thread reads it.
+    for f in [3, 1] {
+        csv(
+            dir.path(),
+            &format!("part-{f}.csv"),
+            "u,x,y\n1,2,1\n2,3,7\n",
+        );
+    }
+    let e = FeatureSpace::fit(&Source::open(&storage, &glob).unwrap(), c, |_| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("part-1.csv") && !e.contains("part-3.csv"), "{e}");
+}
