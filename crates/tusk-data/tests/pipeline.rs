@@ -227,3 +227,65 @@ fn statistics_over_many_files_match_one_file_and_report_the_first_error() {
         .to_string();
     assert!(e.contains("part-1.csv") && !e.contains("part-3.csv"), "{e}");
 }
+
+/// Each rank's part of an epoch: disjoint, together every row once. With fewer files than
+/// ranks (or `shard_by_rows`) rank r takes rows r, r+N, …, so the union of the ranks' k-th
+/// batches is one process's k-th batch of N times the size; with enough files, whole files.
+#[test]
+fn ranks_read_disjoint_parts_that_cover_the_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::new().unwrap();
+    let mut one = String::from("u,y\n");
+    for f in 0..4 {
+        let mut part = String::from("u,y\n");
+        for r in 0..(30 + f) {
+            let line = format!("{},{}\n", f * 1000 + r, r % 2);
+            part.push_str(&line);
+            one.push_str(&line);
+        }
+        csv(dir.path(), &format!("p-{f}.csv"), &part);
+    }
+    let single = csv(dir.path(), "one.csv", &one);
+    let glob = format!("{}/p-*.csv", dir.path().display());
+    let space = Arc::new(
+        FeatureSpace::fit(
+            &Source::open(&storage, &single).unwrap(),
+            cfg(&["u"], &[], "y"),
+            |_| {},
+        )
+        .unwrap(),
+    );
+    let keys = |url: &str, shard: Option<(usize, usize)>, by_rows: bool, batch: usize| {
+        let mut o = opts(batch, 0, 3, 0);
+        o.shard = shard;
+        o.shard_by_rows = by_rows;
+        batches(Source::open(&storage, url).unwrap(), space.clone(), o)
+            .map(|b| b.unwrap().keys)
+            .collect::<Vec<Vec<u64>>>()
+    };
+    let all: Vec<u64> = keys(&single, None, false, 8).concat();
+    assert_eq!(all.len(), 126);
+    for (url, by_rows) in [(&single, false), (&glob, true), (&glob, false)] {
+        for n in [2, 3, 4] {
+            let parts: Vec<Vec<Vec<u64>>> = (0..n)
+                .map(|r| keys(url, Some((r, n)), by_rows, 8 / n.min(4)))
+                .collect();
+            let mut seen: Vec<u64> = parts.iter().flatten().flatten().copied().collect();
+            seen.sort_unstable();
+            let mut want = all.clone();
+            want.sort_unstable();
+            assert_eq!(
+                seen, want,
+                "{url} N={n} by_rows={by_rows}: not every row exactly once"
+            );
+            if url == &single && n == 2 {
+                // rows r, r+2, …: interleaving the ranks' streams gives the source order
+                let (a, b) = (parts[0].concat(), parts[1].concat());
+                let merged: Vec<u64> = (0..all.len())
+                    .map(|i| if i % 2 == 0 { a[i / 2] } else { b[i / 2] })
+                    .collect();
+                assert_eq!(merged, all);
+            }
+        }
+    }
+}
