@@ -192,11 +192,15 @@ fn killed_workers_restart_from_the_newest_version_bit_for_bit() {
         "epochs = 50\nbatch_size = 64\nshuffle_buffer = 500\ncheckpoint_every = 300",
     );
     let calm = dir.path().join("calm");
+    let t_calm = Instant::now();
     run_ok(
         launch(4, &[], &cfg, &calm),
         "undisturbed",
         Duration::from_secs(600),
     );
+    // Kills spaced by 8–18% of an undisturbed run, so that 5 of them land before the job
+    // ends on a machine of any speed (each restart also loses time).
+    let calm_ms = t_calm.elapsed().as_millis() as u64;
     let m = dir.path().join("killed");
     let log_path = dir.path().join("killed.log");
     let mut c = launch(4, &["--max-restarts", "8", "--grace", "2"], &cfg, &m);
@@ -220,7 +224,8 @@ fn killed_workers_restart_from_the_newest_version_bit_for_bit() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(800 + rng % 2500));
+        let wait = (calm_ms * (8 + rng % 11) / 100).max(300);
+        std::thread::sleep(Duration::from_millis(wait));
         let victim = ws[(rng >> 20) as usize % 4];
         if p.try_status().is_some() {
             break;
