@@ -671,6 +671,10 @@ impl TcpLink {
                 continue;
             };
             let what = format!("rank {rank}: connection to rank {p}");
+            // Room for a whole chunk in flight, so the caller's non-blocking writes rarely
+            // fall back to the writer thread (best effort: the kernel caps it).
+            let _ = rustix::net::sockopt::set_socket_send_buffer_size(&s, 4 << 20);
+            let _ = rustix::net::sockopt::set_socket_recv_buffer_size(&s, 4 << 20);
             s.set_read_timeout(Some(timeout))
                 .map_err(io_err(what.clone()))?;
             s.set_write_timeout(Some(timeout))
