@@ -44,30 +44,40 @@ fn parse_size(s: &str) -> Result<usize> {
     Ok(n * mul)
 }
 
+/// Why `--collective mpi` cannot work in a tusk built without the `mpi` feature.
+#[cfg(not(feature = "mpi"))]
+pub(crate) const NO_MPI: &str = "--collective mpi: this tusk was built without MPI support (build it with `cargo build --release --features mpi`, which needs an MPI such as Debian's libopenmpi-dev, and libclang)";
+
+/// Options for joining a job over TCP, with the job secret from `TUSK_JOB_SECRET`.
+pub(crate) fn tcp_options(rendezvous: Duration, collective: Duration) -> Result<tcp::Options> {
+    let secret = std::env::var("TUSK_JOB_SECRET").unwrap_or_default();
+    if secret.is_empty() {
+        bail!(
+            "TUSK_JOB_SECRET is not set: every rank of a data-parallel job needs the same secret (`tusk launch` sets one; elsewhere set it from your scheduler's secrets)"
+        );
+    }
+    Ok(tcp::Options {
+        secret: secret.into_bytes(),
+        rendezvous_timeout: rendezvous,
+        collective_timeout: collective.max(Duration::from_secs(1)),
+        fingerprint: Default::default(),
+    })
+}
+
 fn connect(collective: &str) -> Result<Box<dyn Communicator>> {
     if collective == "mpi" {
         #[cfg(feature = "mpi")]
         return Ok(Box::new(tusk_collective::mpi::init()?));
         #[cfg(not(feature = "mpi"))]
-        bail!("--collective mpi: this tusk was built without MPI support (--features mpi)");
+        bail!(NO_MPI);
     }
     let world = tusk_collective::world::resolve(&Flags::default(), &|k| std::env::var(k).ok())?;
     let Some(w) = world.filter(|w| w.world_size > 1) else {
         bail!("run it as one rank of a job, e.g. `tusk launch -n 2 -- allreduce-perf`");
     };
-    let secret = std::env::var("TUSK_JOB_SECRET").unwrap_or_default();
-    if secret.is_empty() {
-        bail!("TUSK_JOB_SECRET is not set (tusk launch sets it)");
-    }
-    let o = tcp::Options {
-        secret: secret.into_bytes(),
-        rendezvous_timeout: Duration::from_secs(300),
-        collective_timeout: Duration::from_secs(60),
-        fingerprint: Default::default(),
-    };
+    let o = tcp_options(Duration::from_secs(300), Duration::from_secs(60))?;
     Ok(Box::new(tcp::connect(&w, &o)?))
 }
-
 pub fn run(a: PerfArgs) -> Result<()> {
     let sizes = a
         .sizes

@@ -265,9 +265,7 @@ fn train_mpi(storage: &Storage, config: Option<Config>, opts: &TrainOptions) -> 
 
 #[cfg(not(feature = "mpi"))]
 fn train_mpi(_: &Storage, _: Option<Config>, _: &TrainOptions) -> Result<Summary> {
-    anyhow::bail!(
-        "--collective mpi: this tusk was built without MPI support (build it with `cargo build --release --features mpi`, which needs an MPI such as Debian's libopenmpi-dev, and libclang)"
-    )
+    anyhow::bail!(crate::collective::NO_MPI)
 }
 
 /// This process's place in a data-parallel job, if it is one (flags, then the environment).
@@ -334,24 +332,16 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         }
         Some(w) => {
             tusk_launch::exit_with_launcher();
-            let secret = std::env::var("TUSK_JOB_SECRET").unwrap_or_default();
-            if secret.is_empty() {
-                anyhow::bail!(
-                    "TUSK_JOB_SECRET is not set: every rank of a data-parallel job needs the same secret (`tusk launch` sets one; elsewhere set it from your scheduler's secrets)"
-                );
-            }
+            let tcp_opts = crate::collective::tcp_options(
+                Duration::from_secs(a.rendezvous_timeout),
+                Duration::from_secs(a.collective_timeout),
+            )?;
             if w.rank == 0 {
                 eprintln!(
                     "rank 0 of {} ({} from {}): listening on port {}",
                     w.world_size, w.master_addr, w.source, w.master_port
                 );
             }
-            let tcp_opts = tcp::Options {
-                secret: secret.into_bytes(),
-                rendezvous_timeout: Duration::from_secs(a.rendezvous_timeout),
-                collective_timeout: Duration::from_secs(a.collective_timeout.max(1)),
-                fingerprint: Default::default(),
-            };
             let mut obs = Bars {
                 bar: None,
                 quiet: w.rank != 0,

@@ -3,7 +3,6 @@
 //! restarts (bit-for-bit the undisturbed result), and every failure ending in bounded time
 //! with a clear message and no process left behind.
 
-use std::fmt::Write as _;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,30 +12,13 @@ use tusk_storage::Storage;
 use tusk_testkit::{Proc, children_of, group_members};
 use tusk_train::{Checkpoint, ModelStore};
 
+mod common;
+use common::{load, rel, write_csv};
+
 fn tusk() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tusk"));
     c.env_remove("TUSK_JOB_SECRET");
     c
-}
-
-/// 4 clusters of users and items; a user clicks items of its cluster (10% noise).
-fn write_csv(path: &Path, rows: usize, seed: u64) {
-    let mut s = seed;
-    let mut next = move || {
-        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    let mut out = String::from("user_id,item_id,price,label\n");
-    for _ in 0..rows {
-        let u = next() % 150;
-        let i = next() % 80;
-        let y = (u % 4 == i % 4) ^ (next() % 10 == 0);
-        writeln!(out, "{u},{i},{}.5,{}", i % 9, u8::from(y)).unwrap();
-    }
-    std::fs::write(path, out).unwrap();
 }
 
 fn setup(dir: &Path, train_rows: usize, extra: &str) -> String {
@@ -73,21 +55,6 @@ monitor = "auc"
     let path = dir.join("config.toml");
     std::fs::write(&path, cfg).unwrap();
     path.display().to_string()
-}
-
-fn load(model: &Path) -> Checkpoint {
-    let storage = Storage::new().unwrap();
-    ModelStore::open(&storage, &model.display().to_string())
-        .unwrap()
-        .load(None)
-        .unwrap()
-}
-
-fn rel(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let d: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
-    let n: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
-    (d / n).sqrt()
 }
 
 fn rows_by_key(c: &Checkpoint) -> std::collections::BTreeMap<u64, Vec<f32>> {

@@ -3,58 +3,13 @@
 //! the result is bit for bit that of 4 workers on one host. Needs root; skips loudly
 //! elsewhere, never in CI.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use tusk_storage::Storage;
 use tusk_testkit::{Hosts, Proc, require};
-use tusk_train::{Checkpoint, ModelStore};
 
-fn load(model: &Path) -> Checkpoint {
-    let storage = Storage::new().unwrap();
-    ModelStore::open(&storage, &model.display().to_string())
-        .unwrap()
-        .load(None)
-        .unwrap()
-}
-
-fn write_config(dir: &Path) -> String {
-    let mut csv = String::from("user_id,item_id,label\n");
-    let mut s = 7u64;
-    for _ in 0..4000 {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let (u, i) = ((s >> 33) % 100, (s >> 45) % 50);
-        csv.push_str(&format!("{u},{i},{}\n", u8::from(u % 3 == i % 3)));
-    }
-    std::fs::write(dir.join("train.csv"), csv).unwrap();
-    let cfg = format!(
-        r#"[data]
-train = "{d}/train.csv"
-[features]
-sparse = ["user_id", "item_id"]
-label = "label"
-[model]
-kind = "neumf"
-user = ["user_id"]
-item = ["item_id"]
-gmf_dim = 8
-mlp_dim = 8
-layers = [16, 8]
-[train]
-epochs = 2
-batch_size = 32
-learning_rate = 0.005
-checkpoint_every = 50
-"#,
-        d = dir.display()
-    );
-    let p = dir.join("c.toml");
-    std::fs::write(&p, cfg).unwrap();
-    p.display().to_string()
-}
+mod common;
+use common::{load, small_job};
 
 #[test]
 fn four_hosts_train_one_model_over_the_network() {
@@ -72,7 +27,7 @@ fn four_hosts_train_one_model_over_the_network() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(dir.path());
+    let cfg = small_job(dir.path(), 4000);
     let tusk = env!("CARGO_BIN_EXE_tusk");
     let model = dir.path().join("net");
     let mut ps: Vec<Proc> = (0..4)

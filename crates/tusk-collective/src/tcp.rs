@@ -151,10 +151,8 @@ fn nonce() -> [u8; 32] {
 }
 
 fn mac(secret: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    // HMAC takes keys of any length.
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| {
-        <Hmac<Sha256> as Mac>::new_from_slice(b"tusk").expect("HMAC accepts any key length")
-    });
+    let mut m =
+        <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
     for p in parts {
         m.update(p);
     }

@@ -22,18 +22,7 @@ fn mpi_rank() {
 
 #[test]
 fn mpi_backend_conforms_under_mpirun() {
-    let found = Command::new("mpirun")
-        .arg("--version")
-        .output()
-        .map_err(|e| format!("mpirun: {e}"))
-        .and_then(|o| {
-            if o.status.success() {
-                Ok(())
-            } else {
-                Err("mpirun --version failed".into())
-            }
-        });
-    if tusk_testkit_require(found).is_none() {
+    if tusk_testkit::require_mpirun().is_none() {
         return;
     }
     let me = std::env::current_exe().unwrap();
@@ -53,10 +42,6 @@ fn mpi_backend_conforms_under_mpirun() {
             out.1
         );
     }
-}
-
-fn tusk_testkit_require(found: Result<(), String>) -> Option<()> {
-    tusk_testkit::require("mpirun (OpenMPI)", "TUSK_REQUIRE_MPI", found)
 }
 
 fn run_bounded(c: &mut Command, limit: Duration) -> (bool, String) {

@@ -446,3 +446,20 @@ impl Drop for Hosts {
         }
     }
 }
+
+/// `Some(())` when `mpirun` runs here; otherwise skip loudly (fail in CI or with
+/// `TUSK_REQUIRE_MPI=1`).
+pub fn require_mpirun() -> Option<()> {
+    let found = Command::new("mpirun")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("mpirun: {e}"))
+        .and_then(|o| {
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err("`mpirun --version` failed".to_string())
+            }
+        });
+    require("mpirun (OpenMPI)", "TUSK_REQUIRE_MPI", found)
+}

@@ -13,13 +13,14 @@ use tusk_storage::Storage;
 use tusk_train::trainer::train_with;
 use tusk_train::{Config, ModelStore, Quiet, Summary, TrainOptions};
 
+/// Train `cfg` as `n` ranks on threads; each rank's outcome (errors as text).
 fn run_ranks(
     cfg: &Config,
     url: &Path,
     n: usize,
     stop: Option<u64>,
     fusion: Option<usize>,
-) -> Vec<Summary> {
+) -> Vec<Result<Summary, String>> {
     let comms = threads::group(n, Duration::from_secs(60));
     let hs: Vec<_> = comms
         .into_iter()
@@ -42,7 +43,7 @@ fn run_ranks(
                     &mut Quiet,
                     &mut |_| Ok(Box::new(c.take().unwrap()) as Box<dyn Communicator>),
                 )
-                .unwrap()
+                .map_err(|e| e.to_string())
             })
         })
         .collect();
@@ -77,7 +78,10 @@ fn n_workers_follow_one_worker_with_the_same_global_batch() {
     // into the all-gather of the row gradients (the default at this size).
     for (n, fusion) in [(2, Some(0)), (2, None), (4, Some(0)), (4, None)] {
         let url = data.path().join(format!("n{n}-{fusion:?}"));
-        let sums = run_ranks(&cfg, &url, n, Some(100), fusion);
+        let sums: Vec<Summary> = run_ranks(&cfg, &url, n, Some(100), fusion)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         assert!(
             sums.iter()
                 .all(|s| s.replica_digest == sums[0].replica_digest),
@@ -120,33 +124,8 @@ fn n_workers_follow_one_worker_with_the_same_global_batch() {
 fn a_global_batch_that_does_not_split_is_refused() {
     let data = data_dir();
     let cfg = with(&dlrm_config(data.path(), ""), &["train.batch_size=30"]);
-    let comms = threads::group(4, Duration::from_secs(10));
-    let hs: Vec<_> = comms
-        .into_iter()
-        .map(|c| {
-            let cfg = cfg.clone();
-            let url = data.path().join("m").display().to_string();
-            std::thread::spawn(move || {
-                let storage = Storage::new().unwrap();
-                let mut c = Some(c);
-                train_with(
-                    &storage,
-                    Some(cfg),
-                    &TrainOptions {
-                        model_url: url,
-                        ..Default::default()
-                    },
-                    &mut Quiet,
-                    &mut |_| Ok(Box::new(c.take().unwrap()) as Box<dyn Communicator>),
-                )
-                .map(|_| ())
-                .unwrap_err()
-                .to_string()
-            })
-        })
-        .collect();
-    for h in hs {
-        let e = h.join().unwrap();
+    for r in run_ranks(&cfg, &data.path().join("m"), 4, None, None) {
+        let e = r.map(|_| ()).unwrap_err();
         assert!(
             e.contains("train.batch_size") && e.contains("does not split evenly over 4 workers"),
             "{e}"
