@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Data-parallel benchmarks, peers in the same run, ratios first.
 
-    python3 bench/distributed_bench.py [--tusk PATH] [--part allreduce,netns,train]
+    python3 bench/distributed_bench.py [--tusk PATH] [--part allreduce,netns,overlap,train]
 
 allreduce  2 ranks on this machine, 4 MiB and 64 MiB f32 sum in place: tusk's TCP ring
            (`tusk launch -n 2 -- allreduce-perf`) vs OpenMPI through mpi4py (PyPI) on
@@ -12,6 +12,11 @@ netns      an emulated cluster: 8 ranks in 8 network namespaces on a bridge, eve
            shaped to 1 Gbit/s by `tc` (token bucket, both directions); tusk's ring
            all-reduce at 64 MiB; bus bandwidth (nccl-tests: size * 2(N-1)/N / time) against
            the link rate. Goal >= 90%. Needs root.
+overlap    dense all-reduce hidden behind the backward pass: a DLRM with a 3M-weight dense
+           part, 2 ranks in 2 namespaces over 1 Gbit/s links, the gradient reduced after the
+           backward pass (TUSK_BUCKET_BYTES=0) vs in 4 MiB / 1 MiB / 256 KiB buckets while it
+           runs; all-reduce time per step, the part the step waited for (exposed) and the
+           hidden share, as `tusk train --json` reports them. Needs root.
 train      training throughput, NeuMF, global batch 256: 1 worker vs 2 workers
            (`tusk launch -n 2`) on MovieLens-100K (needs ../shared/data) and on the
            synthetic 1M users x 200k items set of bench/neumf_bench.py; with PyTorch
@@ -93,44 +98,67 @@ def sh(*args, check=True):
     return subprocess.run(list(args), capture_output=True, text=True, check=check)
 
 
+class Hosts:
+    """n network namespaces 10.88.0.1.. on a bridge, every link shaped to `rate` by tc."""
+
+    def __init__(self, n, rate):
+        tag = f"tb{os.getpid() % 100000}"
+        self.names = [f"{tag}-h{i}" for i in range(n)]
+        self.br = f"{tag}-br"
+        try:
+            sh("ip", "netns", "add", self.br)
+            sh("ip", "-n", self.br, "link", "add", "br0", "type", "bridge")
+            sh("ip", "-n", self.br, "link", "set", "br0", "up")
+            for i, ns in enumerate(self.names):
+                a, b = f"{tag}a{i}", f"{tag}b{i}"
+                sh("ip", "netns", "add", ns)
+                sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+                sh("ip", "link", "set", a, "netns", ns)
+                sh("ip", "link", "set", b, "netns", self.br)
+                sh("ip", "-n", ns, "link", "set", a, "name", "eth0")
+                sh("ip", "-n", ns, "addr", "add", f"10.88.0.{i + 1}/24", "dev", "eth0")
+                sh("ip", "-n", ns, "link", "set", "eth0", "up")
+                sh("ip", "-n", ns, "link", "set", "lo", "up")
+                sh("ip", "-n", self.br, "link", "set", b, "master", "br0")
+                sh("ip", "-n", self.br, "link", "set", b, "up")
+                for space, dev in [(ns, "eth0"), (self.br, b)]:
+                    sh("ip", "netns", "exec", space, "tc", "qdisc", "add", "dev", dev, "root",
+                       "tbf", "rate", rate, "burst", "256kb", "latency", "50ms")
+        except BaseException:
+            self.close()
+            raise
+        log(f"netns: {n} hosts, links shaped to {rate}")
+
+    def run_all(self, argv, env, port):
+        """Run `argv` as rank i in namespace i (master 10.88.0.1); every rank's stdout."""
+        env = {**os.environ, **env, "TUSK_JOB_SECRET": "bench",
+               "WORLD_SIZE": str(len(self.names)), "MASTER_ADDR": "10.88.0.1",
+               "MASTER_PORT": str(port)}
+        procs = [subprocess.Popen(["ip", "netns", "exec", ns] + argv,
+                                  env={**env, "RANK": str(i)}, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+                 for i, ns in enumerate(self.names)]
+        try:
+            outs = [p.communicate(timeout=900) for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+        for i, (p, (_, err)) in enumerate(zip(procs, outs)):
+            if p.returncode != 0:
+                raise SystemExit(f"rank {i} of {' '.join(argv)} failed:\n{err[-2000:]}")
+        return [o for o, _ in outs]
+
+    def close(self):
+        for ns in self.names + [self.br]:
+            sh("ip", "netns", "del", ns, check=False)
+
+
 def part_netns(tusk, n=8, rate="1gbit"):
-    tag = f"tb{os.getpid() % 100000}"
-    names = [f"{tag}-h{i}" for i in range(n)]
-    br = f"{tag}-br"
+    hosts = Hosts(n, rate)
     try:
-        sh("ip", "netns", "add", br)
-        sh("ip", "-n", br, "link", "add", "br0", "type", "bridge")
-        sh("ip", "-n", br, "link", "set", "br0", "up")
-        for i, ns in enumerate(names):
-            a, b = f"{tag}a{i}", f"{tag}b{i}"
-            sh("ip", "netns", "add", ns)
-            sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
-            sh("ip", "link", "set", a, "netns", ns)
-            sh("ip", "link", "set", b, "netns", br)
-            sh("ip", "-n", ns, "link", "set", a, "name", "eth0")
-            sh("ip", "-n", ns, "addr", "add", f"10.88.0.{i + 1}/24", "dev", "eth0")
-            sh("ip", "-n", ns, "link", "set", "eth0", "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-            sh("ip", "-n", br, "link", "set", b, "master", "br0")
-            sh("ip", "-n", br, "link", "set", b, "up")
-            for space, dev in [(ns, "eth0"), (br, b)]:
-                sh("ip", "netns", "exec", space, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
-                   "rate", rate, "burst", "256kb", "latency", "50ms")
-        log(f"netns: {n} ranks, links shaped to {rate}")
-        env = {**os.environ, "TUSK_JOB_SECRET": "bench", "WORLD_SIZE": str(n),
-               "MASTER_ADDR": "10.88.0.1", "MASTER_PORT": "29555"}
-        procs = []
-        for i, ns in enumerate(names):
-            procs.append(subprocess.Popen(
-                ["ip", "netns", "exec", ns, tusk, "allreduce-perf", "--json", "--iters", "5",
-                 "--sizes", str(64 << 20)],
-                env={**env, "RANK": str(i)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True))
-        outs = [p.communicate(timeout=600) for p in procs]
-        rows = json_lines(outs[0][0])
-        if not rows:
-            raise SystemExit(f"netns run failed: {outs[0][1]}")
-        r = rows[0]
+        outs = hosts.run_all([tusk, "allreduce-perf", "--json", "--iters", "5", "--sizes",
+                              str(64 << 20)], {}, 29555)
+        r = json_lines(outs[0])[0]
         link = 1e9 / 8 / 1e9  # GB/s
         print(f"\n## Emulated cluster: {n} ranks in {n} network namespaces, links {rate} (tc tbf)\n")
         print("| size | median s | algbw GB/s | busbw GB/s | busbw / link rate |")
@@ -138,8 +166,86 @@ def part_netns(tusk, n=8, rate="1gbit"):
         print(f"| 64 MiB | {r['median_s']:.3f} | {r['algbw_gbps']:.4f} | {r['busbw_gbps']:.4f} | "
               f"{r['busbw_gbps'] / link * 100:.1f}% |")
     finally:
-        for ns in names + [br]:
-            sh("ip", "netns", "del", ns, check=False)
+        hosts.close()
+
+
+OVERLAP_ROWS = 24_576
+OVERLAP_BATCHES = [512, 2048]
+OVERLAP_TOP = [1024, 1024, 512, 256]
+OVERLAP_BOTTOM = [512, 256]
+
+
+def overlap_data(work, batch):
+    """A Criteo-like CSV (13 dense, 4 sparse columns) and a DLRM config whose dense part
+    (about 2M weights, 8 MB of gradient per step) makes the all-reduce worth hiding."""
+    import random
+    rnd = random.Random(7)
+    path = os.path.join(work, "ctr.csv")
+    with open(path, "w") as f:
+        f.write(",".join([f"d{i}" for i in range(13)] + [f"s{i}" for i in range(4)] + ["y"]) + "\n")
+        for _ in range(OVERLAP_ROWS):
+            dense = [f"{rnd.gauss(0, 1):.3f}" for _ in range(13)]
+            sparse = [str(rnd.randrange(1000)) for _ in range(4)]
+            y = "1" if float(dense[0]) + rnd.gauss(0, 1) > 0.5 else "0"
+            f.write(",".join(dense + sparse + [y]) + "\n")
+    cfg = os.path.join(work, f"dlrm-{batch}.toml")
+    with open(cfg, "w") as f:
+        f.write(f"""[data]
+train = "{path}"
+[features]
+dense = {json.dumps([f"d{i}" for i in range(13)])}
+sparse = {json.dumps([f"s{i}" for i in range(4)])}
+label = "y"
+[model]
+kind = "dlrm"
+emb_dim = 256
+bottom = {json.dumps(OVERLAP_BOTTOM)}
+top = {json.dumps(OVERLAP_TOP)}
+interaction = "cat"
+[train]
+epochs = 1
+batch_size = {batch}
+learning_rate = 0.001
+shuffle_buffer = 0
+""")
+    return cfg
+
+
+def part_overlap(tusk, rate="1gbit"):
+    """Dense all-reduce hidden behind the backward pass: 2 ranks in 2 namespaces over a
+    shaped link, gradients reduced after the backward pass (TUSK_BUCKET_BYTES=0) vs in
+    buckets while it runs."""
+    work = tempfile.mkdtemp(prefix="tusk-overlap-bench-")
+    hosts = Hosts(2, rate)
+    rows = []
+    try:
+        for batch in OVERLAP_BATCHES:
+            cfg = overlap_data(work, batch)
+            for bucket in [0, 4 << 20, 1 << 20, 256 << 10]:
+                model = os.path.join(work, f"m{bucket}")
+                log(f"overlap: 2 ranks, global batch {batch}, bucket {bucket} bytes")
+                outs = hosts.run_all([tusk, "train", cfg, "--model", model, "--json"],
+                                     {"TUSK_BUCKET_BYTES": str(bucket)}, 29600 + len(rows))
+                r = json_lines(outs[0])[-1]
+                a = r["allreduce"]
+                rows.append((batch, bucket, r["samples_per_sec"], a["seconds"] / a["steps"] * 1e3,
+                             a["exposed_seconds"] / a["steps"] * 1e3, a["hidden"]))
+                shutil.rmtree(model, ignore_errors=True)
+    finally:
+        hosts.close()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\n## Overlap: dense all-reduce during the backward pass (DLRM, top {OVERLAP_TOP}, "
+          f"bottom {OVERLAP_BOTTOM}, about 3.1M dense weights; 2 ranks in 2 namespaces, links "
+          f"{rate})\n")
+    print("| global batch | dense gradient reduced | samples/s vs after-backward | samples/s | "
+          "all-reduce ms/step | exposed ms/step | hidden |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    base = {}
+    for batch, bucket, sps, ms, exposed, hidden in rows:
+        base.setdefault(batch, sps)
+        name = "after the backward pass" if bucket == 0 else f"in {bucket >> 10} KiB buckets"
+        print(f"| {batch} | {name} | {sps / base[batch]:.2f}× | {sps:,.0f} | {ms:.1f} | "
+              f"{exposed:.1f} | {hidden * 100:.0f}% |")
 
 
 sys.path.insert(0, HERE)
@@ -247,7 +353,7 @@ def part_train(tusk, args):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tusk")
-    ap.add_argument("--part", default="allreduce,netns,train")
+    ap.add_argument("--part", default="allreduce,netns,overlap,train")
     ap.add_argument("--rows", type=int, default=2_000_000, help="synthetic rows (0: skip)")
     args = ap.parse_args()
     tusk = tusk_binary(args)
@@ -256,6 +362,8 @@ def main():
         part_allreduce(tusk)
     if "netns" in parts:
         part_netns(tusk)
+    if "overlap" in parts:
+        part_overlap(tusk)
     if "train" in parts:
         part_train(tusk, args)
 

@@ -226,6 +226,7 @@ pub(crate) fn run_training(
             stop_after_steps: None,
             timeline: None,
             fusion_threshold: None,
+            bucket_bytes: None,
         },
         &mut obs,
     )?;
@@ -315,9 +316,8 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         resume: a.resume,
         stop_after_steps: None,
         timeline: a.timeline.clone(),
-        fusion_threshold: std::env::var("TUSK_FUSION_THRESHOLD")
-            .ok()
-            .and_then(|v| v.parse().ok()),
+        fusion_threshold: env_bytes("TUSK_FUSION_THRESHOLD")?,
+        bucket_bytes: env_bytes("TUSK_BUCKET_BYTES")?,
     };
     let s = match &world {
         None if a.collective == "mpi" => train_mpi(&storage, config, &opts)?,
@@ -377,6 +377,12 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
             "samples_per_sec": s.samples_per_sec,
             "steps": s.steps,
             "history": history,
+            "allreduce": s.allreduce.map(|a| serde_json::json!({
+                "steps": a.steps,
+                "seconds": a.seconds,
+                "exposed_seconds": a.exposed_seconds,
+                "hidden": a.hidden(),
+            })),
         });
         println!("{out}");
     } else {
@@ -384,8 +390,26 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
             "model {} version {:06} (epoch {} kept) · {:.0} samples/s",
             s.model_url, s.version, s.chosen_epoch, s.samples_per_sec
         );
+        if let Some(a) = s.allreduce {
+            eprintln!(
+                "dense all-reduce {:.2} ms/step, {:.0}% of it hidden behind the backward pass",
+                a.seconds * 1e3 / a.steps.max(1) as f64,
+                a.hidden() * 100.0
+            );
+        }
     }
     Ok(())
+}
+
+/// A byte count from the environment variable `name`, if set.
+fn env_bytes(name: &str) -> Result<Option<usize>> {
+    match std::env::var(name) {
+        Ok(v) => v.trim().parse().map(Some).map_err(|_| {
+            anyhow::anyhow!("{name}={v:?}: expected a number of bytes (a non-negative integer)")
+        }),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(e) => anyhow::bail!("{name}: {e}"),
+    }
 }
 
 pub fn run_eval(a: EvalArgs) -> Result<()> {

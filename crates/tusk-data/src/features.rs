@@ -426,7 +426,96 @@ impl Partial {
     }
 }
 
+/// Where [`FeatureSpace::fit_kept`]'s statistics came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatsOrigin {
+    /// Read from this file beside the dataset: no pass over the rows.
+    Kept(String),
+    /// Computed; kept beside the dataset in this file for later runs.
+    ComputedAndKept(String),
+    /// Computed; not kept (the source is not a tusk dataset, or this says why not).
+    Computed(Option<String>),
+}
+
+/// The file [`FeatureSpace::fit_kept`] keeps beside a dataset.
+#[derive(Serialize, Deserialize)]
+struct Kept {
+    /// The dataset these statistics describe (compared on load).
+    manifest: tusk_records::dataset::Manifest,
+    space: FeatureSpace,
+}
+
 impl FeatureSpace {
+    /// [`FeatureSpace::fit`], kept with the dataset: when `source` is a tusk dataset (a
+    /// directory with a manifest, which never changes once written), the statistics for
+    /// `config` are stored in its `_derived/` directory after the first pass and read from
+    /// there by later runs — of any number of workers, on any machine that reads the data.
+    /// The stored file names the manifest and config it was computed from; one that does not
+    /// match, or does not parse, is recomputed (and reported). A dataset that cannot be
+    /// written to (read-only storage) costs the pass each time, nothing more.
+    pub fn fit_kept(
+        source: &Source,
+        config: FeatureConfig,
+        progress: impl FnMut(u64),
+    ) -> Result<(FeatureSpace, StatsOrigin)> {
+        let Some((dir, manifest)) = source.dataset() else {
+            return Ok((
+                Self::fit(source, config, progress)?,
+                StatsOrigin::Computed(None),
+            ));
+        };
+        let key = serde_json::to_vec(&config).expect("a feature config serializes");
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in &key {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        let loc = dir
+            .join(tusk_records::dataset::DERIVED)
+            .join(&format!("feature-stats-{h:016x}.json"));
+        let mut problem = None;
+        match loc.read() {
+            Ok(bytes) => match serde_json::from_slice::<Kept>(&bytes) {
+                Ok(k) if &k.manifest == manifest && k.space.config == config => {
+                    return Ok((k.space, StatsOrigin::Kept(loc.url())));
+                }
+                Ok(_) => {
+                    problem = Some(format!(
+                        "{} describes another dataset or config; recomputed (delete it)",
+                        loc.url()
+                    ))
+                }
+                Err(e) => {
+                    problem = Some(format!(
+                        "{} does not parse ({e}); recomputed (delete it)",
+                        loc.url()
+                    ))
+                }
+            },
+            Err(tusk_storage::Error::NotFound { .. }) => {}
+            Err(e) => problem = Some(format!("reading {}: {e}", loc.url())),
+        }
+        let space = Self::fit(source, config, progress)?;
+        if let Some(p) = problem {
+            return Ok((space, StatsOrigin::Computed(Some(p))));
+        }
+        let kept = Kept {
+            manifest: manifest.clone(),
+            space,
+        };
+        let json = serde_json::to_vec_pretty(&kept).expect("statistics serialize");
+        let Kept { space, .. } = kept;
+        // Create-only: ranks of one job that all computed it race here, and all wrote the
+        // same bytes.
+        let origin = match loc.write_new(json) {
+            Ok(()) | Err(tusk_storage::Error::AlreadyExists { .. }) => {
+                StatsOrigin::ComputedAndKept(loc.url())
+            }
+            Err(e) => StatsOrigin::Computed(Some(format!("not kept with the dataset: {e}"))),
+        };
+        Ok((space, origin))
+    }
+
     /// One pass over the training `source`: check every configured column exists and has a
     /// usable type, check the label is binary, and learn dense statistics. Files are read in
     /// parallel (one thread per core, each file's statistics merged in file order, so the

@@ -13,6 +13,6 @@ pub mod pipeline;
 pub mod source;
 
 pub use error::{Error, Result};
-pub use features::{DenseStat, Encoded, FeatureConfig, FeatureSpace};
+pub use features::{DenseStat, Encoded, FeatureConfig, FeatureSpace, StatsOrigin};
 pub use pipeline::{Batch, BatchOptions, Batches, NegativeSampler, Rng, batches};
 pub use source::{Cell, Row, RowPos, Source};

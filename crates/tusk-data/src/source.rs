@@ -109,6 +109,8 @@ impl Row for CsvRow<'_> {
 pub struct Source {
     url: String,
     kind: Kind2,
+    /// The directory, when `url` names a tusk dataset (shards listed by a manifest).
+    dataset: Option<Location>,
 }
 
 #[derive(Debug, Clone)]
@@ -145,15 +147,29 @@ impl Source {
             Some(files) => Kind2::Csv(files),
             None => Kind2::Records(Input::open(storage, url, None)?),
         };
+        let dataset = match &kind {
+            Kind2::Records(i) if i.manifest.is_some() => Some(storage.open(url)?),
+            _ => None,
+        };
         Ok(Source {
             url: url.to_string(),
             kind,
+            dataset,
         })
     }
 
     /// The URL this source was opened from.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// A tusk dataset's directory and manifest. A directory with a manifest never changes
+    /// (writers refuse it), so what is computed from its rows can be kept beside them.
+    pub fn dataset(&self) -> Option<(&Location, &tusk_records::dataset::Manifest)> {
+        match (&self.dataset, &self.kind) {
+            (Some(dir), Kind2::Records(i)) => i.manifest.as_ref().map(|m| (dir, m)),
+            _ => None,
+        }
     }
 
     /// Rows when known without reading (manifests, Parquet footers).

@@ -289,3 +289,116 @@ fn ranks_read_disjoint_parts_that_cover_the_epoch() {
         }
     }
 }
+
+/// A tusk dataset (TFRecord shards + manifest) of `n` rows: u (int), x (float), y (0/1).
+fn dataset(storage: &Storage, dir: &std::path::Path, n: i64) -> String {
+    use tusk_records::dataset::{Format, Placement, Pos, SchemaInference, ShardedWriter, encode};
+    use tusk_records::example::{FloatList, Int64List, Kind, from_features};
+    use tusk_records::tfrecord::Compression;
+    let rows: Vec<_> = (0..n)
+        .map(|i| {
+            from_features([
+                (
+                    "u".to_string(),
+                    Kind::Int64List(Int64List { value: vec![i % 7] }),
+                ),
+                (
+                    "x".to_string(),
+                    Kind::FloatList(FloatList {
+                        value: vec![(i as f32).sin() * 3.0],
+                    }),
+                ),
+                (
+                    "y".to_string(),
+                    Kind::Int64List(Int64List {
+                        value: vec![i % 3 / 2],
+                    }),
+                ),
+            ])
+        })
+        .collect();
+    let mut inf = SchemaInference::default();
+    for (i, ex) in rows.iter().enumerate() {
+        let pos = Pos {
+            file: "rows",
+            index: i as u64,
+            offset: 0,
+        };
+        inf.add(&encode(ex), &pos).unwrap();
+    }
+    let (schema, _) = inf.finish(false).unwrap();
+    let out = storage.open(dir.to_str().unwrap()).unwrap();
+    let mut w = ShardedWriter::create(
+        &out,
+        Format::TfRecord(Compression::None),
+        3,
+        schema,
+        Placement::RoundRobin,
+    )
+    .unwrap();
+    for ex in &rows {
+        w.write_example(ex).unwrap();
+    }
+    w.finish().unwrap();
+    dir.display().to_string()
+}
+
+/// Statistics of a tusk dataset are computed once and kept in its `_derived/` directory: a
+/// later run reads exactly what the pass computed; another config gets its own file; a file
+/// that does not parse is recomputed and reported; a new dataset in the directory clears them;
+/// a CSV (no manifest, may change) is computed every time.
+#[test]
+fn statistics_are_kept_with_a_dataset() {
+    use tusk_data::StatsOrigin;
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::new().unwrap();
+    let url = dataset(&storage, &dir.path().join("d"), 1000);
+    let src = Source::open(&storage, &url).unwrap();
+    let c = cfg(&["u"], &["x"], "y");
+    let fitted = FeatureSpace::fit(&src, c.clone(), |_| {}).unwrap();
+    let (first, o1) = FeatureSpace::fit_kept(&src, c.clone(), |_| {}).unwrap();
+    let StatsOrigin::ComputedAndKept(file) = o1 else {
+        panic!("{o1:?}")
+    };
+    assert!(file.contains("/d/_derived/feature-stats-"), "{file}");
+    assert_eq!(first, fitted);
+    // Read back, bit for bit (f64 through JSON round-trips exactly).
+    let src = Source::open(&storage, &url).unwrap();
+    let (second, o2) = FeatureSpace::fit_kept(&src, c.clone(), |_| {}).unwrap();
+    assert_eq!(o2, StatsOrigin::Kept(file.clone()));
+    assert_eq!(second, fitted);
+    assert_eq!(
+        second.dense[0].mean.to_bits(),
+        fitted.dense[0].mean.to_bits()
+    );
+    // Another config: its own file.
+    let (_, o3) = FeatureSpace::fit_kept(&src, cfg(&["u"], &[], "y"), |_| {}).unwrap();
+    assert!(
+        matches!(&o3, StatsOrigin::ComputedAndKept(f) if f != &file),
+        "{o3:?}"
+    );
+    // A damaged file: recomputed, reported, never trusted.
+    std::fs::write(&file, b"{not json").unwrap();
+    let (third, o4) = FeatureSpace::fit_kept(&src, c.clone(), |_| {}).unwrap();
+    assert_eq!(third, fitted);
+    assert!(
+        matches!(&o4, StatsOrigin::Computed(Some(w)) if w.contains("does not parse") && w.contains(&file)),
+        "{o4:?}"
+    );
+    // A new dataset written where the old one was (manifest deleted) clears what was kept.
+    std::fs::remove_file(dir.path().join("d/_manifest.json")).unwrap();
+    dataset(&storage, &dir.path().join("d"), 500);
+    let left = std::fs::read_dir(dir.path().join("d/_derived"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "files left in _derived");
+    let src = Source::open(&storage, &url).unwrap();
+    let (fourth, o5) = FeatureSpace::fit_kept(&src, c.clone(), |_| {}).unwrap();
+    assert!(matches!(o5, StatsOrigin::ComputedAndKept(_)), "{o5:?}");
+    assert_eq!(fourth.rows, 500);
+    // CSV: computed each time, nothing written.
+    let f = csv(dir.path(), "t.csv", "u,x,y\n1,2,1\n2,3,0\n");
+    let src = Source::open(&storage, &f).unwrap();
+    let (_, o6) = FeatureSpace::fit_kept(&src, c, |_| {}).unwrap();
+    assert_eq!(o6, StatsOrigin::Computed(None));
+}

@@ -5,6 +5,8 @@
 //! returns logits, or the mean loss plus gradients for its dense parameters and for every
 //! gathered embedding row — the caller pushes those to the sparse tables.
 
+use std::ops::Range;
+
 use crate::nn::{InitRng, Linear, Mlp, MlpCache, ParamLayout};
 
 /// Architecture, as a config names it.
@@ -255,6 +257,46 @@ impl Model {
         grads: &mut [f32],
         emb_grads: &mut Vec<f32>,
     ) -> f32 {
+        self.loss_and_grads_hooked(
+            params,
+            batch,
+            labels,
+            weights,
+            grads,
+            emb_grads,
+            &mut |_, _| {},
+        )
+    }
+
+    /// The parameter ranges, one per layer, in the order the backward pass finishes them
+    /// (output layer first); together they cover the buffer exactly once.
+    pub fn backward_order(&self) -> Vec<Range<usize>> {
+        match &self.net {
+            Net::Neumf { mlp, predict, .. } => std::iter::once(predict.range())
+                .chain(mlp.backward_order())
+                .collect(),
+            Net::Dlrm { bottom, top, .. } => top
+                .backward_order()
+                .chain(bottom.iter().flat_map(Mlp::backward_order))
+                .collect(),
+        }
+    }
+
+    /// [`Model::loss_and_grads`], calling `ready` with each layer's range of
+    /// [`Model::backward_order`] and its gradient as soon as that gradient is final — so a
+    /// data-parallel caller can start reducing the top layers while the rest of the backward
+    /// pass runs.
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss_and_grads_hooked(
+        &self,
+        params: &[f32],
+        batch: &Batch<'_>,
+        labels: &[f32],
+        weights: Option<&[f32]>,
+        grads: &mut [f32],
+        emb_grads: &mut Vec<f32>,
+        ready: &mut dyn FnMut(Range<usize>, &[f32]),
+    ) -> f32 {
         self.check(params, batch);
         assert_eq!(labels.len(), batch.size, "labels");
         assert_eq!(grads.len(), params.len(), "gradient buffer size");
@@ -263,7 +305,7 @@ impl Model {
         let (loss, dz) = bce_with_logits(&st.logits, labels, weights);
         emb_grads.clear();
         emb_grads.resize(batch.emb.len(), 0.0);
-        self.back(params, batch, &st, &dz, grads, emb_grads);
+        self.back(params, batch, &st, &dz, grads, emb_grads, ready);
         loss
     }
 
@@ -356,6 +398,7 @@ impl Model {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn back(
         &self,
         p: &[f32],
@@ -364,6 +407,7 @@ impl Model {
         dz_logit: &[f32],
         grads: &mut [f32],
         de: &mut [f32],
+        ready: &mut dyn FnMut(Range<usize>, &[f32]),
     ) {
         let n = b.size;
         let fd = self.fields * self.emb_dim();
@@ -380,6 +424,8 @@ impl Model {
                 let d = g + m;
                 let mut dzz = Vec::new();
                 predict.backward(p, &st.z, dz_logit, n, grads, Some(&mut dzz));
+                let r = predict.range();
+                ready(r.clone(), &grads[r]);
                 let mlp_in = 2 * m + self.dense;
                 let hw = if mlp_in > 0 { mlp.out_width(mlp_in) } else { 0 };
                 let zw = g + hw;
@@ -396,7 +442,7 @@ impl Model {
                 }
                 if mlp_in > 0 {
                     let mut dx = Vec::new();
-                    mlp.backward(p, &st.x, n, &st.c1, &dh, grads, Some(&mut dx));
+                    mlp.backward(p, &st.x, n, &st.c1, &dh, grads, Some(&mut dx), ready);
                     for r in 0..n {
                         let row = &dx[r * mlp_in..(r + 1) * mlp_in];
                         du[r * d + g..(r + 1) * d].copy_from_slice(&row[..m]);
@@ -422,7 +468,7 @@ impl Model {
                 let d = *d;
                 let nv = self.fields + usize::from(bottom.is_some());
                 let mut dz = Vec::new();
-                top.backward(p, &st.z, n, &st.c1, dz_logit, grads, Some(&mut dz));
+                top.backward(p, &st.z, n, &st.c1, dz_logit, grads, Some(&mut dz), ready);
                 let mut dx = vec![0.0; n * nv * d];
                 match interaction {
                     Interaction::Cat => dx.copy_from_slice(&dz),
@@ -457,7 +503,7 @@ impl Model {
                     de[r * fd..(r + 1) * fd].copy_from_slice(&dv[skip..]);
                 }
                 if let Some(bm) = bottom {
-                    bm.backward(p, b.dense, n, &st.c0, &dbottom, grads, None);
+                    bm.backward(p, b.dense, n, &st.c0, &dbottom, grads, None, ready);
                 }
             }
         }
@@ -603,14 +649,29 @@ mod tests {
             emb: &emb,
             dense: &dns,
         };
-        model.loss_and_grads(
+        let mut heard: Vec<(Range<usize>, Vec<f32>)> = Vec::new();
+        model.loss_and_grads_hooked(
             &params,
             &batch,
             &labels,
             Some(&weights),
             &mut grads,
             &mut de,
+            &mut |r, g| heard.push((r, g.to_vec())),
         );
+        // The hook hears every layer once, in the announced order, with its final gradient.
+        let order: Vec<Range<usize>> = heard.iter().map(|(r, _)| r.clone()).collect();
+        assert_eq!(order, model.backward_order());
+        let mut covered = vec![0u8; params.len()];
+        for (r, g) in &heard {
+            assert_eq!(
+                &grads[r.clone()],
+                &g[..],
+                "gradient of {r:?} changed after the hook"
+            );
+            covered[r.clone()].iter_mut().for_each(|c| *c += 1);
+        }
+        assert!(covered.iter().all(|&c| c == 1), "ranges cover {covered:?}");
         let loss_at = |p: &[f32], e: &[f32]| -> f64 {
             let b = Batch {
                 size: n,

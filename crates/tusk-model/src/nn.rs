@@ -5,6 +5,8 @@
 //! optimiser one loop, the data-parallel all-reduce one call over one slice, and checkpoints a
 //! list of named tensors (PyTorch's layout: a linear weight is `[out, in]`).
 
+use std::ops::Range;
+
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2};
 
@@ -124,6 +126,11 @@ impl Linear {
         let w = layout.add(format!("{name}.weight"), &[out, inp]);
         let b = layout.add(format!("{name}.bias"), &[out]);
         Linear { inp, out, w, b }
+    }
+
+    /// The layer's weight and bias, one contiguous range of the parameter buffer.
+    pub fn range(&self) -> Range<usize> {
+        self.w..self.b + self.out
     }
 
     /// PyTorch's default initialisation: weight and bias uniform in ±1/√in.
@@ -284,8 +291,14 @@ impl Mlp {
         }
     }
 
+    /// The layers' parameter ranges in the order [`Mlp::backward`] finishes them (top first).
+    pub fn backward_order(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        self.layers.iter().rev().map(Linear::range)
+    }
+
     /// Backward from `dy` (gradient of the output); accumulates into `grads` and writes the
-    /// input gradient into `dx` when asked. Needs the cache of the matching forward.
+    /// input gradient into `dx` when asked. Needs the cache of the matching forward. `ready`
+    /// hears each layer's range (top layer first) as soon as its gradient is final.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
@@ -296,6 +309,7 @@ impl Mlp {
         dy: &[f32],
         grads: &mut [f32],
         dx: Option<&mut Vec<f32>>,
+        ready: &mut dyn FnMut(Range<usize>, &[f32]),
     ) {
         if self.layers.is_empty() {
             if let Some(dx) = dx {
@@ -322,6 +336,8 @@ impl Mlp {
                 self.layers[i].backward(params, input, &d, batch, grads, Some(&mut next));
                 std::mem::swap(&mut d, &mut next);
             }
+            let r = self.layers[i].range();
+            ready(r.clone(), &grads[r]);
         }
     }
 }

@@ -19,6 +19,11 @@ use crate::{Error, Result};
 /// File name of a dataset's manifest.
 pub const MANIFEST: &str = "_manifest.json";
 
+/// Sub-directory of a dataset holding what was computed from its rows (e.g. the feature
+/// statistics of a training config), kept because a committed dataset never changes. Cleared
+/// when a new dataset is written into the directory.
+pub const DERIVED: &str = "_derived";
+
 /// A record file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -975,6 +980,11 @@ impl ShardedWriter {
                     "a dataset already exists here ({MANIFEST} present); write to a new directory or delete it first"
                 ),
             });
+        }
+        // Left by a dataset that lived here before (its manifest deleted): not ours.
+        match dir.join(DERIVED).delete_all() {
+            Ok(_) | Err(tusk_storage::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
         let shards = shards.max(1);
         let names: Vec<String> = (0..shards)

@@ -1,5 +1,6 @@
 //! `--timeline FILE`: what every rank did when, as a Chrome/Perfetto trace (Trace Event
-//! JSON, object form `{"traceEvents": […]}`), one track per rank. Activities take Horovod's
+//! JSON, object form `{"traceEvents": […]}`), one process per rank with two tracks: compute
+//! (thread 0) and the dense all-reduce (thread 1), which overlaps the backward pass. Activities take Horovod's
 //! names where one fits: READ_BATCH (waiting for the input pipeline), FORWARD_BACKWARD,
 //! ALLREDUCE (dense gradients), SPARSE_ALLGATHER (embedding-row gradients), ALLGATHER (both
 //! at once, for dense gradients small enough to fuse), OPTIMIZER, CHECKPOINT, EVALUATE.
@@ -76,6 +77,11 @@ impl Timeline {
 
     /// Record `what` from `start` until now.
     pub fn span(&mut self, what: Activity, start: Instant) {
+        self.span_until(what, start, Instant::now());
+    }
+
+    /// Record `what` from `start` until `end`.
+    pub fn span_until(&mut self, what: Activity, start: Instant, end: Instant) {
         if !self.enabled {
             return;
         }
@@ -85,7 +91,10 @@ impl Timeline {
         }
         let ts =
             start.saturating_duration_since(self.origin).as_micros() as u64 + self.origin_unix_us;
-        let dur = start.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+        let dur = end
+            .saturating_duration_since(start)
+            .as_micros()
+            .min(u128::from(u32::MAX)) as u32;
         self.events.push(what as u8);
         self.events.extend_from_slice(&ts.to_le_bytes());
         self.events.extend_from_slice(&dur.to_le_bytes());
@@ -123,6 +132,14 @@ pub fn render(ranks: &[Vec<u8>]) -> String {
             ),
             &mut out,
         );
+        for (tid, name) in [(0, "compute"), (1, "dense all-reduce")] {
+            push(
+                format!(
+                    "{{\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": {rank}, \"tid\": {tid}, \"args\": {{\"name\": \"{name}\"}}}}"
+                ),
+                &mut out,
+            );
+        }
         let dropped = block
             .get(..8)
             .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
@@ -138,9 +155,11 @@ pub fn render(ranks: &[Vec<u8>]) -> String {
             let name = NAMES.get(usize::from(e[0])).copied().unwrap_or("UNKNOWN");
             let ts = u64::from_le_bytes(e[1..9].try_into().unwrap_or([0; 8]));
             let dur = u32::from_le_bytes(e[9..13].try_into().unwrap_or([0; 4]));
+            // Dense all-reduces overlap the backward pass: they get a track of their own.
+            let tid = u8::from(e[0] == Activity::AllReduce as u8);
             push(
                 format!(
-                    "{{\"name\": \"{name}\", \"ph\": \"X\", \"pid\": {rank}, \"tid\": 0, \"ts\": {ts}, \"dur\": {dur}}}"
+                    "{{\"name\": \"{name}\", \"ph\": \"X\", \"pid\": {rank}, \"tid\": {tid}, \"ts\": {ts}, \"dur\": {dur}}}"
                 ),
                 &mut out,
             );

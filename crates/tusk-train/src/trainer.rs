@@ -7,13 +7,14 @@
 //! uninterrupted run.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tusk_board::EventWriter;
-use tusk_data::{Batch, BatchOptions, FeatureSpace, NegativeSampler, Source, batches};
+use tusk_data::{Batch, BatchOptions, FeatureSpace, NegativeSampler, Source, StatsOrigin, batches};
 use tusk_embedding::{EmbeddingStore, HashedTable};
 use tusk_model::metrics;
 use tusk_model::models::sigmoid;
@@ -45,6 +46,10 @@ pub struct TrainOptions {
     /// travel with the row gradients in one all-gather instead of a ring all-reduce of their
     /// own (default [`FUSE_BYTES`]; `TUSK_FUSION_THRESHOLD` in the CLI).
     pub fusion_threshold: Option<usize>,
+    /// Data-parallel, ring path: dense gradients are all-reduced in buckets of about this many
+    /// bytes while the backward pass still runs (default [`BUCKET_BYTES`];
+    /// `TUSK_BUCKET_BYTES` in the CLI); 0 reduces them in one call after the backward pass.
+    pub bucket_bytes: Option<usize>,
 }
 
 /// Progress callbacks (the CLI draws bars from them).
@@ -84,6 +89,32 @@ pub struct Summary {
     /// Digest of this process's weights, optimiser moments and embedding rows when it
     /// stopped (before the best epoch is restored): equal on every rank of a job.
     pub replica_digest: u64,
+    /// Data-parallel runs whose dense gradients took the ring all-reduce: how long it ran
+    /// and how much of that the backward pass hid.
+    pub allreduce: Option<AllReduceTime>,
+}
+
+/// Time this rank spent in the dense-gradient all-reduce.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AllReduceTime {
+    /// Steps measured.
+    pub steps: u64,
+    /// Seconds inside all-reduce calls (waiting for slower peers included).
+    pub seconds: f64,
+    /// Of those, seconds after this rank's backward pass had ended: the part the step waited
+    /// for. The rest ran while the backward pass computed lower layers.
+    pub exposed_seconds: f64,
+}
+
+impl AllReduceTime {
+    /// Share of the all-reduce time hidden behind the backward pass, 0–1.
+    pub fn hidden(&self) -> f64 {
+        if self.seconds > 0.0 {
+            (1.0 - self.exposed_seconds / self.seconds).clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    }
 }
 
 /// Named metric values, e.g. `auc`, `logloss`, `hr@10`, `ndcg@10`, `rows`.
@@ -463,12 +494,19 @@ struct Run<'a> {
     collective: Box<dyn Communicator + 'a>,
     timeline: Timeline,
     fusion_threshold: usize,
+    /// Dense-gradient buckets in backward order, each a list of parameter ranges; empty when
+    /// the gradient is not reduced while the backward pass runs.
+    buckets: Vec<Vec<Range<usize>>>,
+    allreduce: AllReduceTime,
     /// Where rank 0 writes the trace.
     timeline_out: Option<tusk_storage::Location>,
     /// Dense gradient, then per rank its batch size, then per rank its loss: all summed in
     /// one all-reduce, so every rank learns every rank's rows and loss without another round.
     grads: Vec<f32>,
 }
+
+/// One rank's part of a step for the backward thread: inputs, labels, optional weights.
+type Work<'a> = (tusk_model::Batch<'a>, &'a [f32], Option<&'a [f32]>);
 
 /// What one synchronous step did.
 enum Step {
@@ -588,11 +626,21 @@ pub fn train_with<'a>(
             )
         }
         None => {
-            obs.message(&format!(
-                "reading {} for feature statistics",
-                cfg.data.train
-            ));
-            let space = FeatureSpace::fit(&train_src, cfg.features.clone(), |_| {})?;
+            let t = Instant::now();
+            let (space, origin) = FeatureSpace::fit_kept(&train_src, cfg.features.clone(), |_| {})?;
+            let secs = t.elapsed().as_secs_f64();
+            obs.message(&match origin {
+                StatsOrigin::Kept(f) => format!("feature statistics from {f} ({secs:.2} s)"),
+                StatsOrigin::ComputedAndKept(f) => format!(
+                    "feature statistics: one pass over {} ({secs:.1} s), kept in {f} for later runs",
+                    cfg.data.train
+                ),
+                StatsOrigin::Computed(why) => format!(
+                    "feature statistics: one pass over {} ({secs:.1} s){}",
+                    cfg.data.train,
+                    why.map_or(String::new(), |w| format!("; {w}"))
+                ),
+            });
             if cfg.train.negatives == 0 {
                 space.check_both_classes()?;
             }
@@ -632,6 +680,7 @@ pub fn train_with<'a>(
             steps: 0,
             interrupted: false,
             replica_digest: 0,
+            allreduce: None,
         });
     }
     let sampler = if cfg.train.negatives > 0 {
@@ -676,6 +725,8 @@ pub fn train_with<'a>(
     );
     let fusion_threshold = opts.fusion_threshold.unwrap_or(FUSE_BYTES);
     fingerprint.insert("fusion threshold".into(), fusion_threshold.to_string());
+    let bucket_bytes = opts.bucket_bytes.unwrap_or(BUCKET_BYTES);
+    fingerprint.insert("bucket bytes".into(), bucket_bytes.to_string());
     let timeline_out = opts
         .timeline
         .as_deref()
@@ -706,6 +757,12 @@ pub fn train_with<'a>(
         }
     };
     let grads = vec![0.0; params.len() + 2 * world];
+    let fused = world > 1 && params.len().saturating_mul(4 * (world - 1)) <= fusion_threshold;
+    let buckets = if world > 1 && !fused && bucket_bytes > 0 {
+        plan_buckets(&model.backward_order(), bucket_bytes)
+    } else {
+        Vec::new()
+    };
     let saver = if rank == 0 {
         Some(Saver::start(store.writer(RunInfo::new(), parent))?)
     } else {
@@ -729,6 +786,8 @@ pub fn train_with<'a>(
         collective,
         timeline: Timeline::new(timeline_out.is_some()),
         fusion_threshold,
+        buckets,
+        allreduce: AllReduceTime::default(),
         timeline_out,
         grads,
     };
@@ -796,20 +855,25 @@ impl Run<'_> {
                 .weight
                 .as_ref()
                 .map(|_| b.weights.as_slice());
-            let loss = self.model.loss_and_grads(
-                &self.params,
-                &tusk_model::Batch {
-                    size: b.size,
-                    emb: &emb,
-                    dense: &b.dense,
-                },
-                &b.labels,
-                weights,
-                &mut self.grads[..p],
-                &mut de,
-            );
-            self.grads[p + rank] = b.size as f32;
-            self.grads[p + world + rank] = loss;
+            let input = tusk_model::Batch {
+                size: b.size,
+                emb: &emb,
+                dense: &b.dense,
+            };
+            if self.buckets.is_empty() {
+                let loss = self.model.loss_and_grads(
+                    &self.params,
+                    &input,
+                    &b.labels,
+                    weights,
+                    &mut self.grads[..p],
+                    &mut de,
+                );
+                self.grads[p + rank] = b.size as f32;
+                self.grads[p + world + rank] = loss;
+            } else {
+                de = self.backward_reducing(Some((input, &b.labels, weights)), t)?;
+            }
             kg = unpool(de, b, d);
             if world > 1 {
                 // Each rank's gradient is of its mean loss over batch_size / world rows: the
@@ -822,13 +886,19 @@ impl Run<'_> {
                     *g += l2 * w;
                 }
             }
+        } else if !self.buckets.is_empty() {
+            // No rows here this step: take part in every bucket's all-reduce with zeros.
+            self.backward_reducing(None, t)?;
         }
-        self.timeline.span(Activity::ForwardBackward, t);
+        if self.buckets.is_empty() {
+            self.timeline.span(Activity::ForwardBackward, t);
+        }
         let keys_here = b.map_or(&[][..], |b| b.keys.as_slice());
         // A small dense gradient travels with the row gradients in one all-gather (one ring
         // pass instead of three: step time is latency at this size) and every rank sums the
         // blocks in rank order; a large one takes the bandwidth-optimal ring all-reduce.
         let fused = world > 1 && p.saturating_mul(4 * (world - 1)) <= self.fusion_threshold;
+        debug_assert!(!fused || self.buckets.is_empty());
         let mut gathered: Option<Vec<Vec<u8>>> = None;
         if fused {
             let mut mine = Vec::with_capacity((p + 2) * 4 + keys_here.len() * (8 + 4 * d) + 8);
@@ -866,10 +936,14 @@ impl Run<'_> {
                 }
             }
             gathered = Some(all);
-        } else if world > 1 {
+        } else if world > 1 && self.buckets.is_empty() {
             let t = Instant::now();
             self.collective.all_reduce(&mut self.grads, ReduceOp::Sum)?;
             self.timeline.span(Activity::AllReduce, t);
+            let secs = t.elapsed().as_secs_f64();
+            self.allreduce.steps += 1;
+            self.allreduce.seconds += secs;
+            self.allreduce.exposed_seconds += secs;
         }
         let sizes: Vec<u64> = self.grads[p..p + world].iter().map(|&s| s as u64).collect();
         let losses = &self.grads[p + world..];
@@ -950,6 +1024,116 @@ impl Run<'_> {
             loss_sum,
             rows: sizes.iter().sum(),
         })
+    }
+
+    /// Forward and backward pass on a thread of its own while this thread all-reduces the
+    /// dense gradient bucket by bucket as the backward pass finishes them (top layers first,
+    /// as PyTorch DDP and Horovod do). Every rank reduces the same buckets in the same order;
+    /// the last one carries the per-rank batch sizes and losses. A rank without a batch
+    /// (`work = None`) reduces zeros. Leaves the summed gradient and sizes/losses in
+    /// `self.grads`; returns d loss / d emb.
+    fn backward_reducing(
+        &mut self,
+        work: Option<Work<'_>>,
+        started: Instant,
+    ) -> Result<Vec<f32>> {
+        let (rank, world) = (self.collective.rank(), self.collective.world_size());
+        let p = self.params.len();
+        let buckets = &self.buckets;
+        let lens: Vec<usize> = buckets
+            .iter()
+            .map(|b| b.iter().map(ExactSizeIterator::len).sum())
+            .collect();
+        let (model, params) = (&self.model, &self.params);
+        let (grads, meta) = self.grads.split_at_mut(p);
+        let collective = &mut self.collective;
+        let timeline = &mut self.timeline;
+        let (tx, rx) = mpsc::channel::<Vec<f32>>();
+        let mut reduced: Vec<Vec<f32>> = Vec::with_capacity(buckets.len());
+        let mut failed: Option<Error> = None;
+        let mut busy = Duration::ZERO;
+        let mut reduce = |mut buf: Vec<f32>, reduced: &mut Vec<Vec<f32>>| {
+            if failed.is_none() {
+                let t = Instant::now();
+                match collective.all_reduce(&mut buf, ReduceOp::Sum) {
+                    Ok(()) => {
+                        busy += t.elapsed();
+                        timeline.span(Activity::AllReduce, t);
+                    }
+                    Err(e) => failed = Some(e.into()),
+                }
+            }
+            reduced.push(buf);
+        };
+        let (de, backward_end) = std::thread::scope(|s| {
+            let worker = s.spawn(move || {
+                let mut de = Vec::new();
+                let mut buf = Vec::with_capacity(lens[0]);
+                let (mut k, mut got) = (0, 0);
+                let mut ready = |r: Range<usize>, g: &[f32]| {
+                    debug_assert_eq!(r, buckets[k][got], "backward order");
+                    buf.extend_from_slice(g);
+                    got += 1;
+                    if got == buckets[k].len() && k + 1 < buckets.len() {
+                        // The receiver outlives this thread (scoped): a send cannot fail.
+                        let _ =
+                            tx.send(std::mem::replace(&mut buf, Vec::with_capacity(lens[k + 1])));
+                        k += 1;
+                        got = 0;
+                    }
+                };
+                let (rows, loss) = match work {
+                    Some((input, labels, weights)) => {
+                        let loss = model.loss_and_grads_hooked(
+                            params, &input, labels, weights, grads, &mut de, &mut ready,
+                        );
+                        (input.size, loss)
+                    }
+                    None => {
+                        for range in buckets.iter().flatten() {
+                            ready(range.clone(), &grads[range.clone()]);
+                        }
+                        (0, 0.0)
+                    }
+                };
+                // The last bucket carries every rank's batch size and loss.
+                meta.iter_mut().for_each(|m| *m = 0.0);
+                meta[rank] = rows as f32;
+                meta[world + rank] = loss;
+                buf.extend_from_slice(meta);
+                let _ = tx.send(buf);
+                (de, Instant::now())
+            });
+            for buf in rx.iter() {
+                reduce(buf, &mut reduced);
+            }
+            match worker.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        });
+        self.timeline
+            .span_until(Activity::ForwardBackward, started, backward_end);
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        self.allreduce.steps += 1;
+        self.allreduce.seconds += busy.as_secs_f64();
+        self.allreduce.exposed_seconds += Instant::now()
+            .saturating_duration_since(backward_end)
+            .as_secs_f64();
+        for (bucket, values) in self.buckets.iter().zip(&reduced) {
+            let mut at = 0;
+            for r in bucket {
+                self.grads[r.clone()].copy_from_slice(&values[at..at + r.len()]);
+                at += r.len();
+            }
+        }
+        let tail = reduced
+            .last()
+            .map_or(&[][..], |v| &v[v.len() - 2 * world..]);
+        self.grads[p..].copy_from_slice(tail);
+        Ok(de)
     }
 
     fn go(&mut self, opts: &TrainOptions, obs: &mut dyn Observer) -> Result<Summary> {
@@ -1043,6 +1227,7 @@ impl Run<'_> {
                         steps: steps_here,
                         interrupted: true,
                         replica_digest: self.digest(),
+                        allreduce: self.allreduce_time(),
                     });
                 }
             }
@@ -1154,6 +1339,7 @@ impl Run<'_> {
                 steps: steps_here,
                 interrupted: false,
                 replica_digest: digest,
+                allreduce: self.allreduce_time(),
             });
         };
         // The best epoch's version is found in the history (this process may have resumed
@@ -1202,7 +1388,12 @@ impl Run<'_> {
             steps: steps_here,
             interrupted: false,
             replica_digest: digest,
+            allreduce: self.allreduce_time(),
         })
+    }
+
+    fn allreduce_time(&self) -> Option<AllReduceTime> {
+        (self.allreduce.steps > 0).then_some(self.allreduce)
     }
 
     /// Gather every rank's timeline; rank 0 writes the trace (a collective: all ranks call
@@ -1264,6 +1455,27 @@ impl Run<'_> {
 /// Dense gradients up to this many bytes received per step travel in the all-gather of the
 /// row gradients instead of a ring all-reduce of their own.
 pub const FUSE_BYTES: usize = 256 << 10;
+
+/// Default size of a dense-gradient bucket all-reduced while the backward pass runs.
+pub const BUCKET_BYTES: usize = 1 << 20;
+
+/// Group `order` (layer ranges, in the order the backward pass finishes them) into buckets
+/// of at least `bytes` (the last one may be smaller); never splits a layer.
+fn plan_buckets(order: &[Range<usize>], bytes: usize) -> Vec<Vec<Range<usize>>> {
+    let mut out: Vec<Vec<Range<usize>>> = vec![Vec::new()];
+    let mut size = 0;
+    for r in order {
+        if size >= bytes {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += r.len() * 4;
+        if let Some(last) = out.last_mut() {
+            last.push(r.clone());
+        }
+    }
+    out
+}
 
 /// One rank's row gradients as `[count u64][keys u64…][grads f32…]`, appended to `out`.
 fn encode_row_grads(keys: &[u64], grads: &[f32], out: &mut Vec<u8>) {

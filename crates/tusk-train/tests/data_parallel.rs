@@ -19,7 +19,7 @@ fn run_ranks(
     url: &Path,
     n: usize,
     stop: Option<u64>,
-    fusion: Option<usize>,
+    (fusion, bucket): (Option<usize>, Option<usize>),
 ) -> Vec<Result<Summary, String>> {
     let comms = threads::group(n, Duration::from_secs(60));
     let hs: Vec<_> = comms
@@ -39,6 +39,7 @@ fn run_ranks(
                         stop_after_steps: stop,
                         timeline: None,
                         fusion_threshold: fusion,
+                        bucket_bytes: bucket,
                     },
                     &mut Quiet,
                     &mut |_| Ok(Box::new(c.take().unwrap()) as Box<dyn Communicator>),
@@ -74,14 +75,35 @@ fn n_workers_follow_one_worker_with_the_same_global_batch() {
         .load(None)
         .unwrap();
     assert_eq!(base.meta.state.global_step, 100);
-    // Both exchanges: the dense gradient in its own ring all-reduce (threshold 0) and fused
-    // into the all-gather of the row gradients (the default at this size).
-    for (n, fusion) in [(2, Some(0)), (2, None), (4, Some(0)), (4, None)] {
-        let url = data.path().join(format!("n{n}-{fusion:?}"));
-        let sums: Vec<Summary> = run_ranks(&cfg, &url, n, Some(100), fusion)
+    // Every exchange: the dense gradient fused into the all-gather of the row gradients (the
+    // default at this size), or in its own ring all-reduce (fusion threshold 0) — after the
+    // backward pass (bucket 0), in one bucket during it (the default), or one bucket per layer.
+    let exchanges = [
+        (None, None),
+        (Some(0), Some(0)),
+        (Some(0), None),
+        (Some(0), Some(1)),
+    ];
+    for (n, ex) in [2, 4].into_iter().flat_map(|n| exchanges.map(|e| (n, e))) {
+        let (fusion, bucket) = ex;
+        let url = data.path().join(format!("n{n}-{fusion:?}-{bucket:?}"));
+        let sums: Vec<Summary> = run_ranks(&cfg, &url, n, Some(100), ex)
             .into_iter()
             .map(Result::unwrap)
             .collect();
+        let ring = fusion == Some(0);
+        assert!(
+            sums.iter().all(|s| s.allreduce.is_some() == ring),
+            "N={n} {ex:?}: all-reduce time reported {:?}",
+            sums[0].allreduce
+        );
+        if bucket == Some(0) {
+            // Reduced after the backward pass: nothing hidden.
+            assert!(
+                sums.iter()
+                    .all(|s| s.allreduce.is_none_or(|a| a.hidden() == 0.0))
+            );
+        }
         assert!(
             sums.iter()
                 .all(|s| s.replica_digest == sums[0].replica_digest),
@@ -93,7 +115,7 @@ fn n_workers_follow_one_worker_with_the_same_global_batch() {
             .unwrap();
         assert_eq!(ck.meta.state.global_step, 100);
         let r = rel(&ck.params, &base.params);
-        eprintln!("N={n} fusion {fusion:?}: dense weights {r:e} relative to N=1");
+        eprintln!("N={n} {ex:?}: dense weights {r:e} relative to N=1");
         assert!(r < 1e-5, "N={n}: dense weights differ by {r:e} (relative)");
         assert_eq!(ck.table.keys.len(), base.table.keys.len(), "N={n}: rows");
         let d = base.table.dim;
@@ -108,7 +130,7 @@ fn n_workers_follow_one_worker_with_the_same_global_batch() {
             mine.extend_from_slice(ours[k]);
         }
         let r = rel(&mine, &theirs);
-        eprintln!("N={n} fusion {fusion:?}: embedding rows {r:e} relative to N=1");
+        eprintln!("N={n} {ex:?}: embedding rows {r:e} relative to N=1");
         assert!(r < 1e-5, "N={n}: embedding rows differ by {r:e} (relative)");
         let loss = |c: &tusk_train::Checkpoint| {
             c.meta.state.epoch_loss_sum / c.meta.state.epoch_rows as f64
@@ -120,11 +142,38 @@ fn n_workers_follow_one_worker_with_the_same_global_batch() {
     }
 }
 
+/// 4000 rows strided over 3 ranks, one row each per step: at step 1334 only rank 0 has a row,
+/// so the others take part in every bucket's all-reduce with zeros and the epoch ends
+/// everywhere at once.
+#[test]
+fn ranks_without_rows_take_part_in_every_bucket() {
+    let data = data_dir();
+    let cfg = with(
+        &dlrm_config(data.path(), ""),
+        &[
+            "train.batch_size=3",
+            "train.shuffle_buffer=0",
+            "train.epochs=2",
+        ],
+    );
+    let sums: Vec<Summary> = run_ranks(&cfg, &data.path().join("m"), 3, None, (Some(0), Some(1)))
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    for s in &sums {
+        assert_eq!(s.replica_digest, sums[0].replica_digest, "replicas differ");
+        assert_eq!(s.history.len(), 2);
+        // 1333 steps of 3 rows, then one where only rank 0 has a row: the epoch ends.
+        assert_eq!(s.steps, 2 * 1333);
+        assert_eq!(s.allreduce.unwrap().steps, 2 * 1334);
+    }
+}
+
 #[test]
 fn a_global_batch_that_does_not_split_is_refused() {
     let data = data_dir();
     let cfg = with(&dlrm_config(data.path(), ""), &["train.batch_size=30"]);
-    for r in run_ranks(&cfg, &data.path().join("m"), 4, None, None) {
+    for r in run_ranks(&cfg, &data.path().join("m"), 4, None, (None, None)) {
         let e = r.map(|_| ()).unwrap_err();
         assert!(
             e.contains("train.batch_size") && e.contains("does not split evenly over 4 workers"),

@@ -192,6 +192,7 @@ fn model_store_resume_and_scoring_on_hdfs() {
                 stop_after_steps: stop,
                 timeline: None,
                 fusion_threshold: None,
+                bucket_bytes: None,
             },
             &mut Quiet,
         )

@@ -105,6 +105,7 @@ pub fn run_to(
             stop_after_steps: stop,
             timeline: None,
             fusion_threshold: None,
+            bucket_bytes: None,
         },
         &mut Quiet,
     )
