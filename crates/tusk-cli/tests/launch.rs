@@ -515,19 +515,24 @@ fn two_workers_with_data_and_model_on_hdfs() {
 fn timeline_has_one_track_per_rank_with_every_activity() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = setup(dir.path(), 2000, "epochs = 2\ncheckpoint_every = 50");
-    // Fused dense + row gradients (the default at this size), then a ring all-reduce.
-    for fusion in ["262144", "0"] {
-        let m = dir.path().join(format!("m{fusion}"));
-        let trace = dir.path().join(format!("trace{fusion}.json"));
+    // Fused dense + row gradients (the default at this size), then a ring all-reduce of the
+    // dense gradient in one bucket, then one bucket per layer (reduced while the backward pass
+    // runs, on a track of their own).
+    for (fusion, bucket) in [("262144", "1048576"), ("0", "1048576"), ("0", "1")] {
+        let m = dir.path().join(format!("m{fusion}-{bucket}"));
+        let trace = dir.path().join(format!("trace{fusion}-{bucket}.json"));
         let mut c = launch(2, &[], &cfg, &m);
         c.args(["--timeline", &trace.display().to_string()])
-            .env("TUSK_FUSION_THRESHOLD", fusion);
+            .env("TUSK_FUSION_THRESHOLD", fusion)
+            .env("TUSK_BUCKET_BYTES", bucket);
         run_ok(c, "timeline", Duration::from_secs(300));
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
         let events = v["traceEvents"].as_array().unwrap();
         let steps = load(&m).meta.state.global_step as usize;
         let fused = events.iter().any(|e| e["name"] == "ALLGATHER");
+        // Dense layers: NeuMF's MLP tower (layers = [16, 8]) and its output layer.
+        let layers = 3;
         assert_eq!(fused, fusion != "0", "fusion threshold {fusion}");
         for rank in 0..2 {
             let mine: Vec<&serde_json::Value> = events
@@ -547,10 +552,17 @@ fn timeline_has_one_track_per_rank_with_every_activity() {
             // One dense exchange per step plus the round per epoch that finds the data ended:
             // a ring all-reduce then the rows' all-gather, or (a dense gradient this small) both
             // in one all-gather.
+            let buckets = if bucket == "1" { layers } else { 1 };
             assert_eq!(
-                count("ALLREDUCE") + count("ALLGATHER"),
+                count("ALLREDUCE") / buckets + count("ALLGATHER"),
                 steps + 2,
                 "rank {rank}"
+            );
+            assert_eq!(count("ALLREDUCE") % buckets, 0);
+            assert!(
+                mine.iter()
+                    .all(|e| (e["tid"] == 1) == (e["name"] == "ALLREDUCE")),
+                "all-reduces on track 1, the rest on track 0"
             );
             let sparse = if count("ALLGATHER") > 0 { 0 } else { steps };
             assert_eq!(count("SPARSE_ALLGATHER"), sparse, "rank {rank}");
