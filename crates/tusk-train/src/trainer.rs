@@ -1032,11 +1032,7 @@ impl Run<'_> {
     /// the last one carries the per-rank batch sizes and losses. A rank without a batch
     /// (`work = None`) reduces zeros. Leaves the summed gradient and sizes/losses in
     /// `self.grads`; returns d loss / d emb.
-    fn backward_reducing(
-        &mut self,
-        work: Option<Work<'_>>,
-        started: Instant,
-    ) -> Result<Vec<f32>> {
+    fn backward_reducing(&mut self, work: Option<Work<'_>>, started: Instant) -> Result<Vec<f32>> {
         let (rank, world) = (self.collective.rank(), self.collective.world_size());
         let p = self.params.len();
         let buckets = &self.buckets;
