@@ -116,7 +116,10 @@ pub enum Optimizer {
         /// Added to the root for stability.
         eps: f32,
     },
-    /// Lazy Adam: moments and bias correction per row, advanced only when the row is touched.
+    /// Adam with moments and bias correction per row. Lazy (`dense: false`): a row's moments
+    /// advance only in steps that touch it. Dense: every row's moments decay and every row
+    /// moves by its momentum in every step, touched or not — what `torch.optim.Adam` does to a
+    /// dense `nn.Embedding` — at a cost of O(rows) per step.
     Adam {
         /// Learning rate.
         lr: f32,
@@ -126,7 +129,19 @@ pub enum Optimizer {
         beta2: f32,
         /// Added to the root for stability.
         eps: f32,
+        /// Update every row every step (see above).
+        dense: bool,
     },
+}
+
+/// How a new row's values are drawn (from the table seed and the row's key alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Init {
+    /// Uniform in ±scale.
+    #[default]
+    Uniform,
+    /// Normal with standard deviation `scale` (Box–Muller), as `nn.init.normal_`.
+    Normal,
 }
 
 impl Optimizer {
@@ -146,6 +161,7 @@ impl Optimizer {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
+            dense: false,
         }
     }
 
@@ -233,8 +249,9 @@ pub struct HashedTable {
     dim: usize,
     optimizer: Optimizer,
     seed: u64,
-    /// Initial values are uniform in ±`init_scale`.
+    /// Initial values are uniform in ±`init_scale` (or normal with that deviation).
     init_scale: f32,
+    init: Init,
     index: KeyMap<usize>,
     /// Row values, `dim` per row, in creation order.
     values: Vec<f32>,
@@ -253,6 +270,7 @@ impl HashedTable {
             optimizer,
             seed,
             init_scale: 1.0 / (dim.max(1) as f32).sqrt(),
+            init: Init::Uniform,
             index: KeyMap::default(),
             values: Vec::new(),
             state: Vec::new(),
@@ -264,6 +282,13 @@ impl HashedTable {
     /// Use another initial scale (values uniform in ±`scale`).
     pub fn with_init_scale(mut self, scale: f32) -> HashedTable {
         self.init_scale = scale;
+        self
+    }
+
+    /// Draw new rows from `init` (the scale stays). Not part of [`TableState`]: rows created
+    /// after a restore follow the distribution set here, so set the one training used.
+    pub fn with_init(mut self, init: Init) -> HashedTable {
+        self.init = init;
         self
     }
 
@@ -358,6 +383,7 @@ impl HashedTable {
             optimizer,
             seed: s.seed,
             init_scale: s.init_scale,
+            init: Init::Uniform,
             index,
             values: s.values,
             state: s.state,
@@ -381,10 +407,25 @@ impl HashedTable {
 
     fn initial_row(&self, key: u64, out: &mut [f32]) {
         let mut s = mix(self.seed ^ key);
-        for o in out.iter_mut() {
+        let mut unit = || {
             s = mix(s);
-            let unit = (s >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
-            *o = (unit * 2.0 - 1.0) * self.init_scale;
+            (s >> 40) as f32 / (1u64 << 24) as f32 // [0, 1)
+        };
+        match self.init {
+            Init::Uniform => {
+                for o in out.iter_mut() {
+                    *o = (unit() * 2.0 - 1.0) * self.init_scale;
+                }
+            }
+            Init::Normal => {
+                for o in out.iter_mut() {
+                    // Box–Muller; 1 − u is in (0, 1], so the logarithm is finite.
+                    let (u1, u2) = (1.0 - unit(), unit());
+                    let z = (-2.0 * f64::from(u1).ln()).sqrt()
+                        * (std::f64::consts::TAU * f64::from(u2)).cos();
+                    *o = z as f32 * self.init_scale;
+                }
+            }
         }
     }
 
@@ -457,6 +498,44 @@ impl EmbeddingStore for HashedTable {
                 *a += b;
             }
         }
+        if let Optimizer::Adam {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            dense: true,
+        } = self.optimizer
+        {
+            // Every row moves: touched rows with their gradient, the others with zero.
+            let mut grad_of = vec![u32::MAX; self.keys.len()];
+            for (j, k) in order.iter().enumerate() {
+                let r = self.row(*k);
+                if r >= grad_of.len() {
+                    grad_of.resize(r + 1, u32::MAX);
+                }
+                grad_of[r] = j as u32;
+            }
+            let zero = vec![0.0; d];
+            for (r, &j) in grad_of.iter().enumerate() {
+                let g = if j == u32::MAX {
+                    &zero[..]
+                } else {
+                    &summed[j as usize * d..(j as usize + 1) * d]
+                };
+                self.steps[r] += 1;
+                let t = self.steps[r] as i32;
+                let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
+                let w = &mut self.values[r * d..(r + 1) * d];
+                let st = &mut self.state[r * 2 * d..(r + 1) * 2 * d];
+                let (m, v) = st.split_at_mut(d);
+                for i in 0..d {
+                    m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
+                    v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
+                    w[i] -= lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
+                }
+            }
+            return Ok(());
+        }
         for (j, k) in order.into_iter().enumerate() {
             let g = &summed[j * d..(j + 1) * d];
             let r = self.row(k);
@@ -479,6 +558,7 @@ impl EmbeddingStore for HashedTable {
                     beta1,
                     beta2,
                     eps,
+                    ..
                 } => {
                     self.steps[r] += 1;
                     let t = self.steps[r] as i32;
@@ -547,6 +627,60 @@ mod tests {
         // acc = 0.1 + 4 = 4.1; w -= 0.1 * 2 / (sqrt(4.1) + 1e-7)
         let want = w[0] - 0.1 * 2.0 / (4.1f32.sqrt() + 1e-7);
         assert!((t.get(k).unwrap()[0] - want).abs() < 1e-7);
+    }
+
+    #[test]
+    fn dense_adam_moves_untouched_rows_by_their_momentum() {
+        let (a, b) = (1, 2);
+        let adam = Optimizer::Adam {
+            dense: true,
+            ..Optimizer::adam(0.01)
+        };
+        let mut t = HashedTable::new(1, adam, 0);
+        let mut w = [0.0; 2];
+        t.lookup(&[a, b], &mut w);
+        let (b1, b2, lr, eps) = (0.9f64, 0.999f64, 0.01f64, 1e-8f64);
+        // Step 1, gradient on a only: a moves by lr·sign(g); b (zero moments) stays.
+        t.apply_gradients(&[a], &[0.5]).unwrap();
+        let (mut m, mut v) = ((1.0 - b1) * 0.5, (1.0 - b2) * 0.25);
+        let mut wa = f64::from(w[0]) - lr * (m / (1.0 - b1)) / ((v / (1.0 - b2)).sqrt() + eps);
+        assert!((f64::from(t.get(a).unwrap()[0]) - wa).abs() < 1e-6);
+        assert_eq!(t.get(b).unwrap()[0], w[1]);
+        // Step 2, gradient on b only: a still moves, by its decayed momentum (lazy would not).
+        t.apply_gradients(&[b], &[-2.0]).unwrap();
+        m *= b1;
+        v *= b2;
+        wa -= lr * (m / (1.0 - b1 * b1)) / ((v / (1.0 - b2 * b2)).sqrt() + eps);
+        assert!((f64::from(t.get(a).unwrap()[0]) - wa).abs() < 1e-6);
+        assert!((f64::from(t.get(a).unwrap()[0]) - f64::from(w[0])).abs() > 0.0105);
+        // b's first gradient (its step 2: bias correction counts the steps it has existed).
+        let (mb, vb) = ((1.0 - b1) * -2.0, (1.0 - b2) * 4.0);
+        let wb = f64::from(w[1]) - lr * (mb / (1.0 - b1 * b1)) / ((vb / (1.0 - b2 * b2)).sqrt() + eps);
+        assert!((f64::from(t.get(b).unwrap()[0]) - wb).abs() < 1e-6);
+    }
+
+    #[test]
+    fn normal_init_has_the_asked_deviation_and_depends_only_on_seed_and_key() {
+        let mut t = HashedTable::new(100, Optimizer::Sgd { lr: 0.1 }, 9)
+            .with_init_scale(0.01)
+            .with_init(Init::Normal);
+        let keys: Vec<u64> = (0..100).collect();
+        let mut x = vec![0.0; 100 * 100];
+        t.lookup(&keys, &mut x);
+        let n = x.len() as f64;
+        let mean = x.iter().map(|v| f64::from(*v)).sum::<f64>() / n;
+        let sd = (x.iter().map(|v| (f64::from(*v) - mean).powi(2)).sum::<f64>() / n).sqrt();
+        assert!(mean.abs() < 0.0005, "mean {mean}");
+        assert!((sd / 0.01 - 1.0).abs() < 0.03, "sd {sd}");
+        // Beyond ±3σ about 0.27% of the time, as a normal distribution does.
+        let tails = x.iter().filter(|v| v.abs() > 0.03).count() as f64 / n;
+        assert!(tails > 0.001 && tails < 0.006, "tails {tails}");
+        let mut y = vec![0.0; 100];
+        HashedTable::new(100, Optimizer::Sgd { lr: 0.1 }, 9)
+            .with_init_scale(0.01)
+            .with_init(Init::Normal)
+            .peek(&[7], &mut y);
+        assert_eq!(&y[..], &x[700..800]);
     }
 
     #[test]

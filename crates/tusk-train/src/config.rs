@@ -32,7 +32,7 @@
 
 use serde::{Deserialize, Serialize};
 use tusk_data::FeatureConfig;
-use tusk_embedding::Optimizer;
+use tusk_embedding::{Init, Optimizer};
 use tusk_model::{Architecture, Interaction};
 
 use crate::error::{Error, Result, config};
@@ -140,8 +140,15 @@ pub struct TrainConfig {
     pub weight_decay: f32,
     /// L2 penalty on the embedding rows a batch touches (added to their gradient).
     pub embedding_l2: f32,
-    /// Initial embedding values are uniform in ±this.
+    /// Initial embedding values are uniform in ±this (`init = "uniform"`) or normal with
+    /// this standard deviation (`init = "normal"`).
     pub init_scale: f32,
+    /// Distribution of initial embedding values: `uniform` or `normal`.
+    pub init: String,
+    /// With `optimizer = "adam"`: `lazy` moves an embedding row only in steps whose batch
+    /// touches it; `dense` moves every row every step by its momentum, as PyTorch's Adam on a
+    /// dense `nn.Embedding` (O(rows) per step: for tables that fit comfortably).
+    pub embedding_adam: String,
     /// Seed for initialisation, shuffling and sampling.
     pub seed: u64,
     /// Rows held for shuffling.
@@ -167,6 +174,8 @@ impl Default for TrainConfig {
             weight_decay: 0.0,
             embedding_l2: 0.0,
             init_scale: 0.05,
+            init: "uniform".into(),
+            embedding_adam: "lazy".into(),
             seed: 42,
             shuffle_buffer: 100_000,
             checkpoint_every: 0,
@@ -257,6 +266,7 @@ impl Config {
             return Err(config("train.learning_rate", "must be a positive number"));
         }
         self.embedding_optimizer()?;
+        self.embedding_init()?;
         let sparse = &self.features.sparse;
         let check_cols = |key: &str, cols: &[String]| -> Result<()> {
             for c in cols {
@@ -375,13 +385,47 @@ impl Config {
             .train
             .embedding_learning_rate
             .unwrap_or(self.train.learning_rate);
+        let dense = match self.train.embedding_adam.as_str() {
+            "lazy" => false,
+            "dense" if self.train.optimizer == "adam" => true,
+            "dense" => {
+                return Err(config(
+                    "train.embedding_adam",
+                    format!(
+                        "`dense` applies to optimizer = \"adam\", not `{}` (its rows do not move without a gradient)",
+                        self.train.optimizer
+                    ),
+                ));
+            }
+            o => {
+                return Err(config(
+                    "train.embedding_adam",
+                    format!("unknown mode `{o}`: use lazy or dense"),
+                ));
+            }
+        };
         match self.train.optimizer.as_str() {
-            "adam" => Ok(Optimizer::adam(lr)),
+            "adam" => Ok(Optimizer::Adam {
+                dense,
+                ..Optimizer::adam(lr)
+            }),
             "adagrad" => Ok(Optimizer::adagrad(lr)),
             "sgd" => Ok(Optimizer::Sgd { lr }),
             o => Err(config(
                 "train.optimizer",
                 format!("unknown optimiser `{o}`: use adam, adagrad or sgd"),
+            )),
+        }
+    }
+
+    /// How new embedding rows are drawn (`train.init`).
+    pub fn embedding_init(&self) -> Result<Init> {
+        match self.train.init.as_str() {
+            "uniform" => Ok(Init::Uniform),
+            "normal" => Ok(Init::Normal),
+            o => Err(config(
+                "train.init",
+                format!("unknown distribution `{o}`: use uniform or normal"),
             )),
         }
     }

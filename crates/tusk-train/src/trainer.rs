@@ -152,12 +152,12 @@ impl Scorer {
                 url: String::new(),
                 message: e.to_string(),
             })?;
-        let table = HashedTable::restore(config.embedding_optimizer()?, ck.table).map_err(|m| {
-            Error::Store {
+        let table = HashedTable::restore(config.embedding_optimizer()?, ck.table)
+            .map_err(|m| Error::Store {
                 url: String::new(),
                 message: m,
-            }
-        })?;
+            })?
+            .with_init(config.embedding_init()?);
         let want = model.layout().total();
         if ck.params.len() != want {
             return Err(Error::Store {
@@ -657,7 +657,8 @@ pub fn train_with<'a>(
             );
             let table =
                 HashedTable::new(model.emb_dim(), cfg.embedding_optimizer()?, cfg.train.seed)
-                    .with_init_scale(cfg.train.init_scale);
+                    .with_init_scale(cfg.train.init_scale)
+                    .with_init(cfg.embedding_init()?);
             (
                 Arc::new(space),
                 model,
@@ -1364,7 +1365,8 @@ impl Run<'_> {
                 .map_err(|m| Error::Store {
                     url: self.store.url(),
                     message: m,
-                })?;
+                })?
+                .with_init(self.cfg.embedding_init()?);
         }
         self.state.finished = true;
         self.checkpoint()?;
