@@ -165,6 +165,17 @@ impl Optimizer {
         }
     }
 
+    /// [`Optimizer::adam`] that moves every row every step (`dense: true`).
+    pub fn adam_dense(lr: f32) -> Optimizer {
+        Optimizer::Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            dense: true,
+        }
+    }
+
     /// Optimiser state values per row element (the Adam step count is kept per row).
     fn slots(&self) -> usize {
         match self {
@@ -632,11 +643,7 @@ mod tests {
     #[test]
     fn dense_adam_moves_untouched_rows_by_their_momentum() {
         let (a, b) = (1, 2);
-        let adam = Optimizer::Adam {
-            dense: true,
-            ..Optimizer::adam(0.01)
-        };
-        let mut t = HashedTable::new(1, adam, 0);
+        let mut t = HashedTable::new(1, Optimizer::adam_dense(0.01), 0);
         let mut w = [0.0; 2];
         t.lookup(&[a, b], &mut w);
         let (b1, b2, lr, eps) = (0.9f64, 0.999f64, 0.01f64, 1e-8f64);
@@ -655,7 +662,8 @@ mod tests {
         assert!((f64::from(t.get(a).unwrap()[0]) - f64::from(w[0])).abs() > 0.0105);
         // b's first gradient (its step 2: bias correction counts the steps it has existed).
         let (mb, vb) = ((1.0 - b1) * -2.0, (1.0 - b2) * 4.0);
-        let wb = f64::from(w[1]) - lr * (mb / (1.0 - b1 * b1)) / ((vb / (1.0 - b2 * b2)).sqrt() + eps);
+        let wb =
+            f64::from(w[1]) - lr * (mb / (1.0 - b1 * b1)) / ((vb / (1.0 - b2 * b2)).sqrt() + eps);
         assert!((f64::from(t.get(b).unwrap()[0]) - wb).abs() < 1e-6);
     }
 
@@ -669,7 +677,12 @@ mod tests {
         t.lookup(&keys, &mut x);
         let n = x.len() as f64;
         let mean = x.iter().map(|v| f64::from(*v)).sum::<f64>() / n;
-        let sd = (x.iter().map(|v| (f64::from(*v) - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let sd = (x
+            .iter()
+            .map(|v| (f64::from(*v) - mean).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt();
         assert!(mean.abs() < 0.0005, "mean {mean}");
         assert!((sd / 0.01 - 1.0).abs() < 0.03, "sd {sd}");
         // Beyond ±3σ about 0.27% of the time, as a normal distribution does.

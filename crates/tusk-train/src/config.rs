@@ -405,10 +405,8 @@ impl Config {
             }
         };
         match self.train.optimizer.as_str() {
-            "adam" => Ok(Optimizer::Adam {
-                dense,
-                ..Optimizer::adam(lr)
-            }),
+            "adam" if dense => Ok(Optimizer::adam_dense(lr)),
+            "adam" => Ok(Optimizer::adam(lr)),
             "adagrad" => Ok(Optimizer::adagrad(lr)),
             "sgd" => Ok(Optimizer::Sgd { lr }),
             o => Err(config(
