@@ -546,6 +546,13 @@ monitor = "hr@10"
         assert!(err(&["model.user=[\"age\"]"]).contains("model.user"));
         assert!(err(&["eval.monitor=\"hr@5\""]).contains("eval.monitor"));
         assert!(err(&["train.optimizer=\"lion\""]).contains("train.optimizer"));
+        assert!(err(&["train.init=\"gauss\""]).contains("train.init"));
+        assert!(err(&["train.embedding_adam=\"eager\""]).contains("train.embedding_adam"));
+        let e = err(&["train.optimizer=\"sgd\"", "train.embedding_adam=\"dense\""]);
+        assert!(
+            e.contains("train.embedding_adam") && e.contains("not `sgd`"),
+            "{e}"
+        );
         assert!(err(&["features.dense=[\"label\"]"]).contains("features.dense"));
         let no_val = BASE.replace("validation = \"v\"\n", "");
         let e = Config::parse("c.toml", &no_val, &["eval.patience=2".into()])

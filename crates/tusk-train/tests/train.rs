@@ -40,9 +40,16 @@ fn dlrm_learns_a_generic_csv_from_config_alone() {
 
 #[test]
 fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
+    // Lazy row-wise Adam with uniform rows (the default), and dense Adam with normal rows.
+    for extra in ["", "init = \"normal\"\nembedding_adam = \"dense\""] {
+        resume_matches(extra);
+    }
+}
+
+fn resume_matches(extra: &str) {
     let data = data_dir();
     let storage = Storage::new().unwrap();
-    let cfg = dlrm_config(data.path(), "checkpoint_every = 7");
+    let cfg = dlrm_config(data.path(), &format!("checkpoint_every = 7\n{extra}"));
     let a = data.path().join("a");
     let b = data.path().join("b");
     let run =
