@@ -60,6 +60,11 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Append one encoded row (scoring rows that do not come from a [`Source`]).
+    pub fn push_row(&mut self, e: &Encoded) {
+        self.push(e, None);
+    }
+
     fn push(&mut self, e: &Encoded, group: Option<u64>) {
         self.size += 1;
         self.keys.extend_from_slice(&e.keys);

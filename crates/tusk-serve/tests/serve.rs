@@ -1,0 +1,512 @@
+//! `tusk-serve` against real stored models: every endpoint through `app()` and over a socket,
+//! scores equal to batch scoring, bad input answered with 4xx and a JSON error, hot reload
+//! under load with zero errors, torn and damaged versions never served.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use tusk_serve::{Limits, Registry, Server, VersionPolicy, app, model_specs};
+use tusk_storage::Storage;
+use tusk_train::{Config, Quiet, Scorer, TrainOptions, train};
+
+fn write_csv(path: &Path, rows: usize, seed: u64) {
+    let mut s = seed;
+    let mut next = move || {
+        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z ^ (z >> 31)
+    };
+    let mut out = String::from("user_id,item_id,price,city,label\n");
+    for _ in 0..rows {
+        let u = next() % 60;
+        let i = next() % 40;
+        let y = (u % 4 == i % 4) ^ (next() % 10 == 0);
+        let city = ["oslo", "lima", "pune"][(u % 3) as usize];
+        writeln!(out, "{u},{i},{}.5,{city},{}", i % 9, u8::from(y)).unwrap();
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+fn config(dir: &Path) -> Config {
+    let text = format!(
+        r#"[data]
+train = "{d}/train.csv"
+[features]
+sparse = ["user_id", "item_id", "city"]
+dense = ["price"]
+label = "label"
+[model]
+kind = "neumf"
+user = ["user_id", "city"]
+item = ["item_id"]
+gmf_dim = 4
+mlp_dim = 4
+layers = [8]
+[train]
+epochs = 40
+batch_size = 32
+learning_rate = 0.01
+checkpoint_every = 5
+"#,
+        d = dir.display()
+    );
+    Config::parse("serve.toml", &text, &[]).unwrap()
+}
+
+/// Train (or continue) the model at `dir/model` for 5 more steps: one more version.
+fn publish(dir: &Path) {
+    let storage = Storage::new().unwrap();
+    train(
+        &storage,
+        Some(config(dir)),
+        &TrainOptions {
+            model_url: dir.join("model").display().to_string(),
+            resume: dir.join("model").exists(),
+            stop_after_steps: Some(5),
+            ..TrainOptions::default()
+        },
+        &mut Quiet,
+    )
+    .unwrap();
+}
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("train.csv"), 600, 3);
+    publish(dir.path());
+    dir
+}
+
+fn server(dir: &Path, policy: VersionPolicy, limits: Limits) -> Arc<Server> {
+    let model = dir.join("model").display().to_string();
+    let specs = model_specs(&[format!("ctr={model}")], &["stable=1".to_string()]).unwrap();
+    let registry = Registry::new(Storage::new().unwrap(), specs, policy, |l| eprintln!("{l}"));
+    Arc::new(Server {
+        registry: Arc::new(registry),
+        limits,
+        metrics: Default::default(),
+    })
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One request through the router: (status, JSON body or Null, x-model-version).
+fn call(s: &Arc<Server>, method: &str, uri: &str, body: Option<String>) -> (u16, Value, String) {
+    call_with(s, method, uri, body, None)
+}
+
+fn call_with(
+    s: &Arc<Server>,
+    method: &str,
+    uri: &str,
+    body: Option<String>,
+    token: Option<&str>,
+) -> (u16, Value, String) {
+    rt().block_on(async {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = req
+            .body(body.map_or(Body::empty(), Body::from))
+            .unwrap();
+        let resp = app(s.clone()).oneshot(req).await.unwrap();
+        let code = resp.status().as_u16();
+        let version = resp
+            .headers()
+            .get("x-model-version")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (code, v, version)
+    })
+}
+
+/// The probability batch scoring gives each row of `csv` (`tusk predict`'s code path).
+fn batch_scores(dir: &Path, csv: &str) -> Vec<f32> {
+    let storage = Storage::new().unwrap();
+    let input = dir.join("in.csv");
+    std::fs::write(&input, csv).unwrap();
+    let out = dir.join("out.csv");
+    let scorer = Scorer::load(&storage, &dir.join("model").display().to_string(), None).unwrap();
+    tusk_train::predict::predict(
+        &storage,
+        &scorer,
+        &input.display().to_string(),
+        &out.display().to_string(),
+        |_| {},
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(out).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn v1_and_v2_answer_what_batch_scoring_computes() {
+    let dir = setup();
+    let s = server(dir.path(), VersionPolicy::Latest, Limits::default());
+    // Nothing loaded yet: not ready, and a predict is a 404 naming why.
+    assert_eq!(call(&s, "GET", "/v2/health/ready", None).0, 503);
+    assert_eq!(call(&s, "GET", "/v2/health/live", None).0, 200);
+    let (c, v, _) = call(
+        &s,
+        "POST",
+        "/v1/models/ctr:predict",
+        Some(json!({"instances": [{"user_id": 1}]}).to_string()),
+    );
+    assert_eq!(c, 404);
+    assert!(v["error"].as_str().unwrap().contains("no version loaded"), "{v}");
+    s.registry.poll(Duration::from_millis(10));
+    assert_eq!(call(&s, "GET", "/v2/health/ready", None).0, 200);
+
+    // Status and metadata.
+    let (c, v, _) = call(&s, "GET", "/v1/models/ctr", None);
+    assert_eq!(c, 200);
+    let st = &v["model_version_status"][0];
+    assert_eq!(st["state"], "AVAILABLE");
+    let version = st["version"].as_str().unwrap().to_string();
+    assert_eq!(st["status"]["error_code"], "OK");
+    let (c, v, h) = call(&s, "GET", "/v1/models/ctr/metadata", None);
+    assert_eq!((c, h.as_str()), (200, version.as_str()));
+    let sig = &v["metadata"]["signature_def"]["signature_def"]["serving_default"];
+    assert_eq!(sig["inputs"]["price"]["dtype"], "DT_FLOAT");
+    assert_eq!(sig["inputs"]["user_id"]["dtype"], "DT_INT64");
+    let (c, v, _) = call(&s, "GET", "/v2/models/ctr", None);
+    assert_eq!(c, 200);
+    assert_eq!(v["versions"], json!([version]));
+    assert_eq!(v["outputs"][0]["name"], "score");
+    assert_eq!(call(&s, "GET", "/v2/models/ctr/ready", None).0, 200);
+    assert_eq!(call(&s, "GET", &format!("/v2/models/ctr/versions/{version}/ready"), None).0, 200);
+    assert_eq!(call(&s, "GET", "/v2/models/ctr/versions/999/ready", None).0, 503);
+    let (c, v, _) = call(&s, "GET", "/v2", None);
+    assert_eq!((c, v["name"].as_str()), (200, Some("tusk")));
+
+    // The same rows through every form give what batch scoring gives; a missing value (price
+    // of row 3) and an unseen user (row 2) are scored, not refused.
+    let csv = "user_id,item_id,price,city\n1,5,5.5,lima\n4,8,8.5,lima\n9999,3,3.5,oslo\n7,2,,pune\n";
+    let want = batch_scores(dir.path(), csv);
+    let instances = json!({"instances": [
+        {"user_id": 1, "item_id": 5, "price": 5.5, "city": "lima"},
+        {"user_id": 4, "item_id": 8, "price": 8.5, "city": "lima"},
+        {"user_id": 9999, "item_id": 3, "price": 3.5, "city": "oslo"},
+        {"user_id": 7, "item_id": 2, "city": "pune"},
+    ]});
+    let close = |got: &Value| {
+        let got: Vec<f32> = got
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
+    };
+    for uri in [
+        "/v1/models/ctr:predict".to_string(),
+        format!("/v1/models/ctr/versions/{version}:predict"),
+        "/v1/models/ctr/labels/stable:predict".to_string(),
+    ] {
+        let (c, v, h) = call(&s, "POST", &uri, Some(instances.to_string()));
+        assert_eq!((c, h.as_str()), (200, version.as_str()), "{uri}: {v}");
+        close(&v["predictions"]);
+        assert_eq!(v["model_version"], version.as_str());
+    }
+    let columnar = json!({"inputs": {
+        "user_id": [1, 4, 9999, 7], "item_id": [5, 8, 3, 2],
+        "price": [5.5, 8.5, 3.5, null], "city": ["lima", "lima", "oslo", "pune"],
+    }});
+    let (c, v, _) = call(&s, "POST", "/v1/models/ctr:predict", Some(columnar.to_string()));
+    assert_eq!(c, 200, "{v}");
+    close(&v["outputs"]);
+    let infer = json!({"id": "r1", "inputs": [
+        {"name": "user_id", "shape": [3], "datatype": "INT64", "data": [1, 4, 9999]},
+        {"name": "item_id", "shape": [3, 1], "datatype": "INT64", "data": [[5], [8], [3]]},
+        {"name": "price", "shape": [3], "datatype": "FP32", "data": [5.5, 8.5, 3.5]},
+        {"name": "city", "shape": [3], "datatype": "BYTES", "data": ["lima", "lima", "oslo"]},
+    ]});
+    let (c, v, _) = call(&s, "POST", "/v2/models/ctr/infer", Some(infer.to_string()));
+    assert_eq!(c, 200, "{v}");
+    assert_eq!(v["id"], "r1");
+    assert_eq!(v["outputs"][0]["shape"], json!([3, 1]));
+    let got: Vec<f32> = v["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    for (g, w) in got.iter().zip(&want[..3]) {
+        assert!((g - w).abs() < 1e-6);
+    }
+
+    // Metrics saw the requests.
+    let text = rt().block_on(async {
+        let resp = app(s.clone())
+            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    });
+    assert!(text.contains(&format!(
+        "tusk_requests_total{{model=\"ctr\",version=\"{version}\",code=\"200\"}} "
+    )));
+    assert!(text.contains("tusk_request_duration_seconds_bucket{model=\"ctr\""));
+    assert!(text.contains(&format!("tusk_model_version{{model=\"ctr\"}} {version}")));
+}
+
+#[test]
+fn bad_requests_get_4xx_with_a_json_error_naming_the_problem() {
+    let dir = setup();
+    let limits = Limits {
+        max_body: 2000,
+        max_instances: 3,
+        token: None,
+        access_log: false,
+    };
+    let s = server(dir.path(), VersionPolicy::Latest, limits);
+    s.registry.poll(Duration::from_millis(10));
+    let post = |uri: &str, body: &str| call(&s, "POST", uri, Some(body.to_string()));
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("/v1/models/ctr:predict", "{not json".into(), 400, "malformed JSON"),
+        ("/v1/models/ctr:predict", "[1, 2]".into(), 400, "JSON object"),
+        ("/v1/models/ctr:predict", "{}".into(), 400, "neither `instances` nor `inputs`"),
+        (
+            "/v1/models/ctr:predict",
+            json!({"instances": [{"user_id": 1, "colour": "red"}]}).to_string(),
+            400,
+            "unknown feature `colour`",
+        ),
+        (
+            "/v1/models/ctr:predict",
+            json!({"instances": [{"user_id": 1.5}]}).to_string(),
+            400,
+            "column `user_id`",
+        ),
+        (
+            "/v1/models/ctr:predict",
+            json!({"instances": [{"price": "cheap"}]}).to_string(),
+            400,
+            "`price`",
+        ),
+        (
+            "/v1/models/ctr:predict",
+            json!({"instances": [{"user_id": {"x": 1}}]}).to_string(),
+            400,
+            "feature `user_id`",
+        ),
+        (
+            "/v1/models/ctr:predict",
+            json!({"instances": [{}, {}, {}, {}]}).to_string(),
+            400,
+            "over the limit of 3",
+        ),
+        (
+            "/v1/models/ctr:predict",
+            json!({"inputs": {"user_id": [1, 2], "item_id": [1]}}).to_string(),
+            400,
+            "one per row",
+        ),
+        (
+            "/v1/models/ctr:predict",
+            format!("{{\"instances\": [{{\"city\": \"{}\"}}]}}", "x".repeat(3000)),
+            413,
+            "over the limit of 2000 bytes",
+        ),
+        (
+            "/v1/models/nope:predict",
+            json!({"instances": []}).to_string(),
+            404,
+            "no model `nope`",
+        ),
+        (
+            "/v1/models/ctr/versions/77:predict",
+            json!({"instances": []}).to_string(),
+            404,
+            "version 77",
+        ),
+        (
+            "/v1/models/ctr/labels/canary:predict",
+            json!({"instances": []}).to_string(),
+            404,
+            "no label `canary`",
+        ),
+        (
+            "/v2/models/ctr/infer",
+            json!({"inputs": [{"name": "user_id", "shape": [2], "datatype": "INT64", "data": [1]}]})
+                .to_string(),
+            400,
+            "holds 2 values but `data` has 1",
+        ),
+        (
+            "/v2/models/ctr/infer",
+            json!({"inputs": [{"name": "user_id", "shape": [1], "datatype": "COMPLEX", "data": [1]}]})
+                .to_string(),
+            400,
+            "unsupported datatype",
+        ),
+        (
+            "/v2/models/ctr/infer",
+            json!({"inputs": [
+                {"name": "user_id", "shape": [2], "datatype": "INT64", "data": [1, 2]},
+                {"name": "item_id", "shape": [1], "datatype": "INT64", "data": [1]},
+            ]})
+            .to_string(),
+            400,
+            "every input needs one entry per row",
+        ),
+        ("/v2/models/ctr/infer", "{}".into(), 400, "needs `inputs`"),
+    ];
+    for (uri, body, code, says) in cases {
+        let (c, v, _) = post(uri, &body);
+        let msg = v["error"].as_str().unwrap_or_default();
+        assert_eq!(c, code, "{uri} {body:.80}: {v}");
+        assert!(msg.contains(says), "{uri} {body:.80}: {msg:?} lacks {says:?}");
+    }
+    let (c, v, _) = call(&s, "GET", "/v1/models/ctr/versions/x", None);
+    assert_eq!(c, 400);
+    assert!(v["error"].as_str().unwrap().contains("not a version number"));
+    assert_eq!(call(&s, "GET", "/nowhere", None).0, 404);
+}
+
+#[test]
+fn a_token_is_required_everywhere_but_the_health_probes() {
+    let dir = setup();
+    let limits = Limits {
+        token: Some("s3cret".into()),
+        ..Limits::default()
+    };
+    let s = server(dir.path(), VersionPolicy::Latest, limits);
+    s.registry.poll(Duration::from_millis(10));
+    let body = Some(json!({"instances": [{"user_id": 1}]}).to_string());
+    for token in [None, Some("wrong"), Some("s3cret-and-more")] {
+        let (c, v, _) = call_with(&s, "POST", "/v1/models/ctr:predict", body.clone(), token);
+        assert_eq!(c, 401, "{token:?}");
+        assert!(v["error"].as_str().unwrap().contains("bearer token"));
+        assert_eq!(call_with(&s, "GET", "/metrics", None, token).0, 401);
+    }
+    let (c, _, _) = call_with(&s, "POST", "/v1/models/ctr:predict", body, Some("s3cret"));
+    assert_eq!(c, 200);
+    assert_eq!(call(&s, "GET", "/v2/health/ready", None).0, 200);
+    assert_eq!(call(&s, "GET", "/v2/health/live", None).0, 200);
+    // No token: a non-loopback address is refused before binding.
+    let open = server(dir.path(), VersionPolicy::Latest, Limits::default());
+    let e = rt()
+        .block_on(tusk_serve::serve(&open, "0.0.0.0:0".parse().unwrap()))
+        .unwrap_err();
+    assert!(e.to_string().contains("give a token"), "{e}");
+}
+
+/// Raw HTTP/1.1 over a socket: (status, body).
+fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out[9..12].parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
+    (code, body)
+}
+
+/// Versions published while a client sends requests over a socket: every answer is a 200 from
+/// a committed version, versions never go back; a version without its manifest is not loaded
+/// until the manifest appears; a damaged version is refused while the previous one answers.
+#[test]
+fn hot_reload_under_load_never_fails_a_request() {
+    let dir = setup();
+    let s = server(dir.path(), VersionPolicy::Latest, Limits::default());
+    let stop_poll = tusk_serve::start_polling(&s, Duration::from_millis(30));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = app(s.clone());
+    runtime.spawn(async move { axum::serve(listener, router).await });
+    while !s.registry.ready() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let client = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let body = json!({"instances": [{"user_id": 3, "item_id": 7, "price": 1.5}]}).to_string();
+            let mut seen: Vec<u64> = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                let (code, text) = http(addr, "POST", "/v1/models/ctr:predict", &body);
+                assert_eq!(code, 200, "{text}");
+                let v: Value = serde_json::from_str(&text).unwrap();
+                let version: u64 = v["model_version"].as_str().unwrap().parse().unwrap();
+                if let Some(&last) = seen.last() {
+                    assert!(version >= last, "version went back from {last} to {version}");
+                }
+                seen.push(version);
+            }
+            seen
+        })
+    };
+    let store = dir.path().join("model");
+    let storage = Storage::new().unwrap();
+    let committed = |storage: &Storage| {
+        tusk_train::ModelStore::open(storage, &store.display().to_string())
+            .unwrap()
+            .versions()
+            .unwrap()
+    };
+    let before = committed(&storage).len();
+    for _ in 0..20 {
+        publish(dir.path());
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    // Each run commits its 5th step, and an epoch's end when it passes one.
+    assert!(committed(&storage).len() >= before + 20, "20 versions published");
+    let newest = *committed(&storage).last().unwrap();
+    let wait_for = |v: u64| {
+        for _ in 0..500 {
+            if s.registry.models["ctr"].newest() == Some(v) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("version {v} never served");
+    };
+    wait_for(newest);
+    done.store(true, Ordering::Relaxed);
+    let seen = client.join().unwrap();
+    let all = committed(&storage);
+    assert!(seen.len() > 20, "only {} requests", seen.len());
+    assert!(seen.iter().all(|v| all.contains(v)), "an uncommitted version answered");
+    let distinct: std::collections::BTreeSet<u64> = seen.iter().copied().collect();
+    assert!(distinct.len() > 1, "no reload seen: {distinct:?}");
+    stop_poll.store(true, Ordering::Relaxed);
+    runtime.shutdown_timeout(Duration::from_secs(5));
+}
