@@ -10,14 +10,15 @@ mod images;
 mod launch;
 mod preprocess;
 mod records;
+mod serve;
 mod train;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// tusk: storage, record formats and (soon) preprocessing, training and serving of
-/// recommendation models over HDFS or a local directory. Every path argument is a URL: a plain
+/// tusk: storage, record formats, preprocessing, training and serving of recommendation
+/// models over HDFS or a local directory. Every path argument is a URL: a plain
 /// path or file:///… (local), hdfs://namenode:port/…, webhdfs://namenode:port/… or memory://….
 #[derive(Debug, Parser)]
 #[command(name = "tusk", version, propagate_version = true, max_term_width = 100)]
@@ -60,6 +61,9 @@ enum Command {
     Predict(train::PredictArgs),
     /// HTML page with the loss and metric curves of a training run.
     Report(train::ReportArgs),
+    /// Serve stored model versions over HTTP: TF Serving REST (/v1) and the Open Inference
+    /// Protocol (/v2), reloading new versions as they are committed.
+    Serve(serve::ServeArgs),
     /// The whole pipeline end to end: generate logs → SQL features → train → evaluate
     /// against popularity → store → batch-score, with a summary table.
     Demo(demo::DemoArgs),
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => train::run_eval(a),
         Command::Predict(a) => train::run_predict(a),
         Command::Report(a) => train::run_report(a),
+        Command::Serve(a) => serve::run(a),
         Command::Demo(a) => demo::run(a),
     };
     match result {

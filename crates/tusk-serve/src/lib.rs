@@ -24,8 +24,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-pub use registry::{ModelSpec, Registry, VersionPolicy};
 use registry::{Entry, State as VState, Want};
+pub use registry::{ModelSpec, Registry, VersionPolicy};
 use rows::{ReqRow, Val};
 
 /// Limits and access control of a server.
@@ -80,7 +80,7 @@ pub fn app(server: Arc<Server>) -> Router {
         .route("/v2/health/ready", get(v2_ready))
         .route("/v2/models/{*rest}", get(v2_get).post(v2_post))
         .route("/metrics", get(metrics_text))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .fallback(|| async { err(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(middleware::from_fn_with_state(server.clone(), observe))
         .with_state(server)
 }
@@ -97,9 +97,9 @@ pub async fn serve(server: &Arc<Server>, addr: SocketAddr) -> std::io::Result<()
             ),
         ));
     }
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
-    })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     axum::serve(listener, app(server.clone()))
         .with_graceful_shutdown(async {
             let ctrl_c = tokio::signal::ctrl_c();
@@ -126,8 +126,18 @@ pub fn start_polling(server: &Server, interval: Duration) -> Arc<AtomicBool> {
     stop
 }
 
-fn error(code: StatusCode, message: String) -> Response {
-    (code, axum::Json(json!({ "error": message }))).into_response()
+/// A 4xx/5xx answer: `{"error": "…"}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn err(code: StatusCode, message: String) -> ApiError {
+    ApiError(code, message)
 }
 
 fn with_version(mut r: Response, model: &str, version: u64, api: &'static str) -> Response {
@@ -149,10 +159,11 @@ async fn observe(State(s): State<Arc<Server>>, req: Request, next: Next) -> Resp
     let method = req.method().clone();
     let open = path.starts_with("/v2/health/");
     let resp = if !open && !authorized(&s.limits, req.headers()) {
-        let mut r = error(
+        let mut r = err(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token (Authorization: Bearer …)".into(),
-        );
+        )
+        .into_response();
         r.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         r
@@ -202,46 +213,52 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn read_body(s: &Server, body: Body) -> Result<Value, Response> {
+async fn read_body(s: &Server, body: Body) -> Result<Value, ApiError> {
     let bytes = axum::body::to_bytes(body, s.limits.max_body)
         .await
         .map_err(|_| {
-            error(
+            err(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "request body over the limit of {} bytes",
-                    s.limits.max_body
-                ),
+                format!("request body over the limit of {} bytes", s.limits.max_body),
             )
         })?;
     serde_json::from_slice(&bytes)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
+        .map_err(|e| err(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
 }
 
-fn model<'a>(s: &'a Server, name: &str) -> Result<&'a Arc<Entry>, Response> {
+fn model<'a>(s: &'a Server, name: &str) -> Result<&'a Arc<Entry>, ApiError> {
     s.registry.models.get(name).ok_or_else(|| {
-        error(
+        err(
             StatusCode::NOT_FOUND,
             format!(
                 "no model `{name}` (served: {})",
-                s.registry.models.keys().cloned().collect::<Vec<_>>().join(", ")
+                s.registry
+                    .models
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         )
     })
 }
 
-fn parse_version(v: &str) -> Result<u64, Response> {
-    v.parse()
-        .map_err(|_| error(StatusCode::BAD_REQUEST, format!("`{v}` is not a version number")))
+fn parse_version(v: &str) -> Result<u64, ApiError> {
+    v.parse().map_err(|_| {
+        err(
+            StatusCode::BAD_REQUEST,
+            format!("`{v}` is not a version number"),
+        )
+    })
 }
 
 // ------------------------------------------------------------------ TF Serving v1
 
 async fn v1_get(State(s): State<Arc<Server>>, Path(rest): Path<String>) -> Response {
-    v1_get_inner(&s, &rest).unwrap_or_else(|r| r)
+    v1_get_inner(&s, &rest).unwrap_or_else(IntoResponse::into_response)
 }
 
-fn v1_get_inner(s: &Server, rest: &str) -> Result<Response, Response> {
+fn v1_get_inner(s: &Server, rest: &str) -> Result<Response, ApiError> {
     let parts: Vec<&str> = rest.split('/').collect();
     match parts.as_slice() {
         [m] => Ok(v1_status(model(s, m)?, None)),
@@ -250,12 +267,15 @@ fn v1_get_inner(s: &Server, rest: &str) -> Result<Response, Response> {
         [m, "versions", v, "metadata"] => {
             v1_metadata(model(s, m)?, Want::Version(parse_version(v)?))
         }
-        _ => Err(error(StatusCode::NOT_FOUND, format!("no endpoint /v1/models/{rest}"))),
+        _ => Err(err(
+            StatusCode::NOT_FOUND,
+            format!("no endpoint /v1/models/{rest}"),
+        )),
     }
 }
 
 fn v1_status(e: &Entry, only: Option<u64>) -> Response {
-    let mut list: Vec<Value> = e
+    let list: Vec<Value> = e
         .statuses()
         .into_iter()
         .rev()
@@ -271,26 +291,26 @@ fn v1_status(e: &Entry, only: Option<u64>) -> Response {
             })
         })
         .collect();
-    if list.is_empty() {
-        if let Some(v) = only {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("model `{}` has no version {v}", e.name),
-            );
-        }
-        list = Vec::new();
+    if let (true, Some(v)) = (list.is_empty(), only) {
+        return err(
+            StatusCode::NOT_FOUND,
+            format!("model `{}` has no version {v}", e.name),
+        )
+        .into_response();
     }
     axum::Json(json!({ "model_version_status": list })).into_response()
 }
 
-fn v1_metadata(e: &Entry, want: Want) -> Result<Response, Response> {
-    let sc = e
-        .get(&want)
-        .map_err(|m| error(StatusCode::NOT_FOUND, m))?;
+fn v1_metadata(e: &Entry, want: Want) -> Result<Response, ApiError> {
+    let sc = e.get(&want).map_err(|m| err(StatusCode::NOT_FOUND, m))?;
     let inputs: serde_json::Map<String, Value> = rows::model_columns(&sc)
         .into_iter()
         .map(|(c, kind)| {
-            let dtype = if kind == "dense" { "DT_FLOAT" } else { "DT_INT64" };
+            let dtype = if kind == "dense" {
+                "DT_FLOAT"
+            } else {
+                "DT_INT64"
+            };
             (
                 c.clone(),
                 json!({ "dtype": dtype, "tensor_shape": { "dim": [{ "size": "-1" }] }, "name": c }),
@@ -310,12 +330,14 @@ fn v1_metadata(e: &Entry, want: Want) -> Result<Response, Response> {
 }
 
 async fn v1_post(State(s): State<Arc<Server>>, Path(rest): Path<String>, body: Body) -> Response {
-    v1_post_inner(&s, &rest, body).await.unwrap_or_else(|r| r)
+    v1_post_inner(&s, &rest, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn v1_post_inner(s: &Server, rest: &str, body: Body) -> Result<Response, Response> {
+async fn v1_post_inner(s: &Server, rest: &str, body: Body) -> Result<Response, ApiError> {
     let Some(target) = rest.strip_suffix(":predict") else {
-        return Err(error(
+        return Err(err(
             StatusCode::NOT_FOUND,
             format!("no endpoint POST /v1/models/{rest} (use …:predict)"),
         ));
@@ -326,7 +348,7 @@ async fn v1_post_inner(s: &Server, rest: &str, body: Body) -> Result<Response, R
         [m, "versions", v] => (*m, Want::Version(parse_version(v)?)),
         [m, "labels", l] => (*m, Want::Label((*l).to_string())),
         _ => {
-            return Err(error(
+            return Err(err(
                 StatusCode::NOT_FOUND,
                 format!("no endpoint POST /v1/models/{rest}"),
             ));
@@ -334,16 +356,16 @@ async fn v1_post_inner(s: &Server, rest: &str, body: Body) -> Result<Response, R
     };
     let e = model(s, name)?;
     let req = read_body(s, body).await?;
-    let sc = e
-        .get(&want)
-        .map_err(|m| error(StatusCode::NOT_FOUND, m))?;
-    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+    let sc = e.get(&want).map_err(|m| err(StatusCode::NOT_FOUND, m))?;
+    let bad = |m: String| err(StatusCode::BAD_REQUEST, m);
     let obj = req
         .as_object()
         .ok_or_else(|| bad("the body must be a JSON object with `instances` or `inputs`".into()))?;
     let (rows, key) = match (obj.get("instances"), obj.get("inputs")) {
         (Some(i), None) => (row_list(i, "instances").map_err(bad)?, "predictions"),
-        (None, Some(Value::Array(_))) => (row_list(&obj["inputs"], "inputs").map_err(bad)?, "outputs"),
+        (None, Some(Value::Array(_))) => {
+            (row_list(&obj["inputs"], "inputs").map_err(bad)?, "outputs")
+        }
         (None, Some(Value::Object(cols))) => (columnar(cols).map_err(bad)?, "outputs"),
         (None, Some(_)) => {
             return Err(bad(
@@ -361,8 +383,8 @@ async fn v1_post_inner(s: &Server, rest: &str, body: Body) -> Result<Response, R
         )));
     }
     let scores = rows::score(&sc, &rows).map_err(bad)?;
-    let r = axum::Json(json!({ key: scores, "model_version": sc.version.to_string() }))
-        .into_response();
+    let r =
+        axum::Json(json!({ key: scores, "model_version": sc.version.to_string() })).into_response();
     Ok(with_version(r, &e.name, sc.version, "v1_predict"))
 }
 
@@ -440,31 +462,37 @@ async fn v2_ready(State(s): State<Arc<Server>>) -> Response {
             .filter(|e| e.newest().is_none())
             .map(|e| e.name.clone())
             .collect();
-        error(
+        err(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("no version loaded yet for: {}", missing.join(", ")),
         )
+        .into_response()
     }
 }
 
 async fn v2_get(State(s): State<Arc<Server>>, Path(rest): Path<String>) -> Response {
-    v2_get_inner(&s, &rest).unwrap_or_else(|r| r)
+    v2_get_inner(&s, &rest).unwrap_or_else(IntoResponse::into_response)
 }
 
-fn v2_get_inner(s: &Server, rest: &str) -> Result<Response, Response> {
+fn v2_get_inner(s: &Server, rest: &str) -> Result<Response, ApiError> {
     let parts: Vec<&str> = rest.split('/').collect();
     let (name, want, ready) = match parts.as_slice() {
         [m] => (*m, Want::Newest, false),
         [m, "ready"] => (*m, Want::Newest, true),
         [m, "versions", v] => (*m, Want::Version(parse_version(v)?), false),
         [m, "versions", v, "ready"] => (*m, Want::Version(parse_version(v)?), true),
-        _ => return Err(error(StatusCode::NOT_FOUND, format!("no endpoint /v2/models/{rest}"))),
+        _ => {
+            return Err(err(
+                StatusCode::NOT_FOUND,
+                format!("no endpoint /v2/models/{rest}"),
+            ));
+        }
     };
     let e = model(s, name)?;
     let sc = match e.get(&want) {
         Ok(sc) => sc,
-        Err(m) if ready => return Err(error(StatusCode::SERVICE_UNAVAILABLE, m)),
-        Err(m) => return Err(error(StatusCode::NOT_FOUND, m)),
+        Err(m) if ready => return Err(err(StatusCode::SERVICE_UNAVAILABLE, m)),
+        Err(m) => return Err(err(StatusCode::NOT_FOUND, m)),
     };
     if ready {
         return Ok(with_version(
@@ -502,16 +530,18 @@ fn v2_get_inner(s: &Server, rest: &str) -> Result<Response, Response> {
 }
 
 async fn v2_post(State(s): State<Arc<Server>>, Path(rest): Path<String>, body: Body) -> Response {
-    v2_post_inner(&s, &rest, body).await.unwrap_or_else(|r| r)
+    v2_post_inner(&s, &rest, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn v2_post_inner(s: &Server, rest: &str, body: Body) -> Result<Response, Response> {
+async fn v2_post_inner(s: &Server, rest: &str, body: Body) -> Result<Response, ApiError> {
     let parts: Vec<&str> = rest.split('/').collect();
     let (name, want) = match parts.as_slice() {
         [m, "infer"] => (*m, Want::Newest),
         [m, "versions", v, "infer"] => (*m, Want::Version(parse_version(v)?)),
         _ => {
-            return Err(error(
+            return Err(err(
                 StatusCode::NOT_FOUND,
                 format!("no endpoint POST /v2/models/{rest} (use …/infer)"),
             ));
@@ -519,10 +549,8 @@ async fn v2_post_inner(s: &Server, rest: &str, body: Body) -> Result<Response, R
     };
     let e = model(s, name)?;
     let req = read_body(s, body).await?;
-    let sc = e
-        .get(&want)
-        .map_err(|m| error(StatusCode::NOT_FOUND, m))?;
-    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+    let sc = e.get(&want).map_err(|m| err(StatusCode::NOT_FOUND, m))?;
+    let bad = |m: String| err(StatusCode::BAD_REQUEST, m);
     let rows = tensors(&req).map_err(bad)?;
     if rows.len() > s.limits.max_instances {
         return Err(bad(format!(
@@ -580,7 +608,10 @@ fn tensors(req: &Value) -> Result<Vec<ReqRow>, String> {
             .and_then(Value::as_str)
             .ok_or_else(|| at("missing `datatype`"))?;
         let mut data = Vec::new();
-        flatten(t.get("data").ok_or_else(|| at("missing `data`"))?, &mut data);
+        flatten(
+            t.get("data").ok_or_else(|| at("missing `data`"))?,
+            &mut data,
+        );
         let rows = *shape.first().ok_or_else(|| at("`shape` is empty"))?;
         let per: usize = shape[1..].iter().product();
         if data.len() != rows * per {
@@ -610,7 +641,10 @@ fn tensors(req: &Value) -> Result<Vec<ReqRow>, String> {
             let v = match datatype {
                 _ if ints => Val::Ints(
                     cell.iter()
-                        .map(|x| x.as_i64().ok_or_else(|| at(&format!("{x} is not an integer"))))
+                        .map(|x| {
+                            x.as_i64()
+                                .ok_or_else(|| at(&format!("{x} is not an integer")))
+                        })
                         .collect::<Result<_, _>>()?,
                 ),
                 _ if floats => Val::Floats(
@@ -634,7 +668,10 @@ fn tensors(req: &Value) -> Result<Vec<ReqRow>, String> {
                 "BYTES" => {
                     let s: Vec<&str> = cell
                         .iter()
-                        .map(|x| x.as_str().ok_or_else(|| at(&format!("{x} is not a string"))))
+                        .map(|x| {
+                            x.as_str()
+                                .ok_or_else(|| at(&format!("{x} is not a string")))
+                        })
                         .collect::<Result<_, _>>()?;
                     if s.len() == 1 {
                         Val::Text(s[0].to_string())
@@ -702,7 +739,9 @@ pub fn model_specs(models: &[String], labels: &[String]) -> Result<Vec<ModelSpec
             ));
         }
         if out.iter().any(|o| o.name == name) {
-            return Err(format!("--model {m}: a model named `{name}` is already served"));
+            return Err(format!(
+                "--model {m}: a model named `{name}` is already served"
+            ));
         }
         out.push(ModelSpec {
             name,

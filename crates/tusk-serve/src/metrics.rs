@@ -61,7 +61,10 @@ impl Metrics {
                 escape(version)
             );
             for (c, le) in h.counts.iter().zip(BUCKETS) {
-                let _ = writeln!(out, "tusk_request_duration_seconds_bucket{{{l},le=\"{le}\"}} {c}");
+                let _ = writeln!(
+                    out,
+                    "tusk_request_duration_seconds_bucket{{{l},le=\"{le}\"}} {c}"
+                );
             }
             let _ = writeln!(
                 out,
@@ -69,7 +72,11 @@ impl Metrics {
                 h.count
             );
             let _ = writeln!(out, "tusk_request_duration_seconds_sum{{{l}}} {}", h.sum);
-            let _ = writeln!(out, "tusk_request_duration_seconds_count{{{l}}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "tusk_request_duration_seconds_count{{{l}}} {}",
+                h.count
+            );
         }
         out.push_str("# HELP tusk_requests_total Requests answered, by status code.\n");
         out.push_str("# TYPE tusk_requests_total counter\n");
@@ -81,7 +88,9 @@ impl Metrics {
                 escape(version)
             );
         }
-        out.push_str("# HELP tusk_model_version The newest loaded version of each model (-1: none).\n");
+        out.push_str(
+            "# HELP tusk_model_version The newest loaded version of each model (-1: none).\n",
+        );
         out.push_str("# TYPE tusk_model_version gauge\n");
         for (model, v) in versions {
             let v = v.map_or(-1, |v| v as i64);
@@ -92,5 +101,7 @@ impl Metrics {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -173,13 +173,16 @@ impl Entry {
     }
 }
 
+/// Where load, unload and failure lines go.
+type Log = Box<dyn FnMut(&str) + Send>;
+
 /// Every served model, and the poller's settings.
 pub struct Registry {
     storage: Storage,
     /// By name.
     pub models: BTreeMap<String, Arc<Entry>>,
     policy: VersionPolicy,
-    log: Mutex<Box<dyn FnMut(&str) + Send>>,
+    log: Mutex<Log>,
 }
 
 /// A model to serve: name, store URL, labels.
@@ -258,9 +261,11 @@ impl Registry {
         let want: Vec<u64> = match &self.policy {
             VersionPolicy::Latest => committed.last().copied().into_iter().collect(),
             VersionPolicy::All => committed.clone(),
-            VersionPolicy::Specific(vs) => {
-                vs.iter().copied().filter(|v| committed.contains(v)).collect()
-            }
+            VersionPolicy::Specific(vs) => vs
+                .iter()
+                .copied()
+                .filter(|v| committed.contains(v))
+                .collect(),
         };
         for &v in &want {
             let (loaded, backing_off) = {
@@ -357,7 +362,11 @@ impl Registry {
     }
 
     /// Poll now, then every `interval` on a thread of its own until `stop` is set.
-    pub fn watch(self: &Arc<Self>, interval: Duration, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    pub fn watch(
+        self: &Arc<Self>,
+        interval: Duration,
+        stop: Arc<AtomicBool>,
+    ) -> std::thread::JoinHandle<()> {
         let me = Arc::clone(self);
         std::thread::Builder::new()
             .name("tusk-serve-poll".into())

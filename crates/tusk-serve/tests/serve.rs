@@ -122,9 +122,7 @@ fn call_with(
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        let req = req
-            .body(body.map_or(Body::empty(), Body::from))
-            .unwrap();
+        let req = req.body(body.map_or(Body::empty(), Body::from)).unwrap();
         let resp = app(s.clone()).oneshot(req).await.unwrap();
         let code = resp.status().as_u16();
         let version = resp
@@ -174,7 +172,10 @@ fn v1_and_v2_answer_what_batch_scoring_computes() {
         Some(json!({"instances": [{"user_id": 1}]}).to_string()),
     );
     assert_eq!(c, 404);
-    assert!(v["error"].as_str().unwrap().contains("no version loaded"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("no version loaded"),
+        "{v}"
+    );
     s.registry.poll(Duration::from_millis(10));
     assert_eq!(call(&s, "GET", "/v2/health/ready", None).0, 200);
 
@@ -195,14 +196,27 @@ fn v1_and_v2_answer_what_batch_scoring_computes() {
     assert_eq!(v["versions"], json!([version]));
     assert_eq!(v["outputs"][0]["name"], "score");
     assert_eq!(call(&s, "GET", "/v2/models/ctr/ready", None).0, 200);
-    assert_eq!(call(&s, "GET", &format!("/v2/models/ctr/versions/{version}/ready"), None).0, 200);
-    assert_eq!(call(&s, "GET", "/v2/models/ctr/versions/999/ready", None).0, 503);
+    assert_eq!(
+        call(
+            &s,
+            "GET",
+            &format!("/v2/models/ctr/versions/{version}/ready"),
+            None
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        call(&s, "GET", "/v2/models/ctr/versions/999/ready", None).0,
+        503
+    );
     let (c, v, _) = call(&s, "GET", "/v2", None);
     assert_eq!((c, v["name"].as_str()), (200, Some("tusk")));
 
     // The same rows through every form give what batch scoring gives; a missing value (price
     // of row 3) and an unseen user (row 2) are scored, not refused.
-    let csv = "user_id,item_id,price,city\n1,5,5.5,lima\n4,8,8.5,lima\n9999,3,3.5,oslo\n7,2,,pune\n";
+    let csv =
+        "user_id,item_id,price,city\n1,5,5.5,lima\n4,8,8.5,lima\n9999,3,3.5,oslo\n7,2,,pune\n";
     let want = batch_scores(dir.path(), csv);
     let instances = json!({"instances": [
         {"user_id": 1, "item_id": 5, "price": 5.5, "city": "lima"},
@@ -236,7 +250,12 @@ fn v1_and_v2_answer_what_batch_scoring_computes() {
         "user_id": [1, 4, 9999, 7], "item_id": [5, 8, 3, 2],
         "price": [5.5, 8.5, 3.5, null], "city": ["lima", "lima", "oslo", "pune"],
     }});
-    let (c, v, _) = call(&s, "POST", "/v1/models/ctr:predict", Some(columnar.to_string()));
+    let (c, v, _) = call(
+        &s,
+        "POST",
+        "/v1/models/ctr:predict",
+        Some(columnar.to_string()),
+    );
     assert_eq!(c, 200, "{v}");
     close(&v["outputs"]);
     let infer = json!({"id": "r1", "inputs": [
@@ -265,7 +284,15 @@ fn v1_and_v2_answer_what_batch_scoring_computes() {
             .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
             .await
             .unwrap();
-        String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+        String::from_utf8(
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap()
     });
     assert!(text.contains(&format!(
         "tusk_requests_total{{model=\"ctr\",version=\"{version}\",code=\"200\"}} "
@@ -380,11 +407,19 @@ fn bad_requests_get_4xx_with_a_json_error_naming_the_problem() {
         let (c, v, _) = post(uri, &body);
         let msg = v["error"].as_str().unwrap_or_default();
         assert_eq!(c, code, "{uri} {body:.80}: {v}");
-        assert!(msg.contains(says), "{uri} {body:.80}: {msg:?} lacks {says:?}");
+        assert!(
+            msg.contains(says),
+            "{uri} {body:.80}: {msg:?} lacks {says:?}"
+        );
     }
     let (c, v, _) = call(&s, "GET", "/v1/models/ctr/versions/x", None);
     assert_eq!(c, 400);
-    assert!(v["error"].as_str().unwrap().contains("not a version number"));
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a version number")
+    );
     assert_eq!(call(&s, "GET", "/nowhere", None).0, 404);
 }
 
@@ -459,7 +494,8 @@ fn hot_reload_under_load_never_fails_a_request() {
     let client = {
         let done = done.clone();
         std::thread::spawn(move || {
-            let body = json!({"instances": [{"user_id": 3, "item_id": 7, "price": 1.5}]}).to_string();
+            let body =
+                json!({"instances": [{"user_id": 3, "item_id": 7, "price": 1.5}]}).to_string();
             let mut seen: Vec<u64> = Vec::new();
             while !done.load(Ordering::Relaxed) {
                 let (code, text) = http(addr, "POST", "/v1/models/ctr:predict", &body);
@@ -467,7 +503,10 @@ fn hot_reload_under_load_never_fails_a_request() {
                 let v: Value = serde_json::from_str(&text).unwrap();
                 let version: u64 = v["model_version"].as_str().unwrap().parse().unwrap();
                 if let Some(&last) = seen.last() {
-                    assert!(version >= last, "version went back from {last} to {version}");
+                    assert!(
+                        version >= last,
+                        "version went back from {last} to {version}"
+                    );
                 }
                 seen.push(version);
             }
@@ -488,7 +527,10 @@ fn hot_reload_under_load_never_fails_a_request() {
         std::thread::sleep(Duration::from_millis(40));
     }
     // Each run commits its 5th step, and an epoch's end when it passes one.
-    assert!(committed(&storage).len() >= before + 20, "20 versions published");
+    assert!(
+        committed(&storage).len() >= before + 20,
+        "20 versions published"
+    );
     let newest = *committed(&storage).last().unwrap();
     let wait_for = |v: u64| {
         for _ in 0..500 {
@@ -504,7 +546,10 @@ fn hot_reload_under_load_never_fails_a_request() {
     let seen = client.join().unwrap();
     let all = committed(&storage);
     assert!(seen.len() > 20, "only {} requests", seen.len());
-    assert!(seen.iter().all(|v| all.contains(v)), "an uncommitted version answered");
+    assert!(
+        seen.iter().all(|v| all.contains(v)),
+        "an uncommitted version answered"
+    );
     let distinct: std::collections::BTreeSet<u64> = seen.iter().copied().collect();
     assert!(distinct.len() > 1, "no reload seen: {distinct:?}");
     stop_poll.store(true, Ordering::Relaxed);

@@ -1,0 +1,96 @@
+//! `tusk serve`: glue over `tusk-serve`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tusk_serve::{Limits, Registry, Server, VersionPolicy, model_specs};
+use tusk_storage::Storage;
+
+/// Serve stored model versions over HTTP.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A model to serve: NAME=URL, or URL alone (named after its last path segment). Repeat
+    /// for several models.
+    #[arg(long = "model", required = true, value_name = "NAME=URL")]
+    models: Vec<String>,
+    /// Address to listen on. Anything but loopback needs a token.
+    #[arg(long, default_value = "127.0.0.1:8501")]
+    addr: SocketAddr,
+    /// Which committed versions to serve: latest, all, or specific:3,5.
+    #[arg(long, default_value = "latest")]
+    version_policy: String,
+    /// A version label, [MODEL:]NAME=VERSION (e.g. stable=5), for …/labels/NAME:predict.
+    #[arg(long = "label", value_name = "[MODEL:]NAME=VERSION")]
+    labels: Vec<String>,
+    /// Seconds between looks at the model stores for new versions.
+    #[arg(long, default_value_t = 5.0)]
+    poll_interval: f64,
+    /// File holding the bearer token clients must send (else $TUSK_SERVE_TOKEN).
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
+    /// Largest request body in bytes (413 above).
+    #[arg(long, default_value_t = 16 << 20)]
+    max_body: usize,
+    /// Most rows in one request (400 above).
+    #[arg(long, default_value_t = 10_000)]
+    max_instances: usize,
+    /// Print one JSON line per request on stderr.
+    #[arg(long)]
+    access_log: bool,
+}
+
+pub fn run(a: ServeArgs) -> Result<()> {
+    let policy: VersionPolicy = a
+        .version_policy
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--version-policy: {e}"))?;
+    let specs = model_specs(&a.models, &a.labels).map_err(anyhow::Error::msg)?;
+    if !(a.poll_interval.is_finite() && a.poll_interval > 0.0) {
+        bail!("--poll-interval must be a positive number of seconds");
+    }
+    let token = match &a.token_file {
+        Some(p) => {
+            let t = std::fs::read_to_string(p)
+                .with_context(|| format!("--token-file {}", p.display()))?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                bail!("--token-file {}: the file is empty", p.display());
+            }
+            Some(t)
+        }
+        None => std::env::var("TUSK_SERVE_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty()),
+    };
+    for s in &specs {
+        eprintln!("model {} ← {}", s.name, s.url);
+    }
+    let registry = Registry::new(Storage::new()?, specs, policy, |l| eprintln!("{l}"));
+    let server = Arc::new(Server {
+        registry: Arc::new(registry),
+        limits: Limits {
+            max_body: a.max_body,
+            max_instances: a.max_instances,
+            token,
+            access_log: a.access_log,
+        },
+        metrics: Default::default(),
+    });
+    let stop = tusk_serve::start_polling(&server, Duration::from_secs_f64(a.poll_interval));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")?;
+    eprintln!(
+        "serving on http://{} (TF Serving REST under /v1, Open Inference Protocol under /v2, metrics at /metrics)",
+        a.addr
+    );
+    let r = rt.block_on(tusk_serve::serve(&server, a.addr));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    r?;
+    Ok(())
+}

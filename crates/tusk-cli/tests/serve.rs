@@ -1,0 +1,121 @@
+//! `tusk serve` as a process: it loads a trained model, answers over a socket, stops on
+//! SIGTERM in bounded time, and refuses bad flags with one clear line.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tusk_testkit::Proc;
+
+fn tusk() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tusk"));
+    c.env_remove("TUSK_SERVE_TOKEN");
+    c
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.get(9..12)?.parse().ok()?;
+    Some((
+        code,
+        out.split_once("\r\n\r\n").map_or("", |x| x.1).to_string(),
+    ))
+}
+
+#[test]
+fn serves_a_trained_model_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::small_job(dir.path(), 400);
+    let model = dir.path().join("m");
+    let ok = tusk()
+        .args(["train", &cfg, "--model", &model.display().to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let port = free_port();
+    let mut c = tusk();
+    c.args([
+        "serve",
+        "--model",
+        &format!("clicks={}", model.display()),
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+        "--poll-interval",
+        "0.1",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let mut p = Proc::spawn(&mut c, "tusk serve");
+    let t = Instant::now();
+    loop {
+        if let Some((200, _)) = http(port, "GET", "/v2/health/ready", "") {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "never ready");
+        assert!(p.try_status().is_none(), "tusk serve exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, body) = http(
+        port,
+        "POST",
+        "/v1/models/clicks:predict",
+        r#"{"instances": [{"user_id": 3, "item_id": 7}, {"user_id": 4, "item_id": 8}]}"#,
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let p0 = v["predictions"][0].as_f64().unwrap();
+    assert!(p0 > 0.0 && p0 < 1.0, "{v}");
+    // SIGTERM: a graceful stop in bounded time.
+    let pid = p.id() as i32;
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let st = p.wait(Duration::from_secs(20));
+    assert!(st.success(), "{st:?}");
+}
+
+#[test]
+fn bad_flags_are_one_clear_line() {
+    let run = |args: &[&str]| {
+        let out = tusk().args(args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let e = run(&["serve", "--model", "/x/m", "--addr", "0.0.0.0:0"]);
+    assert!(e.contains("give a token"), "{e}");
+    let e = run(&["serve", "--model", "/x/m", "--version-policy", "newest"]);
+    assert!(
+        e.contains("--version-policy") && e.contains("unknown version policy"),
+        "{e}"
+    );
+    let e = run(&["serve", "--model", "a=/x/m", "--model", "a=/y/m"]);
+    assert!(e.contains("already served"), "{e}");
+    let e = run(&["serve", "--model", "/x/m", "--label", "stable=five"]);
+    assert!(e.contains("not a version number"), "{e}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = port.local_addr().unwrap().to_string();
+    let e = run(&["serve", "--model", "/x/m", "--addr", &addr]);
+    assert!(e.contains("cannot listen on"), "{e}");
+}
