@@ -555,3 +555,141 @@ fn hot_reload_under_load_never_fails_a_request() {
     stop_poll.store(true, Ordering::Relaxed);
     runtime.shutdown_timeout(Duration::from_secs(5));
 }
+
+/// A version directory without its manifest (a copy in progress) is never looked at; a
+/// committed version whose files are damaged is refused, reported in the status, retried only
+/// after a backoff, and the previous version keeps answering.
+#[test]
+fn torn_and_damaged_versions_are_never_served() {
+    let dir = setup();
+    let s = server(dir.path(), VersionPolicy::Latest, Limits::default());
+    s.registry.poll(Duration::from_millis(10));
+    let first = s.registry.models["ctr"].newest().unwrap();
+    let body = json!({"instances": [{"user_id": 3, "item_id": 7}]}).to_string();
+    let (_, before, _) = call(&s, "POST", "/v1/models/ctr:predict", Some(body.clone()));
+
+    // Torn: the files of a new version, no manifest, no link from the history.
+    let versions = dir.path().join("model/versions");
+    let torn = versions.join(format!("{:06}", first + 50));
+    std::fs::create_dir_all(&torn).unwrap();
+    for f in ["model.safetensors", "embeddings.safetensors"] {
+        std::fs::copy(versions.join(format!("{first:06}")).join(f), torn.join(f)).unwrap();
+    }
+    s.registry.poll(Duration::from_millis(10));
+    assert_eq!(s.registry.models["ctr"].newest(), Some(first));
+    assert!(
+        s.registry.models["ctr"]
+            .statuses()
+            .iter()
+            .all(|(v, _)| *v != first + 50)
+    );
+    std::fs::remove_dir_all(&torn).unwrap();
+
+    // Damaged: a committed version whose weights no longer match their CRC.
+    publish(dir.path());
+    let storage = Storage::new().unwrap();
+    let newest =
+        *tusk_train::ModelStore::open(&storage, &dir.path().join("model").display().to_string())
+            .unwrap()
+            .versions()
+            .unwrap()
+            .last()
+            .unwrap();
+    assert!(newest > first);
+    let f = versions
+        .join(format!("{newest:06}"))
+        .join("model.safetensors");
+    let mut bytes = std::fs::read(&f).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0xff;
+    std::fs::write(&f, bytes).unwrap();
+    s.registry.poll(Duration::from_secs(3600));
+    assert_eq!(
+        s.registry.models["ctr"].newest(),
+        Some(first),
+        "the old version answers"
+    );
+    let (c, v, h) = call(
+        &s,
+        "GET",
+        &format!("/v1/models/ctr/versions/{newest}"),
+        None,
+    );
+    assert_eq!(c, 200);
+    let st = &v["model_version_status"][0];
+    assert_eq!(st["state"], "END", "{v}");
+    assert_eq!(st["status"]["error_code"], "UNKNOWN");
+    assert!(!st["status"]["error_message"].as_str().unwrap().is_empty());
+    assert!(h.is_empty());
+    let (c, after, h) = call(&s, "POST", "/v1/models/ctr:predict", Some(body));
+    assert_eq!((c, h), (200, first.to_string()));
+    assert_eq!(after["predictions"], before["predictions"]);
+    // Within the backoff the damaged version is not read again (no new LOADING state).
+    s.registry.poll(Duration::from_secs(3600));
+    let st = s.registry.models["ctr"].statuses();
+    assert!(st.iter().any(|(v, x)| *v == newest && x.error.is_some()));
+}
+
+/// The model store on HDFS (MiniDFS): versions published there while the server polls are
+/// loaded and answer; a torn version is not.
+#[test]
+fn serves_and_reloads_from_hdfs() {
+    let Some(dfs) = tusk_testkit::MiniDfs::start(1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write_csv(&dir.path().join("train.csv"), 600, 3);
+    let storage = Storage::new().unwrap();
+    let model = format!("{}/tusk-serve-test/model", dfs.hdfs_url());
+    let publish_hdfs = || {
+        let resume = tusk_train::ModelStore::open(&storage, &model)
+            .unwrap()
+            .latest()
+            .unwrap()
+            .is_some();
+        train(
+            &storage,
+            Some(config(dir.path())),
+            &TrainOptions {
+                model_url: model.clone(),
+                resume,
+                stop_after_steps: Some(5),
+                ..TrainOptions::default()
+            },
+            &mut Quiet,
+        )
+        .unwrap();
+    };
+    publish_hdfs();
+    let specs = model_specs(&[format!("ctr={model}")], &[]).unwrap();
+    let registry = Registry::new(Storage::new().unwrap(), specs, VersionPolicy::Latest, |l| {
+        eprintln!("{l}")
+    });
+    let s = Arc::new(Server {
+        registry: Arc::new(registry),
+        limits: Limits::default(),
+        metrics: Default::default(),
+    });
+    s.registry.poll(Duration::from_millis(10));
+    let first = s.registry.models["ctr"].newest().expect("loaded from HDFS");
+    let body = json!({"instances": [{"user_id": 3, "item_id": 7, "price": 2.5}]}).to_string();
+    let (c, v, h) = call(&s, "POST", "/v1/models/ctr:predict", Some(body.clone()));
+    assert_eq!((c, h), (200, first.to_string()), "{v}");
+    publish_hdfs();
+    s.registry.poll(Duration::from_millis(10));
+    let second = s.registry.models["ctr"].newest().unwrap();
+    assert!(second > first);
+    let (c, v, h) = call(&s, "POST", "/v1/models/ctr:predict", Some(body));
+    assert_eq!((c, h), (200, second.to_string()), "{v}");
+    // Files of a version without its manifest on HDFS: never looked at.
+    storage
+        .open(&format!(
+            "{model}/versions/{:06}/model.safetensors",
+            second + 10
+        ))
+        .unwrap()
+        .write(b"partial".to_vec())
+        .unwrap();
+    s.registry.poll(Duration::from_millis(10));
+    assert_eq!(s.registry.models["ctr"].newest(), Some(second));
+}
