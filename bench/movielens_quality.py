@@ -61,10 +61,10 @@ def tusk_binary(path):
     return os.path.join(target, "release", "tusk")
 
 
-def prepare(tusk, udata, work):
+def prepare(tusk, udata, work, history):
     data = os.path.join(work, "data")
     subprocess.run([tusk, "preprocess", "movielens", "--input", udata, "--output", data,
-                    "--negatives", "0", "--validation", "--history", str(HIST)],
+                    "--negatives", "0", "--validation", "--history", str(history)],
                    check=True, capture_output=True)
     for split in ("train", "validation", "test"):
         with open(os.path.join(work, f"{split}.jsonl"), "w") as f:
@@ -96,9 +96,9 @@ def run_tusk(tusk, data, work, seed, sets):
     }
 
 
-def run_torch(work, seed):
+def run_torch(work, seed, history):
     p = subprocess.run([TORCH_PY, os.path.abspath(__file__), "--worker", work, "--seed",
-                        str(seed)], capture_output=True, text=True,
+                        str(seed), "--history", str(history)], capture_output=True, text=True,
                        env={**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"})
     if p.returncode != 0:
         raise SystemExit(f"PyTorch run failed:\n{p.stderr[-3000:]}")
@@ -120,7 +120,7 @@ def load_rows(path):
     return users, items, labels, hists
 
 
-def worker(work, seed):
+def worker(work, seed, hist_len):
     import numpy as np
     import torch
     import torch.nn as nn
@@ -143,7 +143,7 @@ def worker(work, seed):
     def encode(users, items, hists):
         u = torch.tensor([uix[x] for x in users])
         i = torch.tensor([iix[x] for x in items])
-        h = torch.full((len(users), HIST), pad, dtype=torch.long)
+        h = torch.full((len(users), max(hist_len, 1)), pad, dtype=torch.long)
         for r, hs in enumerate(hists):
             if hs:
                 h[r, :len(hs)] = torch.tensor([iix[x] for x in hs])
@@ -260,17 +260,19 @@ def main():
     ap.add_argument("--variant", action="append", default=[],
                     help="NAME=--set k=v --set k2=v2 (tusk runs with these overrides)")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--history", type=int, default=HIST,
+                    help="previous ratings per row (both systems; the example uses 5)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the example as committed")
     args = ap.parse_args()
     if args.worker:
-        worker(args.worker, args.seed)
+        worker(args.worker, args.seed, args.history)
         return
     if not os.path.exists(args.data):
         raise SystemExit(f"{args.data} not found (MovieLens-100K)")
     tusk = tusk_binary(args.tusk)
     work = tempfile.mkdtemp(prefix="tusk-ml-quality-")
     try:
-        data = prepare(tusk, args.data, work)
+        data = prepare(tusk, args.data, work, args.history)
         variants = [] if args.no_baseline else [("tusk, example as committed", [])]
         for v in args.variant:
             name, _, rest = v.partition("=")
@@ -288,11 +290,12 @@ def main():
                 raise SystemExit(f"{TORCH_PY} missing: see bench/neumf_bench.py for the venv")
             for seed in [int(s) for s in args.torch_seeds.split(",")]:
                 log(f"PyTorch: seed {seed}")
-                r = run_torch(work, seed)
+                r = run_torch(work, seed, args.history)
                 log(f"  {r}")
                 results.setdefault("PyTorch (dense Adam, N(0, 0.01) init)", []).append(
                     {**r, "seed": seed})
-        print("\n## MovieLens-100K leave-one-out: test metrics at the validation-chosen epoch\n")
+        print(f"\n## MovieLens-100K leave-one-out (history {args.history}): test metrics at the "
+              "validation-chosen epoch\n")
         print("| system | seed | epoch (of run) | validation HR@10 | test HR@10 | test NDCG@10 | "
               "samples/s |")
         print("|---|---:|---:|---:|---:|---:|---:|")
