@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use tusk_serve::batching::BatchOptions;
 use tusk_serve::{Limits, Registry, Server, VersionPolicy, model_specs};
 use tusk_storage::Storage;
 
@@ -40,6 +41,13 @@ pub struct ServeArgs {
     /// Print one JSON line per request on stderr.
     #[arg(long)]
     access_log: bool,
+    /// Dynamic batching: score concurrent predict requests together, up to this many rows
+    /// (0: off, every request scored on its own).
+    #[arg(long, default_value_t = 0)]
+    max_batch: usize,
+    /// With --max-batch: how long the first request of a batch waits for others, milliseconds.
+    #[arg(long, default_value_t = 1.0)]
+    batch_timeout: f64,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -70,16 +78,23 @@ pub fn run(a: ServeArgs) -> Result<()> {
         eprintln!("model {} ← {}", s.name, s.url);
     }
     let registry = Registry::new(Storage::new()?, specs, policy, |l| eprintln!("{l}"));
-    let server = Arc::new(Server {
-        registry: Arc::new(registry),
-        limits: Limits {
+    if !(a.batch_timeout.is_finite() && a.batch_timeout >= 0.0) {
+        bail!("--batch-timeout must be a non-negative number of milliseconds");
+    }
+    let batching = (a.max_batch > 0).then(|| BatchOptions {
+        max_batch: a.max_batch,
+        timeout: Duration::from_secs_f64(a.batch_timeout / 1e3),
+    });
+    let server = Arc::new(Server::new(
+        registry,
+        Limits {
             max_body: a.max_body,
             max_instances: a.max_instances,
             token,
             access_log: a.access_log,
         },
-        metrics: Default::default(),
-    });
+        batching,
+    ));
     let stop = tusk_serve::start_polling(&server, Duration::from_secs_f64(a.poll_interval));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -5,6 +5,7 @@
 //!
 //! [`app`] builds the router over a [`Server`] (tested without a socket); [`serve`] binds it.
 
+pub mod batching;
 pub mod metrics;
 pub mod registry;
 pub mod rows;
@@ -60,6 +61,35 @@ pub struct Server {
     pub limits: Limits,
     /// Request metrics.
     pub metrics: metrics::Metrics,
+    /// Dynamic batching of predict requests, when on.
+    pub batcher: Option<batching::Batcher>,
+}
+
+impl Server {
+    /// A server over `registry` with `limits`, batching when `batching` is given.
+    pub fn new(
+        registry: Registry,
+        limits: Limits,
+        batching: Option<batching::BatchOptions>,
+    ) -> Server {
+        Server {
+            registry: Arc::new(registry),
+            limits,
+            metrics: metrics::Metrics::default(),
+            batcher: batching.map(batching::Batcher::start),
+        }
+    }
+
+    async fn score(
+        &self,
+        sc: &Arc<tusk_train::Scorer>,
+        rows: Vec<ReqRow>,
+    ) -> Result<Vec<f32>, String> {
+        match &self.batcher {
+            Some(b) => b.score(sc.clone(), rows).await,
+            None => rows::score(sc, &rows),
+        }
+    }
 }
 
 /// Labels a handler attaches to its response for the metrics and the access log.
@@ -382,7 +412,7 @@ async fn v1_post_inner(s: &Server, rest: &str, body: Body) -> Result<Response, A
             s.limits.max_instances
         )));
     }
-    let scores = rows::score(&sc, &rows).map_err(bad)?;
+    let scores = s.score(&sc, rows).await.map_err(bad)?;
     let r =
         axum::Json(json!({ key: scores, "model_version": sc.version.to_string() })).into_response();
     Ok(with_version(r, &e.name, sc.version, "v1_predict"))
@@ -559,7 +589,7 @@ async fn v2_post_inner(s: &Server, rest: &str, body: Body) -> Result<Response, A
             s.limits.max_instances
         )));
     }
-    let scores = rows::score(&sc, &rows).map_err(bad)?;
+    let scores = s.score(&sc, rows).await.map_err(bad)?;
     let mut out = json!({
         "model_name": e.name,
         "model_version": sc.version.to_string(),
@@ -713,11 +743,33 @@ async fn metrics_text(State(s): State<Arc<Server>>) -> Response {
         .values()
         .map(|e| (e.name.clone(), e.newest()))
         .collect();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(&versions),
-    )
-        .into_response()
+    let mut text = s.metrics.render(&versions);
+    if let Some(b) = &s.batcher {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (name, help, v) in [
+            (
+                "tusk_batches_total",
+                "Batches scored by dynamic batching.",
+                &b.stats.batches,
+            ),
+            (
+                "tusk_batched_requests_total",
+                "Requests in those batches.",
+                &b.stats.requests,
+            ),
+            (
+                "tusk_batched_rows_total",
+                "Rows in those batches.",
+                &b.stats.rows,
+            ),
+        ] {
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                v.load(Relaxed)
+            ));
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// Parse `--model NAME=URL` / `--model URL` (named after its last path segment) and `--label

@@ -115,10 +115,10 @@ pub fn check_columns(row: &ReqRow, s: &Scorer, index: usize) -> Result<(), Strin
     Ok(())
 }
 
-/// Probabilities for `rows`, encoded as training encoded its rows.
-pub fn score(s: &Scorer, rows: &[ReqRow]) -> Result<Vec<f32>, String> {
-    let mut batch = Batch::default();
+/// `rows` encoded as training encoded its rows, appended to `batch`.
+pub fn encode_into(s: &Scorer, rows: &[ReqRow], batch: &mut Batch) -> Result<(), String> {
     let mut e = Encoded::default();
+    let mut one = Batch::default();
     for (i, r) in rows.iter().enumerate() {
         check_columns(r, s, i)?;
         s.space
@@ -132,13 +132,32 @@ pub fn score(s: &Scorer, rows: &[ReqRow]) -> Result<Vec<f32>, String> {
                 &mut e,
             )
             .map_err(|err| err.to_string())?;
-        batch.push_row(&e);
+        one.push_row(&e);
     }
-    if rows.is_empty() {
-        return Ok(Vec::new());
+    // Only whole requests join a batch: one bad row leaves the others untouched.
+    batch.size += one.size;
+    batch.keys.extend_from_slice(&one.keys);
+    batch.bag_lens.extend_from_slice(&one.bag_lens);
+    batch.dense.extend_from_slice(&one.dense);
+    batch.labels.extend_from_slice(&one.labels);
+    batch.weights.extend_from_slice(&one.weights);
+    Ok(())
+}
+
+/// Probabilities of the rows of `batch`.
+pub fn probabilities(s: &Scorer, batch: &Batch) -> Vec<f32> {
+    if batch.size == 0 {
+        return Vec::new();
     }
-    Ok(s.logits(&batch)
+    s.logits(batch)
         .into_iter()
         .map(tusk_model::models::sigmoid)
-        .collect())
+        .collect()
+}
+
+/// Probabilities for `rows`, encoded as training encoded its rows.
+pub fn score(s: &Scorer, rows: &[ReqRow]) -> Result<Vec<f32>, String> {
+    let mut batch = Batch::default();
+    encode_into(s, rows, &mut batch)?;
+    Ok(probabilities(s, &batch))
 }

@@ -91,11 +91,7 @@ fn server(dir: &Path, policy: VersionPolicy, limits: Limits) -> Arc<Server> {
     let model = dir.join("model").display().to_string();
     let specs = model_specs(&[format!("ctr={model}")], &["stable=1".to_string()]).unwrap();
     let registry = Registry::new(Storage::new().unwrap(), specs, policy, |l| eprintln!("{l}"));
-    Arc::new(Server {
-        registry: Arc::new(registry),
-        limits,
-        metrics: Default::default(),
-    })
+    Arc::new(Server::new(registry, limits, None))
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -665,11 +661,7 @@ fn serves_and_reloads_from_hdfs() {
     let registry = Registry::new(Storage::new().unwrap(), specs, VersionPolicy::Latest, |l| {
         eprintln!("{l}")
     });
-    let s = Arc::new(Server {
-        registry: Arc::new(registry),
-        limits: Limits::default(),
-        metrics: Default::default(),
-    });
+    let s = Arc::new(Server::new(registry, Limits::default(), None));
     s.registry.poll(Duration::from_millis(10));
     let first = s.registry.models["ctr"].newest().expect("loaded from HDFS");
     let body = json!({"instances": [{"user_id": 3, "item_id": 7, "price": 2.5}]}).to_string();
@@ -692,4 +684,90 @@ fn serves_and_reloads_from_hdfs() {
         .unwrap();
     s.registry.poll(Duration::from_millis(10));
     assert_eq!(s.registry.models["ctr"].newest(), Some(second));
+}
+
+/// Concurrent requests are scored together and each gets exactly its own rows' scores; a bad
+/// request in the same batch gets its own 400 and spoils nothing.
+#[test]
+fn dynamic_batching_scores_concurrent_requests_together() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = setup();
+    let model = dir.path().join("model").display().to_string();
+    let specs = model_specs(&[format!("ctr={model}")], &[]).unwrap();
+    let registry = Registry::new(
+        Storage::new().unwrap(),
+        specs,
+        VersionPolicy::Latest,
+        |_| {},
+    );
+    let opts = tusk_serve::batching::BatchOptions {
+        max_batch: 1000,
+        timeout: Duration::from_millis(200),
+    };
+    let s = Arc::new(Server::new(registry, Limits::default(), Some(opts)));
+    s.registry.poll(Duration::from_millis(10));
+    let plain = server(dir.path(), VersionPolicy::Latest, Limits::default());
+    plain.registry.poll(Duration::from_millis(10));
+    let body = |k: i64| {
+        if k == 5 {
+            return json!({"instances": [{"user_id": 1, "colour": "red"}]}).to_string();
+        }
+        json!({"instances": [
+            {"user_id": k, "item_id": k + 1, "price": 1.5},
+            {"user_id": k + 2, "item_id": 3, "city": "oslo"},
+        ]})
+        .to_string()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let answers: Vec<(i64, u16, Value)> = runtime.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for k in 0..12i64 {
+            let router = app(s.clone());
+            let b = body(k);
+            set.spawn(async move {
+                let req = Request::post("/v1/models/ctr:predict")
+                    .body(Body::from(b))
+                    .unwrap();
+                let resp = router.oneshot(req).await.unwrap();
+                let code = resp.status().as_u16();
+                let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+                (k, code, serde_json::from_slice(&bytes).unwrap())
+            });
+        }
+        let mut out = Vec::new();
+        while let Some(r) = set.join_next().await {
+            out.push(r.unwrap());
+        }
+        out
+    });
+    for (k, code, v) in answers {
+        let (want_code, want, _) = call(&plain, "POST", "/v1/models/ctr:predict", Some(body(k)));
+        assert_eq!(code, want_code, "request {k}: {v}");
+        if k == 5 {
+            assert!(
+                v["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("unknown feature `colour`")
+            );
+        } else {
+            assert_eq!(v["predictions"], want["predictions"], "request {k}");
+        }
+    }
+    let st = &s.batcher.as_ref().unwrap().stats;
+    let (batches, requests, rows) = (
+        st.batches.load(Relaxed),
+        st.requests.load(Relaxed),
+        st.rows.load(Relaxed),
+    );
+    assert_eq!((requests, rows), (11, 22));
+    assert!(
+        batches < 11,
+        "{batches} batches for 11 requests: nothing was batched"
+    );
+    runtime.shutdown_timeout(Duration::from_secs(5));
 }
