@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""`tusk serve` under a fixed request rate while new versions are being published.
+
+    python3 bench/serve_bench.py [--tusk PATH] [--loadgen PATH] [--rate 2000] [--seconds 60]
+
+Model: NeuMF of examples/movielens (history 5) on MovieLens-100K (needs ../shared/data).
+A training run keeps going in the background during every measurement (`nice -n 19`,
+`checkpoint_every` steps), so the server reloads new versions while answering; the table
+says how many versions answered. Load: `crates/tusk-serve/examples/loadgen.rs`, open loop
+at --rate requests/s over 64 keep-alive connections, latency measured from each request's
+scheduled start (no coordinated omission). Cases: `:predict` with 1 row and with 64 rows,
+each without and with dynamic batching (`--max-batch 256 --batch-timeout 1`).
+
+Not here yet: `:recommend` (not built), the Ray Serve peer and an echo-server floor.
+"""
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+UDATA = os.path.join(ROOT, "..", "shared", "data", "movielens-100k", "u.data")
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def build(args):
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/tusk/target"))
+    env = {**os.environ, "CARGO_TARGET_DIR": target}
+    if not args.tusk:
+        subprocess.run(["cargo", "build", "--release", "--locked", "-p", "tusk-cli"], cwd=ROOT,
+                       check=True, env=env)
+        args.tusk = os.path.join(target, "release", "tusk")
+    if not args.loadgen:
+        subprocess.run(["cargo", "build", "--release", "--locked", "-p", "tusk-serve",
+                        "--example", "loadgen"], cwd=ROOT, check=True, env=env)
+        args.loadgen = os.path.join(target, "release", "examples", "loadgen")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_ready(port, proc, limit=120):
+    t = time.time()
+    while time.time() - t < limit:
+        if proc.poll() is not None:
+            raise SystemExit("tusk serve exited")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2):
+                return
+        except Exception:
+            time.sleep(0.2)
+    raise SystemExit("tusk serve never became ready")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tusk")
+    ap.add_argument("--loadgen")
+    ap.add_argument("--rate", type=float, default=2000)
+    ap.add_argument("--seconds", type=float, default=60)
+    args = ap.parse_args()
+    if not os.path.exists(UDATA):
+        raise SystemExit(f"{UDATA} not found (MovieLens-100K)")
+    build(args)
+    work = tempfile.mkdtemp(prefix="tusk-serve-bench-")
+    procs = []
+    try:
+        data = os.path.join(work, "data")
+        subprocess.run([args.tusk, "preprocess", "movielens", "--input", UDATA, "--output", data,
+                        "--negatives", "0", "--validation", "--history", "5"], check=True,
+                       capture_output=True)
+        model = os.path.join(work, "model")
+        cfg = os.path.join(ROOT, "examples", "movielens", "config.toml")
+        trainer = subprocess.Popen(
+            ["nice", "-n", "19", args.tusk, "train", cfg, "--model", model,
+             "--set", f"data.train={data}/train", "--set", f"data.validation={data}/validation",
+             "--set", f"data.test={data}/test", "--set", "train.epochs=1000", "--set", "train.checkpoint_every=2000",
+             "--set", "eval.patience=1000"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        procs.append(trainer)
+        while not os.path.exists(os.path.join(model, "versions")) or not any(
+                os.path.exists(os.path.join(model, "versions", v, "MANIFEST.json"))
+                for v in os.listdir(os.path.join(model, "versions"))):
+            if trainer.poll() is not None:
+                raise SystemExit("training failed")
+            time.sleep(0.5)
+        rnd = random.Random(1)
+
+        def row():
+            return {"user_id": rnd.randrange(1, 944), "item_id": rnd.randrange(1, 1683),
+                    "history": [rnd.randrange(1, 1683) for _ in range(5)]}
+        bodies = {}
+        for n in (1, 64):
+            p = os.path.join(work, f"body{n}.json")
+            with open(p, "w") as f:
+                json.dump({"instances": [row() for _ in range(n)]}, f)
+            bodies[n] = p
+        results = []
+        for batching in (False, True):
+            port = free_port()
+            cmd = [args.tusk, "serve", "--model", f"ml={model}", "--addr", f"127.0.0.1:{port}",
+                   "--poll-interval", "1"]
+            if batching:
+                cmd += ["--max-batch", "256", "--batch-timeout", "1"]
+            server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True)
+            procs.append(server)
+            wait_ready(port, server)
+            for n in (1, 64):
+                log(f"load: {n} row(s) per request, batching {'on' if batching else 'off'}, "
+                    f"{args.rate:.0f} req/s for {args.seconds:.0f} s")
+                out = subprocess.run([args.loadgen, f"127.0.0.1:{port}", "/v1/models/ml:predict",
+                                      bodies[n], str(args.rate), str(args.seconds)],
+                                     capture_output=True, text=True, check=True)
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                log(f"  {r}")
+                results.append((n, batching, r))
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+        print(f"\n## tusk serve: `:predict` at {args.rate:.0f} req/s for {args.seconds:.0f} s "
+              "(open loop, 64 connections), versions published meanwhile\n")
+        print("| rows per request | dynamic batching | achieved req/s | p50 ms | p99 ms | "
+              "p99.9 ms | max ms | errors | versions that answered |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+        for n, batching, r in results:
+            print(f"| {n} | {'on (256 rows, 1 ms)' if batching else 'off'} | {r['rate']:,.0f} | "
+                  f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | "
+                  f"{r['max_ms']:.1f} | {r['errors']} | {r['versions']} |")
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
