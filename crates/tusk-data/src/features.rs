@@ -85,13 +85,21 @@ pub fn text_key(feature: &str, text: &[u8]) -> u64 {
     {
         return feature_key(feature, v);
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text {
+    let h = fnv1a(FNV_OFFSET, text);
+    // Never collide with the integer keys' input space in a structured way.
+    feature_key(feature, (h ^ 0x7f4a_7c15_9e37_79b9) as i64)
+}
+
+/// FNV-1a's offset basis: the hash of nothing.
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a: `h` continued over `bytes`.
+pub(crate) fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    // Never collide with the integer keys' input space in a structured way.
-    feature_key(feature, (h ^ 0x7f4a_7c15_9e37_79b9) as i64)
+    h
 }
 
 fn is_missing_text(t: &str) -> bool {
@@ -465,11 +473,7 @@ impl FeatureSpace {
             ));
         };
         let key = serde_json::to_vec(&config).expect("a feature config serializes");
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in &key {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+        let h = fnv1a(FNV_OFFSET, &key);
         let loc = dir
             .join(tusk_records::dataset::DERIVED)
             .join(&format!("feature-stats-{h:016x}.json"));

@@ -183,13 +183,10 @@ impl Source {
     /// What identifies the data without reading it: the files in order, with their record
     /// counts where a manifest gives them (ranks of one job compare it before training).
     pub fn fingerprint(&self) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |s: &str| {
-            for b in s.bytes().chain([0]) {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-        };
+        use crate::features::{FNV_OFFSET, fnv1a};
+        let mut h = FNV_OFFSET;
+        // Each string then a 0 byte, so ("ab", "c") and ("a", "bc") differ.
+        let mut eat = |s: &str| h = fnv1a(fnv1a(h, s.as_bytes()), &[0]);
         let files = match &self.kind {
             Kind2::Records(i) => {
                 for f in &i.files {

@@ -76,9 +76,24 @@ fn main() {
         eprintln!("error: {}: {e}", a[3]);
         std::process::exit(1)
     });
-    let rate: f64 = a[4].parse().expect("RATE: requests per second");
-    let secs: f64 = a[5].parse().expect("SECONDS");
-    let conns: usize = a.get(6).map_or(64, |c| c.parse().expect("CONNECTIONS"));
+    let num = |i: usize, what: &str| -> f64 {
+        match a.get(i).map(|v| v.parse::<f64>()) {
+            Some(Ok(v)) if v > 0.0 && v.is_finite() => v,
+            _ => {
+                eprintln!(
+                    "error: {what} must be a positive number, got {:?}",
+                    a.get(i)
+                );
+                std::process::exit(2)
+            }
+        }
+    };
+    let (rate, secs) = (num(4, "RATE"), num(5, "SECONDS"));
+    let conns = if a.len() > 6 {
+        num(6, "CONNECTIONS") as usize
+    } else {
+        64
+    };
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -123,7 +138,10 @@ fn main() {
     let mut errors = 0;
     let mut versions: BTreeMap<String, u64> = BTreeMap::new();
     for h in handles {
-        let (l, e, v) = h.join().expect("a load thread panicked");
+        let Ok((l, e, v)) = h.join() else {
+            eprintln!("error: a load thread failed");
+            std::process::exit(1)
+        };
         lat.extend(l);
         errors += e;
         for (k, n) in v {

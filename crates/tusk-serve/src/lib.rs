@@ -80,15 +80,25 @@ impl Server {
         }
     }
 
+    /// Probabilities of a request's rows (400 above the row limit or for a bad row).
     async fn score(
         &self,
         sc: &Arc<tusk_train::Scorer>,
         rows: Vec<ReqRow>,
-    ) -> Result<Vec<f32>, String> {
+    ) -> Result<Vec<f32>, ApiError> {
+        let bad = |m: String| err(StatusCode::BAD_REQUEST, m);
+        if rows.len() > self.limits.max_instances {
+            return Err(bad(format!(
+                "{} rows in one request, over the limit of {}",
+                rows.len(),
+                self.limits.max_instances
+            )));
+        }
         match &self.batcher {
             Some(b) => b.score(sc.clone(), rows).await,
             None => rows::score(sc, &rows),
         }
+        .map_err(bad)
     }
 }
 
@@ -130,18 +140,16 @@ pub async fn serve(server: &Arc<Server>, addr: SocketAddr) -> std::io::Result<()
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| std::io::Error::new(e.kind(), format!("installing a SIGTERM handler: {e}")))?;
     axum::serve(listener, app(server.clone()))
-        .with_graceful_shutdown(async {
+        .with_graceful_shutdown(async move {
             let ctrl_c = tokio::signal::ctrl_c();
             #[cfg(unix)]
-            {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("installing a SIGTERM handler");
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
             }
             #[cfg(not(unix))]
             let _ = ctrl_c.await;
@@ -284,11 +292,11 @@ fn parse_version(v: &str) -> Result<u64, ApiError> {
 
 // ------------------------------------------------------------------ TF Serving v1
 
-async fn v1_get(State(s): State<Arc<Server>>, Path(rest): Path<String>) -> Response {
-    v1_get_inner(&s, &rest).unwrap_or_else(IntoResponse::into_response)
-}
-
-fn v1_get_inner(s: &Server, rest: &str) -> Result<Response, ApiError> {
+async fn v1_get(
+    State(s): State<Arc<Server>>,
+    Path(rest): Path<String>,
+) -> Result<Response, ApiError> {
+    let (s, rest) = (&*s, rest.as_str());
     let parts: Vec<&str> = rest.split('/').collect();
     match parts.as_slice() {
         [m] => Ok(v1_status(model(s, m)?, None)),
@@ -359,13 +367,12 @@ fn v1_metadata(e: &Entry, want: Want) -> Result<Response, ApiError> {
     Ok(with_version(r, &e.name, sc.version, "v1_metadata"))
 }
 
-async fn v1_post(State(s): State<Arc<Server>>, Path(rest): Path<String>, body: Body) -> Response {
-    v1_post_inner(&s, &rest, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn v1_post_inner(s: &Server, rest: &str, body: Body) -> Result<Response, ApiError> {
+async fn v1_post(
+    State(s): State<Arc<Server>>,
+    Path(rest): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (s, rest) = (&*s, rest.as_str());
     let Some(target) = rest.strip_suffix(":predict") else {
         return Err(err(
             StatusCode::NOT_FOUND,
@@ -405,14 +412,7 @@ async fn v1_post_inner(s: &Server, rest: &str, body: Body) -> Result<Response, A
         (Some(_), Some(_)) => return Err(bad("give `instances` or `inputs`, not both".into())),
         (None, None) => return Err(bad("the body has neither `instances` nor `inputs`".into())),
     };
-    if rows.len() > s.limits.max_instances {
-        return Err(bad(format!(
-            "{} rows in one request, over the limit of {}",
-            rows.len(),
-            s.limits.max_instances
-        )));
-    }
-    let scores = s.score(&sc, rows).await.map_err(bad)?;
+    let scores = s.score(&sc, rows).await?;
     let r =
         axum::Json(json!({ key: scores, "model_version": sc.version.to_string() })).into_response();
     Ok(with_version(r, &e.name, sc.version, "v1_predict"))
@@ -500,11 +500,11 @@ async fn v2_ready(State(s): State<Arc<Server>>) -> Response {
     }
 }
 
-async fn v2_get(State(s): State<Arc<Server>>, Path(rest): Path<String>) -> Response {
-    v2_get_inner(&s, &rest).unwrap_or_else(IntoResponse::into_response)
-}
-
-fn v2_get_inner(s: &Server, rest: &str) -> Result<Response, ApiError> {
+async fn v2_get(
+    State(s): State<Arc<Server>>,
+    Path(rest): Path<String>,
+) -> Result<Response, ApiError> {
+    let (s, rest) = (&*s, rest.as_str());
     let parts: Vec<&str> = rest.split('/').collect();
     let (name, want, ready) = match parts.as_slice() {
         [m] => (*m, Want::Newest, false),
@@ -559,13 +559,12 @@ fn v2_get_inner(s: &Server, rest: &str) -> Result<Response, ApiError> {
     Ok(with_version(r, &e.name, sc.version, "v2_metadata"))
 }
 
-async fn v2_post(State(s): State<Arc<Server>>, Path(rest): Path<String>, body: Body) -> Response {
-    v2_post_inner(&s, &rest, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn v2_post_inner(s: &Server, rest: &str, body: Body) -> Result<Response, ApiError> {
+async fn v2_post(
+    State(s): State<Arc<Server>>,
+    Path(rest): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (s, rest) = (&*s, rest.as_str());
     let parts: Vec<&str> = rest.split('/').collect();
     let (name, want) = match parts.as_slice() {
         [m, "infer"] => (*m, Want::Newest),
@@ -582,14 +581,7 @@ async fn v2_post_inner(s: &Server, rest: &str, body: Body) -> Result<Response, A
     let sc = e.get(&want).map_err(|m| err(StatusCode::NOT_FOUND, m))?;
     let bad = |m: String| err(StatusCode::BAD_REQUEST, m);
     let rows = tensors(&req).map_err(bad)?;
-    if rows.len() > s.limits.max_instances {
-        return Err(bad(format!(
-            "{} rows in one request, over the limit of {}",
-            rows.len(),
-            s.limits.max_instances
-        )));
-    }
-    let scores = s.score(&sc, rows).await.map_err(bad)?;
+    let scores = s.score(&sc, rows).await?;
     let mut out = json!({
         "model_name": e.name,
         "model_version": sc.version.to_string(),

@@ -135,6 +135,10 @@ pub fn encode_into(s: &Scorer, rows: &[ReqRow], batch: &mut Batch) -> Result<(),
         one.push_row(&e);
     }
     // Only whole requests join a batch: one bad row leaves the others untouched.
+    if batch.size == 0 {
+        *batch = one;
+        return Ok(());
+    }
     batch.size += one.size;
     batch.keys.extend_from_slice(&one.keys);
     batch.bag_lens.extend_from_slice(&one.bag_lens);

@@ -16,6 +16,19 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// A seeded SplitMix64 stream: the same test data on every machine, without a `rand`
+/// dependency. Call it for the next 64 random bits.
+pub fn splitmix(seed: u64) -> impl FnMut() -> u64 {
+    let mut s = seed;
+    move || {
+        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
 /// Root of the tusk repository (the workspace): the nearest ancestor of the running test's
 /// package (`CARGO_MANIFEST_DIR`, set by `cargo test` at run time) or of the working directory
 /// that holds `testing/minidfs`. Looked up at run time, not baked in at compile time, because a

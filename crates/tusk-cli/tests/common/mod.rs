@@ -10,19 +10,12 @@ use tusk_train::{Checkpoint, ModelStore};
 
 /// 4 clusters of users and items; a user clicks items of its cluster (10% noise).
 pub fn write_csv(path: &Path, rows: usize, seed: u64) {
-    let mut s = seed;
-    let mut next = move || {
-        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
+    let mut next = tusk_testkit::splitmix(seed);
     let mut out = String::from("user_id,item_id,price,label,rating,city\n");
     for _ in 0..rows {
         let u = next() % 150;
         let i = next() % 80;
-        let y = (u % 4 == i % 4) ^ (next() % 10 == 0);
+        let y = (u % 4 == i % 4) ^ (next().is_multiple_of(10));
         let rating = next() % 3;
         let city = ["oslo", "lima", "pune"][(u % 3) as usize];
         writeln!(out, "{u},{i},{}.5,{},{rating},{city}", i % 9, u8::from(y)).unwrap();

@@ -11,22 +11,15 @@ use tusk_train::{Config, Quiet, TrainOptions, train};
 /// Users and items fall in 4 clusters; a user likes items of its cluster. Rows:
 /// `user_id,item_id,age,city,clicked` with `clicked` yes/no, some ages missing.
 pub fn write_csv(path: &Path, rows: usize, seed: u64) {
-    let mut s = seed;
-    let mut next = move || {
-        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
+    let mut next = tusk_testkit::splitmix(seed);
     let mut out = String::from("user_id,item_id,age,city,clicked\n");
     for _ in 0..rows {
         let u = next() % 120;
         let i = next() % 60;
         let liked = u % 4 == i % 4;
-        let noise = next() % 10 == 0;
+        let noise = next().is_multiple_of(10);
         let y = liked ^ noise;
-        let age = if next() % 7 == 0 {
+        let age = if next().is_multiple_of(7) {
             String::new()
         } else {
             format!("{}", 20 + (u % 40))
