@@ -1,12 +1,14 @@
 //! `normalize`: a directory or glob of images → a sharded TFRecord dataset.
 
 use rayon::prelude::*;
-use tusk_records::dataset::{self, Column, MANIFEST, Manifest, Schema, Shard};
-use tusk_records::example::{self, BytesList, FeatureType, FloatList, Int64List, Kind};
+use std::sync::{Mutex, PoisonError};
+use tusk_records::dataset::{Column, MANIFEST, Manifest, Schema, Shard};
+
+use tusk_records::example::{ExampleWriter, FeatureType};
 use tusk_records::tfrecord::{Compression, FileWriter};
 use tusk_storage::{Location, Storage};
 
-use crate::{Error, NormalizeConfig, Result, Tensor, normalize_image};
+use crate::{Error, NormalizeConfig, Result, Tensor, normalize_image_into};
 
 /// File extensions (lower case) a directory listing takes as images.
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
@@ -98,32 +100,92 @@ pub fn list_images(storage: &Storage, url: &str) -> Result<Vec<Location>> {
 /// One file's outcome: a storage failure (fatal) outside, a decode failure (its reason) inside.
 pub(crate) type Loaded<T> = Result<Result<T, String>>;
 
-/// Read and normalise one file. Storage failures are errors; an undecodable file is `Ok(Err)`.
-pub(crate) fn load(loc: &Location, cfg: &NormalizeConfig) -> Loaded<Tensor> {
+/// Read and normalise one file into a buffer from `buffers`. Storage failures are errors; an
+/// undecodable file is `Ok(Err)`.
+pub(crate) fn load(loc: &Location, cfg: &NormalizeConfig, buffers: &Buffers) -> Loaded<Tensor> {
     let bytes = loc.read()?;
-    Ok(normalize_image(&bytes, cfg))
+    Ok(normalize_image_into(&bytes, cfg, buffers.take()))
 }
 
-/// The record for one image: `image` (CHW floats), `shape` (`[C, H, W]`), `path` (URL).
-fn record(url: &str, t: Tensor) -> Vec<u8> {
-    let shape = t.shape().iter().map(|&d| d as i64).collect();
-    let ex = example::from_features([
-        (
-            "image".to_string(),
-            Kind::FloatList(FloatList { value: t.data }),
-        ),
-        (
-            "shape".to_string(),
-            Kind::Int64List(Int64List { value: shape }),
-        ),
-        (
-            "path".to_string(),
-            Kind::BytesList(BytesList {
-                value: vec![url.as_bytes().to_vec()],
-            }),
-        ),
-    ]);
-    dataset::encode(&ex)
+/// Tensor allocations handed back after use, so that image after image reuses the same few
+/// (a fresh 600 KB buffer per image costs more in page faults than the resize costs).
+#[derive(Default)]
+pub(crate) struct Buffers(Mutex<Vec<Vec<f32>>>);
+
+impl Buffers {
+    fn take(&self) -> Vec<f32> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Keep `data`'s allocation for a later image (at most a few dozen are kept).
+    pub(crate) fn put(&self, data: Vec<f32>) {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() < 64 {
+            kept.push(data);
+        }
+    }
+}
+
+/// Run `work` over batches of items on rayon's pool, one batch ahead of `consume`, which gets
+/// each batch with its results, in order, on the calling thread: so writing the output
+/// overlaps decoding the next images instead of leaving the cores idle. At most three batches
+/// are alive at once (one consumed, one computed, one queued). `next_batch` returns `None` at
+/// the end; the first error of `next_batch` or `consume` stops everything and is returned.
+pub(crate) fn pipelined<I: Send + Sync, O: Send>(
+    mut next_batch: impl FnMut() -> Result<Option<Vec<I>>>,
+    work: impl Fn(&I) -> O + Sync,
+    mut consume: impl FnMut(Vec<I>, Vec<O>) -> Result<()>,
+) -> Result<()> {
+    std::thread::scope(|s| {
+        let (to_worker, batches) = std::sync::mpsc::sync_channel::<Vec<I>>(1);
+        let (to_main, results) = std::sync::mpsc::sync_channel::<(Vec<I>, Vec<O>)>(1);
+        let work = &work;
+        s.spawn(move || {
+            for batch in batches {
+                let out = batch.par_iter().map(work).collect();
+                if to_main.send((batch, out)).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut in_flight, mut end) = (0usize, false);
+        loop {
+            while !end && in_flight < 2 {
+                match next_batch()? {
+                    Some(batch) if batch.is_empty() => {}
+                    Some(batch) => {
+                        // The worker only stops early by panicking, which the scope re-raises.
+                        if to_worker.send(batch).is_err() {
+                            return Ok(());
+                        }
+                        in_flight += 1;
+                    }
+                    None => end = true,
+                }
+            }
+            if in_flight == 0 {
+                return Ok(());
+            }
+            let Ok((batch, out)) = results.recv() else {
+                return Ok(());
+            };
+            in_flight -= 1;
+            consume(batch, out)?;
+        }
+    })
+}
+
+/// Encode the record for one image into `w`: `image` (CHW floats), `path` (URL), `shape`
+/// (`[C, H, W]`), in name order as every Example writer of tusk.
+fn record<'w>(w: &'w mut ExampleWriter, url: &str, t: &Tensor) -> &'w [u8] {
+    w.float_list(b"image", &t.data);
+    w.bytes_list(b"path", [url.as_bytes()]);
+    w.int64_list(b"shape", &t.shape().map(|d| d as i64));
+    w.finish()
 }
 
 fn schema() -> Schema {
@@ -179,37 +241,39 @@ pub fn normalize(
     let mut corrupt = Vec::new();
     let mut written = 0u64;
     let mut entries = Vec::with_capacity(shards);
+    let buffers = Buffers::default();
+    let mut encoder = ExampleWriter::default();
     for i in 0..shards {
         let name = format!("part-{i:05}-of-{shards:05}.tfrecord");
         let mut w = FileWriter::create(&dir.join(&name), Some(Compression::None))?;
         let run = &inputs[i * n / shards..(i + 1) * n / shards];
-        for chunk in run.chunks(batch) {
-            let done: Vec<(String, Loaded<Vec<u8>>)> = chunk
-                .par_iter()
-                .map(|loc| {
+        let mut chunks = run.chunks(batch);
+        pipelined(
+            || Ok(chunks.next().map(<[Location]>::to_vec)),
+            |loc| load(loc, cfg, &buffers),
+            |locs, tensors| {
+                for (loc, tensor) in locs.iter().zip(tensors) {
                     let url = loc.url();
-                    let rec = load(loc, cfg).map(|r| r.map(|t| record(&url, t)));
-                    (url, rec)
-                })
-                .collect();
-            for (url, rec) in done {
-                match rec? {
-                    Ok(bytes) => {
-                        w.write(&bytes)?;
-                        written += 1;
-                        progress(Event::Written { url: &url });
-                    }
-                    Err(reason) if cfg.strict => return Err(Error::Corrupt { url, reason }),
-                    Err(reason) => {
-                        progress(Event::Corrupt {
-                            url: &url,
-                            reason: &reason,
-                        });
-                        corrupt.push(CorruptImage { url, reason });
+                    match tensor? {
+                        Ok(t) => {
+                            w.write(record(&mut encoder, &url, &t))?;
+                            buffers.put(t.data);
+                            written += 1;
+                            progress(Event::Written { url: &url });
+                        }
+                        Err(reason) if cfg.strict => return Err(Error::Corrupt { url, reason }),
+                        Err(reason) => {
+                            progress(Event::Corrupt {
+                                url: &url,
+                                reason: &reason,
+                            });
+                            corrupt.push(CorruptImage { url, reason });
+                        }
                     }
                 }
-            }
-        }
+                Ok(())
+            },
+        )?;
         entries.push(Shard {
             path: name,
             records: w.records(),

@@ -36,11 +36,11 @@
 mod error;
 mod job;
 mod mapper;
+mod resample;
 
 use std::fmt;
 use std::str::FromStr;
 
-use image::imageops::{self, FilterType};
 use image::{DynamicImage, ImageReader};
 
 pub use error::{Error, Result};
@@ -219,28 +219,19 @@ impl Tensor {
 /// Decode one PNG or JPEG and normalise it as the crate docs describe. The error is why the
 /// bytes are not a usable image (the caller knows which file it was).
 pub fn normalize_image(bytes: &[u8], cfg: &NormalizeConfig) -> Result<Tensor, String> {
+    normalize_image_into(bytes, cfg, Vec::new())
+}
+
+/// [`normalize_image`] writing into `data`'s allocation (a [`Tensor::data`] done with).
+pub(crate) fn normalize_image_into(
+    bytes: &[u8],
+    cfg: &NormalizeConfig,
+    data: Vec<f32>,
+) -> Result<Tensor, String> {
     let img: DynamicImage = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| e.to_string())?
         .decode()
         .map_err(|e| e.to_string())?;
-    // Exact x/255 for 8-bit samples, x/65535 for 16-bit ones.
-    let mut rgb = img.to_rgb32f();
-    drop(img);
-    if let Some(s) = cfg.size {
-        rgb = imageops::resize(&rgb, s.width, s.height, FilterType::Triangle);
-    }
-    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
-    let plane = w * h;
-    let mut data = vec![0f32; CHANNELS * plane];
-    for (i, px) in rgb.pixels().enumerate() {
-        for c in 0..CHANNELS {
-            data[c * plane + i] = (px.0[c] - cfg.mean[c]) / cfg.std[c];
-        }
-    }
-    Ok(Tensor {
-        height: h,
-        width: w,
-        data,
-    })
+    Ok(resample::normalize(&img, cfg, data))
 }

@@ -4,10 +4,9 @@ use std::io::{BufRead, Write};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use rayon::prelude::*;
 use tusk_storage::Storage;
 
-use crate::job::{Loaded, load};
+use crate::job::{Buffers, Loaded, load, pipelined};
 use crate::{Error, NormalizeConfig, Result};
 
 /// What [`map_lines`] did.
@@ -52,11 +51,11 @@ pub fn map_lines(
     let mut summary = MapSummary::default();
     let mut line_no = 0u64;
     let mut buf = Vec::new();
-    let mut urls: Vec<String> = Vec::with_capacity(window);
+    let buffers = Buffers::default();
     let mut eof = false;
-    while !eof {
-        urls.clear();
-        while urls.len() < window {
+    let next_batch = || {
+        let mut urls: Vec<String> = Vec::with_capacity(window);
+        while !eof && urls.len() < window {
             buf.clear();
             let n = input
                 .read_until(b'\n', &mut buf)
@@ -78,39 +77,35 @@ pub fn map_lines(
                 urls.push(url.to_string());
             }
         }
-        let done: Vec<Loaded<String>> = urls
-            .par_iter()
-            .map(|url| {
-                let loc = storage.open(url)?;
-                Ok(load(&loc, cfg)?.map(|t| {
-                    let mut line = String::with_capacity(url.len() + t.data.len() * 16 / 3 + 8);
-                    line.push_str(url);
-                    line.push('\t');
-                    line.push_str(&encode_floats(&t.data));
-                    line.push('\n');
-                    line
-                }))
-            })
-            .collect();
-        for (url, res) in urls.iter().zip(done) {
+        Ok((!urls.is_empty() || !eof).then_some(urls))
+    };
+    let work = |url: &String| -> Loaded<String> {
+        let loc = storage.open(url)?;
+        Ok(load(&loc, cfg, &buffers)?.map(|t| {
+            let mut line = String::with_capacity(url.len() + t.data.len() * 16 / 3 + 8);
+            line.push_str(url);
+            line.push('\t');
+            line.push_str(&encode_floats(&t.data));
+            line.push('\n');
+            buffers.put(t.data);
+            line
+        }))
+    };
+    pipelined(next_batch, work, |urls, done| {
+        for (url, res) in urls.into_iter().zip(done) {
             match res? {
                 Ok(line) => {
                     output.write_all(line.as_bytes()).map_err(Error::Output)?;
                     summary.images += 1;
                 }
-                Err(reason) if cfg.strict => {
-                    return Err(Error::Corrupt {
-                        url: url.clone(),
-                        reason,
-                    });
-                }
+                Err(reason) if cfg.strict => return Err(Error::Corrupt { url, reason }),
                 Err(reason) => {
-                    on_corrupt(url, &reason);
+                    on_corrupt(&url, &reason);
                     summary.corrupt += 1;
                 }
             }
         }
-        output.flush().map_err(Error::Output)?;
-    }
+        output.flush().map_err(Error::Output)
+    })?;
     Ok(summary)
 }

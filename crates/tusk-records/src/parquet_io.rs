@@ -26,7 +26,9 @@ use prost::Message as _;
 use tusk_storage::{AtomicWriter, Location};
 
 use crate::dataset::{Column, Schema};
-use crate::example::{self, BytesList, Example, FeatureType, FloatList, Int64List, Kind};
+use crate::example::{
+    self, BytesList, Example, ExampleWriter, FeatureType, FloatList, Int64List, Kind,
+};
 use crate::{Error, Result};
 
 const BATCH: usize = 8192;
@@ -296,10 +298,9 @@ pub fn for_each_encoded_row(
         cols.push((fld.name().as_bytes().to_vec(), c, list, cast));
     }
     cols.sort_by(|a, b| a.0.cmp(&b.0));
-    let (mut list_buf, mut feat_buf, mut ents, mut out) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut w = ExampleWriter::default();
+    let (mut ints, mut floats, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..batch.num_rows() {
-        ents.clear();
         for (key, c, list, col) in &cols {
             if col.is_null(r) {
                 continue;
@@ -311,87 +312,33 @@ pub fn for_each_encoded_row(
             } else {
                 (col.as_ref(), r, r + 1)
             };
-            list_buf.clear();
-            let kind_tag = match c {
+            let valid = (from..to).filter(|i| arr.is_valid(*i));
+            match c {
                 Canon::Int64 => {
                     let a = arr.as_primitive::<Int64Type>();
-                    let mut packed = Vec::new();
-                    for i in (from..to).filter(|i| a.is_valid(*i)) {
-                        put_varint(&mut packed, a.value(i) as u64);
-                    }
-                    if !packed.is_empty() {
-                        list_buf.push(0x0a);
-                        put_varint(&mut list_buf, packed.len() as u64);
-                        list_buf.extend_from_slice(&packed);
-                    }
-                    0x1a
+                    ints.clear();
+                    ints.extend(valid.map(|i| a.value(i)));
+                    w.int64_list(key, &ints);
                 }
                 Canon::Float => {
                     let a = arr.as_primitive::<Float32Type>();
-                    let n = (from..to).filter(|i| a.is_valid(*i)).count();
-                    if n > 0 {
-                        list_buf.push(0x0a);
-                        put_varint(&mut list_buf, 4 * n as u64);
-                        for i in (from..to).filter(|i| a.is_valid(*i)) {
-                            list_buf.extend_from_slice(&a.value(i).to_le_bytes());
-                        }
-                    }
-                    0x12
+                    floats.clear();
+                    floats.extend(valid.map(|i| a.value(i)));
+                    w.float_list(key, &floats);
                 }
                 Canon::Bytes => {
                     let a = arr.as_binary::<i32>();
-                    for i in (from..to).filter(|i| a.is_valid(*i)) {
-                        let v = a.value(i);
-                        list_buf.push(0x0a);
-                        put_varint(&mut list_buf, v.len() as u64);
-                        list_buf.extend_from_slice(v);
-                    }
-                    0x0a
+                    bytes.clear();
+                    bytes.extend(valid.map(|i| a.value(i)));
+                    w.bytes_list(key, bytes.iter().copied());
                 }
-            };
-            // Feature { kind: list }
-            feat_buf.clear();
-            feat_buf.push(kind_tag);
-            put_varint(&mut feat_buf, list_buf.len() as u64);
-            feat_buf.extend_from_slice(&list_buf);
-            // map entry { key, value } inside Features.feature (field 1)
-            let entry_len = 1
-                + varint_len(key.len() as u64)
-                + key.len()
-                + 1
-                + varint_len(feat_buf.len() as u64)
-                + feat_buf.len();
-            ents.push(0x0a);
-            put_varint(&mut ents, entry_len as u64);
-            ents.push(0x0a);
-            put_varint(&mut ents, key.len() as u64);
-            ents.extend_from_slice(key);
-            ents.push(0x12);
-            put_varint(&mut ents, feat_buf.len() as u64);
-            ents.extend_from_slice(&feat_buf);
+            }
         }
-        // Example { features: Features { ents } }
-        out.clear();
-        out.push(0x0a);
-        put_varint(&mut out, ents.len() as u64);
-        out.extend_from_slice(&ents);
-        if !f(&out)? {
+        if !f(w.finish())? {
             return Ok(false);
         }
     }
     Ok(true)
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// The tusk [`Schema`] of Arrow data (as [`for_each_row`] maps it), for dataset manifests.
