@@ -2,7 +2,7 @@
 """The image map job: tusk vs TensorFlow's own pipelines, on the same images, in one run.
 
     ~/.cache/tusk/venv/bin/python bench/images_bench.py [--tusk PATH] [--images 2000]
-        [--runs 3] [--size 224x224]
+        [--runs 3] [--size 224x224] [--growth K]
 
 Images: --images files, 200-400 px on each side (seeded), JPEG (quality 90) and a --png-share
 of PNG (default 0.2), gradients plus --noise (default sd 12, so that file sizes are like
@@ -11,6 +11,8 @@ photos'), written once under a temporary directory. Every pipeline reads the sam
 
   tusk         `tusk images normalize --input DIR --output OUT --size 224x224 --mean ... --std
                ...` (Examples with image, shape, path; all cores)
+  tusk mapper  `tusk mapper normalize-images` as Hadoop Streaming runs it: the file list on stdin,
+               `path<TAB>base64(f32 CHW)` lines to a file
   TF graph     tf.data over the file list: read_file -> decode_image(channels=3) -> resize
                bilinear -> normalise -> transpose to CHW -> serialize_tensor,
                num_parallel_calls=AUTOTUNE, then TFRecordWriter; twice: with antialias=True
@@ -20,7 +22,9 @@ photos'), written once under a temporary directory. Every pipeline reads the sam
                tf.train.Example per image (float_list), TFRecordWriter
 
 Each pipeline runs in its own process (`/usr/bin/time -v`: wall, peak RSS), --runs times,
-alternating; the table shows the best and median wall and tusk's ratio to each. The page cache
+alternating; the table shows the best and median wall and each one's time over tusk's.
+--growth K then runs both tusk modes once more on K times as many images (hard links) and
+prints peak RSS for both counts: memory must not grow with the number of images. The page cache
 is warm (the files are read once first).
 """
 import argparse
@@ -124,6 +128,9 @@ def main():
     ap.add_argument("--png-share", type=float, default=0.2, help="share of PNG files")
     ap.add_argument("--noise", type=float, default=12.0,
                     help="pixel noise (sd); lower makes smoother, smaller JPEGs")
+    ap.add_argument("--growth", type=int, default=0, metavar="K",
+                    help="also run tusk on K times the images (hard links) and print peak RSS "
+                    "for both sizes")
     args = ap.parse_args()
     tusk = args.tusk or os.path.join(os.environ.get(
         "CARGO_TARGET_DIR", os.path.expanduser("~/.cache/tusk/target")), "release", "tusk")
@@ -142,10 +149,20 @@ def main():
             with open(scripts[name], "w") as fh:
                 fh.write(text)
         py = sys.executable
+        listing = os.path.join(work, "images.txt")
+        with open(listing, "w") as fh:
+            fh.writelines(os.path.join(src, f) + "\n" for f in sorted(os.listdir(src)))
+
+        def mapper(lst):
+            return lambda o: ["sh", "-c", f'exec "$0" mapper normalize-images --size {args.size} '
+                              f'--mean {MEAN} --std {STD} < "$1" > "$2"', tusk, lst, o + ".lines"]
+
         cases = {
             "tusk `images normalize`": lambda o: [tusk, "images", "normalize", "--input", src,
                                                   "--output", o, "--size", args.size,
                                                   "--mean", MEAN, "--std", STD],
+            "tusk `mapper normalize-images` (Hadoop Streaming: paths in, base64 lines out)":
+                mapper(listing),
             "TensorFlow, all in the graph (tf.data, AUTOTUNE), antialiased bilinear as tusk":
                 lambda o: [py, scripts["graph"], src, o + ".tfrecord", w, h, "antialias"],
             "TensorFlow, all in the graph, plain bilinear (no antialiasing)":
@@ -160,8 +177,9 @@ def main():
                 log(f"run {r + 1}: {name}")
                 res[name].append(timed(cmd(out)))
                 shutil.rmtree(out, ignore_errors=True)
-                if os.path.exists(out + ".tfrecord"):
-                    os.remove(out + ".tfrecord")
+                for ext in (".tfrecord", ".lines"):
+                    if os.path.exists(out + ext):
+                        os.remove(out + ext)
         best = {k: min(x[0] for x in v) for k, v in res.items()}
         tusk_best = best["tusk `images normalize`"]
         print(f"\n## Image job: {args.images} images (200–400 px, {100 - args.png_share * 100:.0f}% "
@@ -173,8 +191,39 @@ def main():
             walls = [x[0] for x in v]
             print(f"| {name} | {min(walls):.2f} | {statistics.median(walls):.2f} | "
                   f"{best[name] / tusk_best:.2f}× | {max(x[1] for x in v):.0f} |")
+        if args.growth:
+            growth(args, tusk, work, src, cases["tusk `images normalize`"], mapper)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def growth(args, tusk, work, src, normalize, mapper):
+    """Peak RSS of both tusk modes on the images and on --growth times as many (hard links)."""
+    many = os.path.join(work, "many")
+    os.makedirs(many)
+    names = sorted(os.listdir(src))
+    for k in range(args.growth):
+        for f in names:
+            os.link(os.path.join(src, f), os.path.join(many, f"{k}-{f}"))
+    rows = []
+    for d in (src, many):
+        lst = d + ".txt"
+        with open(lst, "w") as fh:
+            fh.writelines(os.path.join(d, f) + "\n" for f in sorted(os.listdir(d)))
+        n = len(os.listdir(d))
+        for name, cmd in (("images normalize", lambda o: normalize(o)[:4] + [d] + normalize(o)[5:]),
+                          ("mapper normalize-images", mapper(lst))):
+            out = os.path.join(work, "growth-out")
+            wall, rss = timed(cmd(out))
+            shutil.rmtree(out, ignore_errors=True)
+            if os.path.exists(out + ".lines"):
+                os.remove(out + ".lines")
+            rows.append((name, n, wall, rss))
+    print(f"\n## Memory against the number of images (tusk, {args.size})\n")
+    print("| mode | images | wall s | peak RSS MB |")
+    print("|---|---:|---:|---:|")
+    for name, n, wall, rss in rows:
+        print(f"| {name} | {n} | {wall:.2f} | {rss:.0f} |")
 
 
 if __name__ == "__main__":

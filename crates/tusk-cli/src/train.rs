@@ -449,6 +449,12 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
             n.missing_columns.join(", ")
         );
     }
+    if let (rows, Some((key, id))) = &n.unknown_entities {
+        eprintln!(
+            "note: {rows} row(s) name an id the model's entity tables do not know (first: \
+             {key} {id}): its feature columns were scored as missing values"
+        );
+    }
     eprintln!("scored {} rows → {}", n.rows, a.output);
     Ok(())
 }

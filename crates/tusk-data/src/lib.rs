@@ -7,11 +7,13 @@
 //! - [`pipeline`]: shuffled, prefetched batches on a background thread, with optional
 //!   negatives sampled fresh every epoch.
 
+pub mod entities;
 pub mod error;
 pub mod features;
 pub mod pipeline;
 pub mod source;
 
+pub use entities::{Entities, Filled};
 pub use error::{Error, Result};
 pub use features::{DenseStat, Encoded, FeatureConfig, FeatureSpace, StatsOrigin};
 pub use pipeline::{Batch, BatchOptions, Batches, NegativeSampler, Rng, batches};

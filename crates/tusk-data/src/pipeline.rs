@@ -259,6 +259,8 @@ pub struct BatchOptions {
     /// With `shard`: always take every `world`-th row, whatever the number of files, so that
     /// interleaving the ranks' rows restores the source order (evaluation split over ranks).
     pub shard_by_rows: bool,
+    /// Entity tables filling the columns a row lacks ([`crate::Entities::fill`]).
+    pub entities: Option<Arc<crate::Entities>>,
 }
 
 /// Batches arriving from the background thread.
@@ -385,7 +387,10 @@ fn produce(
                 return Ok(true);
             }
             let mut e = Encoded::default();
-            space.encode(row, pos, opts.with_label, &mut e)?;
+            match &opts.entities {
+                Some(ents) => space.encode(&ents.fill(row), pos, opts.with_label, &mut e)?,
+                None => space.encode(row, pos, opts.with_label, &mut e)?,
+            }
             let group = match &opts.group {
                 Some(g) => {
                     group_keys.clear();

@@ -36,6 +36,7 @@ fn opts(batch: usize, shuffle: usize, seed: u64, skip: u64) -> BatchOptions {
         prefetch: 2,
         shard: None,
         shard_by_rows: false,
+        entities: None,
     }
 }
 

@@ -58,24 +58,6 @@ impl Axis {
         axis
     }
 
-    /// Input indices and weights, tap-major: entry `k * outputs + o` is output `o`'s tap `k`.
-    /// Every output gets as many taps as the widest one; the extra ones read its first input
-    /// with weight 0.
-    fn tap_major(&self) -> (Vec<usize>, Vec<f32>) {
-        let outputs = self.start.len();
-        let taps = self.taps.iter().copied().max().unwrap_or(0);
-        let mut index = vec![0; taps * outputs];
-        let mut weight = vec![0.0; taps * outputs];
-        for o in 0..outputs {
-            let (start, ws) = self.get(o);
-            for k in 0..taps {
-                index[k * outputs + o] = if k < ws.len() { start + k } else { start };
-                weight[k * outputs + o] = ws.get(k).copied().unwrap_or(0.0);
-            }
-        }
-        (index, weight)
-    }
-
     fn get(&self, out: usize) -> (usize, &[f32]) {
         let o = self.offset[out];
         (self.start[out], &self.weights[o..o + self.taps[out]])
@@ -141,17 +123,16 @@ pub(crate) fn normalize(img: &DynamicImage, cfg: &NormalizeConfig, data: Vec<f32
 thread_local! {
     /// Per-thread buffers for the planar input and the row pass, reused from image to image
     /// (fresh ones cost a page fault per 4 KiB every time).
-    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = Default::default();
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> = Default::default();
 }
 
-/// Resample `src` to `out_w × out_h`, handing each output row of each channel, clamped to
-/// `[0, 1]`, to `emit(channel, row index, values)`.
+/// Resample `src` to `out_w × out_h`, handing each output column of each channel, clamped to
+/// `[0, 1]`, to `emit(channel, column index, values top to bottom)`.
 fn resample<T: Copy>(
     src: &Pixels<'_, T>,
     conv: impl Fn(T) -> f32,
     (out_w, out_h): (usize, usize),
-    planes: &mut Vec<f32>,
-    tmp: &mut Vec<f32>,
+    (planes, tmp, cols_t): (&mut Vec<f32>, &mut Vec<f32>, &mut Vec<f32>),
     mut emit: impl FnMut(usize, usize, &[f32]),
 ) {
     let (w, h) = (src.width, src.height);
@@ -187,26 +168,44 @@ fn resample<T: Copy>(
             }
         }
     }
-    // Then columns, clamped to [0, 1]. Tap k of every output column is added before tap k + 1
-    // of any, so the sums of neighbouring columns proceed side by side instead of one long
-    // chain of dependent additions per column; columns with fewer taps get zero-weight ones at
-    // the end, which leave a sum unchanged.
+    // Then columns, clamped to [0, 1]: on the transposed rows, so that an output column is,
+    // like an output row above, a weighted sum of contiguous input columns, tap by tap.
     let cols = Axis::triangle(w, out_w);
-    let (index, weight) = cols.tap_major();
-    let mut out = vec![0f32; out_w];
+    cols_t.clear();
+    cols_t.resize(w * out_h, 0.0);
+    let mut acc = vec![0f32; out_h];
     for c in 0..CHANNELS {
-        for oy in 0..out_h {
-            let row = &tmp[(c * out_h + oy) * w..][..w];
-            out.fill(0.0);
-            for (ix, wt) in index.chunks_exact(out_w).zip(weight.chunks_exact(out_w)) {
-                for ((d, &i), &wt) in out.iter_mut().zip(ix).zip(wt) {
-                    *d += row[i] * wt;
+        let t = &tmp[c * out_h * w..(c + 1) * out_h * w];
+        transpose(t, w, cols_t);
+        for ox in 0..out_w {
+            let (start, ws) = cols.get(ox);
+            acc.fill(0.0);
+            for (k, &wt) in ws.iter().enumerate() {
+                let col = &cols_t[(start + k) * out_h..][..out_h];
+                for (a, &v) in acc.iter_mut().zip(col) {
+                    *a += v * wt;
                 }
             }
-            for d in &mut out {
-                *d = d.clamp(0.0, 1.0);
+            for a in &mut acc {
+                *a = a.clamp(0.0, 1.0);
             }
-            emit(c, oy, &out);
+            emit(c, ox, &acc);
+        }
+    }
+}
+
+/// `dst` = `src` (rows of `width` values) transposed, in tiles that stay in cache.
+fn transpose(src: &[f32], width: usize, dst: &mut [f32]) {
+    const TILE: usize = 8;
+    let height = src.len() / width;
+    for y0 in (0..height).step_by(TILE) {
+        for x0 in (0..width).step_by(TILE) {
+            for x in x0..(x0 + TILE).min(width) {
+                let col = &mut dst[x * height..(x + 1) * height];
+                for y in y0..(y0 + TILE).min(height) {
+                    col[y] = src[y * width + x];
+                }
+            }
         }
     }
 }
@@ -238,13 +237,19 @@ fn run<T: Copy>(
             data,
         };
     }
-    SCRATCH.with_borrow_mut(|(planes, tmp)| {
-        resample(src, conv, (out_w, out_h), planes, tmp, |c, oy, row| {
-            let dst = &mut data[c * plane + oy * out_w..][..out_w];
-            for (d, &v) in dst.iter_mut().zip(row) {
-                *d = norm(c, v);
-            }
-        })
+    SCRATCH.with_borrow_mut(|(planes, tmp, cols_t)| {
+        resample(
+            src,
+            conv,
+            (out_w, out_h),
+            (planes, tmp, cols_t),
+            |c, ox, col| {
+                let dst = &mut data[c * plane..(c + 1) * plane];
+                for (d, &v) in dst[ox..].iter_mut().step_by(out_w).zip(col) {
+                    *d = norm(c, v);
+                }
+            },
+        )
     });
     Tensor {
         height: out_h,

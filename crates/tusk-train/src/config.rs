@@ -30,6 +30,8 @@
 //! monitor = "hr@10"
 //! ```
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use tusk_data::FeatureConfig;
 use tusk_embedding::{Init, Optimizer};
@@ -67,6 +69,11 @@ pub struct DataConfig {
     /// Rows reported on after every epoch, never used for selection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<String>,
+    /// Entity feature tables, key column → dataset URL (e.g. `user_id = ".../entities/user_id"`):
+    /// kept with every version, so that scoring and serving fill the columns a row lacks from
+    /// the rows of the ids it names (see `tusk_data::entities`). Training rows are not filled.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub entities: BTreeMap<String, String>,
 }
 
 /// `[model]`.

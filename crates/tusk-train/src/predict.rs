@@ -24,8 +24,12 @@ use crate::trainer::Scorer;
 pub struct Scored {
     /// Rows written.
     pub rows: u64,
-    /// Feature columns of the model that the first input row lacked (scored as missing).
+    /// Feature columns of the model that the first input row lacked, also after filling from
+    /// the version's entity tables (scored as missing).
     pub missing_columns: Vec<String>,
+    /// Rows naming an id that the version's entity tables do not know (its columns were scored
+    /// as missing), with the first such `(key column, id)`.
+    pub unknown_entities: (u64, Option<(String, String)>),
 }
 
 enum Out {
@@ -102,24 +106,39 @@ fn predict_into(
             prefetch: 4,
             shard: None,
             shard_by_rows: false,
+            entities: scorer.entities.clone(),
         },
     )
     .map(|b| b.map(|b| scorer.logits(&b)));
     let mut pending: std::vec::IntoIter<f32> = Vec::new().into_iter();
     let mut rows = 0u64;
     let mut missing_columns = Vec::new();
+    let mut unknown_entities = (0u64, None);
     let werr = |e: std::io::Error| Error::Output {
         file: output.to_string(),
         message: e.to_string(),
     };
     source.for_each_row(|row, pos| {
+        let filled = scorer.entities.as_ref().map(|e| e.fill(row));
+        if let Some(f) = &filled
+            && let Some((key, id)) = f.unknown.first()
+        {
+            unknown_entities.0 += 1;
+            unknown_entities
+                .1
+                .get_or_insert_with(|| (key.to_string(), id.clone()));
+        }
         if rows == 0 {
             let cfg = &scorer.space.config;
+            let seen: &dyn tusk_data::Row = match &filled {
+                Some(f) => f,
+                None => row,
+            };
             missing_columns = cfg
                 .sparse
                 .iter()
                 .chain(&cfg.dense)
-                .filter(|c| row.get(c).is_none())
+                .filter(|c| seen.get(c).is_none())
                 .cloned()
                 .collect();
         }
@@ -203,6 +222,7 @@ fn predict_into(
     Ok(Scored {
         rows,
         missing_columns,
+        unknown_entities,
     })
 }
 

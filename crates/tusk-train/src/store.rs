@@ -49,6 +49,9 @@ use crate::error::{Error, Result};
 pub const MANIFEST: &str = "MANIFEST.json";
 /// Name of the link a version gets when its successor is committed.
 pub const NEXT: &str = "NEXT";
+/// A version's entity feature tables, when it has them.
+pub const ENTITIES: &str = "entities.tfrecord";
+
 /// Name of the link to the first version of a model's history (in `versions/`).
 pub const ROOT: &str = "ROOT";
 /// The empty marker that claims a version directory for one writer.
@@ -131,6 +134,8 @@ pub struct Checkpoint {
     pub adam_v: Vec<f32>,
     /// The embedding table.
     pub table: TableState,
+    /// Entity feature tables kept with the version (`entities.tfrecord`), if it has them.
+    pub entities: Option<Vec<u8>>,
 }
 
 /// A version to save, borrowed from a run in progress (no copy of the tables).
@@ -146,6 +151,8 @@ pub struct CheckpointRef<'a> {
     pub adam_v: &'a [f32],
     /// The embedding table.
     pub table: TableView<'a>,
+    /// Entity feature tables ([`tusk_data::Entities::to_records`]) to keep with the version.
+    pub entities: Option<&'a [u8]>,
 }
 
 impl Checkpoint {
@@ -157,6 +164,7 @@ impl Checkpoint {
             adam_m: &self.adam_m,
             adam_v: &self.adam_v,
             table: self.table.view(),
+            entities: self.entities.as_deref(),
         }
     }
 
@@ -377,13 +385,17 @@ pub fn encode(ck: &CheckpointRef<'_>) -> Result<Encoded> {
         message: format!("encoding: {e}"),
     })?;
     let st = &ck.meta.state;
+    let mut files = vec![
+        ("model.safetensors", model),
+        ("embeddings.safetensors", emb),
+        ("optimizer.safetensors", optim),
+    ];
+    if let Some(e) = ck.entities {
+        files.push((ENTITIES, e.to_vec()));
+    }
+    files.push(("model.json", meta));
     Ok(Encoded {
-        files: vec![
-            ("model.safetensors", model),
-            ("embeddings.safetensors", emb),
-            ("optimizer.safetensors", optim),
-            ("model.json", meta),
-        ],
+        files,
         epoch: st.epoch,
         step_in_epoch: st.step_in_epoch,
         global_step: st.global_step,
@@ -768,6 +780,7 @@ impl ModelStore {
             adam_m,
             adam_v,
             table,
+            entities: files.get(ENTITIES).map(|b| b.to_vec()),
         })
     }
 }

@@ -134,6 +134,8 @@ pub struct Scorer {
     pub config: Config,
     /// The version loaded.
     pub version: u64,
+    /// The entity tables kept with the version, if any.
+    pub entities: Option<Arc<tusk_data::Entities>>,
 }
 
 impl Scorer {
@@ -146,6 +148,19 @@ impl Scorer {
 
     fn from_checkpoint(ck: Checkpoint, version: u64) -> Result<Scorer> {
         let config = ck.config()?;
+        let entities = match &ck.entities {
+            Some(bytes) => Some(Arc::new(
+                tusk_data::Entities::from_records(
+                    bytes,
+                    &format!("version {version:06}/{}", crate::store::ENTITIES),
+                )
+                .map_err(|e| Error::Store {
+                    url: String::new(),
+                    message: e.to_string(),
+                })?,
+            )),
+            None => None,
+        };
         let space = ck.meta.features.clone();
         let model = Model::new(&config.architecture()?, space.fields(), space.dense_width())
             .map_err(|e| Error::Store {
@@ -175,6 +190,7 @@ impl Scorer {
             space: Arc::new(space),
             config,
             version,
+            entities,
         })
     }
 
@@ -299,6 +315,7 @@ pub fn evaluate_on(
             prefetch: 4,
             shard: (world > 1).then_some((rank, world)),
             shard_by_rows: true,
+            entities: None,
         },
     );
     let mut scores = Vec::new();
@@ -503,6 +520,8 @@ struct Run<'a> {
     /// Dense gradient, then per rank its batch size, then per rank its loss: all summed in
     /// one all-reduce, so every rank learns every rank's rows and loss without another round.
     grads: Vec<f32>,
+    /// Entity tables (`data.entities`) as kept with every version.
+    entities: Option<Vec<u8>>,
 }
 
 /// One rank's part of a step for the backward thread: inputs, labels, optional weights.
@@ -590,6 +609,13 @@ pub fn train_with<'a>(
     let train_src = Source::open(storage, &cfg.data.train)?;
     let validation = open(&cfg.data.validation)?;
     let test = open(&cfg.data.test)?;
+    // Read once; every version keeps the same bytes.
+    let entities = if cfg.data.entities.is_empty() {
+        None
+    } else {
+        let e = tusk_data::Entities::load(storage, &cfg.data.entities)?;
+        Some(e.to_records())
+    };
 
     let parent = resumed.as_ref().map(|(v, _)| *v);
     let (space, model, params, adam, table, state) = match resumed {
@@ -791,6 +817,7 @@ pub fn train_with<'a>(
         allreduce: AllReduceTime::default(),
         timeline_out,
         grads,
+        entities,
     };
     let res = run.go(opts, obs);
     if let Err(e) = &res
@@ -821,6 +848,7 @@ impl Run<'_> {
             adam_m: &self.adam.m,
             adam_v: &self.adam.v,
             table: self.table.view(),
+            entities: self.entities.as_deref(),
         };
         let Some(saver) = &mut self.saver else {
             return Ok(());
@@ -1166,6 +1194,7 @@ impl Run<'_> {
                     prefetch: 16,
                     shard: (world > 1).then(|| (self.collective.rank(), world)),
                     shard_by_rows: false,
+                    entities: None,
                 },
             );
             let t0 = Instant::now();

@@ -227,6 +227,7 @@ fn evaluation_split_over_ranks_equals_one_process() {
             prefetch: 2,
             shard: None,
             shard_by_rows: false,
+            entities: None,
         },
     );
     let mut by_group: std::collections::BTreeMap<u64, (Vec<f32>, Vec<f32>)> = Default::default();

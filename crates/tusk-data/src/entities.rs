@@ -1,0 +1,232 @@
+//! Entity feature tables: per known entity (a user, an item), the feature values a model may
+//! use for it, keyed by an id column. A row that lacks a column gets it from the tables of the
+//! ids it carries (a value in the row always wins), so a request that says only
+//! `(user_id, item_id)` is scored with the user's `history` as of the data the model was
+//! trained on.
+//!
+//! Tables come from tusk datasets (`tusk preprocess movielens` writes `OUTPUT/entities/KEY`)
+//! named in `data.entities`; a model version stores them in one TFRecord file
+//! ([`Entities::to_records`]) so that scoring and serving read exactly what that version was
+//! trained beside.
+
+use std::collections::{BTreeMap, HashMap};
+
+use tusk_records::example::{self, Example, Kind};
+use tusk_records::tfrecord;
+use tusk_storage::Storage;
+
+use crate::error::{Error, Result};
+use crate::source::{Cell, Row, Source};
+
+/// The feature naming the table a stored row belongs to (its key column).
+const TABLE: &str = "__entity_key";
+
+/// Entity tables by key column.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Entities {
+    tables: BTreeMap<String, HashMap<String, Example>>,
+}
+
+/// A row's key value as text: a single int64, string or CSV field; anything else is no key.
+pub fn key_text(cell: Cell<'_>) -> Option<String> {
+    match cell {
+        Cell::Ints([v]) => Some(v.to_string()),
+        Cell::Bytes([b]) => std::str::from_utf8(b).ok().map(str::to_string),
+        Cell::Text(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+        _ => None,
+    }
+}
+
+impl Entities {
+    /// Read the tables `urls` names (key column → dataset or file URL). Every row must carry
+    /// its key as a single value; a key seen twice keeps its last row.
+    pub fn load(storage: &Storage, urls: &BTreeMap<String, String>) -> Result<Entities> {
+        let mut tables = BTreeMap::new();
+        for (key, url) in urls {
+            let source = Source::open(storage, url)?;
+            let mut rows = HashMap::new();
+            source.for_each_row(|row, pos| {
+                let id = row.get(key).and_then(key_text).ok_or_else(|| Error::Csv {
+                    file: pos.file.into(),
+                    message: format!(
+                        "row {}: entity table '{key}' needs a single '{key}' value in every row",
+                        pos.row
+                    ),
+                })?;
+                let ex = match row.as_example() {
+                    Some(e) => e.clone(),
+                    None => example::from_features(row.columns().into_iter().filter_map(|c| {
+                        row.get(&c).and_then(text_kind).map(|k| (c, k))
+                    })),
+                };
+                rows.insert(id, ex);
+                Ok(true)
+            })?;
+            tables.insert(key.clone(), rows);
+        }
+        Ok(Entities { tables })
+    }
+
+    /// Whether there are no tables.
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// Key columns, sorted.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.tables.keys().map(String::as_str)
+    }
+
+    /// The ids of table `key`, sorted (numerically when they all are numbers).
+    pub fn ids(&self, key: &str) -> Option<Vec<&str>> {
+        let t = self.tables.get(key)?;
+        let mut ids: Vec<&str> = t.keys().map(String::as_str).collect();
+        if ids.iter().all(|i| i.parse::<i64>().is_ok()) {
+            ids.sort_by_key(|i| i.parse::<i64>().unwrap_or(0));
+        } else {
+            ids.sort();
+        }
+        Some(ids)
+    }
+
+    /// Entity `id`'s row in table `key`.
+    pub fn get(&self, key: &str, id: &str) -> Option<&Example> {
+        self.tables.get(key)?.get(id)
+    }
+
+    /// `row` with the columns it lacks taken from the rows of the entities it names.
+    pub fn fill<'a>(&'a self, row: &'a dyn Row) -> Filled<'a> {
+        let mut found = Vec::new();
+        let mut unknown = Vec::new();
+        for (key, table) in &self.tables {
+            let Some(id) = row.get(key).and_then(key_text) else {
+                continue;
+            };
+            match table.get(&id) {
+                Some(ex) => found.push(ExampleRef(ex)),
+                None => unknown.push((key.as_str(), id)),
+            }
+        }
+        Filled {
+            row,
+            found,
+            unknown,
+        }
+    }
+
+    /// Every table as one TFRecord file of Examples, each tagged with its table's key column;
+    /// the same tables give the same bytes.
+    pub fn to_records(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = tfrecord::Writer::new(&mut out);
+        for (key, table) in &self.tables {
+            let mut ids: Vec<&String> = table.keys().collect();
+            ids.sort();
+            for id in ids {
+                let mut ex = table[id].clone();
+                ex.features.get_or_insert_with(Default::default).feature.insert(
+                    TABLE.into(),
+                    example::Feature {
+                        kind: Some(Kind::BytesList(example::BytesList {
+                            value: vec![key.as_bytes().to_vec()],
+                        })),
+                    },
+                );
+                w.write_record(&tusk_records::dataset::encode(&ex))
+                    .expect("writing to memory");
+            }
+        }
+        out
+    }
+
+    /// Tables from [`Entities::to_records`] bytes; `file` names them in errors.
+    pub fn from_records(bytes: &[u8], file: &str) -> Result<Entities> {
+        let mut tables: BTreeMap<String, HashMap<String, Example>> = BTreeMap::new();
+        let bad = |message: String| Error::Csv {
+            file: file.into(),
+            message,
+        };
+        let mut reader = tfrecord::Reader::new(bytes, file);
+        let mut n = 0u64;
+        while let Some(rec) = reader.next_record().map_err(|e| bad(e.to_string()))? {
+            let mut ex = example::decode(rec).map_err(|e| bad(format!("record {n}: {e}")))?;
+            let feats = &mut ex.features.get_or_insert_with(Default::default).feature;
+            let key = match feats.remove(TABLE).and_then(|f| f.kind) {
+                Some(Kind::BytesList(l)) if l.value.len() == 1 => {
+                    String::from_utf8(l.value[0].clone()).ok()
+                }
+                _ => None,
+            }
+            .ok_or_else(|| bad(format!("record {n}: no {TABLE}")))?;
+            let id = ExampleRef(&ex)
+                .get(&key)
+                .and_then(key_text)
+                .ok_or_else(|| bad(format!("record {n}: no single '{key}' value")))?;
+            tables.entry(key).or_default().insert(id, ex);
+            n += 1;
+        }
+        Ok(Entities { tables })
+    }
+}
+
+/// An entity's stored row, as cells.
+#[derive(Debug, Clone, Copy)]
+struct ExampleRef<'a>(&'a Example);
+
+impl ExampleRef<'_> {
+    fn get(&self, column: &str) -> Option<Cell<'_>> {
+        let f = self.0.features.as_ref()?.feature.get(column)?;
+        Some(match f.kind.as_ref()? {
+            Kind::Int64List(l) => Cell::Ints(&l.value),
+            Kind::FloatList(l) => Cell::Floats(&l.value),
+            Kind::BytesList(l) => Cell::Bytes(&l.value),
+        })
+    }
+}
+
+/// A row with its entities' columns behind it ([`Entities::fill`]).
+pub struct Filled<'a> {
+    row: &'a dyn Row,
+    found: Vec<ExampleRef<'a>>,
+    /// `(key column, id)` of every id the row names that no table knows: those columns stay
+    /// missing.
+    pub unknown: Vec<(&'a str, String)>,
+}
+
+impl Row for Filled<'_> {
+    fn get(&self, column: &str) -> Option<Cell<'_>> {
+        match self.row.get(column) {
+            Some(Cell::Text(t)) if t.trim().is_empty() => {}
+            Some(c) => return Some(c),
+            None => {}
+        }
+        self.found.iter().find_map(|e| e.get(column))
+    }
+
+    fn columns(&self) -> Vec<String> {
+        self.row.columns()
+    }
+}
+
+/// A CSV field as an Example feature (integers, then floats, then text); empty is absent.
+pub fn text_kind(cell: Cell<'_>) -> Option<Kind> {
+    use tusk_records::example::{BytesList, FloatList, Int64List};
+    Some(match cell {
+        Cell::Ints(v) => Kind::Int64List(Int64List { value: v.to_vec() }),
+        Cell::Floats(v) => Kind::FloatList(FloatList { value: v.to_vec() }),
+        Cell::Bytes(v) => Kind::BytesList(BytesList { value: v.to_vec() }),
+        Cell::Text(t) if t.trim().is_empty() => return None,
+        Cell::Text(t) => {
+            let t = t.trim();
+            if let Ok(i) = t.parse::<i64>() {
+                Kind::Int64List(Int64List { value: vec![i] })
+            } else if let Ok(f) = t.parse::<f32>() {
+                Kind::FloatList(FloatList { value: vec![f] })
+            } else {
+                Kind::BytesList(BytesList {
+                    value: vec![t.as_bytes().to_vec()],
+                })
+            }
+        }
+    })
+}
