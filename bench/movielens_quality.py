@@ -77,7 +77,9 @@ def run_tusk(tusk, data, work, seed, sets):
     model = os.path.join(work, f"model-{seed}-{time.time_ns()}")
     cmd = [tusk, "train", CONFIG, "--model", model, "--json",
            "--set", f"data.train={data}/train", "--set", f"data.validation={data}/validation",
-           "--set", f"data.test={data}/test", "--set", f"train.seed={seed}"]
+           "--set", f"data.test={data}/test", "--set", f"train.seed={seed}",
+           "--set", f"data.entities.user_id={data}/entities/user_id",
+           "--set", f"data.entities.item_id={data}/entities/item_id"]
     for s in sets:
         cmd += ["--set", s]
     p = subprocess.run(cmd, capture_output=True, text=True)

@@ -4,6 +4,7 @@
 #   examples/movielens/run.sh OUT [PATH/TO/u.data]
 #
 # OUT/data/{train,validation,test}  leave-one-out datasets (validation: second-latest rating)
+# OUT/data/entities/{user_id,item_id}  per user history and training items; the item catalogue
 # OUT/model                         the model (versions, TensorBoard events, report.html)
 # Epochs are chosen on the validation split (early stopping on HR@10); the test split is only
 # reported. Builds tusk in release mode (in $CARGO_TARGET_DIR, default ~/.cache/tusk/target, as
@@ -30,6 +31,8 @@ rm -rf "$out/data" "$out/model"
 "$tusk" train "$here/config.toml" --model "$out/model" \
   --set data.train="$out/data/train" \
   --set data.validation="$out/data/validation" \
-  --set data.test="$out/data/test"
+  --set data.test="$out/data/test" \
+  --set data.entities.user_id="$out/data/entities/user_id" \
+  --set data.entities.item_id="$out/data/entities/item_id"
 "$tusk" eval --model "$out/model" --data "$out/data/test"
 "$tusk" report "$out/model"

@@ -54,6 +54,14 @@ fn neumf_on_movielens_reaches_the_target() {
         .args(["--set", &format!("data.train={data}/train")])
         .args(["--set", &format!("data.validation={data}/validation")])
         .args(["--set", &format!("data.test={data}/test")])
+        .args([
+            "--set",
+            &format!("data.entities.user_id={data}/entities/user_id"),
+        ])
+        .args([
+            "--set",
+            &format!("data.entities.item_id={data}/entities/item_id"),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
     let ok = tusk_testkit::Proc::spawn(&mut c, "tusk launch -n 2")
@@ -89,6 +97,52 @@ fn neumf_on_movielens_reaches_the_target() {
     assert_eq!(lines[0], "user_id,item_id,score");
     assert_eq!(lines.len(), 4);
     assert!(lines[3].starts_with("943,1682,"));
+
+    // Pairs only: the version's entity tables supply each user's history, so every test row
+    // scores exactly as it does with its history in the row.
+    let predict = |input: &std::path::Path, output: &std::path::Path| {
+        let o = Command::new(tusk)
+            .args(["predict", "--model", &model, "--input"])
+            .arg(input)
+            .arg("--output")
+            .arg(output)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let with_history = dir.path().join("test-scores.csv");
+    predict(std::path::Path::new(&test), &with_history);
+    // No field holds a comma (history is space-separated ids).
+    let text = std::fs::read_to_string(&with_history).unwrap();
+    let mut lines = text.lines().map(|l| l.split(',').collect::<Vec<_>>());
+    let h = lines.next().unwrap();
+    let col = |n: &str| h.iter().position(|c| *c == n).unwrap();
+    let (u, i, s) = (col("user_id"), col("item_id"), col("score"));
+    let full: Vec<(String, String, String)> = lines
+        .map(|rec| (rec[u].to_string(), rec[i].to_string(), rec[s].to_string()))
+        .collect();
+    assert_eq!(full.len(), 943 * 101);
+    let pairs = dir.path().join("test-pairs.csv");
+    let mut text = String::from("user_id,item_id\n");
+    for (u, i, _) in &full {
+        text.push_str(&format!("{u},{i}\n"));
+    }
+    std::fs::write(&pairs, text).unwrap();
+    let pair_scores = dir.path().join("test-pair-scores.csv");
+    let note = predict(&pairs, &pair_scores);
+    assert!(!note.contains("lacks the model's column"), "{note}");
+    let got: Vec<String> = std::fs::read_to_string(&pair_scores)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = full.into_iter().map(|(_, _, s)| s).collect();
+    assert_eq!(
+        got, want,
+        "pairs-only scores differ from scores with history"
+    );
 }
 
 /// MovieLens-100K's u.data, or `None` (skip) outside CI.
@@ -129,6 +183,12 @@ fn movielens_killed_anywhere_resumes_to_the_uninterrupted_model() {
     let sets: Vec<String> = ["train", "validation", "test"]
         .iter()
         .map(|s| format!("data.{s}={}", data.join(s).display()))
+        .chain(["user_id", "item_id"].map(|k| {
+            format!(
+                "data.entities.{k}={}",
+                data.join("entities").join(k).display()
+            )
+        }))
         .chain(["train.checkpoint_every=150".to_string()])
         .collect();
     let train = |model: &str, log: &std::path::Path| {

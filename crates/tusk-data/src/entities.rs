@@ -55,9 +55,11 @@ impl Entities {
                 })?;
                 let ex = match row.as_example() {
                     Some(e) => e.clone(),
-                    None => example::from_features(row.columns().into_iter().filter_map(|c| {
-                        row.get(&c).and_then(text_kind).map(|k| (c, k))
-                    })),
+                    None => example::from_features(
+                        row.columns()
+                            .into_iter()
+                            .filter_map(|c| row.get(&c).and_then(text_kind).map(|k| (c, k))),
+                    ),
                 };
                 rows.insert(id, ex);
                 Ok(true)
@@ -124,14 +126,17 @@ impl Entities {
             ids.sort();
             for id in ids {
                 let mut ex = table[id].clone();
-                ex.features.get_or_insert_with(Default::default).feature.insert(
-                    TABLE.into(),
-                    example::Feature {
-                        kind: Some(Kind::BytesList(example::BytesList {
-                            value: vec![key.as_bytes().to_vec()],
-                        })),
-                    },
-                );
+                ex.features
+                    .get_or_insert_with(Default::default)
+                    .feature
+                    .insert(
+                        TABLE.into(),
+                        example::Feature {
+                            kind: Some(Kind::BytesList(example::BytesList {
+                                value: vec![key.as_bytes().to_vec()],
+                            })),
+                        },
+                    );
                 w.write_record(&tusk_records::dataset::encode(&ex))
                     .expect("writing to memory");
             }

@@ -163,6 +163,65 @@ fn row(user: i64, item: i64, label: f32, history: Option<&[i64]>) -> example::Ex
     ex
 }
 
+/// `entities/user_id` (per user: `user_id`, `seen` — the items of their training positives —
+/// and with `history` the N ratings before the test positive) and `entities/item_id` (every
+/// item rated: the catalogue), for `data.entities`.
+fn write_entities(
+    dir: &tusk_storage::Location,
+    cfg: &MovieLensConfig,
+    users: &[(i64, Vec<i64>, Vec<i64>)],
+    items: &[i64],
+) -> Result<()> {
+    let ints = |v: &[i64]| Kind::Int64List(Int64List { value: v.to_vec() });
+    let col = |name: &str, list: bool| tusk_records::dataset::Column {
+        name: name.into(),
+        dtype: FeatureType::Int64,
+        list,
+        nullable: list,
+        utf8: false,
+        mixed: false,
+    };
+    let mut columns = vec![col("seen", true), col("user_id", false)];
+    if cfg.history > 0 {
+        columns.insert(0, col("history", true));
+    }
+    let mut w = ShardedWriter::create(
+        &dir.join("user_id"),
+        cfg.format,
+        1,
+        Schema { columns },
+        Placement::RoundRobin,
+    )?;
+    for (user, history, seen) in users {
+        let mut feats = vec![
+            ("user_id".to_string(), ints(&[*user])),
+            ("seen".to_string(), ints(seen)),
+        ];
+        if cfg.history > 0 {
+            feats.push(("history".to_string(), ints(history)));
+        }
+        w.write_example(&example::from_features(feats))?;
+    }
+    w.finish()?;
+    let mut w = ShardedWriter::create(
+        &dir.join("item_id"),
+        cfg.format,
+        1,
+        Schema {
+            columns: vec![col("item_id", false)],
+        },
+        Placement::RoundRobin,
+    )?;
+    for item in items {
+        w.write_example(&example::from_features([(
+            "item_id".to_string(),
+            ints(&[*item]),
+        )]))?;
+    }
+    w.finish()?;
+    Ok(())
+}
+
 fn schema(history: bool) -> Schema {
     let col = |name: &str, dtype| tusk_records::dataset::Column {
         name: name.into(),
@@ -191,7 +250,8 @@ fn schema(history: bool) -> Schema {
 }
 
 /// Run the job: `output/train`, `output/test` and (with validation) `output/validation`,
-/// each a sharded dataset with a manifest.
+/// each a sharded dataset with a manifest, and the entity tables `output/entities/user_id` and
+/// `output/entities/item_id` (see `write_entities`).
 pub fn preprocess(
     storage: &Storage,
     input: &str,
@@ -215,6 +275,9 @@ pub fn preprocess(
     let mut train: Vec<Row> = Vec::new();
     let mut test: Vec<Row> = Vec::new();
     let mut validation: Vec<Row> = Vec::new();
+    // Per user: the history a model may use for them after training (the N ratings before the
+    // test positive, as the test rows carry) and the items of their training positives.
+    let mut users: Vec<(i64, Vec<i64>, Vec<i64>)> = Vec::new();
     for (&user, ratings) in &by_user {
         summary.ratings += ratings.len() as u64;
         let rated: HashSet<i64> = ratings.iter().map(|r| r.item).collect();
@@ -264,6 +327,9 @@ pub fn preprocess(
         } else {
             1
         };
+        let mut seen: Vec<i64> = order.iter().skip(skip).map(|r| r.item).collect();
+        seen.sort_unstable();
+        users.push((user, past(0), seen));
         for (j, r) in order.iter().enumerate().skip(skip) {
             let h = past(j);
             train.push((user, r.item, 1.0, h.clone()));
@@ -299,5 +365,6 @@ pub fn preprocess(
     if cfg.validation {
         summary.validation_rows = write("validation", &validation, 1, false)?;
     }
+    write_entities(&out.join("entities"), cfg, &users, &items)?;
     Ok(summary)
 }

@@ -7,6 +7,7 @@
 
 pub mod batching;
 pub mod metrics;
+pub mod recommend;
 pub mod registry;
 pub mod rows;
 
@@ -373,11 +374,18 @@ async fn v1_post(
     body: Body,
 ) -> Result<Response, ApiError> {
     let (s, rest) = (&*s, rest.as_str());
-    let Some(target) = rest.strip_suffix(":predict") else {
-        return Err(err(
-            StatusCode::NOT_FOUND,
-            format!("no endpoint POST /v1/models/{rest} (use …:predict)"),
-        ));
+    let (target, recommending) = match (
+        rest.strip_suffix(":predict"),
+        rest.strip_suffix(":recommend"),
+    ) {
+        (Some(t), _) => (t, false),
+        (_, Some(t)) => (t, true),
+        _ => {
+            return Err(err(
+                StatusCode::NOT_FOUND,
+                format!("no endpoint POST /v1/models/{rest} (use …:predict or …:recommend)"),
+            ));
+        }
     };
     let parts: Vec<&str> = target.split('/').collect();
     let (name, want) = match parts.as_slice() {
@@ -395,6 +403,15 @@ async fn v1_post(
     let req = read_body(s, body).await?;
     let sc = e.get(&want).map_err(|m| err(StatusCode::NOT_FOUND, m))?;
     let bad = |m: String| err(StatusCode::BAD_REQUEST, m);
+    if recommending {
+        let out = recommend::answer(&sc, &req, s.limits.max_instances).map_err(bad)?;
+        return Ok(with_version(
+            axum::Json(out).into_response(),
+            &e.name,
+            sc.version,
+            "v1_recommend",
+        ));
+    }
     let obj = req
         .as_object()
         .ok_or_else(|| bad("the body must be a JSON object with `instances` or `inputs`".into()))?;
@@ -412,10 +429,18 @@ async fn v1_post(
         (Some(_), Some(_)) => return Err(bad("give `instances` or `inputs`, not both".into())),
         (None, None) => return Err(bad("the body has neither `instances` nor `inputs`".into())),
     };
+    let unknown = rows::unknown_entities(&sc, &rows);
     let scores = s.score(&sc, rows).await?;
-    let r =
-        axum::Json(json!({ key: scores, "model_version": sc.version.to_string() })).into_response();
-    Ok(with_version(r, &e.name, sc.version, "v1_predict"))
+    let mut out = json!({ key: scores, "model_version": sc.version.to_string() });
+    if !unknown.is_empty() {
+        out["unknown_entities"] = Value::Array(unknown);
+    }
+    Ok(with_version(
+        axum::Json(out).into_response(),
+        &e.name,
+        sc.version,
+        "v1_predict",
+    ))
 }
 
 /// Row objects: `[{"user_id": 1, "item_id": 7}, …]`.
@@ -581,6 +606,7 @@ async fn v2_post(
     let sc = e.get(&want).map_err(|m| err(StatusCode::NOT_FOUND, m))?;
     let bad = |m: String| err(StatusCode::BAD_REQUEST, m);
     let rows = tensors(&req).map_err(bad)?;
+    let unknown = rows::unknown_entities(&sc, &rows);
     let scores = s.score(&sc, rows).await?;
     let mut out = json!({
         "model_name": e.name,
@@ -594,6 +620,9 @@ async fn v2_post(
     });
     if let Some(id) = req.get("id") {
         out["id"] = id.clone();
+    }
+    if !unknown.is_empty() {
+        out["parameters"] = json!({ "unknown_entities": unknown });
     }
     Ok(with_version(
         axum::Json(out).into_response(),

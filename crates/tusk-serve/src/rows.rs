@@ -121,9 +121,17 @@ pub fn encode_into(s: &Scorer, rows: &[ReqRow], batch: &mut Batch) -> Result<(),
     let mut one = Batch::default();
     for (i, r) in rows.iter().enumerate() {
         check_columns(r, s, i)?;
+        let filled;
+        let row: &dyn Row = match &s.entities {
+            Some(ents) => {
+                filled = ents.fill(r);
+                &filled
+            }
+            None => r,
+        };
         s.space
             .encode(
-                r,
+                row,
                 RowPos {
                     file: "request",
                     row: i as u64,
@@ -146,6 +154,21 @@ pub fn encode_into(s: &Scorer, rows: &[ReqRow], batch: &mut Batch) -> Result<(),
     batch.labels.extend_from_slice(&one.labels);
     batch.weights.extend_from_slice(&one.weights);
     Ok(())
+}
+
+/// The ids `rows` name that the version's entity tables do not know (those columns are
+/// scored as missing): `{"instance": i, "column": key, "id": id}` per unknown id.
+pub fn unknown_entities(s: &Scorer, rows: &[ReqRow]) -> Vec<Value> {
+    let Some(ents) = &s.entities else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        for (column, id) in ents.fill(r).unknown {
+            out.push(serde_json::json!({ "instance": i, "column": column, "id": id }));
+        }
+    }
+    out
 }
 
 /// Probabilities of the rows of `batch`.

@@ -765,3 +765,206 @@ fn dynamic_batching_scores_concurrent_requests_together() {
     );
     runtime.shutdown_timeout(Duration::from_secs(5));
 }
+
+/// A model trained beside entity tables: users (city, seen items) and the item catalogue
+/// (price), as `data.entities` names them.
+fn setup_with_entities() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_csv(&d.join("train.csv"), 600, 5);
+    let mut users = String::from("user_id,city,seen\n");
+    for u in 0..60 {
+        let city = ["oslo", "lima", "pune"][u % 3];
+        writeln!(users, "{u},{city},{} {}", u % 40, (u + 7) % 40).unwrap();
+    }
+    std::fs::write(d.join("users.csv"), users).unwrap();
+    let mut items = String::from("item_id,price\n");
+    for i in 0..40 {
+        writeln!(items, "{i},{}.5", i % 9).unwrap();
+    }
+    std::fs::write(d.join("items.csv"), items).unwrap();
+    let sets = [
+        format!("data.entities.user_id={}/users.csv", d.display()),
+        format!("data.entities.item_id={}/items.csv", d.display()),
+    ];
+    let text = config(d).to_toml();
+    let cfg = Config::parse("serve.toml", &text, &sets).unwrap();
+    train(
+        &Storage::new().unwrap(),
+        Some(cfg),
+        &TrainOptions {
+            model_url: d.join("model").display().to_string(),
+            stop_after_steps: Some(5),
+            ..TrainOptions::default()
+        },
+        &mut Quiet,
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn recommend_ranks_the_catalogue_as_batch_scoring_does() {
+    let dir = setup_with_entities();
+    let s = server(dir.path(), VersionPolicy::Latest, Limits::default());
+    s.registry.poll(Duration::from_millis(10));
+    // Batch scoring of every (user 7, item) pair: the entity tables fill city and price.
+    let mut pairs = String::from("user_id,item_id\n");
+    for i in 0..40 {
+        writeln!(pairs, "7,{i}").unwrap();
+    }
+    let scores = batch_scores(dir.path(), &pairs);
+    let mut ranked: Vec<usize> = (0..40).collect();
+    ranked.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+
+    let (code, v, version) = call(
+        &s,
+        "POST",
+        "/v1/models/ctr:recommend",
+        Some(json!({"user_id": 7, "k": 5}).to_string()),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(version, "1");
+    assert_eq!(v["model_version"], "1");
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 5);
+    for (got, &want) in items.iter().zip(&ranked) {
+        assert_eq!(got["item_id"], json!(want));
+        assert_eq!(got["score"].as_f64().unwrap() as f32, scores[want]);
+    }
+    assert!(v.get("unknown_entities").is_none(), "{v}");
+
+    // exclude_seen drops the user's seen items (7 and 14); candidates restrict the set.
+    let (_, v, _) = call(
+        &s,
+        "POST",
+        "/v1/models/ctr:recommend",
+        Some(json!({"user_id": 7, "k": 40, "exclude_seen": true}).to_string()),
+    );
+    let ids: Vec<i64> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["item_id"].as_i64().unwrap())
+        .collect();
+    let want: Vec<i64> = ranked
+        .iter()
+        .map(|&i| i as i64)
+        .filter(|i| *i != 7 && *i != 14)
+        .collect();
+    assert_eq!(ids, want);
+    let (_, v, _) = call(
+        &s,
+        "POST",
+        "/v1/models/ctr:recommend",
+        Some(json!({"user_id": 7, "k": 2, "candidates": [3, 30, 12]}).to_string()),
+    );
+    let mut three = [3usize, 30, 12];
+    three.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let ids: Vec<i64> = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["item_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [three[0] as i64, three[1] as i64]);
+
+    // A pair alone scores what the pair with its entities' values scores.
+    let (_, bare, _) = call(
+        &s,
+        "POST",
+        "/v1/models/ctr:predict",
+        Some(json!({"instances": [{"user_id": 7, "item_id": 3}]}).to_string()),
+    );
+    let (_, full, _) = call(
+        &s,
+        "POST",
+        "/v1/models/ctr:predict",
+        Some(
+            json!({"instances": [{"user_id": 7, "item_id": 3, "city": "lima", "price": 3.5}]})
+                .to_string(),
+        ),
+    );
+    assert_eq!(bare["predictions"], full["predictions"]);
+    assert_eq!(bare["predictions"][0].as_f64().unwrap() as f32, scores[3]);
+    // A value in the request wins over the table's.
+    let (_, other, _) = call(
+        &s,
+        "POST",
+        "/v1/models/ctr:predict",
+        Some(json!({"instances": [{"user_id": 7, "item_id": 3, "price": 8.5}]}).to_string()),
+    );
+    assert_ne!(other["predictions"], full["predictions"]);
+
+    // An unknown user is answered (as missing values) and named.
+    let (code, v, _) = call(
+        &s,
+        "POST",
+        "/v1/models/ctr:recommend",
+        Some(json!({"user_id": 999, "k": 3}).to_string()),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["items"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        v["unknown_entities"],
+        json!([{"column": "user_id", "id": "999"}])
+    );
+    let (code, v, _) = call(
+        &s,
+        "POST",
+        "/v2/models/ctr/infer",
+        Some(
+            json!({"inputs": [
+                {"name": "user_id", "shape": [1], "datatype": "INT64", "data": [999]},
+                {"name": "item_id", "shape": [1], "datatype": "INT64", "data": [3]}
+            ]})
+            .to_string(),
+        ),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        v["parameters"]["unknown_entities"],
+        json!([{"instance": 0, "column": "user_id", "id": "999"}])
+    );
+
+    // Bad recommend requests: 400 naming the problem.
+    for (body, needle) in [
+        (json!({"k": 3}), "name the user"),
+        (json!({"user_id": 7, "k": 0}), "`k`"),
+        (json!({"user_id": 7, "item_id": 3}), "item column"),
+        (json!({"user_id": 7, "candidates": 3}), "`candidates`"),
+        (json!([1, 2]), "JSON object"),
+    ] {
+        let (code, v, _) = call(
+            &s,
+            "POST",
+            "/v1/models/ctr:recommend",
+            Some(body.to_string()),
+        );
+        assert_eq!(code, 400, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(needle), "{body}: {v}");
+    }
+}
+
+#[test]
+fn recommend_without_a_catalogue_needs_candidates() {
+    let dir = setup();
+    let s = server(dir.path(), VersionPolicy::Latest, Limits::default());
+    s.registry.poll(Duration::from_millis(10));
+    let (code, v, _) = call(
+        &s,
+        "POST",
+        "/v1/models/ctr:recommend",
+        Some(json!({"user_id": 7}).to_string()),
+    );
+    assert_eq!(code, 400);
+    assert!(v["error"].as_str().unwrap().contains("catalogue"), "{v}");
+    let (code, v, _) = call(
+        &s,
+        "POST",
+        "/v1/models/ctr:recommend",
+        Some(json!({"user_id": 7, "candidates": [1, 2, 3], "k": 2}).to_string()),
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["items"].as_array().unwrap().len(), 2);
+}
