@@ -235,3 +235,103 @@ pub fn text_kind(cell: Cell<'_>) -> Option<Kind> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::source::ExampleRow;
+
+    fn tables(dir: &std::path::Path) -> Entities {
+        std::fs::write(
+            dir.join("u.csv"),
+            "user_id,history,city\n1,5 6,oslo\n2,,lima\n1,7,pune\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("i.csv"), "item_id,price\n5,2.5\n6,3\n").unwrap();
+        let urls = BTreeMap::from([
+            (
+                "user_id".to_string(),
+                dir.join("u.csv").display().to_string(),
+            ),
+            (
+                "item_id".to_string(),
+                dir.join("i.csv").display().to_string(),
+            ),
+        ]);
+        Entities::load(&Storage::new().unwrap(), &urls).unwrap()
+    }
+
+    fn text_row(cols: &[(&str, &str)]) -> (HashMap<String, usize>, Vec<String>, csv::StringRecord) {
+        let names: Vec<String> = cols.iter().map(|(c, _)| c.to_string()).collect();
+        let header = names
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.clone(), i))
+            .collect();
+        let record = csv::StringRecord::from(cols.iter().map(|(_, v)| *v).collect::<Vec<_>>());
+        (header, names, record)
+    }
+
+    #[test]
+    fn fills_what_the_row_lacks_and_names_unknown_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = tables(dir.path());
+        assert_eq!(e.keys().collect::<Vec<_>>(), ["item_id", "user_id"]);
+        assert_eq!(e.ids("item_id").unwrap(), ["5", "6"]);
+        // The last row of a key wins; the row's own value wins over the table's.
+        let (h, n, r) = text_row(&[("user_id", "1"), ("item_id", "6"), ("city", "rome")]);
+        let row = crate::source::CsvRow {
+            header: &h,
+            names: &n,
+            record: &r,
+        };
+        let f = e.fill(&row);
+        assert!(f.unknown.is_empty());
+        assert!(matches!(f.get("history"), Some(Cell::Ints([7]))));
+        assert!(matches!(f.get("city"), Some(Cell::Text("rome"))));
+        assert!(matches!(f.get("price"), Some(Cell::Ints([3]))));
+        assert_eq!(f.columns(), ["user_id", "item_id", "city"]);
+        // An empty CSV field is filled; an unknown id leaves its columns missing, named.
+        let (h, n, r) = text_row(&[("user_id", "9"), ("item_id", "5"), ("price", "")]);
+        let row = crate::source::CsvRow {
+            header: &h,
+            names: &n,
+            record: &r,
+        };
+        let f = e.fill(&row);
+        assert_eq!(f.unknown, [("user_id", "9".to_string())]);
+        assert!(f.get("history").is_none());
+        assert!(matches!(f.get("price"), Some(Cell::Floats([2.5]))));
+        // Example rows and int64 keys look up the same ids.
+        let ex = ExampleRow(example::from_features([(
+            "user_id".to_string(),
+            Kind::Int64List(example::Int64List { value: vec![2] }),
+        )]));
+        assert!(matches!(e.fill(&ex).get("city"), Some(Cell::Bytes([c])) if c == b"lima"));
+    }
+
+    #[test]
+    fn stored_records_round_trip_and_damage_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = tables(dir.path());
+        let bytes = e.to_records();
+        assert_eq!(bytes, tables(dir.path()).to_records(), "not deterministic");
+        let back = Entities::from_records(&bytes, "v/entities.tfrecord").unwrap();
+        assert_eq!(back, e);
+        let mut bad = bytes.clone();
+        bad[20] ^= 1;
+        let err = Entities::from_records(&bad, "v/entities.tfrecord").unwrap_err();
+        assert!(err.to_string().contains("v/entities.tfrecord"), "{err}");
+        // A table row without its key is refused, naming file and row.
+        std::fs::write(dir.path().join("u.csv"), "user_id,city\n1,oslo\n,lima\n").unwrap();
+        let urls = BTreeMap::from([(
+            "user_id".to_string(),
+            dir.path().join("u.csv").display().to_string(),
+        )]);
+        let err = Entities::load(&Storage::new().unwrap(), &urls).unwrap_err();
+        assert!(err.to_string().contains("u.csv"), "{err}");
+        assert!(err.to_string().contains("row 1"), "{err}");
+    }
+}
