@@ -185,7 +185,7 @@ def main():
         print(f"\n## Image job: {args.images} images (200–400 px, {100 - args.png_share * 100:.0f}% "
               f"JPEG / {args.png_share * 100:.0f}% PNG, noise sd {args.noise}) → {args.size} "
               f"normalised CHW floats, {os.cpu_count()} cores, {args.runs} runs\n")
-        print("| pipeline | best s | median s | tusk faster by (best) | peak RSS MB (max) |")
+        print("| pipeline | best s | median s | best ÷ tusk's best | peak RSS MB (max) |")
         print("|---|---:|---:|---:|---:|")
         for name, v in res.items():
             walls = [x[0] for x in v]
