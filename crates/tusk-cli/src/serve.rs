@@ -48,9 +48,21 @@ pub struct ServeArgs {
     /// With --max-batch: how long the first request of a batch waits for others, milliseconds.
     #[arg(long, default_value_t = 1.0)]
     batch_timeout: f64,
+    /// Serve HTTPS with this certificate chain (PEM; with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1; with --tls-cert).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => {
+            Some(tusk_serve::Tls::from_pem_files(c, k).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
     let policy: VersionPolicy = a
         .version_policy
         .parse()
@@ -101,10 +113,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .build()
         .context("starting the HTTP runtime")?;
     eprintln!(
-        "serving on http://{} (TF Serving REST under /v1, Open Inference Protocol under /v2, metrics at /metrics)",
+        "serving on {}://{} (TF Serving REST under /v1, Open Inference Protocol under /v2, metrics at /metrics)",
+        if tls.is_some() { "https" } else { "http" },
         a.addr
     );
-    let r = rt.block_on(tusk_serve::serve(&server, a.addr));
+    let r = rt.block_on(tusk_serve::serve(&server, a.addr, tls));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     r?;
     Ok(())

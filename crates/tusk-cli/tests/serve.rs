@@ -118,4 +118,16 @@ fn bad_flags_are_one_clear_line() {
     let addr = port.local_addr().unwrap().to_string();
     let e = run(&["serve", "--model", "/x/m", "--addr", &addr]);
     assert!(e.contains("cannot listen on"), "{e}");
+    let e = run(&["serve", "--model", "/x/m", "--tls-cert", "/x/cert.pem"]);
+    assert!(e.contains("--tls-key"), "{e}");
+    let e = run(&[
+        "serve",
+        "--model",
+        "/x/m",
+        "--tls-cert",
+        "/x/cert.pem",
+        "--tls-key",
+        "/x/key.pem",
+    ]);
+    assert!(e.contains("--tls-cert /x/cert.pem"), "{e}");
 }

@@ -126,10 +126,59 @@ pub fn app(server: Arc<Server>) -> Router {
         .with_state(server)
 }
 
-/// Serve `server` on `addr` until Ctrl-C / SIGTERM. Refuses a non-loopback address without a
-/// token. The caller keeps its `Arc`: the server owns storage clients with runtimes of their
-/// own, which must not be dropped inside this future.
-pub async fn serve(server: &Arc<Server>, addr: SocketAddr) -> std::io::Result<()> {
+/// Server-side TLS: a certificate chain and its private key, from PEM files.
+#[derive(Clone)]
+pub struct Tls(tokio_rustls::TlsAcceptor);
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+impl Tls {
+    /// Read `cert` (PEM: the certificate, then any intermediates) and `key` (PEM: PKCS#8,
+    /// PKCS#1 or SEC1); the error names the file and what is wrong with it.
+    pub fn from_pem_files(cert: &std::path::Path, key: &std::path::Path) -> Result<Tls, String> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .and_then(|it| it.collect::<Result<_, _>>())
+            .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+        if chain.is_empty() {
+            return Err(format!(
+                "--tls-cert {}: no CERTIFICATE in the file",
+                cert.display()
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Tls(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+}
+
+/// Serve `server` on `addr` until Ctrl-C / SIGTERM, over TLS when `tls` is given. Refuses a
+/// non-loopback address without a token. The caller keeps its `Arc`: the server owns storage
+/// clients with runtimes of their own, which must not be dropped inside this future.
+pub async fn serve(
+    server: &Arc<Server>,
+    addr: SocketAddr,
+    tls: Option<Tls>,
+) -> std::io::Result<()> {
+    let listener = bind(server, addr).await?;
+    serve_on(server, listener, tls, shutdown_signal()?).await
+}
+
+/// Check the token rule and listen on `addr`.
+pub async fn bind(server: &Server, addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     if !addr.ip().is_loopback() && server.limits.token.is_none() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
@@ -138,24 +187,106 @@ pub async fn serve(server: &Arc<Server>, addr: SocketAddr) -> std::io::Result<()
             ),
         ));
     }
-    let listener = tokio::net::TcpListener::bind(addr)
+    tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+/// Ctrl-C or SIGTERM.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| std::io::Error::new(e.kind(), format!("installing a SIGTERM handler: {e}")))?;
-    axum::serve(listener, app(server.clone()))
-        .with_graceful_shutdown(async move {
-            let ctrl_c = tokio::signal::ctrl_c();
-            #[cfg(unix)]
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
+    Ok(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+    })
+}
+
+/// Longest a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest in-flight TLS connections get to finish once `shutdown` fires.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serve on `listener` until `shutdown` completes. Plain HTTP goes through `axum::serve`; with
+/// TLS each connection gets its handshake (bounded by a timeout) on a task of its own, so a
+/// slow client never holds up the others, then hyper serves it; at shutdown, new connections
+/// stop and open ones finish their current request (for up to 10 s).
+pub fn serve_on(
+    server: &Arc<Server>,
+    listener: tokio::net::TcpListener,
+    tls: Option<Tls>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
+    let router = app(server.clone());
+    async move {
+        match tls {
+            None => {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
             }
-            #[cfg(not(unix))]
-            let _ = ctrl_c.await;
-        })
-        .await
+            Some(Tls(acceptor)) => serve_tls(listener, router, acceptor, shutdown).await,
+        }
+    }
+}
+
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                // Out of file descriptors and the like: keep serving the open connections.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let (acceptor, router, mut stop) = (acceptor.clone(), router.clone(), stop_rx.clone());
+        conns.spawn(async move {
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+        // Reap finished connections so the set does not grow with the server's age.
+        while conns.try_join_next().is_some() {}
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
 }
 
 /// Start polling the store every `interval` (first poll at once); set the flag to stop.

@@ -436,7 +436,7 @@ fn a_token_is_required_everywhere_but_the_health_probes() {
     // No token: a non-loopback address is refused before binding.
     let open = server(dir.path(), VersionPolicy::Latest, Limits::default());
     let e = rt()
-        .block_on(tusk_serve::serve(&open, "0.0.0.0:0".parse().unwrap()))
+        .block_on(tusk_serve::serve(&open, "0.0.0.0:0".parse().unwrap(), None))
         .unwrap_err();
     assert!(e.to_string().contains("give a token"), "{e}");
 }
@@ -967,4 +967,142 @@ fn recommend_without_a_catalogue_needs_candidates() {
     );
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["items"].as_array().unwrap().len(), 2);
+}
+
+/// A raw HTTP/1.1 request over TLS to `addr`, trusting only `root`: (status, body).
+fn https(
+    addr: std::net::SocketAddr,
+    root: &rustls_pki_types::CertificateDer<'static>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    rt().block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+            .await
+            .map_err(|_| std::io::Error::other("handshake timed out"))??;
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tls.write_all(req.as_bytes()).await?;
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut out))
+            .await
+            .map_err(|_| std::io::Error::other("response timed out"))??;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let code = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        Ok((code, body))
+    })
+}
+
+#[test]
+fn serves_https_with_a_pem_certificate() {
+    let dir = setup();
+    let s = server(dir.path(), VersionPolicy::Latest, Limits::default());
+    s.registry.poll(Duration::from_millis(10));
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let tls = tusk_serve::Tls::from_pem_files(&cert, &key).unwrap();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = runtime.spawn(tusk_serve::serve_on(
+        &s.clone(),
+        listener,
+        Some(tls),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let root = ck.cert.der().clone();
+
+    let (code, _) = https(addr, &root, "GET", "/v2/health/ready", "").unwrap();
+    assert_eq!(code, 200);
+    let body = json!({"instances": [{"user_id": 3, "item_id": 7, "price": 4.5, "city": "lima"}]});
+    let (code, text) = https(
+        addr,
+        &root,
+        "POST",
+        "/v1/models/ctr:predict",
+        &body.to_string(),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let want = batch_scores(dir.path(), "user_id,item_id,price,city\n3,7,4.5,lima\n");
+    assert_eq!(v["predictions"][0].as_f64().unwrap() as f32, want[0]);
+
+    // Plain HTTP to the TLS port gets no answer, and a client that does not trust the
+    // certificate fails its handshake; the server keeps serving others.
+    let mut plain = std::net::TcpStream::connect(addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    plain
+        .write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(
+        !answer.starts_with(b"HTTP/1.1 200"),
+        "plain HTTP was answered"
+    );
+    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    assert!(https(addr, stranger.cert.der(), "GET", "/v2/health/live", "").is_err());
+    assert_eq!(
+        https(addr, &root, "GET", "/v2/health/live", "").unwrap().0,
+        200
+    );
+
+    stop.send(()).unwrap();
+    runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(15), served).await })
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+
+    // Bad files: errors name the flag and the file.
+    std::fs::write(dir.path().join("empty.pem"), "").unwrap();
+    let err = tusk_serve::Tls::from_pem_files(&dir.path().join("empty.pem"), &key).unwrap_err();
+    assert!(
+        err.contains("--tls-cert") && err.contains("empty.pem"),
+        "{err}"
+    );
+    let err = tusk_serve::Tls::from_pem_files(&cert, &dir.path().join("missing.pem")).unwrap_err();
+    assert!(
+        err.contains("--tls-key") && err.contains("missing.pem"),
+        "{err}"
+    );
+    let err = tusk_serve::Tls::from_pem_files(&cert, &cert).unwrap_err();
+    assert!(err.contains("--tls-key"), "{err}");
 }
