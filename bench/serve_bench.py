@@ -9,9 +9,11 @@ A training run keeps going in the background during every measurement (`nice -n 
 says how many versions answered. Load: `crates/tusk-serve/examples/loadgen.rs`, open loop
 at --rate requests/s over 64 keep-alive connections, latency measured from each request's
 scheduled start (no coordinated omission). Cases: `:predict` with 1 row and with 64 rows,
-each without and with dynamic batching (`--max-batch 256 --batch-timeout 1`).
+each without and with dynamic batching (`--max-batch 256 --batch-timeout 1`); `:recommend`
+(k = 10 of the 1,682-item catalogue kept with the version, exclude_seen, one user) at --rate and
+at --recommend-rate.
 
-Not here yet: `:recommend` (not built), the Ray Serve peer and an echo-server floor.
+Not here yet: the Ray Serve peer and an echo-server floor.
 """
 import argparse
 import json
@@ -75,6 +77,8 @@ def main():
     ap.add_argument("--loadgen")
     ap.add_argument("--rate", type=float, default=2000)
     ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--recommend-rate", type=float, default=250,
+                    help="a second, lower rate for :recommend")
     args = ap.parse_args()
     if not os.path.exists(UDATA):
         raise SystemExit(f"{UDATA} not found (MovieLens-100K)")
@@ -92,6 +96,8 @@ def main():
             ["nice", "-n", "19", args.tusk, "train", cfg, "--model", model,
              "--set", f"data.train={data}/train", "--set", f"data.validation={data}/validation",
              "--set", f"data.test={data}/test", "--set", "train.epochs=1000", "--set", "train.checkpoint_every=2000",
+             "--set", f"data.entities.user_id={data}/entities/user_id",
+             "--set", f"data.entities.item_id={data}/entities/item_id",
              "--set", "eval.patience=1000"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         procs.append(trainer)
@@ -112,7 +118,11 @@ def main():
             with open(p, "w") as f:
                 json.dump({"instances": [row() for _ in range(n)]}, f)
             bodies[n] = p
+        bodies["rec"] = os.path.join(work, "recommend.json")
+        with open(bodies["rec"], "w") as f:
+            json.dump({"user_id": 42, "k": 10, "exclude_seen": True}, f)
         results = []
+        rec_results = []
         for batching in (False, True):
             port = free_port()
             cmd = [args.tusk, "serve", "--model", f"ml={model}", "--addr", f"127.0.0.1:{port}",
@@ -132,6 +142,16 @@ def main():
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 log(f"  {r}")
                 results.append((n, batching, r))
+            # Above what the server sustains a run only grows its queue: 10 s show that.
+            for rate, secs in ([] if batching else [(args.rate, min(args.seconds, 10)),
+                                                    (args.recommend_rate, args.seconds)]):
+                log(f"load: :recommend, {rate:.0f} req/s for {secs:.0f} s")
+                out = subprocess.run([args.loadgen, f"127.0.0.1:{port}", "/v1/models/ml:recommend",
+                                      bodies["rec"], str(rate), str(secs)],
+                                     capture_output=True, text=True, check=True)
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                log(f"  {r}")
+                rec_results.append((rate, secs, r))
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
         print(f"\n## tusk serve: `:predict` at {args.rate:.0f} req/s for {args.seconds:.0f} s "
@@ -143,6 +163,14 @@ def main():
             print(f"| {n} | {'on (256 rows, 1 ms)' if batching else 'off'} | {r['rate']:,.0f} | "
                   f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | "
                   f"{r['max_ms']:.1f} | {r['errors']} | {r['versions']} |")
+        print("\n## tusk serve: `:recommend` (k = 10 of 1,682 items, exclude_seen), versions "
+              "published meanwhile\n")
+        print("| offered req/s | seconds | achieved req/s | p50 ms | p99 ms | p99.9 ms | max ms | "
+              "errors | versions that answered |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for rate, secs, r in rec_results:
+            print(f"| {rate:,.0f} | {secs:.0f} | {r['rate']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                  f"{r['p999_ms']:.2f} | {r['max_ms']:.1f} | {r['errors']} | {r['versions']} |")
     finally:
         for p in procs:
             try:
