@@ -13,7 +13,9 @@ each without and with dynamic batching (`--max-batch 256 --batch-timeout 1`); `:
 (k = 10 of the 1,682-item catalogue kept with the version, exclude_seen, one user) at --rate and
 at --recommend-rate.
 
-Not here yet: the Ray Serve peer and an echo-server floor.
+The floor: `crates/tusk-serve/examples/echo.rs` (axum on the same runtime, a fixed answer
+after reading the body) under the same 1-row load, so tusk's p99 can be read against what the
+HTTP stack alone costs here. Not here yet: the Ray Serve peer.
 """
 import argparse
 import json
@@ -44,10 +46,12 @@ def build(args):
         subprocess.run(["cargo", "build", "--release", "--locked", "-p", "tusk-cli"], cwd=ROOT,
                        check=True, env=env)
         args.tusk = os.path.join(target, "release", "tusk")
-    if not args.loadgen:
+    if not args.loadgen or not args.echo:
         subprocess.run(["cargo", "build", "--release", "--locked", "-p", "tusk-serve",
-                        "--example", "loadgen"], cwd=ROOT, check=True, env=env)
-        args.loadgen = os.path.join(target, "release", "examples", "loadgen")
+                        "--example", "loadgen", "--example", "echo"], cwd=ROOT, check=True,
+                       env=env)
+        args.loadgen = args.loadgen or os.path.join(target, "release", "examples", "loadgen")
+        args.echo = args.echo or os.path.join(target, "release", "examples", "echo")
 
 
 def free_port():
@@ -75,6 +79,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tusk")
     ap.add_argument("--loadgen")
+    ap.add_argument("--echo", help="the floor server (crates/tusk-serve/examples/echo.rs)")
     ap.add_argument("--rate", type=float, default=2000)
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--recommend-rate", type=float, default=250,
@@ -123,6 +128,24 @@ def main():
             json.dump({"user_id": 42, "k": 10, "exclude_seen": True}, f)
         results = []
         rec_results = []
+        port = free_port()
+        echo = subprocess.Popen([args.echo, f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        procs.append(echo)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        log(f"load: echo floor, 1 row, {args.rate:.0f} req/s for {args.seconds:.0f} s")
+        out = subprocess.run([args.loadgen, f"127.0.0.1:{port}", "/v1/models/ml:predict", bodies[1],
+                              str(args.rate), str(args.seconds)], capture_output=True, text=True,
+                             check=True)
+        floor = json.loads(out.stdout.strip().splitlines()[-1])
+        log(f"  {floor}")
+        os.killpg(echo.pid, signal.SIGTERM)
+        echo.wait(timeout=30)
         for batching in (False, True):
             port = free_port()
             cmd = [args.tusk, "serve", "--model", f"ml={model}", "--addr", f"127.0.0.1:{port}",
@@ -163,6 +186,10 @@ def main():
             print(f"| {n} | {'on (256 rows, 1 ms)' if batching else 'off'} | {r['rate']:,.0f} | "
                   f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | "
                   f"{r['max_ms']:.1f} | {r['errors']} | {r['versions']} |")
+        tusk1 = next(r for n, b, r in results if n == 1 and not b)
+        print(f"\nFloor (echo server, 1-row body, same load): p50 {floor['p50_ms']:.2f} ms, p99 "
+              f"{floor['p99_ms']:.2f} ms, p99.9 {floor['p999_ms']:.2f} ms, {floor['errors']} errors; "
+              f"tusk's 1-row p99 is {tusk1['p99_ms'] / floor['p99_ms']:.2f}× the floor's.")
         print("\n## tusk serve: `:recommend` (k = 10 of 1,682 items, exclude_seen), versions "
               "published meanwhile\n")
         print("| offered req/s | seconds | achieved req/s | p50 ms | p99 ms | p99.9 ms | max ms | "
