@@ -1,17 +1,15 @@
 //! The Example decoder and the zero-copy walker on arbitrary bytes: no panics, and they agree
 //! (whatever the walker accepts, prost decodes; what decodes re-encodes to JSON and back).
-#![no_main]
 
-use libfuzzer_sys::fuzz_target;
 use tusk_records::example;
 
-fuzz_target!(|data: &[u8]| {
-    let walked = example::walk(data, |_, v, n| {
-        assert_eq!(v.count(), Ok(n));
-        Ok(())
-    });
-    match example::decode(data) {
-        Ok(ex) => {
+fn main() {
+    afl::fuzz!(|data: &[u8]| {
+        let walked = example::walk(data, |_, v, n| {
+            assert_eq!(v.count(), Ok(n));
+            Ok(())
+        });
+        if let Ok(ex) = example::decode(data) {
             assert!(walked.is_ok());
             let mut s = String::new();
             example::to_json(&ex, &mut s);
@@ -22,6 +20,5 @@ fuzz_target!(|data: &[u8]| {
                 ex.features.map_or(0, |f| f.feature.len())
             );
         }
-        Err(_) => {}
-    }
-});
+    });
+}

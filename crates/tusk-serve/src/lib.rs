@@ -543,23 +543,7 @@ async fn v1_post(
             "v1_recommend",
         ));
     }
-    let obj = req
-        .as_object()
-        .ok_or_else(|| bad("the body must be a JSON object with `instances` or `inputs`".into()))?;
-    let (rows, key) = match (obj.get("instances"), obj.get("inputs")) {
-        (Some(i), None) => (row_list(i, "instances").map_err(bad)?, "predictions"),
-        (None, Some(Value::Array(_))) => {
-            (row_list(&obj["inputs"], "inputs").map_err(bad)?, "outputs")
-        }
-        (None, Some(Value::Object(cols))) => (columnar(cols).map_err(bad)?, "outputs"),
-        (None, Some(_)) => {
-            return Err(bad(
-                "`inputs` must be an object of columns or a list of rows".into(),
-            ));
-        }
-        (Some(_), Some(_)) => return Err(bad("give `instances` or `inputs`, not both".into())),
-        (None, None) => return Err(bad("the body has neither `instances` nor `inputs`".into())),
-    };
+    let (rows, key) = v1_rows(&req).map_err(bad)?;
     let unknown = rows::unknown_entities(&sc, &rows);
     let scores = s.score(&sc, rows).await?;
     let mut out = json!({ key: scores, "model_version": sc.version.to_string() });
@@ -572,6 +556,22 @@ async fn v1_post(
         sc.version,
         "v1_predict",
     ))
+}
+
+/// The rows of a v1 `:predict` body (`instances`, or `inputs` as rows or columns) and the key
+/// its answer goes under (`predictions` or `outputs`); the error is a 400's message.
+pub fn v1_rows(req: &Value) -> Result<(Vec<ReqRow>, &'static str), String> {
+    let obj = req
+        .as_object()
+        .ok_or("the body must be a JSON object with `instances` or `inputs`")?;
+    match (obj.get("instances"), obj.get("inputs")) {
+        (Some(i), None) => Ok((row_list(i, "instances")?, "predictions")),
+        (None, Some(Value::Array(_))) => Ok((row_list(&obj["inputs"], "inputs")?, "outputs")),
+        (None, Some(Value::Object(cols))) => Ok((columnar(cols)?, "outputs")),
+        (None, Some(_)) => Err("`inputs` must be an object of columns or a list of rows".into()),
+        (Some(_), Some(_)) => Err("give `instances` or `inputs`, not both".into()),
+        (None, None) => Err("the body has neither `instances` nor `inputs`".into()),
+    }
 }
 
 /// Row objects: `[{"user_id": 1, "item_id": 7}, …]`.
@@ -736,7 +736,7 @@ async fn v2_post(
     let req = read_body(s, body).await?;
     let sc = e.get(&want).map_err(|m| err(StatusCode::NOT_FOUND, m))?;
     let bad = |m: String| err(StatusCode::BAD_REQUEST, m);
-    let rows = tensors(&req).map_err(bad)?;
+    let rows = v2_rows(&req).map_err(bad)?;
     let unknown = rows::unknown_entities(&sc, &rows);
     let scores = s.score(&sc, rows).await?;
     let mut out = json!({
@@ -764,7 +764,8 @@ async fn v2_post(
 }
 
 /// v2 input tensors (one per feature column, first dimension = rows) as rows.
-fn tensors(req: &Value) -> Result<Vec<ReqRow>, String> {
+/// The rows of a v2 `infer` body: one tensor per feature column; the error is a 400's message.
+pub fn v2_rows(req: &Value) -> Result<Vec<ReqRow>, String> {
     let inputs = req
         .get("inputs")
         .and_then(Value::as_array)
