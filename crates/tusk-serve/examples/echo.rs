@@ -15,7 +15,10 @@ async fn answer(body: Bytes) -> impl IntoResponse {
     // Touch the body so it is read in full, as a real handler would.
     let n = body.len();
     (
-        [("content-type", "application/json"), ("x-model-version", "1")],
+        [
+            ("content-type", "application/json"),
+            ("x-model-version", "1"),
+        ],
         format!("{{\"predictions\":[0.5],\"model_version\":\"1\",\"bytes\":{n}}}"),
     )
 }
