@@ -796,11 +796,23 @@ pub fn v2_rows(req: &Value) -> Result<Vec<ReqRow>, String> {
             &mut data,
         );
         let rows = *shape.first().ok_or_else(|| at("`shape` is empty"))?;
-        let per: usize = shape[1..].iter().product();
-        if data.len() != rows * per {
+        // Checked: a shape is the client's to choose (the fuzzer found the overflow), and rows
+        // must be backed by data, or a huge first dimension times 0 would allocate for nothing.
+        let per = shape[1..]
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&p| p > 0)
+            .ok_or_else(|| {
+                at(&format!(
+                    "shape {shape:?}: every row needs at least one value, and at most {} in all",
+                    usize::MAX
+                ))
+            })?;
+        let total = rows.checked_mul(per);
+        if total != Some(data.len()) {
             return Err(at(&format!(
                 "shape {shape:?} holds {} values but `data` has {}",
-                rows * per,
+                total.map_or_else(|| "too many".to_string(), |t| t.to_string()),
                 data.len()
             )));
         }

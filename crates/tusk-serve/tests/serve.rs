@@ -392,6 +392,27 @@ fn bad_requests_get_4xx_with_a_json_error_naming_the_problem() {
             "every input needs one entry per row",
         ),
         ("/v2/models/ctr/infer", "{}".into(), 400, "needs `inputs`"),
+        // Found by the fuzzer: a shape whose product overflows, and a huge first dimension
+        // with an empty second one (rows with no data behind them).
+        (
+            "/v2/models/ctr/infer",
+            r#"{"inputs": [{"name": "user_id", "shape": [222222, 2222222222222222222], "datatype": "INT64", "data": [1, 9]}]}"#.into(),
+            400,
+            "holds too many values",
+        ),
+        (
+            "/v2/models/ctr/infer",
+            r#"{"inputs": [{"name": "user_id", "shape": [1, 4294967296, 4294967296], "datatype": "INT64", "data": []}]}"#.into(),
+            400,
+            "at most",
+        ),
+        (
+            "/v2/models/ctr/infer",
+            json!({"inputs": [{"name": "user_id", "shape": [1000000000000u64, 0], "datatype": "INT64", "data": []}]})
+                .to_string(),
+            400,
+            "at least one value",
+        ),
     ];
     for (uri, body, code, says) in cases {
         let (c, v, _) = post(uri, &body);
