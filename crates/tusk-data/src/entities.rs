@@ -16,7 +16,7 @@ use tusk_records::tfrecord;
 use tusk_storage::Storage;
 
 use crate::error::{Error, Result};
-use crate::source::{Cell, Row, Source};
+use crate::source::{Cell, Row, Source, example_cell};
 
 /// The feature naming the table a stored row belongs to (its key column).
 const TABLE: &str = "__entity_key";
@@ -53,15 +53,7 @@ impl Entities {
                         pos.row
                     ),
                 })?;
-                let ex = match row.as_example() {
-                    Some(e) => e.clone(),
-                    None => example::from_features(
-                        row.columns()
-                            .into_iter()
-                            .filter_map(|c| row.get(&c).and_then(text_kind).map(|k| (c, k))),
-                    ),
-                };
-                rows.insert(id, ex);
+                rows.insert(id, to_example(row));
                 Ok(true)
             })?;
             tables.insert(key.clone(), rows);
@@ -105,7 +97,7 @@ impl Entities {
                 continue;
             };
             match table.get(&id) {
-                Some(ex) => found.push(ExampleRef(ex)),
+                Some(ex) => found.push(ex),
                 None => unknown.push((key.as_str(), id)),
             }
         }
@@ -163,8 +155,7 @@ impl Entities {
                 _ => None,
             }
             .ok_or_else(|| bad(format!("record {n}: no {TABLE}")))?;
-            let id = ExampleRef(&ex)
-                .get(&key)
+            let id = example_cell(&ex, &key)
                 .and_then(key_text)
                 .ok_or_else(|| bad(format!("record {n}: no single '{key}' value")))?;
             tables.entry(key).or_default().insert(id, ex);
@@ -174,25 +165,10 @@ impl Entities {
     }
 }
 
-/// An entity's stored row, as cells.
-#[derive(Debug, Clone, Copy)]
-struct ExampleRef<'a>(&'a Example);
-
-impl ExampleRef<'_> {
-    fn get(&self, column: &str) -> Option<Cell<'_>> {
-        let f = self.0.features.as_ref()?.feature.get(column)?;
-        Some(match f.kind.as_ref()? {
-            Kind::Int64List(l) => Cell::Ints(&l.value),
-            Kind::FloatList(l) => Cell::Floats(&l.value),
-            Kind::BytesList(l) => Cell::Bytes(&l.value),
-        })
-    }
-}
-
 /// A row with its entities' columns behind it ([`Entities::fill`]).
 pub struct Filled<'a> {
     row: &'a dyn Row,
-    found: Vec<ExampleRef<'a>>,
+    found: Vec<&'a Example>,
     /// `(key column, id)` of every id the row names that no table knows: those columns stay
     /// missing.
     pub unknown: Vec<(&'a str, String)>,
@@ -205,11 +181,23 @@ impl Row for Filled<'_> {
             Some(c) => return Some(c),
             None => {}
         }
-        self.found.iter().find_map(|e| e.get(column))
+        self.found.iter().find_map(|e| example_cell(e, column))
     }
 
     fn columns(&self) -> Vec<String> {
         self.row.columns()
+    }
+}
+
+/// `row` as an Example: itself when it is one, else its columns typed by [`text_kind`].
+pub fn to_example(row: &dyn Row) -> Example {
+    match row.as_example() {
+        Some(e) => e.clone(),
+        None => example::from_features(
+            row.columns()
+                .into_iter()
+                .filter_map(|c| row.get(&c).and_then(text_kind).map(|k| (c, k))),
+        ),
     }
 }
 
@@ -222,10 +210,9 @@ pub fn text_kind(cell: Cell<'_>) -> Option<Kind> {
         Cell::Bytes(v) => Kind::BytesList(BytesList { value: v.to_vec() }),
         Cell::Text(t) if t.trim().is_empty() => return None,
         Cell::Text(t) => {
-            let t = t.trim();
-            if let Ok(i) = t.parse::<i64>() {
+            if let Ok(i) = t.trim().parse::<i64>() {
                 Kind::Int64List(Int64List { value: vec![i] })
-            } else if let Ok(f) = t.parse::<f32>() {
+            } else if let Ok(f) = t.trim().parse::<f32>() {
                 Kind::FloatList(FloatList { value: vec![f] })
             } else {
                 Kind::BytesList(BytesList {

@@ -52,14 +52,19 @@ pub struct RowPos<'a> {
 #[derive(Debug)]
 pub struct ExampleRow(pub Example);
 
+/// The cell of `column` in an Example (`None` when it lacks the feature or its kind).
+pub fn example_cell<'a>(ex: &'a Example, column: &str) -> Option<Cell<'a>> {
+    let f = ex.features.as_ref()?.feature.get(column)?;
+    Some(match f.kind.as_ref()? {
+        Kind::Int64List(l) => Cell::Ints(&l.value),
+        Kind::FloatList(l) => Cell::Floats(&l.value),
+        Kind::BytesList(l) => Cell::Bytes(&l.value),
+    })
+}
+
 impl Row for ExampleRow {
     fn get(&self, column: &str) -> Option<Cell<'_>> {
-        let f = self.0.features.as_ref()?.feature.get(column)?;
-        Some(match f.kind.as_ref()? {
-            Kind::Int64List(l) => Cell::Ints(&l.value),
-            Kind::FloatList(l) => Cell::Floats(&l.value),
-            Kind::BytesList(l) => Cell::Bytes(&l.value),
-        })
+        example_cell(&self.0, column)
     }
 
     fn columns(&self) -> Vec<String> {

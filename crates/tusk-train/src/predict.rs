@@ -9,6 +9,7 @@
 
 use std::io::Write;
 
+use tusk_data::entities::to_example;
 use tusk_data::{BatchOptions, Cell, Source, batches};
 use tusk_model::models::sigmoid;
 use tusk_records::dataset::{Format, Input, Output, convert};
@@ -175,15 +176,7 @@ fn predict_into(
                 w.write_record(&rec).map_err(|e| csv_err(output, e))?;
             }
             Out::Tf(w) => {
-                let mut ex: Example = match row.as_example() {
-                    Some(e) => e.clone(),
-                    None => {
-                        let feats = row.columns().into_iter().filter_map(|c| {
-                            row.get(&c).and_then(text_kind).map(|k| (c.clone(), k))
-                        });
-                        tusk_records::example::from_features(feats)
-                    }
-                };
+                let mut ex: Example = to_example(row);
                 ex.features
                     .get_or_insert_with(Default::default)
                     .feature
@@ -252,26 +245,4 @@ fn cell_text(cell: Option<Cell<'_>>) -> String {
             .collect::<Vec<_>>()
             .join(" "),
     }
-}
-
-/// A cell as an Example feature; an empty CSV field is an absent feature.
-fn text_kind(cell: Cell<'_>) -> Option<Kind> {
-    use tusk_records::example::{BytesList, Int64List};
-    Some(match cell {
-        Cell::Ints(v) => Kind::Int64List(Int64List { value: v.to_vec() }),
-        Cell::Floats(v) => Kind::FloatList(FloatList { value: v.to_vec() }),
-        Cell::Bytes(v) => Kind::BytesList(BytesList { value: v.to_vec() }),
-        Cell::Text(t) if t.trim().is_empty() => return None,
-        Cell::Text(t) => {
-            if let Ok(i) = t.trim().parse::<i64>() {
-                Kind::Int64List(Int64List { value: vec![i] })
-            } else if let Ok(f) = t.trim().parse::<f32>() {
-                Kind::FloatList(FloatList { value: vec![f] })
-            } else {
-                Kind::BytesList(BytesList {
-                    value: vec![t.as_bytes().to_vec()],
-                })
-            }
-        }
-    })
 }
