@@ -558,8 +558,7 @@ impl ModelStore {
     /// Fail if this model URL holds versions written by a tusk from before history links
     /// (manifests but no `ROOT`): a new run would number its versions over them.
     pub fn check_no_legacy_versions(&self) -> Result<()> {
-        let l = self.listing()?;
-        if !l.root && l.dirs.values().any(|d| d.0) {
+        if self.has_legacy_versions()? {
             return Err(Error::Store {
                 url: self.url(),
                 message: "holds model versions written by an older tusk (no history links); \
@@ -568,6 +567,34 @@ impl ModelStore {
             });
         }
         Ok(())
+    }
+
+    /// Whether there is no `ROOT` but a version written before history links existed: its
+    /// manifest has no `format`. A manifest that has one, with no `ROOT`, is a first save that
+    /// died (or is still running) before its commit: never loaded, and numbered past.
+    fn has_legacy_versions(&self) -> Result<bool> {
+        let l = self.listing()?;
+        if l.root {
+            return Ok(false);
+        }
+        #[derive(Deserialize)]
+        struct Format {
+            format: Option<u32>,
+        }
+        for (v, (has_manifest, _)) in &l.dirs {
+            if !has_manifest {
+                continue;
+            }
+            let bytes = match self.version_dir(*v).join(MANIFEST).read() {
+                Ok(b) => b,
+                Err(tusk_storage::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if let Ok(Format { format: None }) = serde_json::from_slice::<Format>(&bytes) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The manifest of a committed version (who wrote it, its parent, where training stood).
@@ -655,8 +682,7 @@ impl ModelStore {
             None => match self.latest()? {
                 Some(v) => v,
                 None => {
-                    let l = self.listing()?;
-                    let hint = if l.dirs.values().any(|d| d.0) && !l.root {
+                    let hint = if self.has_legacy_versions()? {
                         " (versions without history links were written by an older tusk: train again)"
                     } else {
                         " (is this the model URL given to `tusk train --model`?)"

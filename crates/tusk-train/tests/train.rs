@@ -414,6 +414,53 @@ fn racing_writers_leave_one_history() {
     }
 }
 
+/// A first save killed after writing its files (manifest included) but before creating
+/// `ROOT`: the model holds no version, and `--resume` starts from scratch past that
+/// directory — it is not mistaken for versions of an older tusk (found by the MovieLens
+/// kill -9 test).
+#[test]
+fn a_first_save_killed_before_its_commit_is_skipped_on_resume() {
+    let data = data_dir();
+    let storage = Storage::new().unwrap();
+    let done = data.path().join("done");
+    let cfg = with(
+        &dlrm_config(data.path(), ""),
+        &["train.epochs=1", "eval.patience=1"],
+    );
+    run_to(&storage, &cfg, &done, false, None);
+    // The killed run's directory: every file of a version, as the save wrote them, no link.
+    let model = data.path().join("killed");
+    let dead = model.join("versions/000001");
+    std::fs::create_dir_all(&dead).unwrap();
+    for e in std::fs::read_dir(done.join("versions/000001")).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "NEXT" {
+            std::fs::copy(e.path(), dead.join(e.file_name())).unwrap();
+        }
+    }
+    std::fs::write(dead.join(".claim"), b"").unwrap();
+    let url = model.display().to_string();
+    let store = ModelStore::open(&storage, &url).unwrap();
+    assert_eq!(store.latest().unwrap(), None);
+    let err = store.load(None).unwrap_err().to_string();
+    assert!(err.contains("no committed model version"), "{err}");
+    assert!(!err.contains("older tusk"), "{err}");
+    train(
+        &storage,
+        Some(cfg),
+        &TrainOptions {
+            model_url: url,
+            resume: true,
+            ..Default::default()
+        },
+        &mut Quiet,
+    )
+    .unwrap();
+    let versions = store.versions().unwrap();
+    assert_eq!(versions.first(), Some(&2), "{versions:?}");
+    store.load(None).unwrap();
+}
+
 /// A model URL holding versions from before history links is refused, not written over.
 #[test]
 fn versions_without_history_links_are_refused() {
