@@ -227,6 +227,7 @@ pub(crate) fn run_training(
             timeline: None,
             fusion_threshold: None,
             bucket_bytes: None,
+            embedding_servers: None,
         },
         &mut obs,
     )?;
@@ -318,6 +319,7 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         timeline: a.timeline.clone(),
         fusion_threshold: env_bytes("TUSK_FUSION_THRESHOLD")?,
         bucket_bytes: env_bytes("TUSK_BUCKET_BYTES")?,
+        embedding_servers: None,
     };
     let s = match &world {
         None if a.collective == "mpi" => train_mpi(&storage, config, &opts)?,

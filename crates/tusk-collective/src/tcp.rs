@@ -244,6 +244,19 @@ fn handshake_accept(
     world: usize,
     me: usize,
 ) -> Result<Option<usize>> {
+    handshake_accept_as(s, from, secret, world, me, &format!("rank {me}"))
+}
+
+/// [`handshake_accept`] for any accepting process: `me` is a rank no peer may claim,
+/// `name` how the logs call this side.
+fn handshake_accept_as(
+    s: &mut TcpStream,
+    from: SocketAddr,
+    secret: &[u8],
+    world: usize,
+    me: usize,
+    name: &str,
+) -> Result<Option<usize>> {
     set_limit(s, HANDSHAKE_LIMIT);
     let na = nonce();
     let mut hello = Vec::with_capacity(40);
@@ -255,13 +268,13 @@ fn handshake_accept(
     let mut msg = [0u8; 72];
     if let Err(e) = s.read_exact(&mut msg) {
         eprintln!(
-            "tusk: rank {me} refused a connection from {from}: no valid greeting ({e}); is something other than a tusk rank connecting?"
+            "tusk: {name} refused a connection from {from}: no valid greeting ({e}); is something other than a tusk rank connecting?"
         );
         return Ok(None);
     }
     let (r, w, nc, m) = (&msg[0..4], &msg[4..8], &msg[8..40], &msg[40..72]);
     let refuse = |s: &mut TcpStream, why: &str| {
-        eprintln!("tusk: rank {me} refused a connection from {from}: {why}");
+        eprintln!("tusk: {name} refused a connection from {from}: {why}");
         let mut out = vec![1u8];
         out.extend_from_slice(&(why.len() as u32).to_le_bytes());
         out.extend_from_slice(why.as_bytes());
@@ -280,12 +293,12 @@ fn handshake_accept(
     if their_world != world {
         refuse(
             s,
-            &format!("it expects {their_world} ranks, rank {me} expects {world}"),
+            &format!("it expects {their_world} ranks, {name} expects {world}"),
         );
         return Ok(None);
     }
     if rank >= world || rank == me {
-        refuse(s, &format!("rank {rank} is not a valid peer of rank {me}"));
+        refuse(s, &format!("rank {rank} is not a valid peer of {name}"));
         return Ok(None);
     }
     let proof = mac(secret, &[b"accept", nc, &na]);
@@ -295,6 +308,50 @@ fn handshake_accept(
         return Ok(None);
     }
     Ok(Some(rank))
+}
+
+/// Connections to services of a job other than the ranks' mesh (embedding servers): the
+/// same HMAC challenge with the job secret and the same frames.
+pub mod service {
+    use super::*;
+
+    /// The connecting side (worker `rank` of `world`): proves it knows the secret and checks
+    /// that the service does too.
+    pub fn connect(s: &mut TcpStream, secret: &[u8], rank: usize, world: usize) -> Result<()> {
+        handshake_connect(s, secret, rank, world)
+    }
+
+    /// The service side: the connecting worker's rank, or `None` when it was refused (wrong
+    /// secret, another world size; logged on stderr naming `name`).
+    pub fn accept(
+        s: &mut TcpStream,
+        from: SocketAddr,
+        secret: &[u8],
+        world: usize,
+        name: &str,
+    ) -> Result<Option<usize>> {
+        handshake_accept_as(s, from, secret, world, usize::MAX, name)
+    }
+
+    /// Write one data frame.
+    pub fn send(w: &mut impl Write, payload: &[u8]) -> std::io::Result<()> {
+        write_frame(w, KIND_DATA, payload)
+    }
+
+    /// Read one frame into `into`; a peer's failure frame becomes an error carrying its text.
+    pub fn recv(r: &mut impl Read, into: &mut Vec<u8>) -> std::io::Result<()> {
+        if read_frame(r, into)? == KIND_ABORT {
+            return Err(std::io::Error::other(
+                String::from_utf8_lossy(into).into_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Set read and write timeouts on a connection after its handshake.
+    pub fn set_timeouts(s: &TcpStream, limit: Duration) {
+        set_limit(s, limit)
+    }
 }
 
 fn write_frame(w: &mut impl Write, kind: u8, payload: &[u8]) -> std::io::Result<()> {

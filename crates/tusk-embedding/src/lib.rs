@@ -92,6 +92,13 @@ pub fn feature_key(feature: &str, id: i64) -> u64 {
     mix(h ^ mix(id as u64))
 }
 
+/// The embedding server (`0..shards`) that owns `key`: SplitMix64's finaliser of the key,
+/// modulo the number of servers. Keys are already hashes of (feature, id); mixing them once
+/// more keeps the shard independent of the bits the in-process index uses.
+pub fn shard_of(key: u64, shards: usize) -> usize {
+    (mix(key ^ 0x5eed_5a4d_0000_0001) % shards.max(1) as u64) as usize
+}
+
 fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -225,6 +232,34 @@ pub struct TableView<'a> {
 }
 
 impl TableView<'_> {
+    /// An owned copy of the rows whose key `keep` accepts, in this view's order.
+    pub fn select(&self, keep: impl Fn(u64) -> bool) -> TableState {
+        let d = self.dim;
+        let w = if self.keys.is_empty() {
+            0
+        } else {
+            self.state.len() / self.keys.len()
+        };
+        let mut out = TableState {
+            dim: d,
+            seed: self.seed,
+            init_scale: self.init_scale,
+            keys: Vec::new(),
+            values: Vec::new(),
+            state: Vec::new(),
+            steps: Vec::new(),
+        };
+        for (r, &k) in self.keys.iter().enumerate() {
+            if keep(k) {
+                out.keys.push(k);
+                out.values.extend_from_slice(&self.values[r * d..(r + 1) * d]);
+                out.state.extend_from_slice(&self.state[r * w..(r + 1) * w]);
+                out.steps.push(self.steps[r]);
+            }
+        }
+        out
+    }
+
     /// An owned copy.
     pub fn to_state(&self) -> TableState {
         TableState {
@@ -240,6 +275,64 @@ impl TableView<'_> {
 }
 
 impl TableState {
+    /// The rows of shard `shard` of `shards` ([`shard_of`]), in this state's order.
+    pub fn shard(&self, shard: usize, shards: usize) -> TableState {
+        self.view().select(|k| shard_of(k, shards) == shard)
+    }
+
+    /// Concatenate the shards' rows into one state, sorted by key: the same rows give the
+    /// same bytes however they were split or in which order they were created.
+    pub fn merge(parts: Vec<TableState>) -> Result<TableState, String> {
+        let Some(first) = parts.first() else {
+            return Err("no table parts to merge".into());
+        };
+        let (dim, seed, init_scale) = (first.dim, first.seed, first.init_scale);
+        let n: usize = parts.iter().map(|p| p.keys.len()).sum();
+        let slots = if n == 0 {
+            0
+        } else {
+            parts.iter().map(|p| p.state.len()).sum::<usize>() / (n * dim.max(1))
+        };
+        let mut rows: Vec<(u64, usize, usize)> = Vec::with_capacity(n);
+        for (i, p) in parts.iter().enumerate() {
+            if p.dim != dim || p.seed != seed || p.init_scale.to_bits() != init_scale.to_bits() {
+                return Err(format!(
+                    "table part {i} has dimension {}, seed {}, scale {} where part 0 has {dim}, {seed}, {init_scale}",
+                    p.dim, p.seed, p.init_scale
+                ));
+            }
+            if p.values.len() != p.keys.len() * dim
+                || p.state.len() != p.keys.len() * dim * slots
+                || p.steps.len() != p.keys.len()
+            {
+                return Err(format!("table part {i}: sizes disagree with its {} keys", p.keys.len()));
+            }
+            rows.extend(p.keys.iter().enumerate().map(|(r, &k)| (k, i, r)));
+        }
+        rows.sort_unstable_by_key(|r| r.0);
+        if let Some(w) = rows.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(format!("key {:#018x} is in two table parts", w[0].0));
+        }
+        let mut out = TableState {
+            dim,
+            seed,
+            init_scale,
+            keys: Vec::with_capacity(n),
+            values: Vec::with_capacity(n * dim),
+            state: Vec::with_capacity(n * dim * slots),
+            steps: Vec::with_capacity(n),
+        };
+        let w = dim * slots;
+        for (k, i, r) in rows {
+            let p = &parts[i];
+            out.keys.push(k);
+            out.values.extend_from_slice(&p.values[r * dim..(r + 1) * dim]);
+            out.state.extend_from_slice(&p.state[r * w..(r + 1) * w]);
+            out.steps.push(p.steps[r]);
+        }
+        Ok(out)
+    }
+
     /// Borrow as a [`TableView`].
     pub fn view(&self) -> TableView<'_> {
         TableView {
@@ -593,6 +686,34 @@ impl EmbeddingStore for HashedTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_split_and_merge_back_sorted() {
+        let mut t = HashedTable::new(3, Optimizer::adam(0.1), 7);
+        let keys: Vec<u64> = (0..200).map(|i| feature_key("f", i)).collect();
+        let mut out = vec![0.0; keys.len() * 3];
+        t.lookup(&keys, &mut out);
+        t.apply_gradients(&keys[..50], &vec![0.5; 150]).unwrap();
+        let all = t.export();
+        let parts: Vec<TableState> = (0..3).map(|s| all.shard(s, 3)).collect();
+        assert!(parts.iter().all(|p| p.keys.len() > 40), "balanced enough");
+        for (s, p) in parts.iter().enumerate() {
+            assert!(p.keys.iter().all(|&k| shard_of(k, 3) == s));
+        }
+        let merged = TableState::merge(parts).unwrap();
+        let mut sorted = all.keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(merged.keys, sorted);
+        let back = HashedTable::restore(Optimizer::adam(0.1), merged).unwrap();
+        for &k in &keys {
+            assert_eq!(back.get(k), t.get(k));
+        }
+        // Split in two, merged: the same bytes as split in three.
+        let two = TableState::merge((0..2).map(|s| all.shard(s, 2)).collect()).unwrap();
+        assert_eq!(two, back.export());
+        let dup = TableState::merge(vec![all.clone(), all.shard(0, 2)]).unwrap_err();
+        assert!(dup.contains("two table parts"), "{dup}");
+    }
 
     #[test]
     fn keys_separate_features_and_ids() {

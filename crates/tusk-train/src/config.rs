@@ -156,6 +156,13 @@ pub struct TrainConfig {
     /// touches it; `dense` moves every row every step by its momentum, as PyTorch's Adam on a
     /// dense `nn.Embedding` (O(rows) per step: for tables that fit comfortably).
     pub embedding_adam: String,
+    /// Where embedding rows live with several workers: `replicated` (every worker holds the
+    /// whole table and applies every worker's row gradients), `sync` or `async` (embedding
+    /// servers hold the rows sharded by key; `tusk launch --servers S`).
+    pub embedding: String,
+    /// With `embedding = "async"`: steps a worker may run ahead of the slowest one (0 is
+    /// `sync`).
+    pub staleness: u64,
     /// Seed for initialisation, shuffling and sampling.
     pub seed: u64,
     /// Rows held for shuffling.
@@ -183,6 +190,8 @@ impl Default for TrainConfig {
             init_scale: 0.05,
             init: "uniform".into(),
             embedding_adam: "lazy".into(),
+            embedding: "replicated".into(),
+            staleness: 1,
             seed: 42,
             shuffle_buffer: 100_000,
             checkpoint_every: 0,
@@ -274,6 +283,7 @@ impl Config {
         }
         self.embedding_optimizer()?;
         self.embedding_init()?;
+        self.embedding_mode()?;
         let sparse = &self.features.sparse;
         let check_cols = |key: &str, cols: &[String]| -> Result<()> {
             for c in cols {
@@ -419,6 +429,23 @@ impl Config {
             o => Err(config(
                 "train.optimizer",
                 format!("unknown optimiser `{o}`: use adam, adagrad or sgd"),
+            )),
+        }
+    }
+
+    /// Where embedding rows live (`train.embedding`): `None` replicated in every worker,
+    /// else on embedding servers in this mode.
+    pub fn embedding_mode(&self) -> Result<Option<tusk_ps::Mode>> {
+        match self.train.embedding.as_str() {
+            "replicated" => Ok(None),
+            "sync" => Ok(Some(tusk_ps::Mode::Sync)),
+            "async" if self.train.staleness == 0 => Ok(Some(tusk_ps::Mode::Sync)),
+            "async" => Ok(Some(tusk_ps::Mode::Async {
+                staleness: self.train.staleness,
+            })),
+            o => Err(config(
+                "train.embedding",
+                format!("unknown mode `{o}`: use replicated, sync or async"),
             )),
         }
     }

@@ -50,6 +50,9 @@ pub enum Error {
     /// Rendezvous or a collective between ranks failed.
     #[error(transparent)]
     Collective(#[from] tusk_collective::Error),
+    /// An embedding server failed, went away, or refused a request.
+    #[error(transparent)]
+    EmbeddingServer(#[from] tusk_ps::Error),
     /// Training diverged or could not proceed.
     #[error("training: {0}")]
     Training(String),

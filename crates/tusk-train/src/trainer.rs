@@ -8,7 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::sync::Arc;
+use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -50,6 +51,83 @@ pub struct TrainOptions {
     /// bytes while the backward pass still runs (default [`BUCKET_BYTES`];
     /// `TUSK_BUCKET_BYTES` in the CLI); 0 reduces them in one call after the backward pass.
     pub bucket_bytes: Option<usize>,
+    /// Embedding servers, for `train.embedding = "sync"` or `"async"`.
+    pub embedding_servers: Option<EmbeddingServers>,
+}
+
+/// How a worker reaches the embedding servers of its job.
+#[derive(Clone, Default)]
+pub struct EmbeddingServers {
+    /// `host:port` of server `i` (shard `i`).
+    pub addrs: Vec<String>,
+    /// The job secret.
+    pub secret: Vec<u8>,
+    /// How long to keep trying to reach a server at the start.
+    pub connect_timeout: Duration,
+    /// How long a request waits for an answer.
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for EmbeddingServers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddingServers")
+            .field("addrs", &self.addrs)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a run's embedding rows live.
+enum Table {
+    /// In this process (one worker, or `train.embedding = "replicated"`).
+    Local(HashedTable),
+    /// On embedding servers (a lock only so that evaluation can read through a shared view).
+    Remote(Mutex<tusk_ps::Client>),
+}
+
+impl Table {
+    fn client(&mut self) -> Option<&mut tusk_ps::Client> {
+        match self {
+            Table::Local(_) => None,
+            Table::Remote(c) => Some(c.get_mut().unwrap_or_else(|p| p.into_inner())),
+        }
+    }
+
+    fn rows(&self) -> Rows<'_> {
+        match self {
+            Table::Local(t) => Rows::Local(t),
+            Table::Remote(c) => Rows::Remote(c),
+        }
+    }
+}
+
+/// Embedding rows as scoring reads them (without creating rows).
+#[derive(Clone, Copy)]
+pub enum Rows<'a> {
+    /// A table in this process.
+    Local(&'a HashedTable),
+    /// Embedding servers.
+    Remote(&'a Mutex<tusk_ps::Client>),
+}
+
+impl<'a> From<&'a HashedTable> for Rows<'a> {
+    fn from(t: &'a HashedTable) -> Self {
+        Rows::Local(t)
+    }
+}
+
+impl Rows<'_> {
+    /// The rows of `keys`; a missing one reads as its initial value.
+    pub fn peek(&self, keys: &[u64], out: &mut [f32]) -> Result<()> {
+        match self {
+            Rows::Local(t) => {
+                t.peek(keys, out);
+                Ok(())
+            }
+            Rows::Remote(c) => Ok(c.lock().unwrap_or_else(|p| p.into_inner()).peek(keys, out)?),
+        }
+    }
 }
 
 /// Progress callbacks (the CLI draws bars from them).
@@ -196,7 +274,10 @@ impl Scorer {
 
     /// Logits of a batch, reading embeddings without creating rows.
     pub fn logits(&self, b: &Batch) -> Vec<f32> {
-        self.view().logits(b)
+        let d = self.model.emb_dim();
+        let mut rows = vec![0.0; b.keys.len() * d];
+        self.table.peek(&b.keys, &mut rows);
+        forward_rows(&self.model, &self.params, rows, b)
     }
 
     /// Metrics of this model on `source` (see [`evaluate`]).
@@ -209,7 +290,7 @@ impl Scorer {
         View {
             model: &self.model,
             params: &self.params,
-            table: &self.table,
+            table: Rows::Local(&self.table),
             space: &self.space,
             eval: &self.config.eval,
         }
@@ -224,7 +305,7 @@ pub struct View<'a> {
     /// Dense weights.
     pub params: &'a [f32],
     /// Embedding rows (read without creating rows).
-    pub table: &'a HashedTable,
+    pub table: Rows<'a>,
     /// How rows are encoded.
     pub space: &'a Arc<FeatureSpace>,
     /// Grouping and K for ranking metrics, scoring batch size.
@@ -232,21 +313,26 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
-    /// Logits of a batch.
-    pub fn logits(&self, b: &Batch) -> Vec<f32> {
+    /// Logits of a batch (fails only when embedding servers do).
+    pub fn logits(&self, b: &Batch) -> Result<Vec<f32>> {
         let d = self.model.emb_dim();
         let mut rows = vec![0.0; b.keys.len() * d];
-        self.table.peek(&b.keys, &mut rows);
-        let emb = pool(rows, b, d);
-        self.model.forward(
-            self.params,
-            &tusk_model::Batch {
-                size: b.size,
-                emb: &emb,
-                dense: &b.dense,
-            },
-        )
+        self.table.peek(&b.keys, &mut rows)?;
+        Ok(forward_rows(self.model, self.params, rows, b))
     }
+}
+
+/// The model's logits over a batch whose key rows are `rows`.
+fn forward_rows(model: &Model, params: &[f32], rows: Vec<f32>, b: &Batch) -> Vec<f32> {
+    let emb = pool(rows, b, model.emb_dim());
+    model.forward(
+        params,
+        &tusk_model::Batch {
+            size: b.size,
+            emb: &emb,
+            dense: &b.dense,
+        },
+    )
 }
 
 /// Mean-pool multi-key bags into one row per (row, field).
@@ -325,7 +411,8 @@ pub fn evaluate_on(
     for b in it {
         match b {
             Ok(b) => {
-                scores.extend(scorer.logits(&b).into_iter().map(sigmoid));
+                let logits = scorer.logits(&b)?;
+                scores.extend(logits.into_iter().map(sigmoid));
                 labels.extend_from_slice(&b.labels);
                 groups.extend_from_slice(&b.groups);
             }
@@ -498,7 +585,7 @@ struct Run<'a> {
     model: Model,
     params: Vec<f32>,
     adam: DenseAdam,
-    table: HashedTable,
+    table: Table,
     state: TrainState,
     store: ModelStore,
     train: Source,
@@ -761,6 +848,16 @@ pub fn train_with<'a>(
         .transpose()?;
     let mut collective = connect(fingerprint)?;
     let (rank, world) = (collective.rank(), collective.world_size());
+    let table = match cfg.embedding_mode()? {
+        None => Table::Local(table),
+        Some(mode) => match remote_table(&cfg, opts, &mut *collective, mode, table) {
+            Ok(t) => t,
+            Err(e) => {
+                collective.abort(&e.to_string());
+                return Err(e);
+            }
+        },
+    };
     if !cfg.train.batch_size.is_multiple_of(world) {
         let e = Error::Config {
             key: "train.batch_size".into(),
@@ -829,6 +926,60 @@ pub fn train_with<'a>(
     res
 }
 
+/// Connect this worker to the embedding servers and open (rank 0) or join the run's session:
+/// rank 0 hands each server its shard of `table` (the stored rows on resume, whatever the
+/// number of servers that wrote them).
+fn remote_table(
+    cfg: &Config,
+    opts: &TrainOptions,
+    collective: &mut dyn Communicator,
+    mode: tusk_ps::Mode,
+    table: HashedTable,
+) -> Result<Table> {
+    let (rank, world) = (collective.rank(), collective.world_size());
+    let servers = opts
+        .embedding_servers
+        .as_ref()
+        .filter(|s| !s.addrs.is_empty())
+        .ok_or_else(|| Error::Config {
+            key: "train.embedding".into(),
+            message: format!(
+                "`{}` keeps the rows on embedding servers, and none were given: start them with `tusk launch --servers S`, or pass --embedding-servers / TUSK_EMBEDDING_SERVERS",
+                cfg.train.embedding
+            ),
+        })?;
+    // A fresh session id from rank 0, so that servers never mix a restarted group's pushes
+    // with its predecessor's.
+    let mut session = if rank == 0 {
+        format!("{}-{}", RunInfo::new().id, table.len()).into_bytes()
+    } else {
+        Vec::new()
+    };
+    collective.broadcast(&mut session, 0)?;
+    let session = String::from_utf8_lossy(&session).into_owned();
+    let mut client = tusk_ps::Client::connect(
+        &servers.addrs,
+        &servers.secret,
+        rank,
+        world,
+        servers.connect_timeout,
+        servers.timeout,
+    )?;
+    let tc = tusk_ps::TableConfig {
+        dim: table.dim(),
+        optimizer: table.optimizer().into(),
+        seed: table.view().seed,
+        init_scale: table.view().init_scale,
+        normal_init: cfg.embedding_init()? == tusk_embedding::Init::Normal,
+        mode,
+        workers: world,
+    };
+    let state = (rank == 0).then(|| table.export());
+    drop(table);
+    client.init(&session, &tc, state.as_ref())?;
+    Ok(Table::Remote(Mutex::new(client)))
+}
+
 impl Run<'_> {
     /// Encode a version of where the run stands and hand it to the saver thread (training
     /// goes on while it is written; at most one save is in flight).
@@ -842,12 +993,28 @@ impl Run<'_> {
             adam_t: self.adam.t,
             state: self.state.clone(),
         };
+        if self.saver.is_none() {
+            return Ok(());
+        }
+        // Embedding servers answer once every worker's pushes so far are applied: the rows
+        // of this same step boundary.
+        let exported = match self.table.client() {
+            Some(c) => Some(c.export()?),
+            None => None,
+        };
+        let table = match (&exported, &self.table) {
+            (Some(e), _) => e.view(),
+            (None, Table::Local(t)) => t.view(),
+            (None, Table::Remote(_)) => {
+                return Err(Error::Training("embedding servers' rows were not exported".into()));
+            }
+        };
         let ck = CheckpointRef {
             meta: &meta,
             params: &self.params,
             adam_m: &self.adam.m,
             adam_v: &self.adam.v,
-            table: self.table.view(),
+            table,
             entities: self.entities.as_deref(),
         };
         let Some(saver) = &mut self.saver else {
@@ -873,7 +1040,13 @@ impl Run<'_> {
         let t = Instant::now();
         if let Some(b) = b {
             let mut rows = vec![0.0; b.keys.len() * d];
-            EmbeddingStore::lookup(&mut self.table, &b.keys, &mut rows);
+            match &mut self.table {
+                Table::Local(t) => EmbeddingStore::lookup(t, &b.keys, &mut rows),
+                Table::Remote(c) => c
+                    .get_mut()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pull(&b.keys, &mut rows)?,
+            }
             let l2 = self.cfg.train.embedding_l2;
             let raw = if l2 > 0.0 { Some(rows.clone()) } else { None };
             let emb = pool(rows, b, d);
@@ -923,6 +1096,13 @@ impl Run<'_> {
             self.timeline.span(Activity::ForwardBackward, t);
         }
         let keys_here = b.map_or(&[][..], |b| b.keys.as_slice());
+        // With embedding servers the row gradients go to them, not to the other workers.
+        let remote = matches!(self.table, Table::Remote(_));
+        let (gathered_keys, gathered_grads) = if remote {
+            (&[][..], &[][..])
+        } else {
+            (keys_here, &kg[..])
+        };
         // A small dense gradient travels with the row gradients in one all-gather (one ring
         // pass instead of three: step time is latency at this size) and every rank sums the
         // blocks in rank order; a large one takes the bandwidth-optimal ring all-reduce.
@@ -936,7 +1116,7 @@ impl Run<'_> {
             }
             mine.extend_from_slice(&self.grads[p + rank].to_le_bytes());
             mine.extend_from_slice(&self.grads[p + world + rank].to_le_bytes());
-            encode_row_grads(keys_here, &kg, &mut mine);
+            encode_row_grads(gathered_keys, gathered_grads, &mut mine);
             let t = Instant::now();
             let all = self.collective.all_gather(&mine)?;
             self.timeline.span(Activity::AllGather, t);
@@ -1014,6 +1194,20 @@ impl Run<'_> {
         let t = Instant::now();
         self.adam.step(&mut self.params, &self.grads[..p]);
         self.timeline.span(Activity::Optimizer, t);
+        if let Some(c) = self.table.client() {
+            let t = Instant::now();
+            c.push(keys_here, &kg)?;
+            self.timeline.span(Activity::Optimizer, t);
+            return Ok(Step::Trained {
+                loss_sum,
+                rows: sizes.iter().sum(),
+            });
+        }
+        let Table::Local(table) = &mut self.table else {
+            return Err(Error::Training(
+                "embedding rows are on servers, not in this process".into(),
+            ));
+        };
         let applied = if world > 1 {
             // Every rank's keys and row gradients, concatenated in rank order: every replica
             // sums the same values in the same order.
@@ -1038,13 +1232,13 @@ impl Run<'_> {
                     ))
                 })?;
             }
-            let r = self.table.apply_gradients(&keys, &grads);
+            let r = table.apply_gradients(&keys, &grads);
             self.timeline.span(Activity::Optimizer, t);
             r
         } else {
             let t = Instant::now();
             let keys = b.map_or(&[][..], |b| b.keys.as_slice());
-            let r = self.table.apply_gradients(keys, &kg);
+            let r = table.apply_gradients(keys, &kg);
             self.timeline.span(Activity::Optimizer, t);
             r
         };
@@ -1264,7 +1458,7 @@ impl Run<'_> {
             let scorer = View {
                 model: &self.model,
                 params: &self.params,
-                table: &self.table,
+                table: self.table.rows(),
                 space: &self.space,
                 eval: &self.cfg.eval,
             };
@@ -1390,12 +1584,20 @@ impl Run<'_> {
             self.adam.m = best.adam_m;
             self.adam.v = best.adam_v;
             self.adam.t = best.meta.adam_t;
-            self.table = HashedTable::restore(self.cfg.embedding_optimizer()?, best.table)
-                .map_err(|m| Error::Store {
-                    url: self.store.url(),
-                    message: m,
-                })?
-                .with_init(self.cfg.embedding_init()?);
+            match self.table.client() {
+                // The other workers are done: nothing pushes while the servers reload.
+                Some(c) => c.load(&best.table)?,
+                None => {
+                    self.table = Table::Local(
+                        HashedTable::restore(self.cfg.embedding_optimizer()?, best.table)
+                            .map_err(|m| Error::Store {
+                                url: self.store.url(),
+                                message: m,
+                            })?
+                            .with_init(self.cfg.embedding_init()?),
+                    );
+                }
+            }
         }
         self.state.finished = true;
         self.checkpoint()?;
@@ -1403,6 +1605,10 @@ impl Run<'_> {
             Some(s) => s.finish()?.unwrap_or(0),
             None => 0,
         };
+        if let Some(c) = self.table.client() {
+            // The run is committed: the servers may exit once the workers disconnect.
+            c.finish()?;
+        }
         if let Some(ev) = &mut self.events {
             ev.flush()?;
         }
@@ -1454,7 +1660,12 @@ impl Run<'_> {
         fnv(&mut h, &self.adam.m);
         fnv(&mut h, &self.adam.v);
         let mut rows: u64 = 0;
-        for (k, r) in self.table.rows() {
+        // Embedding servers hold one copy of the rows: only replicas are compared.
+        let local = match &self.table {
+            Table::Local(t) => Some(t),
+            Table::Remote(_) => None,
+        };
+        for (k, r) in local.iter().flat_map(|t| t.rows()) {
             let mut rh = 0xcbf2_9ce4_8422_2325 ^ k;
             fnv(&mut rh, r);
             rows = rows.wrapping_add(rh);

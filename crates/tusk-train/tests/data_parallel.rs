@@ -40,6 +40,7 @@ fn run_ranks(
                         timeline: None,
                         fusion_threshold: fusion,
                         bucket_bytes: bucket,
+                        embedding_servers: None,
                     },
                     &mut Quiet,
                     &mut |_| Ok(Box::new(c.take().unwrap()) as Box<dyn Communicator>),

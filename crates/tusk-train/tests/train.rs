@@ -200,6 +200,7 @@ fn model_store_resume_and_scoring_on_hdfs() {
                 timeline: None,
                 fusion_threshold: None,
                 bucket_bytes: None,
+                embedding_servers: None,
             },
             &mut Quiet,
         )

@@ -99,6 +99,7 @@ pub fn run_to(
             timeline: None,
             fusion_threshold: None,
             bucket_bytes: None,
+            embedding_servers: None,
         },
         &mut Quiet,
     )
