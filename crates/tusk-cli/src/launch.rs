@@ -5,7 +5,8 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 
-/// Start N workers of a data-parallel job on this node and supervise them (torchrun-style).
+/// Start N workers of a data-parallel job on this node (and, with --servers S, S embedding
+/// servers) and supervise them (torchrun-style).
 ///
 /// Every worker gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT
 /// and TUSK_JOB_SECRET (generated when unset; with --nnodes > 1 set it on every node). When
@@ -37,6 +38,11 @@ pub struct LaunchArgs {
     /// Group restarts after a worker dies.
     #[arg(long, default_value_t = 0)]
     max_restarts: usize,
+    /// Embedding servers to start with the workers (for `train.embedding = "sync"` or
+    /// `"async"`): they hold the embedding rows sharded by key; workers find them through
+    /// TUSK_EMBEDDING_SERVERS. With several nodes they run on node 0, ports MASTER_PORT+1….
+    #[arg(long, default_value_t = 0)]
+    servers: usize,
     /// Seconds between SIGTERM and SIGKILL when stopping workers.
     #[arg(long, default_value_t = 5.0)]
     grace: f64,
@@ -60,6 +66,8 @@ pub fn run(a: LaunchArgs) -> Result<()> {
         args: a.command,
         restart_arg,
         grace: Duration::from_secs_f64(a.grace.max(0.0)),
+        servers: a.servers,
+        server_args: vec!["embedding-server".into()],
     };
     tusk_launch::launch(&opts, &mut |line| eprintln!("[launch] {line}"))?;
     Ok(())

@@ -8,6 +8,7 @@ mod datagen;
 mod demo;
 mod images;
 mod launch;
+mod ps;
 mod preprocess;
 mod records;
 mod serve;
@@ -51,6 +52,10 @@ enum Command {
     Train(train::TrainArgs),
     /// Start and supervise the workers of a data-parallel job on this node (torchrun-style).
     Launch(launch::LaunchArgs),
+    /// An embedding server: holds one shard of a job's embedding rows and applies the
+    /// workers' row gradients (`tusk launch --servers` starts these for you).
+    #[command(name = "embedding-server")]
+    EmbeddingServer(ps::ServerArgs),
     /// All-reduce time and bus bandwidth between the ranks of a job (run it under `tusk
     /// launch`, `mpirun` or a scheduler), to check a network before training on it.
     #[command(name = "allreduce-perf")]
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train::run_train(a),
         Command::Launch(a) => launch::run(a),
         Command::AllreducePerf(a) => collective::run(a),
+        Command::EmbeddingServer(a) => ps::run(a),
         Command::Eval(a) => train::run_eval(a),
         Command::Predict(a) => train::run_predict(a),
         Command::Report(a) => train::run_report(a),

@@ -73,6 +73,11 @@ pub struct TrainArgs {
         help_heading = "Data-parallel"
     )]
     rendezvous_timeout: u64,
+    /// Embedding servers, `host:port` in shard order, comma-separated (default:
+    /// TUSK_EMBEDDING_SERVERS, set by `tusk launch --servers`, or TF_CONFIG's `ps` tasks);
+    /// used with `train.embedding = "sync"` or `"async"`.
+    #[arg(long, value_name = "ADDRS", help_heading = "Data-parallel")]
+    embedding_servers: Option<String>,
     /// Data-parallel: seconds a collective waits for a peer that sends nothing.
     #[arg(
         long,
@@ -319,7 +324,17 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         timeline: a.timeline.clone(),
         fusion_threshold: env_bytes("TUSK_FUSION_THRESHOLD")?,
         bucket_bytes: env_bytes("TUSK_BUCKET_BYTES")?,
-        embedding_servers: None,
+        embedding_servers: {
+            let addrs = crate::ps::server_addrs(a.embedding_servers.as_deref())?;
+            (!addrs.is_empty()).then(|| tusk_train::EmbeddingServers {
+                addrs,
+                secret: std::env::var("TUSK_JOB_SECRET")
+                    .unwrap_or_default()
+                    .into_bytes(),
+                connect_timeout: Duration::from_secs(a.rendezvous_timeout),
+                timeout: Duration::from_secs(a.collective_timeout.max(1)),
+            })
+        },
     };
     let s = match &world {
         None if a.collective == "mpi" => train_mpi(&storage, config, &opts)?,

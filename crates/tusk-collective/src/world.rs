@@ -309,7 +309,7 @@ fn from_tf_config(text: &str, env: &Env<'_>) -> Result<Found> {
             return Err(bad(
                 K,
                 format!(
-                    "task type `{other}` is not a training worker (only chief and worker tasks train; embedding servers are not supported yet)"
+                    "task type `{other}` is not a training worker (chief and worker tasks train; `ps` tasks run `tusk embedding-server`)"
                 ),
             ));
         }
@@ -331,6 +331,52 @@ fn from_tf_config(text: &str, env: &Env<'_>) -> Result<Found> {
         addr: addr.or(Some(host)),
         port: env_port.or(Some(port)),
     })
+}
+
+/// The embedding servers of a `TF_CONFIG` cluster: its `ps` tasks, in index order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PsCluster {
+    /// `host:port` of `ps` task `i` (shard `i`).
+    pub servers: Vec<String>,
+    /// Training tasks (`chief` and `worker`).
+    pub workers: usize,
+    /// This task's shard, when this task is a `ps`.
+    pub this_server: Option<usize>,
+}
+
+/// The `ps` tasks of a `TF_CONFIG`, if it has any.
+pub fn tf_config_ps(text: &str) -> Result<Option<PsCluster>> {
+    const K: &str = "TF_CONFIG";
+    let v: Value = serde_json::from_str(text).map_err(|e| bad(K, format!("not JSON: {e}")))?;
+    let count = |role: &str| v["cluster"][role].as_array().map_or(0, Vec::len);
+    let servers: Vec<String> = v["cluster"]["ps"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|h| h.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if servers.is_empty() {
+        return Ok(None);
+    }
+    let this_server = match v["task"]["type"].as_str() {
+        Some("ps") => {
+            let i = v["task"]["index"]
+                .as_u64()
+                .ok_or_else(|| bad(K, "task.index is missing"))? as usize;
+            if i >= servers.len() {
+                return Err(bad(K, format!("task ps:{i} is not in cluster.ps")));
+            }
+            Some(i)
+        }
+        _ => None,
+    };
+    Ok(Some(PsCluster {
+        servers,
+        workers: count("chief") + count("worker"),
+        this_server,
+    }))
 }
 
 fn split_host_port(s: &str) -> std::result::Result<(String, u16), String> {
@@ -591,6 +637,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("TF_CONFIG") && e.contains("JSON"), "{e}");
+    }
+
+    #[test]
+    fn tf_config_ps_tasks_are_embedding_servers() {
+        let tf = r#"{"cluster": {"chief": ["c:1"], "worker": ["w:2", "w:3"], "ps": ["p0:7000", "p1:7000"]}, "task": {"type": "ps", "index": 1}}"#;
+        let ps = tf_config_ps(tf).unwrap().unwrap();
+        assert_eq!(ps.servers, ["p0:7000", "p1:7000"]);
+        assert_eq!((ps.workers, ps.this_server), (3, Some(1)));
+        let e = with(&[("TF_CONFIG", tf)], &Flags::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tusk embedding-server"), "{e}");
+        let worker = tf.replace(r#""type": "ps""#, r#""type": "worker""#);
+        assert_eq!(tf_config_ps(&worker).unwrap().unwrap().this_server, None);
+        assert_eq!(env(&[("TF_CONFIG", &worker)]).rank, 2);
+        assert!(tf_config_ps(r#"{"cluster": {"worker": ["w:1"]}}"#).unwrap().is_none());
     }
 
     #[test]

@@ -5,6 +5,12 @@
 //! group starts again, resuming from the newest committed model version, at most
 //! `max_restarts` times.
 //!
+//! With `servers > 0` the launcher also starts that many embedding servers (on node 0, ports
+//! `MASTER_PORT + 1 …` with several nodes) before the workers, gives every worker their
+//! addresses in `TUSK_EMBEDDING_SERVERS`, and treats them as part of the group: a server
+//! that dies restarts the group like a worker that dies, and the servers are stopped when
+//! the workers are done.
+//!
 //! Workers stay in the launcher's process group, so a terminal's Ctrl-C or a supervisor
 //! killing the group reaches all of them; the launcher forwards SIGINT/SIGTERM and, should it
 //! be killed outright, every worker notices within a second that its parent is gone and
@@ -71,7 +77,14 @@ pub struct Options {
     pub restart_arg: Option<String>,
     /// Time between SIGTERM and SIGKILL when stopping workers.
     pub grace: Duration,
+    /// Embedding servers to start with the workers (0: none).
+    pub servers: usize,
+    /// The server program's arguments before the launcher's own (`embedding-server`).
+    pub server_args: Vec<String>,
 }
+
+/// The variable naming the embedding servers' addresses (comma-separated, shard order).
+pub const SERVERS_VAR: &str = "TUSK_EMBEDDING_SERVERS";
 
 /// Environment for one worker.
 fn worker_env(
@@ -123,7 +136,9 @@ pub fn new_secret() -> String {
 }
 
 struct Worker {
-    rank: usize,
+    /// `rank N` or `server N`.
+    name: String,
+    server: bool,
     child: Child,
     pumps: Vec<JoinHandle<()>>,
     status: Option<ExitStatus>,
@@ -217,6 +232,26 @@ fn stop_all(workers: &mut [Worker], grace: Duration) {
     }
 }
 
+/// Start `cmd` with its output pumped to ours, each line prefixed `[name] `.
+fn spawn(mut cmd: Command, name: String, server: bool) -> std::io::Result<Worker> {
+    let mut child = cmd.spawn()?;
+    let prefix = format!("[{name}] ");
+    let mut pumps = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        pumps.extend(pump(out, prefix.clone(), false));
+    }
+    if let Some(err) = child.stderr.take() {
+        pumps.extend(pump(err, prefix, true));
+    }
+    Ok(Worker {
+        name,
+        server,
+        child,
+        pumps,
+        status: None,
+    })
+}
+
 /// Run the job; `log` receives the launcher's own lines (unprefixed).
 pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
     if o.nproc_per_node == 0 || o.nnodes == 0 {
@@ -260,6 +295,25 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
             .map_err(|e| Error::Usage(format!("installing a signal handler: {e}")))?;
     }
     let world = o.nnodes * o.nproc_per_node;
+    // Servers run on node 0; every node knows their ports.
+    let server_addrs: Vec<(String, u16)> = (0..o.servers)
+        .map(|i| {
+            let p = match (o.master_port, o.nnodes) {
+                (Some(p), _) => Ok(p.wrapping_add(1 + i as u16)),
+                (None, 1) => TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .map(|a| a.port())
+                    .map_err(|e| Error::Usage(format!("finding a free port for server {i}: {e}"))),
+                (None, _) => Ok(29501 + i as u16),
+            }?;
+            Ok((addr.clone(), p))
+        })
+        .collect::<Result<_, Error>>()?;
+    let servers_env = server_addrs
+        .iter()
+        .map(|(h, p)| format!("{h}:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut failures: Vec<String> = Vec::new();
     for attempt in 0..=o.max_restarts {
         let mut args = o.args.clone();
@@ -281,6 +335,45 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
             (o.node_rank + 1) * o.nproc_per_node - 1
         ));
         let mut workers: Vec<Worker> = Vec::new();
+        let here = if o.node_rank == 0 { o.servers } else { 0 };
+        for (i, (_, p)) in server_addrs.iter().enumerate().take(here) {
+            let bind = if o.nnodes == 1 {
+                format!("127.0.0.1:{p}")
+            } else {
+                format!("0.0.0.0:{p}")
+            };
+            let mut cmd = Command::new(&o.program);
+            cmd.args(&o.server_args)
+                .args([
+                    "--bind".to_string(),
+                    bind,
+                    "--shard".into(),
+                    i.to_string(),
+                    "--shards".into(),
+                    o.servers.to_string(),
+                    "--workers".into(),
+                    world.to_string(),
+                ])
+                .env("TUSK_JOB_SECRET", &secret)
+                .env(PARENT_VAR, std::process::id().to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            match spawn(cmd, format!("server {i}"), true) {
+                Ok(w) => workers.push(w),
+                Err(source) => {
+                    stop_all(&mut workers, o.grace);
+                    return Err(Error::Spawn {
+                        rank: i,
+                        program: o.program.display().to_string(),
+                        source,
+                    });
+                }
+            }
+        }
+        if here > 0 {
+            log(&format!("embedding servers at {servers_env}"));
+        }
         for local in 0..o.nproc_per_node {
             let rank = o.node_rank * o.nproc_per_node + local;
             let mut cmd = Command::new(&o.program);
@@ -289,8 +382,11 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
-            let mut child = match cmd.spawn() {
-                Ok(c) => c,
+            if o.servers > 0 {
+                cmd.env(SERVERS_VAR, &servers_env);
+            }
+            match spawn(cmd, format!("rank {rank}"), false) {
+                Ok(w) => workers.push(w),
                 Err(source) => {
                     stop_all(&mut workers, o.grace);
                     return Err(Error::Spawn {
@@ -299,21 +395,7 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
                         source,
                     });
                 }
-            };
-            let prefix = format!("[rank {rank}] ");
-            let mut pumps = Vec::new();
-            if let Some(out) = child.stdout.take() {
-                pumps.extend(pump(out, prefix.clone(), false));
             }
-            if let Some(err) = child.stderr.take() {
-                pumps.extend(pump(err, prefix, true));
-            }
-            workers.push(Worker {
-                rank,
-                child,
-                pumps,
-                status: None,
-            });
         }
         // Supervise.
         let failed = loop {
@@ -329,7 +411,7 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
                 {
                     w.status = Some(s);
                     if !s.success() {
-                        failed.push((w.rank, s));
+                        failed.push((w.name.clone(), s));
                     }
                 }
             }
@@ -337,18 +419,19 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
                 // A worker killed by a signal is the cause; the ones that then lost their
                 // peer exit with an error code in the same instant.
                 failed.sort_by_key(|(_, s)| s.code().is_some());
-                break Some(failed[0]);
+                break Some(failed.swap_remove(0));
             }
-            if workers.iter().all(|w| w.status.is_some()) {
+            // Done when every worker is (servers exit on their own once told, or are stopped).
+            if workers.iter().all(|w| w.server || w.status.is_some()) {
                 break None;
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let Some((rank, status)) = failed else {
+        let Some((name, status)) = failed else {
             stop_all(&mut workers, o.grace);
             return Ok(());
         };
-        let what = format!("rank {rank} {}", describe(status));
+        let what = format!("{name} {}", describe(status));
         log(&format!("{what}: stopping the other workers"));
         let t = Instant::now();
         stop_all(&mut workers, o.grace);

@@ -948,6 +948,12 @@ fn remote_table(
                 cfg.train.embedding
             ),
         })?;
+    if servers.secret.is_empty() {
+        return Err(Error::Config {
+            key: "TUSK_JOB_SECRET".into(),
+            message: "not set: workers and embedding servers authenticate with the job secret (`tusk launch` sets one)".into(),
+        });
+    }
     // A fresh session id from rank 0, so that servers never mix a restarted group's pushes
     // with its predecessor's.
     let mut session = if rank == 0 {

@@ -1,0 +1,237 @@
+//! Embedding servers as users run them: `tusk launch -n N --servers S` starts real server
+//! processes beside the workers. Sync mode gives the replicated model bit for bit; a server
+//! killed with SIGKILL makes the workers fail at once, the group restarts from the newest
+//! version, and the result equals the undisturbed run; nothing is left running.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tusk_testkit::{Proc, children_of, group_members};
+use tusk_train::Checkpoint;
+
+mod common;
+use common::{load, write_csv};
+
+fn tusk() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tusk"));
+    c.env_remove("TUSK_JOB_SECRET")
+        .env_remove("TUSK_EMBEDDING_SERVERS")
+        .env_remove("TF_CONFIG");
+    c
+}
+
+fn setup(dir: &Path, train_rows: usize, extra: &str) -> String {
+    write_csv(&dir.join("train.csv"), train_rows, 1);
+    write_csv(&dir.join("valid.csv"), 400, 2);
+    let cfg = format!(
+        r#"[data]
+train = "{d}/train.csv"
+validation = "{d}/valid.csv"
+[features]
+sparse = ["user_id", "item_id"]
+dense = ["price"]
+label = "label"
+[model]
+kind = "neumf"
+user = ["user_id"]
+item = ["item_id"]
+gmf_dim = 8
+mlp_dim = 8
+layers = [16, 8]
+[train]
+learning_rate = 0.005
+batch_size = 32
+{extra}
+[eval]
+monitor = "auc"
+"#,
+        d = dir.display(),
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, cfg).unwrap();
+    path.display().to_string()
+}
+
+fn launch(n: usize, extra: &[&str], cfg: &str, model: &Path, mode: &str) -> Command {
+    let mut c = tusk();
+    c.args(["launch", "-n", &n.to_string()]).args(extra).args([
+        "--",
+        "train",
+        cfg,
+        "--model",
+        &model.display().to_string(),
+        "--set",
+        &format!("train.embedding=\"{mode}\""),
+    ]);
+    c
+}
+
+fn run_logged(mut c: Command, what: &str, log: &Path, limit: Duration) -> (bool, String) {
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    let mut p = Proc::spawn(&mut c, what);
+    let launcher = p.id();
+    let s = p.wait(limit);
+    assert!(group_members(launcher).is_empty(), "{what}: processes left");
+    (s.success(), std::fs::read_to_string(log).unwrap_or_default())
+}
+
+fn rows_by_key(c: &Checkpoint) -> std::collections::BTreeMap<u64, (Vec<u32>, Vec<u32>, u32)> {
+    let t = &c.table;
+    let d = t.dim;
+    let w = t.state.len() / t.keys.len().max(1);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    t.keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            (
+                *k,
+                (
+                    bits(&t.values[i * d..(i + 1) * d]),
+                    bits(&t.state[i * w..(i + 1) * w]),
+                    t.steps[i],
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn launch_with_servers_equals_the_replicated_launch() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), 3000, "epochs = 2");
+    let replicated = dir.path().join("replicated");
+    let (ok, log) = run_logged(
+        launch(2, &[], &cfg, &replicated, "replicated"),
+        "replicated",
+        &dir.path().join("r.log"),
+        Duration::from_secs(300),
+    );
+    assert!(ok, "{log}");
+    let served = dir.path().join("served");
+    let (ok, log) = run_logged(
+        launch(2, &["--servers", "2"], &cfg, &served, "sync"),
+        "sync servers",
+        &dir.path().join("s.log"),
+        Duration::from_secs(300),
+    );
+    assert!(ok, "{log}");
+    assert!(log.contains("[launch] embedding servers at 127.0.0.1:"), "{log}");
+    assert!(log.contains("[server 1] embedding server 1 of 2 for 2 worker(s)"), "{log}");
+    assert!(log.contains("[server 0] embedding server 0: the run is finished"), "{log}");
+    let (a, b) = (load(&served), load(&replicated));
+    assert_eq!(a.params, b.params, "dense weights differ");
+    assert_eq!(a.adam_m, b.adam_m);
+    assert!(rows_by_key(&a) == rows_by_key(&b), "embedding rows differ");
+    let metrics = |c: &Checkpoint| {
+        c.meta
+            .state
+            .history
+            .iter()
+            .map(|h| h.metrics.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(metrics(&a), metrics(&b));
+    // `tusk eval` reads the version the servers' rows went into.
+    let out = tusk()
+        .args(["eval", "--model", &served.display().to_string(), "--data"])
+        .arg(dir.path().join("valid.csv"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = a.meta.state.history.last().unwrap().metrics["validation"]["auc"];
+    assert!((m["auc"].as_f64().unwrap() - want).abs() < 1e-9, "{m}");
+}
+
+fn is_server(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == b"embedding-server"))
+}
+
+#[test]
+fn killed_server_restarts_the_group_and_matches_the_undisturbed_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(
+        dir.path(),
+        30_000,
+        "epochs = 6\nshuffle_buffer = 500\ncheckpoint_every = 200",
+    );
+    let calm = dir.path().join("calm");
+    let t_calm = Instant::now();
+    let (ok, log) = run_logged(
+        launch(2, &["--servers", "2"], &cfg, &calm, "sync"),
+        "undisturbed",
+        &dir.path().join("calm.log"),
+        Duration::from_secs(600),
+    );
+    assert!(ok, "{log}");
+    let calm_ms = t_calm.elapsed().as_millis() as u64;
+    let m = dir.path().join("killed");
+    let log_path = dir.path().join("killed.log");
+    let mut c = launch(
+        2,
+        &["--servers", "2", "--max-restarts", "5", "--grace", "2"],
+        &cfg,
+        &m,
+        "sync",
+    );
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let mut p = Proc::spawn(&mut c, "launch with server kills");
+    let launcher = p.id();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut kills = 0;
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let t = Instant::now();
+    while kills < 2 && p.try_status().is_none() && t.elapsed() < Duration::from_secs(400) {
+        let procs = children_of(launcher);
+        let servers: Vec<u32> = procs.iter().copied().filter(|&q| is_server(q)).collect();
+        if procs.len() != 4 || servers.len() != 2 || servers.iter().any(|s| seen.contains(s)) {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        seen.extend(servers.iter().copied());
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(
+            (calm_ms * (15 + rng % 20) / 100).max(300),
+        ));
+        if p.try_status().is_some() {
+            break;
+        }
+        let victim = servers[(rng >> 20) as usize % 2];
+        let killed_at = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-9", &victim.to_string()])
+            .status();
+        kills += 1;
+        // The workers notice at once: the group is stopped and restarted well within the
+        // collective timeout.
+        while children_of(launcher).iter().any(|q| seen.contains(q) || *q == victim)
+            && killed_at.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(20),
+            "the group took {:?} to stop after a server died",
+            killed_at.elapsed()
+        );
+    }
+    let s = p.wait(Duration::from_secs(600));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(s.success(), "launcher failed:\n{log}");
+    assert!(kills >= 1, "no kill landed before the job ended:\n{log}");
+    assert_eq!(log.matches("[launch] restarting").count(), kills, "{log}");
+    assert!(log.contains("killed by signal 9"), "{log}");
+    assert!(group_members(launcher).is_empty(), "processes left");
+    let (a, b) = (load(&m), load(&calm));
+    assert_eq!(a.params, b.params, "dense weights differ from the undisturbed run");
+    assert_eq!(a.adam_m, b.adam_m);
+    assert_eq!(a.table, b.table, "embedding rows differ from the undisturbed run");
+}
