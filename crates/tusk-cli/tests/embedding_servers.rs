@@ -74,7 +74,10 @@ fn run_logged(mut c: Command, what: &str, log: &Path, limit: Duration) -> (bool,
     let launcher = p.id();
     let s = p.wait(limit);
     assert!(group_members(launcher).is_empty(), "{what}: processes left");
-    (s.success(), std::fs::read_to_string(log).unwrap_or_default())
+    (
+        s.success(),
+        std::fs::read_to_string(log).unwrap_or_default(),
+    )
 }
 
 fn rows_by_key(c: &Checkpoint) -> std::collections::BTreeMap<u64, (Vec<u32>, Vec<u32>, u32)> {
@@ -118,9 +121,18 @@ fn launch_with_servers_equals_the_replicated_launch() {
         Duration::from_secs(300),
     );
     assert!(ok, "{log}");
-    assert!(log.contains("[launch] embedding servers at 127.0.0.1:"), "{log}");
-    assert!(log.contains("[server 1] embedding server 1 of 2 for 2 worker(s)"), "{log}");
-    assert!(log.contains("[server 0] embedding server 0: the run is finished"), "{log}");
+    assert!(
+        log.contains("[launch] embedding servers at 127.0.0.1:"),
+        "{log}"
+    );
+    assert!(
+        log.contains("[server 1] embedding server 1 of 2 for 2 worker(s)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("[server 0] embedding server 0: the run is finished"),
+        "{log}"
+    );
     let (a, b) = (load(&served), load(&replicated));
     assert_eq!(a.params, b.params, "dense weights differ");
     assert_eq!(a.adam_m, b.adam_m);
@@ -141,7 +153,11 @@ fn launch_with_servers_equals_the_replicated_launch() {
         .arg("--json")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let want = a.meta.state.history.last().unwrap().metrics["validation"]["auc"];
     assert!((m["auc"].as_f64().unwrap() - want).abs() < 1e-9, "{m}");
@@ -212,7 +228,9 @@ fn killed_server_restarts_the_group_and_matches_the_undisturbed_run() {
         kills += 1;
         // The workers notice at once: the group is stopped and restarted well within the
         // collective timeout.
-        while children_of(launcher).iter().any(|q| seen.contains(q) || *q == victim)
+        while children_of(launcher)
+            .iter()
+            .any(|q| seen.contains(q) || *q == victim)
             && killed_at.elapsed() < Duration::from_secs(30)
         {
             std::thread::sleep(Duration::from_millis(20));
@@ -231,7 +249,13 @@ fn killed_server_restarts_the_group_and_matches_the_undisturbed_run() {
     assert!(log.contains("killed by signal 9"), "{log}");
     assert!(group_members(launcher).is_empty(), "processes left");
     let (a, b) = (load(&m), load(&calm));
-    assert_eq!(a.params, b.params, "dense weights differ from the undisturbed run");
+    assert_eq!(
+        a.params, b.params,
+        "dense weights differ from the undisturbed run"
+    );
     assert_eq!(a.adam_m, b.adam_m);
-    assert_eq!(a.table, b.table, "embedding rows differ from the undisturbed run");
+    assert_eq!(
+        a.table, b.table,
+        "embedding rows differ from the undisturbed run"
+    );
 }

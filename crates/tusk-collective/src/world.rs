@@ -652,7 +652,11 @@ mod tests {
         let worker = tf.replace(r#""type": "ps""#, r#""type": "worker""#);
         assert_eq!(tf_config_ps(&worker).unwrap().unwrap().this_server, None);
         assert_eq!(env(&[("TF_CONFIG", &worker)]).rank, 2);
-        assert!(tf_config_ps(r#"{"cluster": {"worker": ["w:1"]}}"#).unwrap().is_none());
+        assert!(
+            tf_config_ps(r#"{"cluster": {"worker": ["w:1"]}}"#)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -252,7 +252,8 @@ impl TableView<'_> {
         for (r, &k) in self.keys.iter().enumerate() {
             if keep(k) {
                 out.keys.push(k);
-                out.values.extend_from_slice(&self.values[r * d..(r + 1) * d]);
+                out.values
+                    .extend_from_slice(&self.values[r * d..(r + 1) * d]);
                 out.state.extend_from_slice(&self.state[r * w..(r + 1) * w]);
                 out.steps.push(self.steps[r]);
             }
@@ -305,7 +306,10 @@ impl TableState {
                 || p.state.len() != p.keys.len() * dim * slots
                 || p.steps.len() != p.keys.len()
             {
-                return Err(format!("table part {i}: sizes disagree with its {} keys", p.keys.len()));
+                return Err(format!(
+                    "table part {i}: sizes disagree with its {} keys",
+                    p.keys.len()
+                ));
             }
             rows.extend(p.keys.iter().enumerate().map(|(r, &k)| (k, i, r)));
         }
@@ -326,7 +330,8 @@ impl TableState {
         for (k, i, r) in rows {
             let p = &parts[i];
             out.keys.push(k);
-            out.values.extend_from_slice(&p.values[r * dim..(r + 1) * dim]);
+            out.values
+                .extend_from_slice(&p.values[r * dim..(r + 1) * dim]);
             out.state.extend_from_slice(&p.state[r * w..(r + 1) * w]);
             out.steps.push(p.steps[r]);
         }

@@ -530,7 +530,9 @@ impl Server {
                         shared.connections.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
+                Err(e)
+                    if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted =>
+                {
                     let done = *self.shared.done.lock().unwrap_or_else(|p| p.into_inner());
                     if done && self.shared.connections.load(Ordering::SeqCst) == 0 {
                         return Ok(());
@@ -551,8 +553,7 @@ impl Server {
 fn serve_connection(shared: &Shared, mut s: TcpStream, from: SocketAddr, name: &str) {
     let _ = s.set_nonblocking(false);
     let _ = s.set_nodelay(true);
-    let rank = match service::accept(&mut s, from, &shared.opts.secret, shared.opts.workers, name)
-    {
+    let rank = match service::accept(&mut s, from, &shared.opts.secret, shared.opts.workers, name) {
         Ok(Some(r)) => r,
         _ => return,
     };
@@ -582,7 +583,12 @@ fn serve_connection(shared: &Shared, mut s: TcpStream, from: SocketAddr, name: &
     }
 }
 
-fn handle(shared: &Shared, rank: usize, req: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), String> {
+fn handle(
+    shared: &Shared,
+    rank: usize,
+    req: &[u8],
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), String> {
     let mut r = Reader { b: req };
     let op = r.u8("operation")?;
     let (shard, shards) = (shared.opts.shard, shared.opts.shards);
@@ -684,10 +690,19 @@ fn handle(shared: &Shared, rank: usize, req: &[u8], out: &mut Vec<u8>) -> std::r
             check_keys(&keys)?;
             let g = shared.lock();
             let mut g = if op == OP_PULL {
-                shared.wait(g, |s| s.may_pull(clock), |s| behind(s, clock.saturating_sub(match s.config.mode {
-                    Mode::Sync => 0,
-                    Mode::Async { staleness } => staleness,
-                })))?
+                shared.wait(
+                    g,
+                    |s| s.may_pull(clock),
+                    |s| {
+                        behind(
+                            s,
+                            clock.saturating_sub(match s.config.mode {
+                                Mode::Sync => 0,
+                                Mode::Async { staleness } => staleness,
+                            }),
+                        )
+                    },
+                )?
             } else {
                 shared.wait(g, |s| s.settled(clock), |s| behind(s, clock))?
             };
@@ -917,8 +932,7 @@ impl Client {
             };
             let _ = stream.set_nodelay(true);
             let mut stream = stream;
-            service::connect(&mut stream, secret, rank, workers)
-                .map_err(|e| err(e.to_string()))?;
+            service::connect(&mut stream, secret, rank, workers).map_err(|e| err(e.to_string()))?;
             service::set_timeouts(&stream, timeout);
             conns.push(Conn {
                 shard,
@@ -955,6 +969,8 @@ impl Client {
             }
         }
         let mut out = Vec::with_capacity(reqs.len());
+        // Every answer is read, even after an error one, so each connection stays in step.
+        let mut refused = None;
         for (c, r) in self.conns.iter_mut().zip(&reqs) {
             if r.is_none() {
                 out.push(None);
@@ -965,13 +981,18 @@ impl Client {
             match buf.first() {
                 Some(0) => out.push(Some(buf[1..].to_vec())),
                 Some(_) => {
-                    return Err(c.err(String::from_utf8_lossy(&buf[1..]).into_owned()));
+                    out.push(None);
+                    let e = c.err(String::from_utf8_lossy(&buf[1..]).into_owned());
+                    refused.get_or_insert(e);
                 }
                 None => return Err(c.err("empty answer")),
             }
             c.buf = buf;
         }
-        Ok(out)
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     }
 
     /// Open a session (rank 0: `session` is new, `state` the stored rows to start from, if

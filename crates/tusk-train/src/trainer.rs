@@ -7,10 +7,10 @@
 //! uninterrupted run.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Range;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::ops::Range;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -125,7 +125,10 @@ impl Rows<'_> {
                 t.peek(keys, out);
                 Ok(())
             }
-            Rows::Remote(c) => Ok(c.lock().unwrap_or_else(|p| p.into_inner()).peek(keys, out)?),
+            Rows::Remote(c) => Ok(c
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .peek(keys, out)?),
         }
     }
 }
@@ -1012,7 +1015,9 @@ impl Run<'_> {
             (Some(e), _) => e.view(),
             (None, Table::Local(t)) => t.view(),
             (None, Table::Remote(_)) => {
-                return Err(Error::Training("embedding servers' rows were not exported".into()));
+                return Err(Error::Training(
+                    "embedding servers' rows were not exported".into(),
+                ));
             }
         };
         let ck = CheckpointRef {

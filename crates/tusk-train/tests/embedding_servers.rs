@@ -120,8 +120,14 @@ fn rows_by_key(ck: &Checkpoint) -> HashMap<u64, (Vec<u32>, Vec<u32>, u32)> {
 fn assert_same_model(a: &Checkpoint, b: &Checkpoint, what: &str) {
     assert_eq!(a.meta.state.global_step, b.meta.state.global_step, "{what}");
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
-    assert!(bits(&a.params) == bits(&b.params), "{what}: dense weights differ");
-    assert!(bits(&a.adam_m) == bits(&b.adam_m), "{what}: dense moments differ");
+    assert!(
+        bits(&a.params) == bits(&b.params),
+        "{what}: dense weights differ"
+    );
+    assert!(
+        bits(&a.adam_m) == bits(&b.adam_m),
+        "{what}: dense moments differ"
+    );
     let (ra, rb) = (rows_by_key(a), rows_by_key(b));
     assert_eq!(ra.len(), rb.len(), "{what}: rows");
     for (k, r) in &ra {
@@ -150,7 +156,11 @@ fn sync_servers_equal_the_replicated_run_bit_for_bit() {
     for r in run_workers(&sync, &url, 2, &addrs, false, Some(100)) {
         r.unwrap();
     }
-    assert_same_model(&newest(&url), &newest(&replicated), "N=2 S=2 sync vs replicated");
+    assert_same_model(
+        &newest(&url),
+        &newest(&replicated),
+        "N=2 S=2 sync vs replicated",
+    );
     // Sync with async's bound of 0 is the same mode.
     let zero = with(&cfg, &["train.embedding=\"async\"", "train.staleness=0"]);
     let url0 = data.path().join("async0");
@@ -166,11 +176,15 @@ fn one_worker_with_servers_equals_one_process_through_the_whole_run() {
     let data = data_dir();
     let cfg = base_config(data.path());
     let local = data.path().join("local");
-    let a = run_workers(&cfg, &local, 1, &[], false, None).remove(0).unwrap();
+    let a = run_workers(&cfg, &local, 1, &[], false, None)
+        .remove(0)
+        .unwrap();
     let url = data.path().join("served");
     let addrs = start_servers(2, 1);
     let sync = with(&cfg, &["train.embedding=\"sync\""]);
-    let b = run_workers(&sync, &url, 1, &addrs, false, None).remove(0).unwrap();
+    let b = run_workers(&sync, &url, 1, &addrs, false, None)
+        .remove(0)
+        .unwrap();
     // The same metrics every epoch (evaluation reads the servers' rows) and the same model.
     for (x, y) in a.history.iter().zip(&b.history) {
         assert_eq!(x.metrics, y.metrics, "epoch {}", x.epoch);
@@ -228,9 +242,17 @@ fn async_servers_train_and_report_progress() {
     let (a, r) = (auc(&sums[0]), auc(&replicated));
     eprintln!("test AUC: async {a:.4}, replicated {r:.4}");
     // Stale rows cost a little quality at most; a model that learned nothing scores 0.5.
-    assert!(a > r - 0.03 && a > 0.7, "async test AUC {a}, replicated {r}");
+    assert!(
+        a > r - 0.03 && a > 0.7,
+        "async test AUC {a}, replicated {r}"
+    );
     // Every worker evaluated the same rows.
-    let metrics = |s: &Summary| s.history.iter().map(|h| h.metrics.clone()).collect::<Vec<_>>();
+    let metrics = |s: &Summary| {
+        s.history
+            .iter()
+            .map(|h| h.metrics.clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(metrics(&sums[0]), metrics(&sums[1]));
     let ck = newest(&url);
     assert!(ck.meta.state.finished);
@@ -243,7 +265,10 @@ fn sync_mode_without_servers_is_a_clear_error() {
     let e = run_workers(&cfg, &data.path().join("m"), 1, &[], false, None)
         .remove(0)
         .unwrap_err();
-    assert!(e.contains("train.embedding") && e.contains("--servers"), "{e}");
+    assert!(
+        e.contains("train.embedding") && e.contains("--servers"),
+        "{e}"
+    );
     let bad = Config::parse(
         "t",
         &cfg.to_toml(),
@@ -251,5 +276,8 @@ fn sync_mode_without_servers_is_a_clear_error() {
     )
     .unwrap_err()
     .to_string();
-    assert!(bad.contains("train.embedding") && bad.contains("sync"), "{bad}");
+    assert!(
+        bad.contains("train.embedding") && bad.contains("sync"),
+        "{bad}"
+    );
 }

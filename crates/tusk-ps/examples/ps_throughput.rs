@@ -1,0 +1,114 @@
+//! Pull/push throughput of embedding servers over loopback TCP against the same table in
+//! process (the floor): `cargo run --release -p tusk-ps --example ps_throughput`.
+//!
+//! Each step a worker pulls the rows of a batch of distinct keys (dimension 32, drawn from
+//! 1M ids) and pushes one gradient row per key back (Adam, lazy); sync mode, 1 worker.
+
+use std::time::{Duration, Instant};
+
+use tusk_embedding::{EmbeddingStore, HashedTable, Optimizer, feature_key};
+use tusk_ps::{Client, Mode, Server, ServerOptions, TableConfig};
+
+const DIM: usize = 32;
+
+fn main() {
+    println!(
+        "{:>8} {:>8} {:>12} {:>12} {:>12} {:>10}",
+        "servers", "keys", "steps/s", "rows/s", "MB/s (wire)", "vs local"
+    );
+    let mut next = 0x2545_f491_4f6c_dd1du64;
+    let mut draw = move || {
+        next ^= next << 13;
+        next ^= next >> 7;
+        next ^= next << 17;
+        next % 1_000_000
+    };
+    for batch in [512usize, 4096, 32768] {
+        let steps = (2_000_000 / batch).max(20);
+        let batches: Vec<Vec<u64>> = (0..steps)
+            .map(|_| {
+                let mut ks: Vec<u64> = (0..batch)
+                    .map(|_| feature_key("id", draw() as i64))
+                    .collect();
+                ks.sort_unstable();
+                ks.dedup();
+                ks
+            })
+            .collect();
+        let grads = vec![0.01f32; batch * DIM];
+        // In process.
+        let mut t = HashedTable::new(DIM, Optimizer::adam(0.01), 1);
+        let mut rows = vec![0.0f32; batch * DIM];
+        let start = Instant::now();
+        for ks in &batches {
+            t.lookup(ks, &mut rows[..ks.len() * DIM]);
+            t.apply_gradients(ks, &grads[..ks.len() * DIM]).unwrap();
+        }
+        let local = steps as f64 / start.elapsed().as_secs_f64();
+        println!(
+            "{:>8} {batch:>8} {local:>12.0} {:>12.0} {:>12} {:>10}",
+            "local",
+            local * batch as f64,
+            "-",
+            "1.00×"
+        );
+        for shards in [1usize, 2, 4] {
+            let addrs: Vec<String> = (0..shards)
+                .map(|shard| {
+                    let s = Server::bind(
+                        "127.0.0.1:0",
+                        ServerOptions {
+                            shard,
+                            shards,
+                            workers: 1,
+                            secret: b"bench".to_vec(),
+                            timeout: Duration::from_secs(60),
+                        },
+                    )
+                    .unwrap();
+                    let a = s.addr().unwrap().to_string();
+                    std::thread::spawn(move || s.run());
+                    a
+                })
+                .collect();
+            let mut c = Client::connect(
+                &addrs,
+                b"bench",
+                0,
+                1,
+                Duration::from_secs(5),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+            let cfg = TableConfig {
+                dim: DIM,
+                optimizer: Optimizer::adam(0.01).into(),
+                seed: 1,
+                init_scale: 0.05,
+                normal_init: false,
+                mode: Mode::Sync,
+                workers: 1,
+            };
+            c.init("bench", &cfg, None).unwrap();
+            let start = Instant::now();
+            for ks in &batches {
+                c.pull(ks, &mut rows[..ks.len() * DIM]).unwrap();
+                c.push(ks, &grads[..ks.len() * DIM]).unwrap();
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let sps = steps as f64 / secs;
+            // Keys out twice, rows back once, gradients out once.
+            let wire = batches
+                .iter()
+                .map(|k| k.len() * (16 + 8 * DIM))
+                .sum::<usize>() as f64;
+            println!(
+                "{shards:>8} {batch:>8} {sps:>12.0} {:>12.0} {:>12.0} {:>9.2}×",
+                sps * batch as f64,
+                wire / secs / 1e6,
+                local / sps
+            );
+            c.finish().unwrap();
+        }
+    }
+}
