@@ -351,6 +351,9 @@ pub struct ServerOptions {
     pub timeout: Duration,
 }
 
+/// One worker's push: keys and one gradient row per key.
+type RowGrads = (Vec<u64>, Vec<f32>);
+
 /// One run's table on this server.
 struct Session {
     id: String,
@@ -361,7 +364,7 @@ struct Session {
     /// Sync: steps applied (every worker's push of steps `0..applied`).
     applied: u64,
     /// Sync: pushes of steps not yet applied, per step, per rank.
-    pending: BTreeMap<u64, Vec<Option<(Vec<u64>, Vec<f32>)>>>,
+    pending: BTreeMap<u64, Vec<Option<RowGrads>>>,
     /// A push that could not be applied: every later request fails with it.
     failed: Option<String>,
     finished: bool,
