@@ -259,3 +259,60 @@ fn killed_server_restarts_the_group_and_matches_the_undisturbed_run() {
         "embedding rows differ from the undisturbed run"
     );
 }
+
+#[test]
+fn servers_write_their_shards_to_hdfs() {
+    let Some(dfs) = tusk_testkit::MiniDfs::start(1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(dir.path(), 3000, "epochs = 2\ncheckpoint_every = 50");
+    let local = dir.path().join("local");
+    let (ok, log) = run_logged(
+        launch(2, &["--servers", "2"], &cfg, &local, "sync"),
+        "servers, local model",
+        &dir.path().join("l.log"),
+        Duration::from_secs(300),
+    );
+    assert!(ok, "{log}");
+    let model = format!("{}/ps/model", dfs.hdfs_url());
+    let mut c = tusk();
+    c.args([
+        "launch",
+        "-n",
+        "2",
+        "--servers",
+        "2",
+        "--",
+        "train",
+        &cfg,
+        "--model",
+        &model,
+    ])
+    .args(["--set", "train.embedding=\"sync\""]);
+    let (ok, log) = run_logged(
+        c,
+        "servers, HDFS model",
+        &dir.path().join("h.log"),
+        Duration::from_secs(300),
+    );
+    assert!(ok, "{log}");
+    let storage = tusk_storage::Storage::new().unwrap();
+    let store = tusk_train::ModelStore::open(&storage, &model).unwrap();
+    let v = store.latest().unwrap().unwrap();
+    let names: Vec<String> = store
+        .manifest(v)
+        .unwrap()
+        .files
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert!(
+        names.contains(&"embeddings-00001-of-00002.safetensors".to_string()),
+        "{names:?}"
+    );
+    let remote = store.load(None).unwrap();
+    let here = load(&local);
+    assert_eq!(remote.params, here.params, "HDFS and local runs differ");
+    assert_eq!(remote.table, here.table);
+}

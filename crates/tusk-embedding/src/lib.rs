@@ -19,6 +19,8 @@
 //! assert_eq!(t.len(), 2);
 //! ```
 
+pub mod file;
+
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 

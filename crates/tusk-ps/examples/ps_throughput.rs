@@ -89,7 +89,7 @@ fn main() {
                 mode: Mode::Sync,
                 workers: 1,
             };
-            c.init("bench", &cfg, None).unwrap();
+            c.init("bench", &cfg, tusk_ps::Rows::Fresh).unwrap();
             let start = Instant::now();
             for ks in &batches {
                 c.pull(ks, &mut rows[..ks.len() * DIM]).unwrap();

@@ -18,7 +18,7 @@
 //! HMAC challenge as between workers, then request/response frames, little-endian:
 //! `[op u8][fields]` → `[0][payload]` or `[1][message]`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -192,6 +192,21 @@ const OP_EXPORT: u8 = 5;
 const OP_LOAD: u8 = 6;
 const OP_FINISH: u8 = 7;
 const OP_STATS: u8 = 8;
+const OP_SNAPSHOT: u8 = 9;
+const OP_WRITE: u8 = 10;
+
+/// Where a server's starting rows come from.
+#[derive(Debug, Clone)]
+pub enum Rows<'a> {
+    /// None: every row starts at its initial value.
+    Fresh,
+    /// These rows (the client sends each server its shard).
+    Inline(&'a TableState),
+    /// Table files in storage (a stored version's `embeddings.safetensors` or its shard
+    /// files): each server reads them all and keeps the rows of its shard, whatever number
+    /// of servers wrote them.
+    Files(&'a [String]),
+}
 
 // ---------------------------------------------------------------------------------------
 // Encoding
@@ -233,6 +248,23 @@ fn put_state(b: &mut Vec<u8>, s: &TableState) {
     put_u64(b, s.steps.len() as u64);
     for x in &s.steps {
         put_u32(b, *x);
+    }
+}
+
+fn put_rows(b: &mut Vec<u8>, rows: &Rows<'_>, shard: usize, shards: usize) {
+    match rows {
+        Rows::Fresh => b.push(0),
+        Rows::Inline(s) => {
+            b.push(1);
+            put_state(b, &s.shard(shard, shards));
+        }
+        Rows::Files(urls) => {
+            b.push(2);
+            put_u64(b, urls.len() as u64);
+            for u in *urls {
+                put_bytes(b, u.as_bytes());
+            }
+        }
     }
 }
 
@@ -368,6 +400,8 @@ struct Session {
     /// A push that could not be applied: every later request fails with it.
     failed: Option<String>,
     finished: bool,
+    /// Encoded shard files taken at a step boundary, waiting to be written.
+    snapshots: HashMap<u64, Vec<u8>>,
 }
 
 impl Session {
@@ -404,9 +438,19 @@ struct Shared {
     connections: AtomicUsize,
     /// Set when rank 0 said the run is finished.
     done: Mutex<bool>,
+    /// For shard files (made on first use).
+    storage: std::sync::OnceLock<tusk_storage::Storage>,
 }
 
 impl Shared {
+    fn storage(&self) -> std::result::Result<&tusk_storage::Storage, String> {
+        if let Some(s) = self.storage.get() {
+            return Ok(s);
+        }
+        let s = tusk_storage::Storage::new().map_err(|e| format!("opening storage: {e}"))?;
+        Ok(self.storage.get_or_init(|| s))
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -498,6 +542,7 @@ impl Server {
                 changed: Condvar::new(),
                 connections: AtomicUsize::new(0),
                 done: Mutex::new(false),
+                storage: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -586,6 +631,38 @@ fn serve_connection(shared: &Shared, mut s: TcpStream, from: SocketAddr, name: &
     }
 }
 
+/// The rows a request's row source names, restricted to this server's shard (`None`: fresh).
+fn read_rows(
+    shared: &Shared,
+    r: &mut Reader<'_>,
+    dim: usize,
+) -> std::result::Result<Option<TableState>, String> {
+    let (shard, shards) = (shared.opts.shard, shared.opts.shards);
+    match r.u8("row source")? {
+        0 => Ok(None),
+        1 => Ok(Some(r.state()?)),
+        _ => {
+            let n = r.len("table files", 8)?;
+            let mut parts = Vec::with_capacity(n);
+            for _ in 0..n {
+                let url = String::from_utf8_lossy(r.bytes("table file")?).into_owned();
+                let bytes = shared
+                    .storage()?
+                    .open(&url)
+                    .and_then(|l| l.read())
+                    .map_err(|e| format!("reading {url}: {e}"))?;
+                let t = tusk_embedding::file::decode_table(&bytes, dim)
+                    .map_err(|e| format!("{url}: {e}"))?;
+                parts.push(t.shard(shard, shards));
+            }
+            if parts.is_empty() {
+                return Ok(None);
+            }
+            TableState::merge(parts).map(Some)
+        }
+    }
+}
+
 fn handle(
     shared: &Shared,
     rank: usize,
@@ -609,10 +686,6 @@ fn handle(
             let id = String::from_utf8_lossy(r.bytes("session id")?).into_owned();
             let config: TableConfig = serde_json::from_slice(r.bytes("table config")?)
                 .map_err(|e| format!("table config does not parse: {e}"))?;
-            let state = match r.u8("state flag")? {
-                0 => None,
-                _ => Some(r.state()?),
-            };
             if config.workers != shared.opts.workers {
                 return Err(format!(
                     "the job has {} workers, this server was started for {} (--workers)",
@@ -621,7 +694,7 @@ fn handle(
             }
             if rank == 0 {
                 let mut table = config.empty_table();
-                if let Some(st) = state {
+                if let Some(st) = read_rows(shared, &mut r, config.dim)? {
                     check_keys(&st.keys)?;
                     if st.dim != config.dim {
                         return Err(format!(
@@ -652,6 +725,7 @@ fn handle(
                     pending: BTreeMap::new(),
                     failed: None,
                     finished: false,
+                    snapshots: HashMap::new(),
                 });
                 g.generation += 1;
                 *shared.done.lock().unwrap_or_else(|p| p.into_inner()) = false;
@@ -798,7 +872,19 @@ fn handle(
             Ok(())
         }
         OP_LOAD => {
-            let st = r.state()?;
+            let dim = match &shared.lock().session {
+                Some(s) => s.config.dim,
+                None => return Err("no session".into()),
+            };
+            let st = read_rows(shared, &mut r, dim)?.unwrap_or(TableState {
+                dim,
+                seed: 0,
+                init_scale: 0.0,
+                keys: Vec::new(),
+                values: Vec::new(),
+                state: Vec::new(),
+                steps: Vec::new(),
+            });
             check_keys(&st.keys)?;
             let mut g = shared.lock();
             let Some(s) = g.session.as_mut() else {
@@ -811,6 +897,43 @@ fn handle(
                     Init::Uniform
                 },
             );
+            Ok(())
+        }
+        OP_SNAPSHOT => {
+            let clock = r.u64("clock")?;
+            let id = r.u64("snapshot id")?;
+            let g = shared.wait(shared.lock(), |s| s.settled(clock), |s| behind(s, clock))?;
+            let Some(s) = g.session.as_ref() else {
+                return Err("no session".into());
+            };
+            let rows = s.table.export();
+            drop(g);
+            // Sorted by key: the same rows give the same file however they were created.
+            let sorted = TableState::merge(vec![rows])?;
+            let bytes = tusk_embedding::file::encode_table(&sorted.view());
+            let mut g = shared.lock();
+            if let Some(s) = g.session.as_mut() {
+                s.snapshots.insert(id, bytes);
+            }
+            Ok(())
+        }
+        OP_WRITE => {
+            let id = r.u64("snapshot id")?;
+            let url = String::from_utf8_lossy(r.bytes("file URL")?).into_owned();
+            let bytes = shared
+                .lock()
+                .session
+                .as_mut()
+                .and_then(|s| s.snapshots.remove(&id))
+                .ok_or_else(|| format!("no snapshot {id} to write"))?;
+            let (len, crc) = (bytes.len() as u64, crc32c::crc32c(&bytes));
+            shared
+                .storage()?
+                .open(&url)
+                .and_then(|l| l.write(bytes))
+                .map_err(|e| format!("writing {url}: {e}"))?;
+            put_u64(out, len);
+            put_u32(out, crc);
             Ok(())
         }
         OP_FINISH => {
@@ -1000,12 +1123,7 @@ impl Client {
 
     /// Open a session (rank 0: `session` is new, `state` the stored rows to start from, if
     /// any) or join rank 0's (the other ranks: same `session`, same `config`).
-    pub fn init(
-        &mut self,
-        session: &str,
-        config: &TableConfig,
-        state: Option<&TableState>,
-    ) -> Result<()> {
+    pub fn init(&mut self, session: &str, config: &TableConfig, rows: Rows<'_>) -> Result<()> {
         let json = serde_json::to_vec(config)
             .map_err(|e| Error::Usage(format!("encoding the table config: {e}")))?;
         let n = self.conns.len();
@@ -1014,13 +1132,7 @@ impl Client {
                 let mut b = vec![OP_INIT];
                 put_bytes(&mut b, session.as_bytes());
                 put_bytes(&mut b, &json);
-                match state {
-                    Some(s) => {
-                        b.push(1);
-                        put_state(&mut b, &s.shard(i, n));
-                    }
-                    None => b.push(0),
-                }
+                put_rows(&mut b, &rows, i, n);
                 Some(b)
             })
             .collect();
@@ -1148,18 +1260,62 @@ impl Client {
         TableState::merge(parts).map_err(Error::Usage)
     }
 
-    /// Replace every server's rows by its shard of `state` (rank 0 only; the workers must
+    /// Replace every server's rows by its shard of `rows` (rank 0 only; the workers must
     /// be at a step boundary).
-    pub fn load(&mut self, state: &TableState) -> Result<()> {
+    pub fn load(&mut self, rows: Rows<'_>) -> Result<()> {
         let n = self.conns.len();
         let reqs = (0..n)
             .map(|i| {
                 let mut b = vec![OP_LOAD];
-                put_state(&mut b, &state.shard(i, n));
+                put_rows(&mut b, &rows, i, n);
                 Some(b)
             })
             .collect();
         self.call(reqs).map(|_| ())
+    }
+
+    /// Every server encodes its rows as a shard file, once every worker's pushes so far are
+    /// applied (a step boundary), and keeps it as snapshot `id` for [`Client::write_snapshot`].
+    pub fn snapshot(&mut self, id: u64) -> Result<()> {
+        let mut b = vec![OP_SNAPSHOT];
+        put_u64(&mut b, self.clock);
+        put_u64(&mut b, id);
+        self.call(vec![Some(b); self.conns.len()]).map(|_| ())
+    }
+
+    /// Every server writes snapshot `id` to `dir/<its shard file name>` (atomically, in
+    /// parallel); returns (file name, bytes, CRC32C) per server.
+    pub fn write_snapshot(
+        &mut self,
+        id: u64,
+        dir: &tusk_storage::Location,
+    ) -> Result<Vec<(String, u64, u32)>> {
+        let n = self.conns.len();
+        let names: Vec<String> = (0..n)
+            .map(|i| tusk_embedding::file::shard_file_name(i, n))
+            .collect();
+        let reqs = names
+            .iter()
+            .map(|name| {
+                let mut b = vec![OP_WRITE];
+                put_u64(&mut b, id);
+                put_bytes(&mut b, dir.join(name).url().as_bytes());
+                Some(b)
+            })
+            .collect();
+        let answers = self.call(reqs)?;
+        answers
+            .into_iter()
+            .zip(names)
+            .enumerate()
+            .map(|(i, (a, name))| {
+                let a = a.unwrap_or_default();
+                let mut r = Reader { b: &a };
+                let len = r.u64("file size").map_err(|m| self.conns[i].err(m))?;
+                let crc = r.u32("file CRC32C").map_err(|m| self.conns[i].err(m))?;
+                Ok((name, len, crc))
+            })
+            .collect()
     }
 
     /// Tell every server the run is over (rank 0): each exits once its workers disconnect.

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use tusk_embedding::{Optimizer, feature_key};
-use tusk_ps::{Client, Mode, Server, ServerOptions, TableConfig};
+use tusk_ps::{Client, Mode, Rows, Server, ServerOptions, TableConfig};
 
 const SECRET: &[u8] = b"s3cret";
 
@@ -62,8 +62,8 @@ fn async_worker_runs_at_most_staleness_steps_ahead() {
     let cfg = config(Mode::Async { staleness: 2 }, 2);
     let mut w0 = client(&addrs, 0, 2);
     let mut w1 = client(&addrs, 1, 2);
-    w0.init("s", &cfg, None).unwrap();
-    w1.init("s", &cfg, None).unwrap();
+    w0.init("s", &cfg, Rows::Fresh).unwrap();
+    w1.init("s", &cfg, Rows::Fresh).unwrap();
     let k = keys(8);
     let mut rows = vec![0.0; k.len() * 4];
     let g = vec![1.0; k.len() * 4];
@@ -97,8 +97,8 @@ fn sync_pull_waits_for_every_push_of_the_step() {
     let cfg = config(Mode::Sync, 2);
     let mut w0 = client(&addrs, 0, 2);
     let mut w1 = client(&addrs, 1, 2);
-    w0.init("s", &cfg, None).unwrap();
-    w1.init("s", &cfg, None).unwrap();
+    w0.init("s", &cfg, Rows::Fresh).unwrap();
+    w1.init("s", &cfg, Rows::Fresh).unwrap();
     let k = keys(5);
     let mut rows = vec![0.0; k.len() * 4];
     w0.pull(&k, &mut rows).unwrap();
@@ -144,23 +144,23 @@ fn refusals_name_the_problem() {
     // Another number of workers than the server was started for.
     let mut w = client(&addrs, 0, 2);
     let e = w
-        .init("s", &config(Mode::Sync, 3), None)
+        .init("s", &config(Mode::Sync, 3), Rows::Fresh)
         .unwrap_err()
         .to_string();
     assert!(e.contains("3 workers") && e.contains("--workers"), "{e}");
     // Settings differing from rank 0's.
-    w.init("s", &config(Mode::Sync, 2), None).unwrap();
+    w.init("s", &config(Mode::Sync, 2), Rows::Fresh).unwrap();
     let mut w1 = client(&addrs, 1, 2);
     let mut other = config(Mode::Sync, 2);
     other.dim = 8;
-    let e = w1.init("s", &other, None).unwrap_err().to_string();
+    let e = w1.init("s", &other, Rows::Fresh).unwrap_err().to_string();
     assert!(e.contains("other table settings than rank 0"), "{e}");
     // A push out of order, and a non-finite gradient.
     let k = keys(3);
     let mut rows = vec![0.0; 12];
     w.pull(&k, &mut rows).unwrap();
     let e = w.push(&k, &[f32::NAN; 12]);
-    w1.init("s", &config(Mode::Sync, 2), None).unwrap();
+    w1.init("s", &config(Mode::Sync, 2), Rows::Fresh).unwrap();
     let _ = w1.push(&k, &[0.0; 12]);
     let e = e
         .err()

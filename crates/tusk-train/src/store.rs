@@ -38,6 +38,7 @@ use std::fmt;
 use safetensors::tensor::SafeTensors;
 use serde::{Deserialize, Serialize};
 use tusk_data::FeatureSpace;
+use tusk_embedding::file::{Tensor, safetensors_file};
 use tusk_embedding::{TableState, TableView};
 use tusk_model::nn::ParamSpec;
 use tusk_storage::{Location, Storage};
@@ -289,15 +290,47 @@ struct Link {
     run: RunInfo,
 }
 
+/// Files of a version that other processes write into its directory once it is claimed
+/// (embedding servers, one shard each); returns their manifest entries.
+pub type ExternalFiles = Box<dyn FnOnce(&Location) -> Result<Vec<ManifestFile>> + Send>;
+
 /// A version encoded in memory, ready for [`VersionWriter::commit`] (on any thread).
-#[derive(Debug, Clone)]
 pub struct Encoded {
     files: Vec<(&'static str, Vec<u8>)>,
+    /// Written by others before this process writes its files and the manifest.
+    external: Option<ExternalFiles>,
     epoch: usize,
     step_in_epoch: u64,
     global_step: u64,
     finished: bool,
     timings: Vec<Timing>,
+}
+
+impl fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Encoded")
+            .field(
+                "files",
+                &self
+                    .files
+                    .iter()
+                    .map(|(n, b)| (n, b.len()))
+                    .collect::<Vec<_>>(),
+            )
+            .field("external", &self.external.is_some())
+            .field("global_step", &self.global_step)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Encoded {
+    /// The embedding rows are written by the embedding servers (`write` puts each server's
+    /// shard into the claimed directory) instead of in `embeddings.safetensors`.
+    pub fn with_external_table(mut self, write: ExternalFiles) -> Encoded {
+        self.files.retain(|(n, _)| *n != "embeddings.safetensors");
+        self.external = Some(write);
+        self
+    }
 }
 
 // safetensors data is little-endian, which is what these casts give on the targets we build.
@@ -341,45 +374,7 @@ pub fn encode(ck: &CheckpointRef<'_>) -> Result<Encoded> {
         }),
         &[],
     );
-    let t = &ck.table;
-    let n = t.keys.len();
-    let slots = if n == 0 || t.dim == 0 {
-        0
-    } else {
-        t.state.len() / (n * t.dim)
-    };
-    let emb = safetensors_file(
-        [
-            Tensor {
-                name: "keys",
-                dtype: "U64",
-                shape: vec![n],
-                data: bytemuck::cast_slice(t.keys),
-            },
-            Tensor {
-                name: "values",
-                dtype: "F32",
-                shape: vec![n, t.dim],
-                data: f32_bytes(t.values),
-            },
-            Tensor {
-                name: "state",
-                dtype: "F32",
-                shape: vec![n, slots * t.dim],
-                data: f32_bytes(t.state),
-            },
-            Tensor {
-                name: "steps",
-                dtype: "U32",
-                shape: vec![n],
-                data: bytemuck::cast_slice(t.steps),
-            },
-        ],
-        &[
-            ("init_scale", t.init_scale.to_string()),
-            ("seed", t.seed.to_string()),
-        ],
-    );
+    let emb = tusk_embedding::file::encode_table(&ck.table);
     let meta = serde_json::to_vec_pretty(ck.meta).map_err(|e| Error::Store {
         url: "model.json".into(),
         message: format!("encoding: {e}"),
@@ -396,6 +391,7 @@ pub fn encode(ck: &CheckpointRef<'_>) -> Result<Encoded> {
     files.push(("model.json", meta));
     Ok(Encoded {
         files,
+        external: None,
         epoch: st.epoch,
         step_in_epoch: st.step_in_epoch,
         global_step: st.global_step,
@@ -597,6 +593,22 @@ impl ModelStore {
         Ok(false)
     }
 
+    /// URLs of the embedding-row files of version `v`: `embeddings.safetensors`, or the
+    /// shards its embedding servers wrote.
+    pub fn table_files(&self, v: u64) -> Result<Vec<String>> {
+        let dir = self.version_dir(v);
+        Ok(self
+            .manifest(v)?
+            .files
+            .iter()
+            .filter(|f| {
+                f.name == "embeddings.safetensors"
+                    || tusk_embedding::file::parse_shard_file_name(&f.name).is_some()
+            })
+            .map(|f| dir.join(&f.name).url())
+            .collect())
+    }
+
     /// The manifest of a committed version (who wrote it, its parent, where training stood).
     pub fn manifest(&self, v: u64) -> Result<Manifest> {
         let dir = self.version_dir(v);
@@ -768,38 +780,7 @@ impl ModelStore {
         };
         let adam_m = vec_of(&optim, "optimizer.safetensors", "adam.m")?;
         let adam_v = vec_of(&optim, "optimizer.safetensors", "adam.v")?;
-        let emb = st("embeddings.safetensors")?;
-        let (_, info) = SafeTensors::read_metadata(get("embeddings.safetensors")?)
-            .map_err(|e| bad(format!("embeddings.safetensors: {e}")))?;
-        let md = info.metadata().clone().unwrap_or_default();
-        let keys_t = emb
-            .tensor("keys")
-            .map_err(|e| bad(format!("embeddings.safetensors: keys: {e}")))?;
-        let keys: Vec<u64> = keys_t
-            .data()
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-            .collect();
-        let steps_t = emb
-            .tensor("steps")
-            .map_err(|e| bad(format!("embeddings.safetensors: steps: {e}")))?;
-        let steps: Vec<u32> = steps_t
-            .data()
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().unwrap_or([0; 4])))
-            .collect();
-        let table = TableState {
-            dim: meta.emb_dim,
-            seed: md.get("seed").and_then(|s| s.parse().ok()).unwrap_or(0),
-            init_scale: md
-                .get("init_scale")
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0.05),
-            keys,
-            values: vec_of(&emb, "embeddings.safetensors", "values")?,
-            state: vec_of(&emb, "embeddings.safetensors", "state")?,
-            steps,
-        };
+        let table = read_table(&manifest, &files, meta.emb_dim).map_err(bad)?;
         Ok(Checkpoint {
             meta,
             params,
@@ -809,6 +790,49 @@ impl ModelStore {
             entities: files.get(ENTITIES).map(|b| b.to_vec()),
         })
     }
+}
+
+/// The embedding rows of a version: `embeddings.safetensors`, or the shards its embedding
+/// servers wrote (every `embeddings-i-of-N` for `i` in `0..N`), merged.
+fn read_table(
+    manifest: &Manifest,
+    files: &HashMap<String, bytes::Bytes>,
+    dim: usize,
+) -> std::result::Result<TableState, String> {
+    use tusk_embedding::file::{decode_table, parse_shard_file_name};
+    const ONE: &str = "embeddings.safetensors";
+    if let Some(b) = files.get(ONE) {
+        return decode_table(b, dim).map_err(|m| format!("{ONE}: {m}"));
+    }
+    let shards: Vec<(usize, usize, &str)> = manifest
+        .files
+        .iter()
+        .filter_map(|f| parse_shard_file_name(&f.name).map(|(i, n)| (i, n, f.name.as_str())))
+        .collect();
+    let Some(&(_, n, _)) = shards.first() else {
+        return Err(format!("{MANIFEST} lists no embeddings file"));
+    };
+    let mut seen = vec![false; n];
+    for &(i, m, name) in &shards {
+        if m != n || i >= n || std::mem::replace(&mut seen[i], true) {
+            return Err(format!(
+                "{name} does not fit the other embedding shards (of {n})"
+            ));
+        }
+    }
+    if let Some(missing) = seen.iter().position(|s| !s) {
+        return Err(format!("{MANIFEST} lacks embedding shard {missing} of {n}"));
+    }
+    let parts = shards
+        .iter()
+        .map(|&(_, _, name)| {
+            let b = files
+                .get(name)
+                .ok_or_else(|| format!("{name} was not read"))?;
+            decode_table(b, dim).map_err(|m| format!("{name}: {m}"))
+        })
+        .collect::<std::result::Result<Vec<_>, String>>()?;
+    TableState::merge(parts)
 }
 
 /// `000001–000004` style summary of version numbers.
@@ -855,7 +879,7 @@ impl VersionWriter {
 
     /// Commit `enc` as the successor of [`VersionWriter::parent`]; returns its number. Fails
     /// with [`Error::Conflict`] when another run already committed that successor.
-    pub fn commit(&mut self, enc: Encoded) -> Result<u64> {
+    pub fn commit(&mut self, mut enc: Encoded) -> Result<u64> {
         let store = &self.store;
         let link = store.link_of(self.parent);
         // Cheap early check; the create-only link below is what decides.
@@ -915,6 +939,12 @@ impl VersionWriter {
         };
         manifest.version = v;
         let dir = store.version_dir(v);
+        if let Some(write) = enc.external.take() {
+            // Others' files first (in parallel among themselves); ours and the manifest
+            // listing them after. On failure the directory is never linked, so never read.
+            manifest.files.extend(write(&dir)?);
+            manifest.files.sort_by(|a, b| a.name.cmp(&b.name));
+        }
         let encoding = |what: &str, e: serde_json::Error| Error::Store {
             url: dir.join(what).url(),
             message: format!("encoding: {e}"),
@@ -982,70 +1012,6 @@ fn read_f32(data: &[u8], out: &mut [f32]) {
     for (o, c) in out.iter_mut().zip(data.chunks_exact(4)) {
         *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
     }
-}
-
-/// One tensor for [`safetensors_file`].
-struct Tensor<'a> {
-    name: &'a str,
-    /// safetensors dtype name: `F32`, `U64`, `U32`.
-    dtype: &'static str,
-    shape: Vec<usize>,
-    data: &'a [u8],
-}
-
-/// A safetensors file with a deterministic header: tensors in the given order (stable-sorted
-/// by element size, largest first, so every tensor is aligned), metadata in the given order.
-/// (The safetensors crate writes its metadata from a `HashMap`, whose order changes from run
-/// to run.)
-fn safetensors_file<'a>(
-    tensors: impl IntoIterator<Item = Tensor<'a>>,
-    metadata: &[(&str, String)],
-) -> Vec<u8> {
-    let width = |d: &str| match d {
-        "F64" | "U64" | "I64" => 8,
-        "F32" | "U32" | "I32" => 4,
-        _ => 1,
-    };
-    let mut tensors: Vec<Tensor<'a>> = tensors.into_iter().collect();
-    tensors.sort_by_key(|t| std::cmp::Reverse(width(t.dtype)));
-    let q = |s: &str| serde_json::Value::from(s).to_string();
-    let mut header = String::from("{");
-    if !metadata.is_empty() {
-        header.push_str("\"__metadata__\":{");
-        let kv: Vec<String> = metadata
-            .iter()
-            .map(|(k, v)| format!("{}:{}", q(k), q(v)))
-            .collect();
-        header.push_str(&kv.join(","));
-        header.push('}');
-    }
-    let mut offset = 0usize;
-    for t in &tensors {
-        if header.len() > 1 {
-            header.push(',');
-        }
-        let shape: Vec<String> = t.shape.iter().map(usize::to_string).collect();
-        header.push_str(&format!(
-            "{}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
-            q(t.name),
-            t.dtype,
-            shape.join(","),
-            offset,
-            offset + t.data.len()
-        ));
-        offset += t.data.len();
-    }
-    header.push('}');
-    while header.len() % 8 != 0 {
-        header.push(' ');
-    }
-    let mut out = Vec::with_capacity(8 + header.len() + offset);
-    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for t in &tensors {
-        out.extend_from_slice(t.data);
-    }
-    out
 }
 
 #[cfg(test)]

@@ -612,6 +612,10 @@ struct Run<'a> {
     grads: Vec<f32>,
     /// Entity tables (`data.entities`) as kept with every version.
     entities: Option<Vec<u8>>,
+    /// Rank 0 with embedding servers: the saver thread's connections to them.
+    shard_writer: Option<Arc<Mutex<tusk_ps::Client>>>,
+    /// Snapshots taken so far (ids for the servers).
+    snapshots: u64,
 }
 
 /// One rank's part of a step for the backward thread: inputs, labels, optional weights.
@@ -851,9 +855,16 @@ pub fn train_with<'a>(
         .transpose()?;
     let mut collective = connect(fingerprint)?;
     let (rank, world) = (collective.rank(), collective.world_size());
-    let table = match cfg.embedding_mode()? {
-        None => Table::Local(table),
-        Some(mode) => match remote_table(&cfg, opts, &mut *collective, mode, table) {
+    let (table, shard_writer) = match cfg.embedding_mode()? {
+        None => (Table::Local(table), None),
+        Some(mode) => match remote_table(
+            &cfg,
+            opts,
+            &mut *collective,
+            mode,
+            table,
+            parent.map(|v| store.table_files(v)).transpose()?,
+        ) {
             Ok(t) => t,
             Err(e) => {
                 collective.abort(&e.to_string());
@@ -918,6 +929,8 @@ pub fn train_with<'a>(
         timeline_out,
         grads,
         entities,
+        shard_writer,
+        snapshots: 0,
     };
     let res = run.go(opts, obs);
     if let Err(e) = &res
@@ -938,7 +951,8 @@ fn remote_table(
     collective: &mut dyn Communicator,
     mode: tusk_ps::Mode,
     table: HashedTable,
-) -> Result<Table> {
+    stored: Option<Vec<String>>,
+) -> Result<(Table, Option<Arc<Mutex<tusk_ps::Client>>>)> {
     let (rank, world) = (collective.rank(), collective.world_size());
     let servers = opts
         .embedding_servers
@@ -983,10 +997,28 @@ fn remote_table(
         mode,
         workers: world,
     };
-    let state = (rank == 0).then(|| table.export());
     drop(table);
-    client.init(&session, &tc, state.as_ref())?;
-    Ok(Table::Remote(Mutex::new(client)))
+    // Rank 0 opens the session: each server reads the stored rows of its shard itself.
+    let rows = match (&stored, rank) {
+        (Some(files), 0) => tusk_ps::Rows::Files(files),
+        _ => tusk_ps::Rows::Fresh,
+    };
+    client.init(&session, &tc, rows)?;
+    // Rank 0's saver thread has connections of its own, to have the servers write their
+    // shards of each version while training goes on.
+    let writer = if rank == 0 {
+        Some(Arc::new(Mutex::new(tusk_ps::Client::connect(
+            &servers.addrs,
+            &servers.secret,
+            rank,
+            world,
+            servers.connect_timeout,
+            servers.timeout,
+        )?)))
+    } else {
+        None
+    };
+    Ok((Table::Remote(Mutex::new(client)), writer))
 }
 
 impl Run<'_> {
@@ -1005,20 +1037,27 @@ impl Run<'_> {
         if self.saver.is_none() {
             return Ok(());
         }
-        // Embedding servers answer once every worker's pushes so far are applied: the rows
-        // of this same step boundary.
-        let exported = match self.table.client() {
-            Some(c) => Some(c.export()?),
-            None => None,
+        // Embedding servers snapshot their rows once every worker's pushes so far are
+        // applied (this same step boundary); the saver thread has them write the snapshots
+        // into the version's directory, one shard file each, before the manifest.
+        let mut snapshot = None;
+        if let Some(c) = self.table.client() {
+            self.snapshots += 1;
+            c.snapshot(self.snapshots)?;
+            snapshot = Some(self.snapshots);
+        }
+        let no_rows = tusk_embedding::TableState {
+            dim: self.model.emb_dim(),
+            seed: self.cfg.train.seed,
+            init_scale: self.cfg.train.init_scale,
+            keys: Vec::new(),
+            values: Vec::new(),
+            state: Vec::new(),
+            steps: Vec::new(),
         };
-        let table = match (&exported, &self.table) {
-            (Some(e), _) => e.view(),
-            (None, Table::Local(t)) => t.view(),
-            (None, Table::Remote(_)) => {
-                return Err(Error::Training(
-                    "embedding servers' rows were not exported".into(),
-                ));
-            }
+        let table = match &self.table {
+            Table::Local(t) => t.view(),
+            Table::Remote(_) => no_rows.view(),
         };
         let ck = CheckpointRef {
             meta: &meta,
@@ -1031,7 +1070,21 @@ impl Run<'_> {
         let Some(saver) = &mut self.saver else {
             return Ok(());
         };
-        let enc = encode(&ck)?;
+        let mut enc = encode(&ck)?;
+        if let (Some(id), Some(writer)) = (snapshot, &self.shard_writer) {
+            let writer = writer.clone();
+            enc = enc.with_external_table(Box::new(move |dir| {
+                let mut w = writer.lock().unwrap_or_else(|p| p.into_inner());
+                Ok(w.write_snapshot(id, dir)?
+                    .into_iter()
+                    .map(|(name, bytes, crc32c)| crate::store::ManifestFile {
+                        name,
+                        bytes,
+                        crc32c,
+                    })
+                    .collect())
+            }));
+        }
         saver.submit(enc)?;
         if let Some(ev) = &mut self.events {
             let _ = ev.flush_in_background();
@@ -1597,7 +1650,7 @@ impl Run<'_> {
             self.adam.t = best.meta.adam_t;
             match self.table.client() {
                 // The other workers are done: nothing pushes while the servers reload.
-                Some(c) => c.load(&best.table)?,
+                Some(c) => c.load(tusk_ps::Rows::Files(&self.store.table_files(bv)?))?,
                 None => {
                     self.table = Table::Local(
                         HashedTable::restore(self.cfg.embedding_optimizer()?, best.table)

@@ -281,3 +281,56 @@ fn sync_mode_without_servers_is_a_clear_error() {
         "{bad}"
     );
 }
+
+#[test]
+fn servers_write_their_shards_and_the_manifest_lists_them() {
+    let data = data_dir();
+    let cfg = with(&base_config(data.path()), &["train.embedding=\"sync\""]);
+    let url = data.path().join("sharded");
+    let addrs = start_servers(3, 2);
+    for r in run_workers(&cfg, &url, 2, &addrs, false, Some(60)) {
+        r.unwrap();
+    }
+    let storage = Storage::new().unwrap();
+    let store = ModelStore::open(&storage, &url.display().to_string()).unwrap();
+    let v = store.latest().unwrap().unwrap();
+    let dir = url.join(format!("versions/{v:06}"));
+    let names: Vec<String> = store
+        .manifest(v)
+        .unwrap()
+        .files
+        .iter()
+        .map(|f| f.name.clone())
+        .collect();
+    for i in 0..3 {
+        let n = format!("embeddings-{i:05}-of-00003.safetensors");
+        assert!(names.contains(&n), "{names:?}");
+        assert!(dir.join(&n).exists());
+    }
+    assert!(
+        !names.iter().any(|n| n == "embeddings.safetensors"),
+        "{names:?}"
+    );
+    // Each shard holds exactly its keys; together the version's rows.
+    let ck = store.load(Some(v)).unwrap();
+    let mut total = 0;
+    for i in 0..3 {
+        let b = std::fs::read(dir.join(format!("embeddings-{i:05}-of-00003.safetensors"))).unwrap();
+        let t = tusk_embedding::file::decode_table(&b, ck.table.dim).unwrap();
+        assert!(t.keys.iter().all(|&k| tusk_embedding::shard_of(k, 3) == i));
+        assert!(t.keys.windows(2).all(|w| w[0] < w[1]), "sorted by key");
+        total += t.keys.len();
+    }
+    assert_eq!(total, ck.table.keys.len());
+    // A damaged shard is refused, naming it.
+    let victim = dir.join("embeddings-00001-of-00003.safetensors");
+    let mut b = std::fs::read(&victim).unwrap();
+    let last = b.len() - 1;
+    b[last] ^= 1;
+    std::fs::write(&victim, b).unwrap();
+    let e = store.load(Some(v)).unwrap_err().to_string();
+    assert!(
+        e.contains("embeddings-00001-of-00003.safetensors is damaged"),
+        "{e}"
+    );
+}
