@@ -706,10 +706,22 @@ impl ModelStore {
                 }
             },
         };
-        self.load_exact(v).map(|ck| (v, ck))
+        self.load_exact(v, true).map(|ck| (v, ck))
     }
 
-    fn load_exact(&self, v: u64) -> Result<Checkpoint> {
+    /// A committed version without its embedding rows (`table` empty): what a worker needs
+    /// when embedding servers read the rows themselves.
+    pub fn load_without_table(&self, v: u64) -> Result<Checkpoint> {
+        if !self.is_committed(v)? {
+            return Err(Error::Store {
+                url: self.version_dir(v).url(),
+                message: format!("version {v:06} is not committed"),
+            });
+        }
+        self.load_exact(v, false)
+    }
+
+    fn load_exact(&self, v: u64, with_table: bool) -> Result<Checkpoint> {
         let dir = self.version_dir(v);
         let manifest = self.manifest(v)?;
         let bad = |what: String| Error::Store {
@@ -717,7 +729,14 @@ impl ModelStore {
             message: what,
         };
         let mut files: HashMap<String, bytes::Bytes> = HashMap::new();
+        let is_table = |n: &str| {
+            n == "embeddings.safetensors"
+                || tusk_embedding::file::parse_shard_file_name(n).is_some()
+        };
         for f in &manifest.files {
+            if !with_table && is_table(&f.name) {
+                continue;
+            }
             let data = dir.join(&f.name).read()?;
             if data.len() as u64 != f.bytes || crc32c::crc32c(&data) != f.crc32c {
                 return Err(bad(format!(
@@ -780,7 +799,19 @@ impl ModelStore {
         };
         let adam_m = vec_of(&optim, "optimizer.safetensors", "adam.m")?;
         let adam_v = vec_of(&optim, "optimizer.safetensors", "adam.v")?;
-        let table = read_table(&manifest, &files, meta.emb_dim).map_err(bad)?;
+        let table = if with_table {
+            read_table(&manifest, &files, meta.emb_dim).map_err(bad)?
+        } else {
+            TableState {
+                dim: meta.emb_dim,
+                seed: 0,
+                init_scale: 0.0,
+                keys: Vec::new(),
+                values: Vec::new(),
+                state: Vec::new(),
+                steps: Vec::new(),
+            }
+        };
         Ok(Checkpoint {
             meta,
             params,

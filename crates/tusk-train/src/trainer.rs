@@ -666,6 +666,15 @@ pub fn train_with<'a>(
         store.check_no_legacy_versions()?;
     }
     let resumed = match (opts.resume, latest) {
+        // With embedding servers the servers read the stored rows themselves.
+        (true, Some(v))
+            if opts
+                .embedding_servers
+                .as_ref()
+                .is_some_and(|s| !s.addrs.is_empty()) =>
+        {
+            Some((v, store.load_without_table(v)?))
+        }
         (true, Some(v)) => Some((v, store.load(Some(v))?)),
         (true, None) => {
             obs.message(&format!(
@@ -856,6 +865,18 @@ pub fn train_with<'a>(
     let mut collective = connect(fingerprint)?;
     let (rank, world) = (collective.rank(), collective.world_size());
     let (table, shard_writer) = match cfg.embedding_mode()? {
+        None if opts
+            .embedding_servers
+            .as_ref()
+            .is_some_and(|s| !s.addrs.is_empty()) =>
+        {
+            let e = Error::Config {
+                key: "train.embedding".into(),
+                message: "is `replicated`, but embedding servers were given (--servers, --embedding-servers, TUSK_EMBEDDING_SERVERS or TF_CONFIG `ps` tasks): set it to \"sync\" or \"async\", or start no servers".into(),
+            };
+            collective.abort(&e.to_string());
+            return Err(e);
+        }
         None => (Table::Local(table), None),
         Some(mode) => match remote_table(
             &cfg,
@@ -991,8 +1012,8 @@ fn remote_table(
     let tc = tusk_ps::TableConfig {
         dim: table.dim(),
         optimizer: table.optimizer().into(),
-        seed: table.view().seed,
-        init_scale: table.view().init_scale,
+        seed: cfg.train.seed,
+        init_scale: cfg.train.init_scale,
         normal_init: cfg.embedding_init()? == tusk_embedding::Init::Normal,
         mode,
         workers: world,
@@ -1643,7 +1664,10 @@ impl Run<'_> {
             obs.message(&format!(
                 "keeping epoch {chosen} (best validation {monitor}, version {bv:06}) as the final model"
             ));
-            let best = self.store.load(Some(bv))?;
+            let best = match self.table {
+                Table::Remote(_) => self.store.load_without_table(bv)?,
+                Table::Local(_) => self.store.load(Some(bv))?,
+            };
             self.params = best.params;
             self.adam.m = best.adam_m;
             self.adam.v = best.adam_v;
