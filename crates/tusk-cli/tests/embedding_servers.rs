@@ -316,3 +316,79 @@ fn servers_write_their_shards_to_hdfs() {
     assert_eq!(remote.params, here.params, "HDFS and local runs differ");
     assert_eq!(remote.table, here.table);
 }
+
+/// Async mode: a killed server costs at most the steps since the newest version — the group
+/// resumes from a version at least as new as the newest one committed when the server died,
+/// and the run still trains every step of the schedule exactly once.
+#[test]
+fn killed_server_in_async_mode_loses_at_most_the_steps_since_the_last_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = setup(
+        dir.path(),
+        30_000,
+        "epochs = 4\nshuffle_buffer = 500\ncheckpoint_every = 100\nstaleness = 2",
+    );
+    let calm = dir.path().join("calm");
+    let t_calm = Instant::now();
+    let (ok, log) = run_logged(
+        launch(2, &["--servers", "2"], &cfg, &calm, "async"),
+        "undisturbed async",
+        &dir.path().join("calm.log"),
+        Duration::from_secs(600),
+    );
+    assert!(ok, "{log}");
+    let calm_ms = t_calm.elapsed().as_millis() as u64;
+    let m = dir.path().join("killed");
+    let log_path = dir.path().join("killed.log");
+    let mut c = launch(
+        2,
+        &["--servers", "2", "--max-restarts", "2", "--grace", "2"],
+        &cfg,
+        &m,
+        "async",
+    );
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let mut p = Proc::spawn(&mut c, "async launch with a server kill");
+    let launcher = p.id();
+    let storage = tusk_storage::Storage::new().unwrap();
+    let store = tusk_train::ModelStore::open(&storage, &m.display().to_string()).unwrap();
+    // Wait for a first version, then kill a server a little later.
+    let t = Instant::now();
+    while store.latest().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis((calm_ms / 5).max(200)));
+    let newest_at_kill = store.latest().unwrap().expect("a version before the kill");
+    let step_at_kill = store.manifest(newest_at_kill).unwrap().global_step;
+    let server = children_of(launcher)
+        .into_iter()
+        .find(|&q| is_server(q))
+        .expect("a server");
+    let _ = Command::new("kill").args(["-9", &server.to_string()]).status();
+    let s = p.wait(Duration::from_secs(600));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(s.success(), "launcher failed:\n{log}");
+    assert_eq!(log.matches("[launch] restarting").count(), 1, "{log}");
+    assert!(group_members(launcher).is_empty(), "processes left");
+    let resumed: u64 = log
+        .lines()
+        .find_map(|l| {
+            l.split("resuming from version ")
+                .nth(1)
+                .and_then(|r| r.get(..6))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no resume in the log:\n{log}"));
+    assert!(
+        resumed >= newest_at_kill,
+        "resumed from {resumed}, older than {newest_at_kill}, the newest when the server died"
+    );
+    let resumed_step = store.manifest(resumed).unwrap().global_step;
+    assert!(resumed_step >= step_at_kill, "{resumed_step} < {step_at_kill}");
+    let (a, b) = (load(&m), load(&calm));
+    assert_eq!(a.meta.state.global_step, b.meta.state.global_step, "steps trained");
+    assert_eq!(a.meta.state.history.len(), b.meta.state.history.len());
+    let auc = |c: &Checkpoint| c.meta.state.history.last().unwrap().metrics["validation"]["auc"];
+    assert!((auc(&a) - auc(&b)).abs() < 0.03, "AUC {} vs {}", auc(&a), auc(&b));
+}
