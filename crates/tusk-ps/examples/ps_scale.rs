@@ -62,7 +62,10 @@ fn main() {
         let _ = s.run();
         return;
     }
-    let ids: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000_000);
+    let ids: u64 = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000_000);
     let shards: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(4);
     let me = std::env::current_exe().unwrap_or_default();
     let ports: Vec<u16> = (0..shards)
@@ -123,7 +126,10 @@ fn main() {
         let end = (start + batch).min(ids);
         let keys: Vec<u64> = (start..end).map(|i| feature_key("id", i as i64)).collect();
         let n = keys.len() * DIM;
-        if let Err(e) = c.pull(&keys, &mut rows[..n]).and_then(|()| c.push(&keys, &grads[..n])) {
+        if let Err(e) = c
+            .pull(&keys, &mut rows[..n])
+            .and_then(|()| c.push(&keys, &grads[..n]))
+        {
             eprintln!("{e}");
             std::process::exit(1);
         }

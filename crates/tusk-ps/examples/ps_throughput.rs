@@ -111,4 +111,115 @@ fn main() {
             c.finish().unwrap();
         }
     }
+    prefetch_table();
+}
+
+/// How much of the pull latency the next step's prefetch hides (async, staleness 1): per
+/// step a worker waits for its rows, "computes" for a fixed time (a sleep: compute on an
+/// accelerator, leaving the CPU to the servers), then pushes; with prefetch it asks for the
+/// next step's rows before computing and collects them before pushing.
+fn prefetch_table() {
+    println!();
+    println!(
+        "{:>8} {:>10} {:>10} {:>16} {:>16} {:>10}",
+        "keys", "compute", "mode", "wait ms/step", "step ms", "hidden"
+    );
+    let addrs: Vec<String> = (0..2)
+        .map(|shard| {
+            let s = Server::bind(
+                "127.0.0.1:0",
+                ServerOptions {
+                    shard,
+                    shards: 2,
+                    workers: 1,
+                    secret: b"bench".to_vec(),
+                    timeout: Duration::from_secs(60),
+                },
+            )
+            .unwrap();
+            let a = s.addr().unwrap().to_string();
+            std::thread::spawn(move || s.run());
+            a
+        })
+        .collect();
+    for (batch, compute_ms) in [(4096usize, 2u64), (32768, 10)] {
+        let batches: Vec<Vec<u64>> = (0..200u64)
+            .map(|s| {
+                (0..batch as u64)
+                    .map(|i| feature_key("id", ((s * 7919 + i * 13) % 1_000_000) as i64))
+                    .collect()
+            })
+            .collect();
+        let grads = vec![0.01f32; batch * DIM];
+        let mut plain = 0.0;
+        for prefetch in [false, true] {
+            let mut c = Client::connect(
+                &addrs,
+                b"bench",
+                0,
+                1,
+                Duration::from_secs(5),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+            let cfg = TableConfig {
+                dim: DIM,
+                optimizer: Optimizer::adam(0.01).into(),
+                seed: 1,
+                init_scale: 0.05,
+                normal_init: false,
+                mode: Mode::Async { staleness: 1 },
+                workers: 1,
+            };
+            c.init(
+                if prefetch { "p1" } else { "p0" },
+                &cfg,
+                tusk_ps::Rows::Fresh,
+            )
+            .unwrap();
+            let mut rows = vec![0.0f32; batch * DIM];
+            let mut next = vec![0.0f32; batch * DIM];
+            let mut have_next = false;
+            let mut wait = 0.0;
+            let start = Instant::now();
+            for (i, ks) in batches.iter().enumerate() {
+                let t = Instant::now();
+                if have_next {
+                    std::mem::swap(&mut rows, &mut next);
+                } else {
+                    c.pull(ks, &mut rows).unwrap();
+                }
+                if prefetch && let Some(n) = batches.get(i + 1) {
+                    c.start_pull(n).unwrap();
+                }
+                wait += t.elapsed().as_secs_f64();
+                std::thread::sleep(Duration::from_millis(compute_ms));
+                let t = Instant::now();
+                have_next = false;
+                if c.prefetching() {
+                    c.finish_pull(&mut next).unwrap();
+                    have_next = true;
+                }
+                wait += t.elapsed().as_secs_f64();
+                c.push(ks, &grads).unwrap();
+            }
+            let step = start.elapsed().as_secs_f64() / batches.len() as f64;
+            let w = wait / batches.len() as f64;
+            if !prefetch {
+                plain = w;
+            }
+            println!(
+                "{batch:>8} {:>8}ms {:>10} {:>16.3} {:>16.3} {:>9.0}%",
+                compute_ms,
+                if prefetch { "prefetch" } else { "on demand" },
+                w * 1e3,
+                step * 1e3,
+                if prefetch {
+                    100.0 * (1.0 - w / plain)
+                } else {
+                    0.0
+                }
+            );
+        }
+    }
 }

@@ -1001,6 +1001,14 @@ pub struct Client {
     dim: usize,
     clock: u64,
     timeout: Duration,
+    /// A prefetch sent and not yet collected.
+    pending: Option<Prefetch>,
+}
+
+/// Where the keys of a prefetch went.
+struct Prefetch {
+    per: Vec<Vec<u64>>,
+    place: Vec<(u32, u32)>,
 }
 
 /// Rows and resident table bytes of one server.
@@ -1072,6 +1080,7 @@ impl Client {
             dim: 0,
             clock: 0,
             timeout,
+            pending: None,
         })
     }
 
@@ -1088,17 +1097,35 @@ impl Client {
     /// Send `reqs[i]` to server `i` (all first, then read all answers: the servers work in
     /// parallel); returns the answers' payloads.
     fn call(&mut self, reqs: Vec<Option<Vec<u8>>>) -> Result<Vec<Option<Vec<u8>>>> {
+        if self.pending.is_some() {
+            // A prefetch's answers come first on every connection it used.
+            let n = self.pending.as_ref().map_or(0, |p| p.place.len()) * self.dim;
+            let mut scratch = vec![0.0; n];
+            self.finish_pull(&mut scratch)?;
+        }
+        let sent: Vec<bool> = reqs.iter().map(Option::is_some).collect();
+        self.send_all(&reqs)?;
+        self.recv_all(&sent)
+    }
+
+    fn send_all(&mut self, reqs: &[Option<Vec<u8>>]) -> Result<()> {
         let timeout = self.timeout;
-        for (c, r) in self.conns.iter_mut().zip(&reqs) {
+        for (c, r) in self.conns.iter_mut().zip(reqs) {
             if let Some(r) = r {
                 service::send(&mut c.stream, r).map_err(|e| c.io(e, timeout))?;
             }
         }
-        let mut out = Vec::with_capacity(reqs.len());
+        Ok(())
+    }
+
+    /// The answers of the servers `sent` marks, in server order.
+    fn recv_all(&mut self, sent: &[bool]) -> Result<Vec<Option<Vec<u8>>>> {
+        let timeout = self.timeout;
+        let mut out = Vec::with_capacity(sent.len());
         // Every answer is read, even after an error one, so each connection stays in step.
         let mut refused = None;
-        for (c, r) in self.conns.iter_mut().zip(&reqs) {
-            if r.is_none() {
+        for (c, r) in self.conns.iter_mut().zip(sent) {
+            if !r {
                 out.push(None);
                 continue;
             }
@@ -1162,22 +1189,36 @@ impl Client {
         (per, place)
     }
 
-    fn read_rows(&mut self, op: u8, keys: &[u64], out: &mut [f32]) -> Result<()> {
-        let d = self.dim;
-        let (per, place) = self.split_unique(keys);
-        let reqs = per
-            .iter()
+    fn row_requests(&self, op: u8, clock: u64, per: &[Vec<u64>]) -> Vec<Option<Vec<u8>>> {
+        per.iter()
             .map(|ks| {
                 (!ks.is_empty()).then(|| {
                     let mut b = Vec::with_capacity(17 + ks.len() * 8);
                     b.push(op);
-                    put_u64(&mut b, self.clock);
+                    put_u64(&mut b, clock);
                     put_keys(&mut b, ks);
                     b
                 })
             })
-            .collect();
+            .collect()
+    }
+
+    fn read_rows(&mut self, op: u8, keys: &[u64], out: &mut [f32]) -> Result<()> {
+        let (per, place) = self.split_unique(keys);
+        let reqs = self.row_requests(op, self.clock, &per);
         let answers = self.call(reqs)?;
+        self.scatter_rows(answers, &per, &place, out)
+    }
+
+    /// Put the servers' answers for `per` back in the order of the keys (`place`).
+    fn scatter_rows(
+        &self,
+        answers: Vec<Option<Vec<u8>>>,
+        per: &[Vec<u64>],
+        place: &[(u32, u32)],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let d = self.dim;
         let mut rows: Vec<Vec<f32>> = Vec::with_capacity(answers.len());
         for (i, a) in answers.into_iter().enumerate() {
             let a = a.unwrap_or_default();
@@ -1205,6 +1246,36 @@ impl Client {
     /// step: waits for the other workers as the mode requires.
     pub fn pull(&mut self, keys: &[u64], out: &mut [f32]) -> Result<()> {
         self.read_rows(OP_PULL, keys, out)
+    }
+
+    /// Ask for the rows of the **next** step's `keys` now, before this step's push (async
+    /// mode with a staleness of at least 1: the rows then lack this worker's own current
+    /// update, which the bound allows); [`Client::finish_pull`] collects them. The answers
+    /// wait in the sockets while the worker computes.
+    pub fn start_pull(&mut self, keys: &[u64]) -> Result<()> {
+        if self.pending.is_some() {
+            return Err(Error::Usage("a prefetch is already in flight".into()));
+        }
+        let (per, place) = self.split_unique(keys);
+        let reqs = self.row_requests(OP_PULL, self.clock + 1, &per);
+        self.send_all(&reqs)?;
+        self.pending = Some(Prefetch { per, place });
+        Ok(())
+    }
+
+    /// Whether a prefetch is in flight.
+    pub fn prefetching(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// The rows asked for by [`Client::start_pull`], in the order of its keys.
+    pub fn finish_pull(&mut self, out: &mut [f32]) -> Result<()> {
+        let Some(p) = self.pending.take() else {
+            return Err(Error::Usage("no prefetch in flight".into()));
+        };
+        let sent: Vec<bool> = p.per.iter().map(|k| !k.is_empty()).collect();
+        let answers = self.recv_all(&sent)?;
+        self.scatter_rows(answers, &p.per, &p.place, out)
     }
 
     /// The rows of `keys` without creating any, once every worker's pushes so far are

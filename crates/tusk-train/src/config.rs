@@ -163,6 +163,9 @@ pub struct TrainConfig {
     /// With `embedding = "async"`: steps a worker may run ahead of the slowest one (0 is
     /// `sync`).
     pub staleness: u64,
+    /// With `embedding = "async"` and `staleness` ≥ 1: ask the servers for the next step's
+    /// rows while this step trains (they then lack this worker's own latest update).
+    pub prefetch: bool,
     /// Seed for initialisation, shuffling and sampling.
     pub seed: u64,
     /// Rows held for shuffling.
@@ -192,6 +195,7 @@ impl Default for TrainConfig {
             embedding_adam: "lazy".into(),
             embedding: "replicated".into(),
             staleness: 1,
+            prefetch: true,
             seed: 42,
             shuffle_buffer: 100_000,
             checkpoint_every: 0,

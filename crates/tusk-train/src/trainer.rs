@@ -616,6 +616,13 @@ struct Run<'a> {
     shard_writer: Option<Arc<Mutex<tusk_ps::Client>>>,
     /// Snapshots taken so far (ids for the servers).
     snapshots: u64,
+    /// Async embedding servers: ask for the next step's rows while this one trains.
+    prefetch: bool,
+    /// The keys of the rows asked for ahead, and the rows once collected.
+    prefetching: Option<Vec<u64>>,
+    prefetched: Option<(Vec<u64>, Vec<f32>)>,
+    /// Seconds spent waiting for rows from embedding servers, and steps.
+    pull_wait: (f64, u64),
 }
 
 /// One rank's part of a step for the backward thread: inputs, labels, optional weights.
@@ -864,6 +871,8 @@ pub fn train_with<'a>(
         .transpose()?;
     let mut collective = connect(fingerprint)?;
     let (rank, world) = (collective.rank(), collective.world_size());
+    let prefetch = cfg.train.prefetch
+        && matches!(cfg.embedding_mode()?, Some(tusk_ps::Mode::Async { staleness }) if staleness >= 1);
     let (table, shard_writer) = match cfg.embedding_mode()? {
         None if opts
             .embedding_servers
@@ -952,6 +961,10 @@ pub fn train_with<'a>(
         entities,
         shard_writer,
         snapshots: 0,
+        prefetch,
+        prefetching: None,
+        prefetched: None,
+        pull_wait: (0.0, 0),
     };
     let res = run.go(opts, obs);
     if let Err(e) = &res
@@ -1116,7 +1129,7 @@ impl Run<'_> {
     /// One synchronous step: this rank's batch (`None` when its part of the epoch is
     /// exhausted) → local gradients → dense all-reduce → embedding-gradient all-gather →
     /// the same optimiser steps on every rank.
-    fn step(&mut self, b: Option<&Batch>) -> Result<Step> {
+    fn step(&mut self, b: Option<&Batch>, next: Option<&Batch>) -> Result<Step> {
         let d = self.model.emb_dim();
         let (rank, world) = (self.collective.rank(), self.collective.world_size());
         let p = self.params.len();
@@ -1127,10 +1140,22 @@ impl Run<'_> {
             let mut rows = vec![0.0; b.keys.len() * d];
             match &mut self.table {
                 Table::Local(t) => EmbeddingStore::lookup(t, &b.keys, &mut rows),
-                Table::Remote(c) => c
-                    .get_mut()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .pull(&b.keys, &mut rows)?,
+                Table::Remote(c) => {
+                    let c = c.get_mut().unwrap_or_else(|p| p.into_inner());
+                    let t = Instant::now();
+                    match self.prefetched.take() {
+                        Some((keys, pre)) if keys == b.keys => rows = pre,
+                        _ => c.pull(&b.keys, &mut rows)?,
+                    }
+                    if self.prefetch
+                        && let Some(n) = next
+                    {
+                        c.start_pull(&n.keys)?;
+                        self.prefetching = Some(n.keys.clone());
+                    }
+                    self.pull_wait.0 += t.elapsed().as_secs_f64();
+                    self.pull_wait.1 += 1;
+                }
             }
             let l2 = self.cfg.train.embedding_l2;
             let raw = if l2 > 0.0 { Some(rows.clone()) } else { None };
@@ -1280,6 +1305,17 @@ impl Run<'_> {
         self.adam.step(&mut self.params, &self.grads[..p]);
         self.timeline.span(Activity::Optimizer, t);
         if let Some(c) = self.table.client() {
+            let t = Instant::now();
+            // The next step's rows were asked for before this push: collect them first (they
+            // are usually in the sockets already).
+            if let Some(keys) = self.prefetching.take()
+                && c.prefetching()
+            {
+                let mut pre = vec![0.0; keys.len() * d];
+                c.finish_pull(&mut pre)?;
+                self.prefetched = Some((keys, pre));
+                self.pull_wait.0 += t.elapsed().as_secs_f64();
+            }
             let t = Instant::now();
             c.push(keys_here, &kg)?;
             self.timeline.span(Activity::Optimizer, t);
@@ -1475,14 +1511,17 @@ impl Run<'_> {
                     shard_by_rows: false,
                     entities: None,
                 },
-            );
+            )
+            .peekable();
             let t0 = Instant::now();
             let mut epoch_rows_here = 0u64;
             loop {
                 let t = Instant::now();
                 let b = it.next().transpose()?;
+                // The next batch, known now: its rows can be asked for while this one trains.
+                let next = it.peek().and_then(|r| r.as_ref().ok());
                 self.timeline.span(Activity::ReadBatch, t);
-                let (loss_sum, rows) = match self.step(b.as_ref())? {
+                let (loss_sum, rows) = match self.step(b.as_ref(), next)? {
                     Step::Trained { loss_sum, rows } => (loss_sum, rows),
                     Step::EpochEnd => break,
                 };
@@ -1633,6 +1672,17 @@ impl Run<'_> {
         let chosen = self.state.best.map_or(last_epoch, |b| b.1);
         let digest = self.digest();
         self.write_timeline()?;
+        if self.pull_wait.1 > 0 {
+            obs.message(&format!(
+                "embedding servers: {:.3} ms per step waiting for rows{}",
+                self.pull_wait.0 * 1e3 / self.pull_wait.1 as f64,
+                if self.prefetch {
+                    " (each step's rows asked for during the previous step)"
+                } else {
+                    ""
+                }
+            ));
+        }
         // Rank 0 writes the final version; the other ranks are done.
         let Some(saver) = &mut self.saver else {
             return Ok(Summary {

@@ -135,6 +135,15 @@ fn assert_same_model(a: &Checkpoint, b: &Checkpoint, what: &str) {
     }
 }
 
+/// Async runs are not deterministic (pushes apply in arrival order): long enough to converge
+/// that quality can be compared.
+fn converged_config(dir: &Path) -> Config {
+    with(
+        &dlrm_config(dir, ""),
+        &["train.epochs=10", "eval.patience=3"],
+    )
+}
+
 fn base_config(dir: &Path) -> Config {
     with(
         &dlrm_config(dir, "checkpoint_every = 25"),
@@ -219,7 +228,7 @@ fn resume_with_more_servers_reshards_and_matches_the_undisturbed_run() {
 fn async_servers_train_and_report_progress() {
     let data = data_dir();
     let cfg = with(
-        &base_config(data.path()),
+        &converged_config(data.path()),
         &["train.embedding=\"async\"", "train.staleness=2"],
     );
     let url = data.path().join("async");
@@ -229,7 +238,7 @@ fn async_servers_train_and_report_progress() {
         .map(Result::unwrap)
         .collect();
     let replicated = run_workers(
-        &base_config(data.path()),
+        &converged_config(data.path()),
         &data.path().join("replicated"),
         2,
         &[],
@@ -332,5 +341,39 @@ fn servers_write_their_shards_and_the_manifest_lists_them() {
     assert!(
         e.contains("embeddings-00001-of-00003.safetensors is damaged"),
         "{e}"
+    );
+}
+
+/// Prefetching the next step's rows (async, staleness ≥ 1) trains as well as pulling them
+/// when needed, and every worker still evaluates the same rows.
+#[test]
+fn async_prefetch_trains_as_well_as_pulling_on_demand() {
+    let data = data_dir();
+    let auc = |prefetch: &str, name: &str| {
+        let cfg = with(
+            &converged_config(data.path()),
+            &[
+                "train.embedding=\"async\"",
+                "train.staleness=1",
+                &format!("train.prefetch={prefetch}"),
+            ],
+        );
+        let addrs = start_servers(2, 2);
+        let sums: Vec<Summary> = run_workers(&cfg, &data.path().join(name), 2, &addrs, false, None)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(sums[0].history.len(), sums[1].history.len());
+        for (a, b) in sums[0].history.iter().zip(&sums[1].history) {
+            assert_eq!(a.metrics, b.metrics, "workers evaluated different rows");
+        }
+        let s = &sums[0];
+        s.history[s.chosen_epoch - 1].metrics["test"]["auc"]
+    };
+    let (on, off) = (auc("true", "prefetch"), auc("false", "on-demand"));
+    eprintln!("test AUC: prefetch {on:.4}, on demand {off:.4}");
+    assert!(
+        (on - off).abs() < 0.03 && on > 0.7,
+        "prefetch {on}, on demand {off}"
     );
 }
