@@ -9,7 +9,8 @@ use clap::Args;
 /// the workers' row gradients with the table's optimiser. Workers and servers share
 /// TUSK_JOB_SECRET. Without flags, a TF_CONFIG whose task is a `ps` gives the shard, the
 /// number of servers, the workers and the port. Exits once the run it serves is finished
-/// and its workers have disconnected.
+/// and its workers have disconnected. In a Kubernetes indexed Job, JOB_COMPLETION_INDEX gives
+/// the shard.
 #[derive(Debug, Args)]
 pub struct ServerArgs {
     /// Address to listen on.
@@ -35,10 +36,22 @@ pub fn run(a: ServerArgs) -> Result<()> {
         _ => None,
     };
     let from_tf = ps.as_ref().and_then(|p| p.this_server.map(|i| (p, i)));
-    let shard = match (a.shard, from_tf) {
-        (Some(s), _) => s,
-        (None, Some((_, i))) => i,
-        (None, None) => bail!("--shard is needed (or a TF_CONFIG whose task is a `ps`)"),
+    // A Kubernetes indexed Job gives each pod its index.
+    let job_index = match std::env::var("JOB_COMPLETION_INDEX") {
+        Ok(v) if !v.trim().is_empty() => Some(
+            v.trim()
+                .parse::<usize>()
+                .with_context(|| format!("JOB_COMPLETION_INDEX: `{v}` is not a number"))?,
+        ),
+        _ => None,
+    };
+    let shard = match (a.shard, from_tf, job_index) {
+        (Some(s), _, _) => s,
+        (None, Some((_, i)), _) => i,
+        (None, None, Some(i)) => i,
+        (None, None, None) => bail!(
+            "--shard is needed (or a TF_CONFIG whose task is a `ps`, or JOB_COMPLETION_INDEX)"
+        ),
     };
     let shards = match (a.shards, from_tf) {
         (Some(s), _) => s,

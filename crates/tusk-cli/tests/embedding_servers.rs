@@ -17,7 +17,8 @@ fn tusk() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tusk"));
     c.env_remove("TUSK_JOB_SECRET")
         .env_remove("TUSK_EMBEDDING_SERVERS")
-        .env_remove("TF_CONFIG");
+        .env_remove("TF_CONFIG")
+        .env_remove("JOB_COMPLETION_INDEX");
     c
 }
 
@@ -404,4 +405,92 @@ fn killed_server_in_async_mode_loses_at_most_the_steps_since_the_last_version() 
         auc(&a),
         auc(&b)
     );
+}
+
+#[test]
+fn server_takes_its_shard_from_an_indexed_job_and_refuses_bad_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let mut c = tusk();
+    c.args([
+        "embedding-server",
+        "--shards",
+        "2",
+        "--workers",
+        "1",
+        "--bind",
+        "127.0.0.1:0",
+    ])
+    .env("JOB_COMPLETION_INDEX", "1")
+    .env("TUSK_JOB_SECRET", "s")
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap());
+    let mut p = Proc::spawn(&mut c, "embedding server");
+    let t = Instant::now();
+    let mut text = String::new();
+    while t.elapsed() < Duration::from_secs(30) {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("listening on") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p.kill();
+    assert!(
+        text.contains("embedding server 1 of 2 for 1 worker(s): listening on 127.0.0.1:"),
+        "{text}"
+    );
+    // Each bad setting: a non-zero exit and a message naming it.
+    for (args, env, want) in [
+        (
+            vec![
+                "--shard",
+                "0",
+                "--shards",
+                "2",
+                "--workers",
+                "1",
+                "--bind",
+                "127.0.0.1:0",
+            ],
+            None,
+            "TUSK_JOB_SECRET",
+        ),
+        (
+            vec![
+                "--shard",
+                "2",
+                "--shards",
+                "2",
+                "--workers",
+                "1",
+                "--bind",
+                "127.0.0.1:0",
+            ],
+            Some("s"),
+            "shard 2 of 2",
+        ),
+        (
+            vec!["--shard", "0", "--shards", "2", "--bind", "127.0.0.1:0"],
+            Some("s"),
+            "--workers",
+        ),
+        (
+            vec!["--shards", "2", "--workers", "1", "--bind", "127.0.0.1:0"],
+            Some("s"),
+            "--shard",
+        ),
+    ] {
+        let mut c = tusk();
+        c.arg("embedding-server").args(&args);
+        if let Some(s) = env {
+            c.env("TUSK_JOB_SECRET", s);
+        }
+        c.stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let status = Proc::spawn(&mut c, "bad server").wait(Duration::from_secs(30));
+        let err = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(!status.success(), "{args:?}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 }

@@ -428,6 +428,25 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
             std::thread::sleep(Duration::from_millis(50));
         };
         let Some((name, status)) = failed else {
+            // Embedding servers exit by themselves once the run is committed: a moment for
+            // that before stopping any still there.
+            let t = Instant::now();
+            while t.elapsed() < o.grace.min(Duration::from_secs(5)) {
+                let mut live = false;
+                for w in workers
+                    .iter_mut()
+                    .filter(|w| w.server && w.status.is_none())
+                {
+                    match w.child.try_wait() {
+                        Ok(Some(s)) => w.status = Some(s),
+                        _ => live = true,
+                    }
+                }
+                if !live {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             stop_all(&mut workers, o.grace);
             return Ok(());
         };
