@@ -84,12 +84,29 @@ fn f32_bytes(v: &[f32]) -> &[u8] {
 
 /// A table's rows as a safetensors file (the same rows in the same order give the same bytes).
 pub fn encode_table(t: &TableView<'_>) -> Vec<u8> {
+    let p = t.pending_keys.len();
     let n = t.keys.len();
     let slots = if n == 0 || t.dim == 0 {
         0
     } else {
         t.state.len() / (n * t.dim)
     };
+    // Keys waiting for admission (`min_count`), only when there are any: a table without
+    // admission keeps its earlier bytes.
+    let pending = [
+        Tensor {
+            name: "pending_keys",
+            dtype: "U64",
+            shape: vec![p],
+            data: bytemuck::cast_slice(t.pending_keys),
+        },
+        Tensor {
+            name: "pending_counts",
+            dtype: "U32",
+            shape: vec![p],
+            data: bytemuck::cast_slice(t.pending_counts),
+        },
+    ];
     safetensors_file(
         [
             Tensor {
@@ -116,7 +133,9 @@ pub fn encode_table(t: &TableView<'_>) -> Vec<u8> {
                 shape: vec![n],
                 data: bytemuck::cast_slice(t.steps),
             },
-        ],
+        ]
+        .into_iter()
+        .chain(pending.into_iter().filter(|_| p > 0)),
         &[
             ("init_scale", t.init_scale.to_string()),
             ("seed", t.seed.to_string()),
@@ -154,6 +173,31 @@ pub fn decode_table(bytes: &[u8], dim: usize) -> Result<TableState, String> {
         .collect();
     let values = f32s(data("values")?);
     let state = f32s(data("state")?);
+    let (pending_keys, pending_counts) =
+        match (st.tensor("pending_keys"), st.tensor("pending_counts")) {
+            (Ok(k), Ok(c)) => (
+                k.data()
+                    .chunks_exact(8)
+                    .map(|c| {
+                        let mut a = [0u8; 8];
+                        a.copy_from_slice(c);
+                        u64::from_le_bytes(a)
+                    })
+                    .collect::<Vec<u64>>(),
+                c.data()
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect::<Vec<u32>>(),
+            ),
+            _ => (Vec::new(), Vec::new()),
+        };
+    if pending_keys.len() != pending_counts.len() {
+        return Err(format!(
+            "{} pending keys but {} counts",
+            pending_keys.len(),
+            pending_counts.len()
+        ));
+    }
     if values.len() != keys.len() * dim || steps.len() != keys.len() {
         return Err(format!(
             "{} keys, {} values and {} step counts for rows of dimension {dim}",
@@ -173,6 +217,8 @@ pub fn decode_table(bytes: &[u8], dim: usize) -> Result<TableState, String> {
         values,
         state,
         steps,
+        pending_keys,
+        pending_counts,
     })
 }
 

@@ -212,6 +212,10 @@ pub struct TableState {
     pub state: Vec<f32>,
     /// Adam steps per key.
     pub steps: Vec<u32>,
+    /// Frequency admission: keys seen fewer than `min_count` times, without a row yet.
+    pub pending_keys: Vec<u64>,
+    /// How often each of `pending_keys` was seen.
+    pub pending_counts: Vec<u32>,
 }
 
 /// [`TableState`], borrowed.
@@ -231,6 +235,10 @@ pub struct TableView<'a> {
     pub state: &'a [f32],
     /// Adam steps per key.
     pub steps: &'a [u32],
+    /// Keys waiting for admission.
+    pub pending_keys: &'a [u64],
+    /// Their counts.
+    pub pending_counts: &'a [u32],
 }
 
 impl TableView<'_> {
@@ -242,15 +250,7 @@ impl TableView<'_> {
         } else {
             self.state.len() / self.keys.len()
         };
-        let mut out = TableState {
-            dim: d,
-            seed: self.seed,
-            init_scale: self.init_scale,
-            keys: Vec::new(),
-            values: Vec::new(),
-            state: Vec::new(),
-            steps: Vec::new(),
-        };
+        let mut out = TableState::empty(d, self.seed, self.init_scale);
         for (r, &k) in self.keys.iter().enumerate() {
             if keep(k) {
                 out.keys.push(k);
@@ -258,6 +258,12 @@ impl TableView<'_> {
                     .extend_from_slice(&self.values[r * d..(r + 1) * d]);
                 out.state.extend_from_slice(&self.state[r * w..(r + 1) * w]);
                 out.steps.push(self.steps[r]);
+            }
+        }
+        for (&k, &c) in self.pending_keys.iter().zip(self.pending_counts) {
+            if keep(k) {
+                out.pending_keys.push(k);
+                out.pending_counts.push(c);
             }
         }
         out
@@ -273,11 +279,28 @@ impl TableView<'_> {
             values: self.values.to_vec(),
             state: self.state.to_vec(),
             steps: self.steps.to_vec(),
+            pending_keys: self.pending_keys.to_vec(),
+            pending_counts: self.pending_counts.to_vec(),
         }
     }
 }
 
 impl TableState {
+    /// No rows.
+    pub fn empty(dim: usize, seed: u64, init_scale: f32) -> TableState {
+        TableState {
+            dim,
+            seed,
+            init_scale,
+            keys: Vec::new(),
+            values: Vec::new(),
+            state: Vec::new(),
+            steps: Vec::new(),
+            pending_keys: Vec::new(),
+            pending_counts: Vec::new(),
+        }
+    }
+
     /// The rows of shard `shard` of `shards` ([`shard_of`]), in this state's order.
     pub fn shard(&self, shard: usize, shards: usize) -> TableState {
         self.view().select(|k| shard_of(k, shards) == shard)
@@ -319,15 +342,22 @@ impl TableState {
         if let Some(w) = rows.windows(2).find(|w| w[0].0 == w[1].0) {
             return Err(format!("key {:#018x} is in two table parts", w[0].0));
         }
-        let mut out = TableState {
-            dim,
-            seed,
-            init_scale,
-            keys: Vec::with_capacity(n),
-            values: Vec::with_capacity(n * dim),
-            state: Vec::with_capacity(n * dim * slots),
-            steps: Vec::with_capacity(n),
-        };
+        let mut out = TableState::empty(dim, seed, init_scale);
+        out.keys.reserve(n);
+        out.values.reserve(n * dim);
+        out.state.reserve(n * dim * slots);
+        out.steps.reserve(n);
+        let mut pending: Vec<(u64, u32)> = parts
+            .iter()
+            .flat_map(|p| {
+                p.pending_keys
+                    .iter()
+                    .copied()
+                    .zip(p.pending_counts.iter().copied())
+            })
+            .collect();
+        pending.sort_unstable();
+        (out.pending_keys, out.pending_counts) = pending.into_iter().unzip();
         let w = dim * slots;
         for (k, i, r) in rows {
             let p = &parts[i];
@@ -350,6 +380,8 @@ impl TableState {
             values: &self.values,
             state: &self.state,
             steps: &self.steps,
+            pending_keys: &self.pending_keys,
+            pending_counts: &self.pending_counts,
         }
     }
 }
@@ -371,6 +403,13 @@ pub struct HashedTable {
     /// Adam steps per row.
     steps: Vec<u32>,
     keys: Vec<u64>,
+    /// Frequency admission: a key gets a row once its gradients arrived this many times
+    /// (1: at once).
+    min_count: u32,
+    /// Keys seen fewer times, their counts, and where each is in the two lists.
+    pending_keys: Vec<u64>,
+    pending_counts: Vec<u32>,
+    pending_index: KeyMap<usize>,
 }
 
 impl HashedTable {
@@ -387,7 +426,25 @@ impl HashedTable {
             state: Vec::new(),
             steps: Vec::new(),
             keys: Vec::new(),
+            min_count: 1,
+            pending_keys: Vec::new(),
+            pending_counts: Vec::new(),
+            pending_index: KeyMap::default(),
         }
+    }
+
+    /// Frequency admission (DeepRec's and Monolith's answer to long-tail ids): a key gets a
+    /// row only once its gradients have arrived `n` times (occurrences in applied batches,
+    /// every worker's); until then it reads as its initial value and its gradients only
+    /// count. Not part of [`TableState`] (the counts are): set it after a restore too.
+    pub fn with_min_count(mut self, n: u32) -> HashedTable {
+        self.min_count = n.max(1);
+        self
+    }
+
+    /// Keys seen but not (yet) given a row.
+    pub fn pending_len(&self) -> usize {
+        self.pending_keys.len()
     }
 
     /// Use another initial scale (values uniform in ±`scale`).
@@ -434,6 +491,8 @@ impl HashedTable {
             + self.steps.len() * 4
             + self.keys.len() * 8
             + self.index.capacity() * 16
+            + self.pending_keys.len() * 12
+            + self.pending_index.capacity() * 16
     }
 
     /// The optimiser rows are updated with.
@@ -466,6 +525,8 @@ impl HashedTable {
             values: &self.values,
             state: &self.state,
             steps: &self.steps,
+            pending_keys: &self.pending_keys,
+            pending_counts: &self.pending_counts,
         }
     }
 
@@ -489,6 +550,20 @@ impl HashedTable {
                 return Err(format!("key {k:#018x} appears twice"));
             }
         }
+        if s.pending_keys.len() != s.pending_counts.len() {
+            return Err(format!(
+                "{} keys waiting for admission but {} counts",
+                s.pending_keys.len(),
+                s.pending_counts.len()
+            ));
+        }
+        let mut pending_index =
+            KeyMap::with_capacity_and_hasher(s.pending_keys.len(), Default::default());
+        for (i, k) in s.pending_keys.iter().enumerate() {
+            if index.contains_key(k) || pending_index.insert(*k, i).is_some() {
+                return Err(format!("key {k:#018x} both has a row and waits for one"));
+            }
+        }
         Ok(HashedTable {
             dim: s.dim,
             optimizer,
@@ -500,7 +575,36 @@ impl HashedTable {
             state: s.state,
             steps: s.steps,
             keys: s.keys,
+            min_count: 1,
+            pending_keys: s.pending_keys,
+            pending_counts: s.pending_counts,
+            pending_index,
         })
+    }
+
+    /// Count `n` more occurrences of `key`, which has no row; true when that admits it (the
+    /// count is then dropped and the caller creates the row).
+    fn admit(&mut self, key: u64, n: u32) -> bool {
+        let i = match self.pending_index.get(&key) {
+            Some(&i) => i,
+            None => {
+                self.pending_index.insert(key, self.pending_keys.len());
+                self.pending_keys.push(key);
+                self.pending_counts.push(0);
+                self.pending_keys.len() - 1
+            }
+        };
+        self.pending_counts[i] = self.pending_counts[i].saturating_add(n);
+        if self.pending_counts[i] < self.min_count {
+            return false;
+        }
+        self.pending_index.remove(&key);
+        self.pending_keys.swap_remove(i);
+        self.pending_counts.swap_remove(i);
+        if let Some(&moved) = self.pending_keys.get(i) {
+            self.pending_index.insert(moved, i);
+        }
+        true
     }
 
     /// Copy the rows of `keys` into `out` without creating rows: a missing key reads as
@@ -574,6 +678,11 @@ impl EmbeddingStore for HashedTable {
 
     fn lookup(&mut self, keys: &[u64], out: &mut [f32]) {
         let d = self.dim;
+        if self.min_count > 1 {
+            // Rows are created on admission, when gradients arrive, not on reading.
+            self.peek(keys, out);
+            return;
+        }
         for (i, &k) in keys.iter().enumerate() {
             let r = self.row(k);
             out[i * d..(i + 1) * d].copy_from_slice(&self.values[r * d..(r + 1) * d]);
@@ -595,6 +704,7 @@ impl EmbeddingStore for HashedTable {
             KeyMap::with_capacity_and_hasher(keys.len(), Default::default());
         let mut order: Vec<u64> = Vec::with_capacity(keys.len());
         let mut summed: Vec<f32> = Vec::with_capacity(grads.len());
+        let mut seen: Vec<u32> = Vec::with_capacity(keys.len());
         for (i, &k) in keys.iter().enumerate() {
             let g = &grads[i * d..(i + 1) * d];
             if g.iter().any(|x| !x.is_finite()) {
@@ -602,13 +712,26 @@ impl EmbeddingStore for HashedTable {
             }
             let j = *slot.entry(k).or_insert_with(|| {
                 order.push(k);
+                seen.push(0);
                 summed.resize(summed.len() + d, 0.0);
                 order.len() - 1
             });
+            seen[j] += 1;
             for (a, b) in summed[j * d..(j + 1) * d].iter_mut().zip(g) {
                 *a += b;
             }
         }
+        // Frequency admission: keys without a row count their occurrences; those that reach
+        // `min_count` get a row now and this step's gradient, the others nothing yet.
+        let admitted: Vec<bool> = if self.min_count > 1 {
+            order
+                .iter()
+                .zip(&seen)
+                .map(|(&k, &n)| self.index.contains_key(&k) || self.admit(k, n))
+                .collect()
+        } else {
+            vec![true; order.len()]
+        };
         if let Optimizer::Adam {
             lr,
             beta1,
@@ -620,6 +743,9 @@ impl EmbeddingStore for HashedTable {
             // Every row moves: touched rows with their gradient, the others with zero.
             let mut grad_of = vec![u32::MAX; self.keys.len()];
             for (j, k) in order.iter().enumerate() {
+                if !admitted[j] {
+                    continue;
+                }
                 let r = self.row(*k);
                 if r >= grad_of.len() {
                     grad_of.resize(r + 1, u32::MAX);
@@ -648,6 +774,9 @@ impl EmbeddingStore for HashedTable {
             return Ok(());
         }
         for (j, k) in order.into_iter().enumerate() {
+            if !admitted[j] {
+                continue;
+            }
             let g = &summed[j * d..(j + 1) * d];
             let r = self.row(k);
             let w = &mut self.values[r * d..(r + 1) * d];
@@ -693,6 +822,68 @@ impl EmbeddingStore for HashedTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn min_count_admits_a_key_on_its_nth_occurrence_by_hand() {
+        let (a, b) = (feature_key("id", 1), feature_key("id", 2));
+        let mut t = HashedTable::new(2, Optimizer::Sgd { lr: 0.5 }, 3).with_min_count(3);
+        let mut init = vec![0.0; 4];
+        t.peek(&[a, b], &mut init);
+        let mut out = vec![9.0; 4];
+        t.lookup(&[a, b], &mut out);
+        assert_eq!(
+            out, init,
+            "reading creates nothing and gives the initial values"
+        );
+        assert!(t.is_empty());
+        // a twice, b once: counted, not trained.
+        t.apply_gradients(&[a, a, b], &[1.0; 6]).unwrap();
+        assert!(t.is_empty());
+        assert_eq!(t.pending_len(), 2);
+        // The third a admits it: a row from its initial value with this step's gradient.
+        t.apply_gradients(&[a], &[1.0, 2.0]).unwrap();
+        assert_eq!(t.get(a).unwrap(), &[init[0] - 0.5, init[1] - 1.0]);
+        assert_eq!(t.get(b), None);
+        assert_eq!(t.pending_len(), 1);
+        // The counts survive export and restore; b's third occurrence admits it there.
+        let st = t.export();
+        assert_eq!(
+            (st.pending_keys.clone(), st.pending_counts.clone()),
+            (vec![b], vec![1])
+        );
+        let mut back = HashedTable::restore(Optimizer::Sgd { lr: 0.5 }, st)
+            .unwrap()
+            .with_min_count(3);
+        back.apply_gradients(&[b, b], &[1.0; 4]).unwrap();
+        assert_eq!(back.get(b).unwrap(), &[init[2] - 1.0, init[3] - 1.0]);
+        assert_eq!(back.pending_len(), 0);
+        // Shards split and merge the waiting keys too.
+        t.apply_gradients(&[feature_key("id", 3)], &[1.0; 2])
+            .unwrap();
+        let all = t.export();
+        let merged = TableState::merge((0..3).map(|s| all.shard(s, 3)).collect()).unwrap();
+        let mut want: Vec<(u64, u32)> = all
+            .pending_keys
+            .iter()
+            .copied()
+            .zip(all.pending_counts.iter().copied())
+            .collect();
+        want.sort_unstable();
+        let got: Vec<(u64, u32)> = merged
+            .pending_keys
+            .iter()
+            .copied()
+            .zip(merged.pending_counts.iter().copied())
+            .collect();
+        assert_eq!(got, want);
+        // And the table file carries them.
+        let f = file::encode_table(&merged.view());
+        assert_eq!(file::decode_table(&f, 2).unwrap(), merged);
+        // A table without admission writes no extra tensors.
+        let plain = HashedTable::new(2, Optimizer::Sgd { lr: 0.5 }, 3).export();
+        let f = file::encode_table(&plain.view());
+        assert!(!String::from_utf8_lossy(&f).contains("pending"));
+    }
 
     #[test]
     fn shards_split_and_merge_back_sorted() {

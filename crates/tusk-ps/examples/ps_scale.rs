@@ -111,6 +111,7 @@ fn main() {
         normal_init: false,
         mode: Mode::Sync,
         workers: 1,
+        min_count: 1,
     };
     if let Err(e) = c.init("scale", &cfg, Rows::Fresh) {
         eprintln!("{e}");

@@ -88,6 +88,7 @@ fn main() {
                 normal_init: false,
                 mode: Mode::Sync,
                 workers: 1,
+                min_count: 1,
             };
             c.init("bench", &cfg, tusk_ps::Rows::Fresh).unwrap();
             let start = Instant::now();
@@ -170,6 +171,7 @@ fn prefetch_table() {
                 normal_init: false,
                 mode: Mode::Async { staleness: 1 },
                 workers: 1,
+                min_count: 1,
             };
             c.init(
                 if prefetch { "p1" } else { "p0" },

@@ -89,6 +89,13 @@ pub struct TableConfig {
     pub mode: Mode,
     /// Number of workers.
     pub workers: usize,
+    /// Frequency admission: occurrences before a key gets a row (1: at once).
+    #[serde(default = "one")]
+    pub min_count: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// [`Optimizer`] on the wire.
@@ -176,11 +183,16 @@ impl TableConfig {
     fn empty_table(&self) -> HashedTable {
         HashedTable::new(self.dim, self.optimizer.into(), self.seed)
             .with_init_scale(self.init_scale)
-            .with_init(if self.normal_init {
-                Init::Normal
-            } else {
-                Init::Uniform
-            })
+            .with_init(self.init())
+            .with_min_count(self.min_count)
+    }
+
+    fn init(&self) -> Init {
+        if self.normal_init {
+            Init::Normal
+        } else {
+            Init::Uniform
+        }
     }
 }
 
@@ -247,6 +259,11 @@ fn put_state(b: &mut Vec<u8>, s: &TableState) {
     put_f32s(b, &s.state);
     put_u64(b, s.steps.len() as u64);
     for x in &s.steps {
+        put_u32(b, *x);
+    }
+    put_keys(b, &s.pending_keys);
+    put_u64(b, s.pending_counts.len() as u64);
+    for x in &s.pending_counts {
         put_u32(b, *x);
     }
 }
@@ -353,6 +370,13 @@ impl<'a> Reader<'a> {
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
+        let pending_keys = self.keys("pending keys")?;
+        let n = self.len("pending counts", 4)?;
+        let pending_counts = self
+            .take(n * 4, "pending counts")?
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         Ok(TableState {
             dim,
             seed,
@@ -361,6 +385,8 @@ impl<'a> Reader<'a> {
             values,
             state,
             steps,
+            pending_keys,
+            pending_counts,
         })
     }
 }
@@ -702,13 +728,9 @@ fn handle(
                             st.dim, config.dim
                         ));
                     }
-                    table = HashedTable::restore(config.optimizer.into(), st)?.with_init(
-                        if config.normal_init {
-                            Init::Normal
-                        } else {
-                            Init::Uniform
-                        },
-                    );
+                    table = HashedTable::restore(config.optimizer.into(), st)?
+                        .with_init(config.init())
+                        .with_min_count(config.min_count);
                 }
                 let mut g = shared.lock();
                 eprintln!(
@@ -876,27 +898,16 @@ fn handle(
                 Some(s) => s.config.dim,
                 None => return Err("no session".into()),
             };
-            let st = read_rows(shared, &mut r, dim)?.unwrap_or(TableState {
-                dim,
-                seed: 0,
-                init_scale: 0.0,
-                keys: Vec::new(),
-                values: Vec::new(),
-                state: Vec::new(),
-                steps: Vec::new(),
-            });
+            let st =
+                read_rows(shared, &mut r, dim)?.unwrap_or_else(|| TableState::empty(dim, 0, 0.0));
             check_keys(&st.keys)?;
             let mut g = shared.lock();
             let Some(s) = g.session.as_mut() else {
                 return Err("no session".into());
             };
-            s.table = HashedTable::restore(s.config.optimizer.into(), st)?.with_init(
-                if s.config.normal_init {
-                    Init::Normal
-                } else {
-                    Init::Uniform
-                },
-            );
+            s.table = HashedTable::restore(s.config.optimizer.into(), st)?
+                .with_init(s.config.init())
+                .with_min_count(s.config.min_count);
             Ok(())
         }
         OP_SNAPSHOT => {

@@ -37,6 +37,7 @@ fn config(mode: Mode, workers: usize) -> TableConfig {
         normal_init: false,
         mode,
         workers,
+        min_count: 1,
     }
 }
 

@@ -163,6 +163,9 @@ pub struct TrainConfig {
     /// With `embedding = "async"`: steps a worker may run ahead of the slowest one (0 is
     /// `sync`).
     pub staleness: u64,
+    /// Frequency admission: an id gets an embedding row only once it has been trained on
+    /// this many times (until then it reads as its initial value); 1 admits every id at once.
+    pub min_count: u32,
     /// With `embedding = "async"` and `staleness` ≥ 1: ask the servers for the next step's
     /// rows while this step trains (they then lack this worker's own latest update).
     pub prefetch: bool,
@@ -196,6 +199,7 @@ impl Default for TrainConfig {
             embedding: "replicated".into(),
             staleness: 1,
             prefetch: true,
+            min_count: 1,
             seed: 42,
             shuffle_buffer: 100_000,
             checkpoint_every: 0,

@@ -802,15 +802,7 @@ impl ModelStore {
         let table = if with_table {
             read_table(&manifest, &files, meta.emb_dim).map_err(bad)?
         } else {
-            TableState {
-                dim: meta.emb_dim,
-                seed: 0,
-                init_scale: 0.0,
-                keys: Vec::new(),
-                values: Vec::new(),
-                state: Vec::new(),
-                steps: Vec::new(),
-            }
+            TableState::empty(meta.emb_dim, 0, 0.0)
         };
         Ok(Checkpoint {
             meta,

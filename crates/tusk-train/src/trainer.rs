@@ -757,7 +757,7 @@ pub fn train_with<'a>(
                 scorer.model,
                 scorer.params,
                 adam,
-                scorer.table,
+                scorer.table.with_min_count(cfg.train.min_count),
                 st,
             )
         }
@@ -794,7 +794,8 @@ pub fn train_with<'a>(
             let table =
                 HashedTable::new(model.emb_dim(), cfg.embedding_optimizer()?, cfg.train.seed)
                     .with_init_scale(cfg.train.init_scale)
-                    .with_init(cfg.embedding_init()?);
+                    .with_init(cfg.embedding_init()?)
+                    .with_min_count(cfg.train.min_count);
             (
                 Arc::new(space),
                 model,
@@ -1030,6 +1031,7 @@ fn remote_table(
         normal_init: cfg.embedding_init()? == tusk_embedding::Init::Normal,
         mode,
         workers: world,
+        min_count: cfg.train.min_count,
     };
     drop(table);
     // Rank 0 opens the session: each server reads the stored rows of its shard itself.
@@ -1080,15 +1082,11 @@ impl Run<'_> {
             c.snapshot(self.snapshots)?;
             snapshot = Some(self.snapshots);
         }
-        let no_rows = tusk_embedding::TableState {
-            dim: self.model.emb_dim(),
-            seed: self.cfg.train.seed,
-            init_scale: self.cfg.train.init_scale,
-            keys: Vec::new(),
-            values: Vec::new(),
-            state: Vec::new(),
-            steps: Vec::new(),
-        };
+        let no_rows = tusk_embedding::TableState::empty(
+            self.model.emb_dim(),
+            self.cfg.train.seed,
+            self.cfg.train.init_scale,
+        );
         let table = match &self.table {
             Table::Local(t) => t.view(),
             Table::Remote(_) => no_rows.view(),
@@ -1732,7 +1730,8 @@ impl Run<'_> {
                                 url: self.store.url(),
                                 message: m,
                             })?
-                            .with_init(self.cfg.embedding_init()?),
+                            .with_init(self.cfg.embedding_init()?)
+                            .with_min_count(self.cfg.train.min_count),
                     );
                 }
             }

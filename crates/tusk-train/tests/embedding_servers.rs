@@ -377,3 +377,46 @@ fn async_prefetch_trains_as_well_as_pulling_on_demand() {
         "prefetch {on}, on demand {off}"
     );
 }
+
+/// Frequency admission gives the same rows, counts included, replicated and on servers, and
+/// holds fewer rows than admitting every id.
+#[test]
+fn min_count_on_servers_equals_replicated_and_saves_rows() {
+    let data = data_dir();
+    let cfg = with(&base_config(data.path()), &["train.min_count=40"]);
+    let replicated = data.path().join("replicated");
+    for r in run_workers(&cfg, &replicated, 2, &[], false, Some(100)) {
+        r.unwrap();
+    }
+    let sync = with(&cfg, &["train.embedding=\"sync\""]);
+    let url = data.path().join("sync");
+    let addrs = start_servers(2, 2);
+    for r in run_workers(&sync, &url, 2, &addrs, false, Some(100)) {
+        r.unwrap();
+    }
+    let (a, b) = (newest(&url), newest(&replicated));
+    assert_same_model(&a, &b, "min_count: sync vs replicated");
+    let pending = |c: &Checkpoint| {
+        let mut p: Vec<(u64, u32)> = c
+            .table
+            .pending_keys
+            .iter()
+            .copied()
+            .zip(c.table.pending_counts.iter().copied())
+            .collect();
+        p.sort_unstable();
+        p
+    };
+    assert_eq!(pending(&a), pending(&b));
+    assert!(!pending(&a).is_empty(), "some ids wait for admission");
+    let all = data.path().join("all");
+    for r in run_workers(&base_config(data.path()), &all, 2, &[], false, Some(100)) {
+        r.unwrap();
+    }
+    let everyone = newest(&all).table.keys.len();
+    assert!(
+        a.table.keys.len() < everyone,
+        "{} rows with admission, {everyone} without",
+        a.table.keys.len()
+    );
+}

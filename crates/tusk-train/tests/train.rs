@@ -40,8 +40,13 @@ fn dlrm_learns_a_generic_csv_from_config_alone() {
 
 #[test]
 fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
-    // Lazy row-wise Adam with uniform rows (the default), and dense Adam with normal rows.
-    for extra in ["", "init = \"normal\"\nembedding_adam = \"dense\""] {
+    // Lazy row-wise Adam with uniform rows (the default), dense Adam with normal rows, and
+    // frequency admission (the counts of ids still waiting are part of every version).
+    for extra in [
+        "",
+        "init = \"normal\"\nembedding_adam = \"dense\"",
+        "min_count = 30",
+    ] {
         resume_matches(extra);
     }
 }
