@@ -11,10 +11,42 @@ use tusk_ps::{Client, Mode, Server, ServerOptions, TableConfig};
 
 const DIM: usize = 32;
 
+/// Raw TCP throughput over loopback in this run (the link the servers use): 2 GiB written
+/// in 1 MiB chunks over one connection and read on another thread, in MB/s.
+fn raw_loopback() -> f64 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let total: usize = 2 << 30;
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0;
+        while got < total {
+            let n = s.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+    });
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let chunk = vec![7u8; 1 << 20];
+    let t = Instant::now();
+    for _ in 0..(total >> 20) {
+        s.write_all(&chunk).unwrap();
+    }
+    drop(s);
+    reader.join().unwrap();
+    total as f64 / t.elapsed().as_secs_f64() / 1e6
+}
+
 fn main() {
+    let raw = raw_loopback();
+    println!("raw loopback TCP, one connection, this run: {raw:.0} MB/s");
     println!(
-        "{:>8} {:>8} {:>12} {:>12} {:>12} {:>10}",
-        "servers", "keys", "steps/s", "rows/s", "MB/s (wire)", "vs local"
+        "{:>8} {:>8} {:>12} {:>12} {:>12} {:>10} {:>9}",
+        "servers", "keys", "steps/s", "rows/s", "MB/s (wire)", "vs local", "of raw"
     );
     let mut next = 0x2545_f491_4f6c_dd1du64;
     let mut draw = move || {
@@ -104,10 +136,11 @@ fn main() {
                 .map(|k| k.len() * (16 + 8 * DIM))
                 .sum::<usize>() as f64;
             println!(
-                "{shards:>8} {batch:>8} {sps:>12.0} {:>12.0} {:>12.0} {:>9.2}×",
+                "{shards:>8} {batch:>8} {sps:>12.0} {:>12.0} {:>12.0} {:>9.2}× {:>8.0}%",
                 sps * batch as f64,
                 wire / secs / 1e6,
-                local / sps
+                local / sps,
+                100.0 * wire / secs / 1e6 / raw
             );
             c.finish().unwrap();
         }

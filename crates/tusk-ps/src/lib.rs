@@ -428,6 +428,8 @@ struct Session {
     finished: bool,
     /// Encoded shard files taken at a step boundary, waiting to be written.
     snapshots: HashMap<u64, Vec<u8>>,
+    /// The most steps a pull was ahead of the slowest worker (async: never above the bound).
+    max_lead: u64,
 }
 
 impl Session {
@@ -748,6 +750,7 @@ fn handle(
                     failed: None,
                     finished: false,
                     snapshots: HashMap::new(),
+                    max_lead: 0,
                 });
                 g.generation += 1;
                 *shared.done.lock().unwrap_or_else(|p| p.into_inner()) = false;
@@ -808,6 +811,9 @@ fn handle(
             let Some(s) = g.session.as_mut() else {
                 return Err("no session".into());
             };
+            if op == OP_PULL {
+                s.max_lead = s.max_lead.max(clock.saturating_sub(s.min_clock()));
+            }
             let d = s.config.dim;
             let mut rows = vec![0.0f32; keys.len() * d];
             if op == OP_PULL {
@@ -957,12 +963,12 @@ fn handle(
         }
         OP_STATS => {
             let g = shared.lock();
-            let (rows, bytes) = g
-                .session
-                .as_ref()
-                .map_or((0, 0), |s| (s.table.len(), s.table.memory_bytes()));
+            let (rows, bytes, lead) = g.session.as_ref().map_or((0, 0, 0), |s| {
+                (s.table.len(), s.table.memory_bytes(), s.max_lead)
+            });
             put_u64(out, rows as u64);
             put_u64(out, bytes as u64);
+            put_u64(out, lead);
             Ok(())
         }
         other => Err(format!("unknown operation {other}")),
@@ -1029,6 +1035,8 @@ pub struct ShardStats {
     pub rows: u64,
     /// Bytes of rows and optimiser state.
     pub bytes: u64,
+    /// The most steps a training pull was ahead of the slowest worker.
+    pub max_lead: u64,
 }
 
 impl Client {
@@ -1417,7 +1425,12 @@ impl Client {
                 let mut r = Reader { b: &a };
                 let rows = r.u64("rows").map_err(|m| self.conns[i].err(m))?;
                 let bytes = r.u64("bytes").map_err(|m| self.conns[i].err(m))?;
-                Ok(ShardStats { rows, bytes })
+                let max_lead = r.u64("lead").map_err(|m| self.conns[i].err(m))?;
+                Ok(ShardStats {
+                    rows,
+                    bytes,
+                    max_lead,
+                })
             })
             .collect()
     }

@@ -75,6 +75,8 @@ fn async_worker_runs_at_most_staleness_steps_ahead() {
     }
     w0.pull(&k, &mut rows).unwrap();
     w0.push(&k, &g).unwrap();
+    // Instrumented: the furthest ahead a pull went is exactly the bound.
+    assert!(w1.stats().unwrap().iter().all(|s| s.max_lead == 2));
     // ...and its pull of step 3 waits for worker 1, until the server's timeout.
     let t = Instant::now();
     let e = w0.pull(&k, &mut rows).unwrap_err().to_string();
@@ -187,4 +189,39 @@ fn refusals_name_the_problem() {
         e.contains("embedding server 0 at 127.0.0.1:1") && e.contains("not reachable"),
         "{e}"
     );
+}
+
+/// Workers and servers that disagree on the number of servers: the first key that lands on
+/// the wrong server is refused, naming the shards.
+#[test]
+fn a_shard_map_mismatch_is_refused_naming_the_shards() {
+    // Two servers started as shards of three; the worker knows only these two.
+    let addrs: Vec<String> = (0..2)
+        .map(|shard| {
+            let s = Server::bind(
+                "127.0.0.1:0",
+                ServerOptions {
+                    shard,
+                    shards: 3,
+                    workers: 1,
+                    secret: SECRET.to_vec(),
+                    timeout: Duration::from_secs(5),
+                },
+            )
+            .unwrap();
+            let a = s.addr().unwrap().to_string();
+            std::thread::spawn(move || s.run());
+            a
+        })
+        .collect();
+    let mut w = client(&addrs, 0, 1);
+    w.init("s", &config(Mode::Sync, 1), Rows::Fresh).unwrap();
+    let k = keys(64);
+    let mut rows = vec![0.0; k.len() * 4];
+    let e = w.pull(&k, &mut rows).unwrap_err().to_string();
+    assert!(
+        e.contains("belongs to shard") && e.contains("disagree on the number of servers"),
+        "{e}"
+    );
+    assert!(e.contains("embedding server"), "{e}");
 }

@@ -1743,6 +1743,19 @@ impl Run<'_> {
             None => 0,
         };
         if let Some(c) = self.table.client() {
+            if let Ok(stats) = c.stats() {
+                let rows: Vec<String> = stats.iter().map(|s| s.rows.to_string()).collect();
+                let mib: Vec<String> = stats
+                    .iter()
+                    .map(|s| format!("{:.1}", s.bytes as f64 / 1048576.0))
+                    .collect();
+                let lead = stats.iter().map(|s| s.max_lead).max().unwrap_or(0);
+                obs.message(&format!(
+                    "embedding servers hold {} rows ({} MiB); pulls ran at most {lead} step(s) ahead of the slowest worker",
+                    rows.join(" + "),
+                    mib.join(" + ")
+                ));
+            }
             // The run is committed: the servers may exit once the workers disconnect.
             c.finish()?;
         }

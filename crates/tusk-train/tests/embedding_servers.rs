@@ -342,6 +342,22 @@ fn servers_write_their_shards_and_the_manifest_lists_them() {
         e.contains("embeddings-00001-of-00003.safetensors is damaged"),
         "{e}"
     );
+    // A shard missing from the manifest (a hand-edited version): the load names it.
+    let manifest = dir.join("MANIFEST.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let mut m: serde_json::Value = serde_json::from_str(&text).unwrap();
+    m["files"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|f| f["name"] != "embeddings-00001-of-00003.safetensors");
+    std::fs::write(&manifest, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let e = store.load(Some(v)).unwrap_err().to_string();
+    assert!(e.contains("lacks embedding shard 1 of 3"), "{e}");
+    // And a shard file gone from storage.
+    std::fs::write(&manifest, text).unwrap();
+    std::fs::remove_file(&victim).unwrap();
+    let e = store.load(Some(v)).unwrap_err().to_string();
+    assert!(e.contains("embeddings-00001-of-00003.safetensors"), "{e}");
 }
 
 /// Prefetching the next step's rows (async, staleness ≥ 1) trains as well as pulling them
