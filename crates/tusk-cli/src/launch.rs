@@ -46,6 +46,43 @@ pub struct LaunchArgs {
     /// Seconds between SIGTERM and SIGKILL when stopping workers.
     #[arg(long, default_value_t = 5.0)]
     grace: f64,
+    /// GPUs per worker. Locally each worker gets its own CUDA_VISIBLE_DEVICES ordinals (worker
+    /// k: k·G … k·G+G−1, taken from this process's CUDA_VISIBLE_DEVICES when set), so workers
+    /// on one host never share a device; on YARN each container asks for G `yarn.io/gpu`.
+    #[arg(long, default_value_t = 0)]
+    gpus_per_worker: usize,
+    /// Submit the job to YARN instead: the ResourceManager's web address, http://HOST:8088.
+    /// Workers (and embedding servers) run in containers; the launcher follows the
+    /// application, restarts it from the newest model version at most --max-restarts times,
+    /// and exits with its status.
+    #[arg(long, value_name = "RM_URL", help_heading = "YARN")]
+    yarn: Option<String>,
+    /// YARN queue.
+    #[arg(long, default_value = "default", help_heading = "YARN")]
+    queue: String,
+    /// Memory per container (workers and servers): 4g, 512m, or MB.
+    #[arg(long, default_value = "2g", help_heading = "YARN")]
+    worker_memory: String,
+    /// Virtual cores per container.
+    #[arg(long, default_value_t = 1, help_heading = "YARN")]
+    worker_vcores: u64,
+    /// Memory of the application master (DistributedShell).
+    #[arg(long, default_value = "512m", help_heading = "YARN")]
+    am_memory: String,
+    /// Where the job's files are staged (HDFS, readable by every NodeManager); default
+    /// /user/$USER/.tusk-staging on the HDFS of the --model URL.
+    #[arg(long, help_heading = "YARN")]
+    staging: Option<String>,
+    /// The application master's CLASSPATH (else $TUSK_YARN_CLASSPATH, else YARN's default
+    /// yarn.application.classpath: a stock Hadoop install has DistributedShell there).
+    #[arg(long, help_heading = "YARN")]
+    yarn_classpath: Option<String>,
+    /// The tusk binary the containers run (default: this one).
+    #[arg(long, help_heading = "YARN")]
+    tusk_binary: Option<std::path::PathBuf>,
+    /// Seconds a container waits for its peers' addresses.
+    #[arg(long, default_value_t = 300, help_heading = "YARN")]
+    rendezvous_timeout: u64,
     /// The tusk command each worker runs, after `--`, e.g. `train job.toml --model URL`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -55,6 +92,9 @@ pub fn run(a: LaunchArgs) -> Result<()> {
     let program = std::env::current_exe()?;
     let restart_arg =
         (a.command.first().map(String::as_str) == Some("train")).then(|| "--resume".to_string());
+    if let Some(rm) = &a.yarn {
+        return run_yarn(rm, &a, program, restart_arg);
+    }
     let opts = tusk_launch::Options {
         nproc_per_node: a.nproc_per_node,
         nnodes: a.nnodes,
@@ -68,7 +108,177 @@ pub fn run(a: LaunchArgs) -> Result<()> {
         grace: Duration::from_secs_f64(a.grace.max(0.0)),
         servers: a.servers,
         server_args: vec!["embedding-server".into()],
+        gpus_per_worker: a.gpus_per_worker,
     };
     tusk_launch::launch(&opts, &mut |line| eprintln!("[launch] {line}"))?;
+    Ok(())
+}
+
+/// `4g`, `512m`, `1536` (MB) → MB.
+fn megabytes(flag: &str, v: &str) -> Result<u64> {
+    let t = v.trim().to_ascii_lowercase();
+    let (num, mult) = match t.strip_suffix('g') {
+        Some(n) => (n, 1024),
+        None => (t.strip_suffix('m').unwrap_or(&t), 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(|n| n * mult)
+        .ok_or_else(|| anyhow::anyhow!("{flag} {v}: expected a size such as 4g, 512m or 2048 (MB)"))
+}
+
+/// The user YARN applications run as on an unsecured cluster.
+pub fn yarn_user() -> String {
+    ["HADOOP_USER_NAME", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "root".into())
+}
+
+fn run_yarn(
+    rm: &str,
+    a: &LaunchArgs,
+    program: std::path::PathBuf,
+    restart_arg: Option<String>,
+) -> Result<()> {
+    if a.nnodes != 1 || a.node_rank != 0 || a.master_addr.is_some() || a.master_port.is_some() {
+        anyhow::bail!(
+            "--yarn places the workers itself: --nnodes, --node-rank, --master-addr and --master-port do not apply"
+        );
+    }
+    let user = yarn_user();
+    let staging = match &a.staging {
+        Some(s) => s.clone(),
+        None => {
+            let model = a
+                .command
+                .iter()
+                .position(|x| x == "--model")
+                .and_then(|i| a.command.get(i + 1))
+                .filter(|m| m.starts_with("hdfs://") || m.starts_with("webhdfs://"));
+            match model {
+                Some(m) => {
+                    let (scheme, rest) = m.split_once("://").unwrap_or(("hdfs", m));
+                    let authority = rest.split('/').next().unwrap_or(rest);
+                    format!("{scheme}://{authority}/user/{user}/.tusk-staging")
+                }
+                None => anyhow::bail!(
+                    "--staging is needed: a directory on HDFS every NodeManager can read (it defaults to /user/$USER/.tusk-staging on the HDFS of an hdfs:// --model)"
+                ),
+            }
+        }
+    };
+    let spec = tusk_yarn::job::JobSpec {
+        rm: rm.to_string(),
+        user,
+        queue: a.queue.clone(),
+        name: "tusk".into(),
+        workers: a.nproc_per_node,
+        servers: a.servers,
+        container: tusk_yarn::job::Resources {
+            memory_mb: megabytes("--worker-memory", &a.worker_memory)?,
+            vcores: a.worker_vcores,
+            gpus: a.gpus_per_worker as u64,
+        },
+        am_memory_mb: megabytes("--am-memory", &a.am_memory)?,
+        max_restarts: a.max_restarts,
+        staging,
+        binary: a.tusk_binary.clone().unwrap_or(program),
+        args: a.command.clone(),
+        restart_arg,
+        classpath: a
+            .yarn_classpath
+            .clone()
+            .or_else(|| std::env::var("TUSK_YARN_CLASSPATH").ok())
+            .unwrap_or_else(|| tusk_yarn::job::DEFAULT_CLASSPATH.to_string()),
+        java: "{{JAVA_HOME}}/bin/java".into(),
+        rendezvous_timeout: a.rendezvous_timeout,
+        poll: Duration::from_millis(500),
+    };
+    tusk_yarn::job::run(&spec, &mut |line| eprintln!("[yarn] {line}"))?;
+    Ok(())
+}
+
+/// `tusk yarn status|kill`.
+#[derive(Debug, clap::Subcommand)]
+pub enum YarnCommand {
+    /// One line about an application: state, final status, queue, diagnostics.
+    Status {
+        /// The application, application_<cluster>_<n>.
+        app: String,
+        /// The ResourceManager's web address (else $TUSK_YARN).
+        #[arg(long)]
+        yarn: Option<String>,
+    },
+    /// Kill an application (YARN stops its containers).
+    Kill {
+        /// The application.
+        app: String,
+        /// The ResourceManager's web address (else $TUSK_YARN).
+        #[arg(long)]
+        yarn: Option<String>,
+    },
+}
+
+fn rm_url(flag: Option<String>) -> Result<String> {
+    flag.or_else(|| std::env::var("TUSK_YARN").ok())
+        .ok_or_else(|| anyhow::anyhow!("--yarn http://RM:8088 (or TUSK_YARN) is needed"))
+}
+
+pub fn run_yarn_command(c: YarnCommand) -> Result<()> {
+    match c {
+        YarnCommand::Status { app, yarn } => {
+            let yarn = rm_url(yarn)?;
+            let r = tusk_yarn::job::status(&yarn, &yarn_user(), &app)?;
+            println!(
+                "{} {} {} queue {}{}",
+                r.id,
+                r.state,
+                r.final_status,
+                r.queue,
+                if r.diagnostics.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", r.diagnostics.trim().replace('\n', " "))
+                }
+            );
+        }
+        YarnCommand::Kill { app, yarn } => {
+            let yarn = rm_url(yarn)?;
+            tusk_yarn::job::kill(&yarn, &yarn_user(), &app)?;
+            eprintln!("asked YARN to kill {app}");
+        }
+    }
+    Ok(())
+}
+
+/// Inside a YARN container (started by `tusk launch --yarn`'s worker script).
+#[derive(Debug, clap::Args)]
+pub struct ContainerArgs {
+    /// Seconds to wait for the peers' addresses.
+    #[arg(long, default_value_t = 300)]
+    rendezvous_timeout: u64,
+    /// Added to the command when the attempt resumes.
+    #[arg(long, allow_hyphen_values = true)]
+    restart_arg: Option<String>,
+    /// The tusk command of a worker.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+pub fn run_container(a: ContainerArgs) -> Result<()> {
+    let program = std::env::current_exe()?;
+    let code = tusk_yarn::container::run(
+        &program,
+        &a.command,
+        &["embedding-server".to_string()],
+        a.restart_arg.as_deref(),
+        Duration::from_secs(a.rendezvous_timeout),
+        &mut |line| eprintln!("[yarn-container] {line}"),
+    )?;
+    if code != 0 {
+        std::process::exit(code);
+    }
     Ok(())
 }

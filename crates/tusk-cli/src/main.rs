@@ -52,6 +52,12 @@ enum Command {
     Train(train::TrainArgs),
     /// Start and supervise the workers of a data-parallel job on this node (torchrun-style).
     Launch(launch::LaunchArgs),
+    /// YARN applications: status and kill (submit with `tusk launch --yarn`).
+    #[command(subcommand)]
+    Yarn(launch::YarnCommand),
+    /// Runs inside a YARN container started by `tusk launch --yarn` (not for direct use).
+    #[command(name = "yarn-container", hide = true)]
+    YarnContainer(launch::ContainerArgs),
     /// An embedding server: holds one shard of a job's embedding rows and applies the
     /// workers' row gradients (`tusk launch --servers` starts these for you).
     #[command(name = "embedding-server")]
@@ -85,6 +91,8 @@ fn main() -> ExitCode {
         Command::Mapper(cmd) => images::run_mapper(cmd),
         Command::Train(a) => train::run_train(a),
         Command::Launch(a) => launch::run(a),
+        Command::Yarn(c) => launch::run_yarn_command(c),
+        Command::YarnContainer(a) => launch::run_container(a),
         Command::AllreducePerf(a) => collective::run(a),
         Command::EmbeddingServer(a) => ps::run(a),
         Command::Eval(a) => train::run_eval(a),

@@ -81,6 +81,31 @@ pub struct Options {
     pub servers: usize,
     /// The server program's arguments before the launcher's own (`embedding-server`).
     pub server_args: Vec<String>,
+    /// GPUs per worker: worker `k` on this node gets CUDA_VISIBLE_DEVICES (and
+    /// NVIDIA_VISIBLE_DEVICES) ordinals `k·G … k·G+G−1` of this process's own list (or of
+    /// 0, 1, … when it has none). 0: the variables are passed through unchanged.
+    pub gpus_per_worker: usize,
+}
+
+/// The devices local worker `local` may see with `per` GPUs each, out of `visible` (this
+/// process's CUDA_VISIBLE_DEVICES, comma-separated; `None`: every device, 0, 1, …).
+pub fn visible_devices(visible: Option<&str>, local: usize, per: usize) -> Result<String, Error> {
+    let from = local * per;
+    let ids: Vec<String> = match visible.map(str::trim).filter(|v| !v.is_empty()) {
+        Some(list) => {
+            let all: Vec<&str> = list.split(',').map(str::trim).collect();
+            if all.len() < from + per {
+                return Err(Error::Usage(format!(
+                    "--gpus-per-worker {per}: worker {local} needs devices {from}..{} of CUDA_VISIBLE_DEVICES={list}, which lists {}",
+                    from + per - 1,
+                    all.len()
+                )));
+            }
+            all[from..from + per].iter().map(|s| s.to_string()).collect()
+        }
+        None => (from..from + per).map(|i| i.to_string()).collect(),
+    };
+    Ok(ids.join(","))
 }
 
 /// The variable naming the embedding servers' addresses (comma-separated, shard order).
@@ -314,6 +339,25 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
         .map(|(h, p)| format!("{h}:{p}"))
         .collect::<Vec<_>>()
         .join(",");
+    let parent_devices = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let devices: Vec<Option<String>> = (0..o.nproc_per_node)
+        .map(|local| {
+            (o.gpus_per_worker > 0)
+                .then(|| visible_devices(parent_devices.as_deref(), local, o.gpus_per_worker))
+                .transpose()
+        })
+        .collect::<Result<_, Error>>()?;
+    if o.gpus_per_worker > 0 {
+        log(&format!(
+            "GPUs per worker: {}",
+            devices
+                .iter()
+                .enumerate()
+                .map(|(k, d)| format!("local rank {k} → CUDA_VISIBLE_DEVICES={}", d.as_deref().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
     let mut failures: Vec<String> = Vec::new();
     for attempt in 0..=o.max_restarts {
         let mut args = o.args.clone();
@@ -384,6 +428,10 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
                 .stderr(Stdio::piped());
             if o.servers > 0 {
                 cmd.env(SERVERS_VAR, &servers_env);
+            }
+            if let Some(d) = &devices[local] {
+                cmd.env("CUDA_VISIBLE_DEVICES", d)
+                    .env("NVIDIA_VISIBLE_DEVICES", d);
             }
             match spawn(cmd, format!("rank {rank}"), false) {
                 Ok(w) => workers.push(w),
@@ -489,4 +537,19 @@ pub fn exit_with_launcher() {
                 std::thread::sleep(Duration::from_millis(500));
             }
         });
+}
+
+#[cfg(test)]
+mod device_tests {
+    use super::visible_devices;
+
+    #[test]
+    fn workers_get_disjoint_devices() {
+        assert_eq!(visible_devices(None, 0, 2).unwrap(), "0,1");
+        assert_eq!(visible_devices(None, 1, 2).unwrap(), "2,3");
+        assert_eq!(visible_devices(Some("4,5,6,7"), 1, 2).unwrap(), "6,7");
+        assert_eq!(visible_devices(Some("GPU-a, GPU-b"), 1, 1).unwrap(), "GPU-b");
+        let e = visible_devices(Some("0,1"), 1, 2).unwrap_err().to_string();
+        assert!(e.contains("lists 2"), "{e}");
+    }
 }

@@ -214,6 +214,9 @@ pub struct Entry {
 pub struct Meta {
     /// Size in bytes.
     pub size: u64,
+    /// Last modification, milliseconds since the Unix epoch (what HDFS reports, and what YARN
+    /// checks a localized file against).
+    pub modified_ms: i64,
 }
 
 impl Location {
@@ -297,13 +300,16 @@ impl Location {
         Error::from_store(&self.url(), &service, e)
     }
 
-    /// Size of the file; [`Error::NotFound`] when there is none.
+    /// Size and modification time of the file; [`Error::NotFound`] when there is none.
     pub fn head(&self) -> Result<Meta> {
         let meta = self
             .storage
             .block_on(self.store.head(&self.path))
             .map_err(|e| self.err(e))?;
-        Ok(Meta { size: meta.size })
+        Ok(Meta {
+            size: meta.size,
+            modified_ms: meta.last_modified.timestamp_millis(),
+        })
     }
 
     /// Whether a file exists here.

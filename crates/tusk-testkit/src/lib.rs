@@ -2,6 +2,9 @@
 //!
 //! - [`MiniDfs`]: a real HDFS (Hadoop's `MiniDFSCluster`, NameNode + DataNodes with native RPC and
 //!   WebHDFS) started from the Maven project in `testing/minidfs`, killed on drop.
+//! - [`MiniYarn`]: a real YARN (Hadoop's `MiniYARNCluster`: the ResourceManager with its REST
+//!   API in one JVM, each NodeManager in a JVM of its own) from `testing/miniyarn`, stopped on
+//!   drop.
 //! - [`require`]: the one rule for optional external tools: skip loudly on a developer's machine,
 //!   fail in CI (`CI=true`) or when the matching `TUSK_REQUIRE_*` variable is set.
 //! - [`python_with_tensorflow`]: the Python interpreter that has TensorFlow, for the
@@ -116,35 +119,7 @@ impl MiniDfs {
             .stderr(Stdio::null())
             .spawn()
             .expect("failed to spawn mvn for MiniDFS");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tail = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("Ready! ") {
-                    let _ = tx.send(Ok(rest.to_string()));
-                    // keep draining so the JVM never blocks on a full pipe
-                    continue;
-                }
-                tail.push(line);
-                if tail.len() > 40 {
-                    tail.remove(0);
-                }
-            }
-            let _ = tx.send(Err(tail.join("\n")));
-        });
-        let ready = match rx.recv_timeout(Duration::from_secs(600)) {
-            Ok(Ok(r)) => r,
-            Ok(Err(tail)) => {
-                let _ = child.kill();
-                panic!("MiniDFS exited before it was ready; last output:\n{tail}");
-            }
-            Err(_) => {
-                let _ = child.kill();
-                panic!("MiniDFS was not ready after 600 s");
-            }
-        };
+        let ready = ready_line(&mut child, "MiniDFS", Duration::from_secs(600));
         let port = |key: &str| -> u16 {
             ready
                 .split_whitespace()
@@ -184,6 +159,128 @@ impl Drop for MiniDfs {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A running YARN cluster: a MiniYARNCluster ResourceManager and NodeManagers in JVMs of
+/// their own, optionally declaring `yarn.io/gpu` devices (a countable resource; no device
+/// needs to exist). Dropping it stops the cluster (the NodeManagers stop their containers).
+pub struct MiniYarn {
+    child: Child,
+    /// The ResourceManager's web address, `http://HOST:PORT`.
+    pub rm_url: String,
+    /// The CLASSPATH an application master needs here: the cluster's configuration directory
+    /// (what HADOOP_CONF_DIR is on a real cluster), Hadoop's jars and DistributedShell.
+    pub classpath: String,
+}
+
+impl MiniYarn {
+    /// Start a cluster of `nodes` NodeManagers with `gpus` devices each, or skip (see
+    /// [`require`]) when Java or Maven is missing.
+    pub fn start(nodes: usize, gpus: usize) -> Option<MiniYarn> {
+        let mvn = require(
+            "a real YARN (MiniYARNCluster)",
+            "TUSK_REQUIRE_HDFS",
+            match (which("mvn"), which("java")) {
+                (Some(m), Some(_)) => Ok(m),
+                (None, _) => Err("`mvn` not found on PATH".into()),
+                (_, None) => Err("`java` not found on PATH".into()),
+            },
+        )?;
+        let project = repo_root().join("testing/miniyarn");
+        let o = Command::new(mvn)
+            .args(["-q", "-B", "-f"])
+            .arg(&project)
+            .args(["compile", "dependency:build-classpath"])
+            .output()
+            .expect("failed to run mvn for MiniYARN");
+        assert!(
+            o.status.success(),
+            "building testing/miniyarn failed:\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let deps = std::fs::read_to_string(project.join("target/classpath.txt"))
+            .expect("testing/miniyarn/target/classpath.txt");
+        let deps = deps.trim();
+        let mut child = Command::new("java")
+            .args(["--add-opens", "java.base/java.lang=ALL-UNNAMED", "-cp"])
+            .arg(format!("{}:{deps}", project.join("target/classes").display()))
+            .args(["tusk.miniyarn.Main", "rm", &nodes.to_string(), &gpus.to_string()])
+            .process_group(0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("failed to spawn java for MiniYARN");
+        let ready = ready_line(&mut child, "MiniYARN", Duration::from_secs(300));
+        let field = |key: &str| -> String {
+            ready
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key))
+                .unwrap_or_else(|| panic!("bad MiniYARN ready line: {ready}"))
+                .to_string()
+        };
+        Some(MiniYarn {
+            rm_url: field("rm="),
+            classpath: format!("{}:{deps}", field("conf=")),
+            child,
+        })
+    }
+}
+
+impl Drop for MiniYarn {
+    fn drop(&mut self) {
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"\n");
+        }
+        for _ in 0..300 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The JVMs of the NodeManagers are in the same process group.
+        let _ = Command::new("kill")
+            .args(["-9", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for the `Ready! …` line a test cluster prints on stdout; panics with its last
+/// output if it exits first or takes longer than `limit`.
+fn ready_line(child: &mut Child, what: &str, limit: Duration) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tail = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix("Ready! ") {
+                let _ = tx.send(Ok(rest.to_string()));
+                // keep draining so the JVM never blocks on a full pipe
+                continue;
+            }
+            tail.push(line);
+            if tail.len() > 40 {
+                tail.remove(0);
+            }
+        }
+        let _ = tx.send(Err(tail.join("\n")));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(r)) => r,
+        Ok(Err(tail)) => {
+            let _ = child.kill();
+            panic!("{what} exited before it was ready; last output:\n{tail}");
+        }
+        Err(_) => {
+            let _ = child.kill();
+            panic!("{what} was not ready after {limit:?}");
+        }
     }
 }
 

@@ -1,0 +1,357 @@
+//! `tusk launch --yarn` against a real YARN (MiniYARNCluster: the ResourceManager's REST API,
+//! 2 NodeManagers in JVMs of their own) and a real HDFS (MiniDFS): data and model in HDFS,
+//! Hadoop's DistributedShell as the application master, workers in containers. Skipped
+//! without Java/Maven, except in CI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tusk_storage::Storage;
+use tusk_testkit::{MiniDfs, MiniYarn, Proc, group_members};
+
+mod common;
+use common::write_csv;
+
+/// The tusk binary without symbols (the debug build is over 1 GB; containers unpack what they
+/// are sent).
+fn shipped_binary(dir: &Path) -> PathBuf {
+    let out = dir.join("tusk-shipped");
+    let ok = Command::new("strip")
+        .args(["-s", "-o"])
+        .arg(&out)
+        .arg(env!("CARGO_BIN_EXE_tusk"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        out
+    } else {
+        PathBuf::from(env!("CARGO_BIN_EXE_tusk"))
+    }
+}
+
+fn tusk() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tusk"));
+    c.env_remove("TUSK_JOB_SECRET")
+        .env_remove("TUSK_EMBEDDING_SERVERS")
+        .env_remove("TF_CONFIG")
+        .env_remove("TUSK_YARN_CLASSPATH");
+    c
+}
+
+/// A small NeuMF job reading its data from HDFS; returns the local config path.
+fn job(dir: &Path, hdfs: &str, rows: usize, extra: &str) -> String {
+    let storage = Storage::new().unwrap();
+    for (name, n, seed) in [("train.csv", rows, 1), ("valid.csv", 400, 2)] {
+        let local = dir.join(name);
+        write_csv(&local, n, seed);
+        storage
+            .open(&format!("{hdfs}/data/{name}"))
+            .unwrap()
+            .write(std::fs::read(&local).unwrap())
+            .unwrap();
+    }
+    let cfg = format!(
+        r#"[data]
+train = "{hdfs}/data/train.csv"
+validation = "{hdfs}/data/valid.csv"
+[features]
+sparse = ["user_id", "item_id"]
+dense = ["price"]
+label = "label"
+[model]
+kind = "neumf"
+user = ["user_id"]
+item = ["item_id"]
+gmf_dim = 8
+mlp_dim = 8
+layers = [16, 8]
+[train]
+learning_rate = 0.005
+batch_size = 32
+{extra}
+[eval]
+monitor = "auc"
+"#
+    );
+    let p = dir.join("job.toml");
+    std::fs::write(&p, cfg).unwrap();
+    p.display().to_string()
+}
+
+struct Cluster {
+    yarn: MiniYarn,
+    binary: PathBuf,
+}
+
+impl Cluster {
+    fn launch(&self, hdfs: &str, extra: &[&str], command: &[&str]) -> Command {
+        let mut c = tusk();
+        c.args(["launch", "--yarn", &self.yarn.rm_url])
+            .args(["--worker-memory", "512m", "--am-memory", "256m"])
+            .args(["--staging", &format!("{hdfs}/staging")])
+            .arg("--tusk-binary")
+            .arg(&self.binary)
+            .args(["--yarn-classpath", &self.yarn.classpath])
+            .args(extra)
+            .arg("--")
+            .args(command);
+        c
+    }
+}
+
+fn run(mut c: Command, what: &str, log: &Path, limit: Duration) -> (bool, String) {
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    let mut p = Proc::spawn(&mut c, what);
+    let pid = p.id();
+    let ok = p.wait(limit).success();
+    assert!(group_members(pid).is_empty(), "{what}: processes left");
+    (ok, std::fs::read_to_string(log).unwrap_or_default())
+}
+
+/// The arguments of a process of the job inside a container (the tusk a container
+/// unpacked: `./tusk yarn-container …`, and the process it runs by its full path).
+fn in_container(pid: u32) -> Option<Vec<String>> {
+    let c = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let argv: Vec<String> = c
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let exe = argv.first()?;
+    (exe == "./tusk" || (exe.contains("/container_") && exe.ends_with("/tusk"))).then_some(argv)
+}
+
+fn container_processes() -> Vec<u32> {
+    tusk_testkit::process_table()
+        .into_iter()
+        .map(|(pid, _, _)| pid)
+        .filter(|pid| in_container(*pid).is_some())
+        .collect()
+}
+
+fn wait_no_containers(limit: Duration) -> Vec<u32> {
+    let t = Instant::now();
+    loop {
+        let left = container_processes();
+        if left.is_empty() || t.elapsed() > limit {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The job on YARN equals the same job under a local `tusk launch -n 2`, bit for bit; a
+/// container killed mid-run restarts the job from the newest version, and the result is still
+/// the same model; the staging directory is gone afterwards.
+#[test]
+fn yarn_job_equals_the_local_launch_and_survives_a_killed_container() {
+    let Some(dfs) = MiniDfs::start(1) else {
+        return;
+    };
+    let Some(yarn) = MiniYarn::start(2, 0) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let hdfs = format!("{}/yarn-job", dfs.hdfs_url());
+    let cfg = job(
+        dir.path(),
+        &hdfs,
+        6000,
+        "epochs = 3\ncheckpoint_every = 40\nshuffle_buffer = 500",
+    );
+    let cluster = Cluster {
+        yarn,
+        binary: shipped_binary(dir.path()),
+    };
+    let storage = Storage::new().unwrap();
+    let load = |m: &str| {
+        tusk_train::ModelStore::open(&storage, m)
+            .unwrap()
+            .load(None)
+            .unwrap()
+    };
+
+    let local = format!("{hdfs}/model-local");
+    let mut c = tusk();
+    c.args(["launch", "-n", "2", "--", "train", &cfg, "--model", &local]);
+    let (ok, log) = run(
+        c,
+        "local launch",
+        &dir.path().join("local.log"),
+        Duration::from_secs(600),
+    );
+    assert!(ok, "{log}");
+
+    let on_yarn = format!("{hdfs}/model-yarn");
+    let (ok, log) = run(
+        cluster.launch(
+            &hdfs,
+            &["-n", "2"],
+            &["train", &cfg, "--model", &on_yarn],
+        ),
+        "yarn launch",
+        &dir.path().join("yarn.log"),
+        Duration::from_secs(900),
+    );
+    assert!(ok, "{log}");
+    for needle in ["submitted tusk as application_", "RUNNING", "rank 0 ran in container_", "rank 1 ran in container_", "succeeded", "removed the staging directory"] {
+        assert!(log.contains(needle), "no '{needle}' in:\n{log}");
+    }
+    let (a, b) = (load(&on_yarn), load(&local));
+    assert!(a.params == b.params, "dense weights differ from the local launch");
+    assert!(a.table == b.table, "embedding tables differ from the local launch");
+    assert_eq!(a.meta.state.history.len(), b.meta.state.history.len());
+    let staging = storage.open(&format!("{hdfs}/staging")).unwrap();
+    assert!(
+        staging.list().map(|l| l.is_empty()).unwrap_or(true),
+        "staging left: {:?}",
+        staging.list()
+    );
+    assert!(wait_no_containers(Duration::from_secs(30)).is_empty());
+
+    // A worker killed inside its container: the attempt fails, the job is resubmitted with
+    // --resume and ends with the same model.
+    let killed = format!("{hdfs}/model-killed");
+    let mut c = cluster.launch(
+        &hdfs,
+        &["-n", "2", "--max-restarts", "2"],
+        &["train", &cfg, "--model", &killed],
+    );
+    let log_path = dir.path().join("killed.log");
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let mut p = Proc::spawn(&mut c, "yarn launch, a container killed");
+    let store = tusk_train::ModelStore::open(&storage, &killed).unwrap();
+    let t = Instant::now();
+    while store.latest().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(600) {
+        assert!(p.try_status().is_none(), "{}", std::fs::read_to_string(&log_path).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let victim = container_processes()
+        .into_iter()
+        .find(|pid| in_container(*pid).is_some_and(|a| a.get(1).map(String::as_str) == Some("train")))
+        .expect("a worker process in a container");
+    let _ = Command::new("kill").args(["-9", &victim.to_string()]).status();
+    let s = p.wait(Duration::from_secs(900));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(s.success(), "{log}");
+    assert!(log.contains("restarting from the newest committed version"), "{log}");
+    assert!(log.contains("resubmitted tusk as application_"), "{log}");
+    let got = load(&killed);
+    assert!(got.params == b.params, "after the kill: dense weights differ");
+    assert!(got.table == b.table, "after the kill: embedding tables differ");
+    assert!(wait_no_containers(Duration::from_secs(30)).is_empty());
+}
+
+/// GPUs as YARN's `yarn.io/gpu` resource: 2 NodeManagers with one device each, 2 workers of one
+/// GPU each → one worker per node. Then the refusals: more GPUs or memory than a container may
+/// have, an unreachable ResourceManager, an unknown queue, an application master that cannot
+/// start, and a job killed with `tusk yarn kill`, which leaves no container running.
+#[test]
+fn yarn_gpu_requests_and_bad_input() {
+    let Some(dfs) = MiniDfs::start(1) else {
+        return;
+    };
+    let Some(yarn) = MiniYarn::start(2, 1) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let hdfs = format!("{}/yarn-gpu", dfs.hdfs_url());
+    let cfg = job(dir.path(), &hdfs, 2000, "epochs = 1");
+    let cluster = Cluster {
+        yarn,
+        binary: shipped_binary(dir.path()),
+    };
+    let model = format!("{hdfs}/model");
+    let (ok, log) = run(
+        cluster.launch(
+            &hdfs,
+            &["-n", "2", "--gpus-per-worker", "1"],
+            &["train", &cfg, "--model", &model],
+        ),
+        "yarn launch with GPUs",
+        &dir.path().join("gpu.log"),
+        Duration::from_secs(900),
+    );
+    assert!(ok, "{log}");
+    let nodes: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ran in container_"))
+        .filter_map(|l| l.split(" on node ").nth(1))
+        .collect();
+    assert_eq!(nodes.len(), 2, "{log}");
+    assert_ne!(nodes[0], nodes[1], "two 1-GPU workers on one 1-GPU node:\n{log}");
+
+    let fails = |extra: &[&str], what: &str| -> String {
+        let (ok, log) = run(
+            cluster.launch(&hdfs, extra, &["train", &cfg, "--model", &format!("{hdfs}/m-bad")]),
+            what,
+            &dir.path().join("bad.log"),
+            Duration::from_secs(300),
+        );
+        assert!(!ok, "{what} succeeded:\n{log}");
+        log
+    };
+    let e = fails(&["-n", "2", "--gpus-per-worker", "2"], "2 GPUs per worker");
+    assert!(e.contains("--gpus-per-worker 2 is more than this cluster's largest container, 1 yarn.io/gpu"), "{e}");
+    let e = fails(&["-n", "2", "--worker-memory", "8g"], "8 GB workers");
+    assert!(e.contains("8192 MB is more than this cluster's largest container, 2048 MB"), "{e}");
+    let e = fails(&["-n", "1", "--queue", "nosuch"], "unknown queue");
+    assert!(e.contains("nosuch") && e.contains("FAILED") && e.contains("not restarting"), "{e}");
+    let e = fails(
+        &["-n", "1", "--max-restarts", "2", "--yarn-classpath", "/nonexistent"],
+        "no application master",
+    );
+    assert!(e.contains("FAILED") && e.contains("exitCode") && e.contains("no container of the job started"), "{e}");
+    assert!(!e.contains("resubmitted"), "{e}");
+    let mut c = tusk();
+    c.args(["launch", "--yarn", "http://127.0.0.1:1", "-n", "1", "--staging", "hdfs://x/y", "--", "train", &cfg]);
+    let (ok, e) = run(c, "unreachable RM", &dir.path().join("rm.log"), Duration::from_secs(120));
+    assert!(!ok);
+    assert!(e.contains("cannot reach the YARN ResourceManager at http://127.0.0.1:1"), "{e}");
+
+    // Killed from outside: the launcher reports it and no container is left.
+    let mut c = cluster.launch(
+        &hdfs,
+        &["-n", "1", "--max-restarts", "3"],
+        &["train", &cfg, "--model", &format!("{hdfs}/m-kill"), "--set", "train.epochs=500"],
+    );
+    let log_path = dir.path().join("kill.log");
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let mut p = Proc::spawn(&mut c, "yarn launch to be killed");
+    let t = Instant::now();
+    let app = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        if log.contains("RUNNING") && !container_processes().is_empty() {
+            break log
+                .split_whitespace()
+                .find(|w| w.starts_with("application_"))
+                .unwrap()
+                .trim_end_matches(':')
+                .to_string();
+        }
+        assert!(t.elapsed() < Duration::from_secs(300), "never running:\n{log}");
+        assert!(p.try_status().is_none(), "{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let o = tusk()
+        .args(["yarn", "status", &app, "--yarn", &cluster.yarn.rm_url])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && status.contains("RUNNING"), "{status}");
+    let o = tusk()
+        .args(["yarn", "kill", &app, "--yarn", &cluster.yarn.rm_url])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = p.wait(Duration::from_secs(120));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!s.success(), "{log}");
+    assert!(log.contains("KILLED"), "{log}");
+    assert!(!log.contains("resubmitted"), "a killed job is not restarted:\n{log}");
+    let left = wait_no_containers(Duration::from_secs(30));
+    assert!(left.is_empty(), "container processes left: {left:?}");
+}

@@ -1,0 +1,574 @@
+//! `tusk launch --yarn`: one job = one YARN application per attempt, restarted from the newest
+//! model version when a container fails.
+//!
+//! What is staged (once per job, in `STAGING/tusk-<first application id>/`): `worker`, a bash
+//! header that unpacks the tusk binary and the job's config carried after it, then runs
+//! `tusk yarn-container` with the job's command. The application master is Hadoop's
+//! DistributedShell (its jar is in every Hadoop distribution's `share/hadoop/yarn`, on the
+//! default `yarn.application.classpath`): it asks YARN for N + S containers of the requested
+//! size (GPUs as the `yarn.io/gpu` resource), has each NodeManager localize `worker` from HDFS
+//! and run it. Each attempt gets a rendezvous directory `attempt-K/` there.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tusk_storage::{Location, Storage};
+
+use crate::rest::{AppReport, ResourceManager};
+use crate::{Error, Result};
+
+/// One container's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    /// Memory, MB.
+    pub memory_mb: u64,
+    /// Virtual cores.
+    pub vcores: u64,
+    /// `yarn.io/gpu` devices.
+    pub gpus: u64,
+}
+
+impl Resources {
+    /// DistributedShell's `--container_resources` form.
+    pub fn container_resources(&self) -> String {
+        let mut s = format!("memory-mb={},vcores={}", self.memory_mb, self.vcores);
+        if self.gpus > 0 {
+            s.push_str(&format!(",yarn.io/gpu={}", self.gpus));
+        }
+        s
+    }
+}
+
+/// YARN's default `yarn.application.classpath` (Hadoop 3), with the configuration directory
+/// first: where a stock cluster's NodeManagers find DistributedShell and the cluster's
+/// `yarn-site.xml`.
+pub const DEFAULT_CLASSPATH: &str = "{{HADOOP_CONF_DIR}}<CPS>{{HADOOP_COMMON_HOME}}/share/hadoop/common/*<CPS>{{HADOOP_COMMON_HOME}}/share/hadoop/common/lib/*<CPS>{{HADOOP_HDFS_HOME}}/share/hadoop/hdfs/*<CPS>{{HADOOP_HDFS_HOME}}/share/hadoop/hdfs/lib/*<CPS>{{HADOOP_YARN_HOME}}/share/hadoop/yarn/*<CPS>{{HADOOP_YARN_HOME}}/share/hadoop/yarn/lib/*";
+
+/// The DistributedShell application master's class.
+pub const APP_MASTER: &str = "org.apache.hadoop.yarn.applications.distributedshell.ApplicationMaster";
+
+/// A job to run on YARN.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// The ResourceManager's web address, `http://HOST:PORT`.
+    pub rm: String,
+    /// `user.name` for the REST calls (unsecured clusters).
+    pub user: String,
+    /// The queue.
+    pub queue: String,
+    /// The application name.
+    pub name: String,
+    /// Worker ranks.
+    pub workers: usize,
+    /// Embedding servers.
+    pub servers: usize,
+    /// Each container's size (workers and servers alike).
+    pub container: Resources,
+    /// The application master's memory, MB.
+    pub am_memory_mb: u64,
+    /// New attempts after a failed one.
+    pub max_restarts: usize,
+    /// Where the job's files are staged: a directory URL every NodeManager can read (HDFS).
+    pub staging: String,
+    /// The tusk binary the containers run.
+    pub binary: std::path::PathBuf,
+    /// The tusk command of a worker, e.g. `train job.toml --model hdfs://…`. A local config
+    /// file as the argument after `train` is carried along; every other path in it must be a
+    /// URL the containers can read.
+    pub args: Vec<String>,
+    /// Added to a worker's command from the second attempt on (`--resume`).
+    pub restart_arg: Option<String>,
+    /// The application master's CLASSPATH ([`DEFAULT_CLASSPATH`] on a stock cluster).
+    pub classpath: String,
+    /// The java the application master runs with.
+    pub java: String,
+    /// Seconds a container waits for its peers at the rendezvous.
+    pub rendezvous_timeout: u64,
+    /// How often the application is polled.
+    pub poll: Duration,
+}
+
+/// What a finished job leaves behind.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// The applications submitted, in order.
+    pub apps: Vec<String>,
+    /// For the last attempt, per slot: `slot role container node` lines.
+    pub placements: Vec<String>,
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The header of the self-unpacking `worker` script: bash that cuts the config (`config_len`
+/// bytes right after the header) and the binary (the rest) out of the script itself, then
+/// runs `tusk yarn-container` with the job's command.
+pub fn script_header(
+    config_len: usize,
+    secret: &str,
+    args: &[String],
+    restart_arg: Option<&str>,
+    rendezvous_timeout: u64,
+) -> Vec<u8> {
+    let mut cmd = vec![
+        "./tusk".to_string(),
+        "yarn-container".into(),
+        "--rendezvous-timeout".into(),
+        rendezvous_timeout.to_string(),
+    ];
+    if let Some(r) = restart_arg {
+        cmd.push(format!("--restart-arg={r}"));
+    }
+    cmd.push("--".into());
+    cmd.extend(args.iter().cloned());
+    let cmd: Vec<String> = cmd.iter().map(|a| quote(a)).collect();
+    let header = |h: usize| {
+        format!(
+            "#!/bin/bash\n\
+             # tusk on YARN, written by `tusk launch --yarn`: unpacks the tusk binary and the\n\
+             # job's config carried after this header, then runs this container's part.\n\
+             h={h:010}; c={config_len:010}\n\
+             tail -c +$((10#$h + 1)) \"$0\" | head -c $((10#$c)) > tusk-job.toml\n\
+             tail -c +$((10#$h + 10#$c + 1)) \"$0\" > tusk\n\
+             chmod 700 tusk\n\
+             export TUSK_JOB_SECRET={secret}\n\
+             exec {cmd}\n\
+             exit 127\n",
+            cmd = cmd.join(" "),
+        )
+    };
+    let len = header(0).len();
+    header(len).into_bytes()
+}
+
+/// Writes the whole `worker` script: header, config, binary.
+fn write_script(
+    to: &Location,
+    binary: &std::path::Path,
+    config: Option<&[u8]>,
+    header: &[u8],
+) -> Result<()> {
+    use std::io::Write;
+    let io = |what: &str, e: std::io::Error| Error::Io {
+        what: format!("{what} {}", to.url()),
+        source: e,
+    };
+    let mut w = to.writer()?;
+    w.write_all(header).map_err(|e| io("writing", e))?;
+    w.write_all(config.unwrap_or(&[])).map_err(|e| io("writing", e))?;
+    let mut f = std::fs::File::open(binary).map_err(|e| Error::Io {
+        what: format!("reading the tusk binary {}", binary.display()),
+        source: e,
+    })?;
+    std::io::copy(&mut f, &mut w).map_err(|e| io("copying the tusk binary into", e))?;
+    w.finish()?;
+    Ok(())
+}
+
+/// The body of `POST /ws/v1/cluster/apps` for one attempt.
+pub fn submission(
+    spec: &JobSpec,
+    app: &str,
+    script: &Location,
+    script_meta: tusk_storage::Meta,
+    rendezvous: &str,
+    attempt: usize,
+) -> serde_json::Value {
+    let c = &spec.container;
+    let env = [
+        ("TUSK_YARN_RENDEZVOUS", rendezvous.to_string()),
+        ("TUSK_YARN_WORKERS", spec.workers.to_string()),
+        ("TUSK_YARN_SERVERS", spec.servers.to_string()),
+        ("TUSK_YARN_RESUME", u8::from(attempt > 0).to_string()),
+        ("TUSK_YARN_ATTEMPT", attempt.to_string()),
+    ];
+    let mut command = format!(
+        "{java} -Xmx{heap}m {APP_MASTER} --appname {name} --num_containers {n} \
+         --container_memory {mem} --container_vcores {vc}",
+        java = spec.java,
+        heap = (spec.am_memory_mb * 3 / 4).max(64),
+        name = quote(&spec.name),
+        n = spec.workers + spec.servers,
+        mem = c.memory_mb,
+        vc = c.vcores,
+    );
+    if c.gpus > 0 {
+        command.push_str(&format!(" --container_resources {}", c.container_resources()));
+    }
+    for (k, v) in &env {
+        command.push_str(&format!(" --shell_env {}", quote(&format!("{k}={v}"))));
+    }
+    command.push_str(" 1><LOG_DIR>/AppMaster.stdout 2><LOG_DIR>/AppMaster.stderr");
+    json!({
+        "application-id": app,
+        "application-name": spec.name,
+        "queue": spec.queue,
+        "application-type": "TUSK",
+        "unmanaged-AM": false,
+        "max-app-attempts": 1,
+        "keep-containers-across-application-attempts": false,
+        "resource": { "memory": spec.am_memory_mb, "vCores": 1 },
+        "am-container-spec": {
+            "commands": { "command": command },
+            "environment": { "entry": [
+                { "key": "CLASSPATH", "value": spec.classpath },
+                { "key": "DISTRIBUTEDSHELLSCRIPTLOCATION", "value": script.url() },
+                { "key": "DISTRIBUTEDSHELLSCRIPTTIMESTAMP", "value": script_meta.modified_ms.to_string() },
+                { "key": "DISTRIBUTEDSHELLSCRIPTLEN", "value": script_meta.size.to_string() },
+            ]},
+        },
+    })
+}
+
+/// Checks the requested sizes against the cluster's largest container.
+fn check_limits(spec: &JobSpec, app: &crate::rest::NewApp) -> Result<()> {
+    let c = &spec.container;
+    for (what, mem) in [("--worker-memory", c.memory_mb), ("--am-memory", spec.am_memory_mb)] {
+        if mem > app.max_memory_mb {
+            return Err(Error::Usage(format!(
+                "{what} {mem} MB is more than this cluster's largest container, {} MB (yarn.scheduler.maximum-allocation-mb)",
+                app.max_memory_mb
+            )));
+        }
+    }
+    if c.vcores > app.max_vcores {
+        return Err(Error::Usage(format!(
+            "--worker-vcores {} is more than this cluster's largest container, {} vcores (yarn.scheduler.maximum-allocation-vcores)",
+            c.vcores, app.max_vcores
+        )));
+    }
+    if c.gpus > 0 {
+        match app.max_resources.get("yarn.io/gpu") {
+            None => {
+                return Err(Error::Usage(format!(
+                    "--gpus-per-worker {}: this cluster declares no yarn.io/gpu resource (resource types: {}); see the README on enabling YARN's GPU plugin",
+                    c.gpus,
+                    app.max_resources
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            Some(&g) if c.gpus > g => {
+                return Err(Error::Usage(format!(
+                    "--gpus-per-worker {} is more than this cluster's largest container, {g} yarn.io/gpu",
+                    c.gpus
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Carries a local config file along: `(config bytes, args with the config's name replaced)`.
+fn carried_config(args: &[String]) -> Result<(Option<Vec<u8>>, Vec<String>)> {
+    let mut args = args.to_vec();
+    if args.first().map(String::as_str) == Some("train")
+        && let Some(cfg) = args.get(1).cloned()
+        && !cfg.starts_with('-')
+        && !cfg.contains("://")
+    {
+        let bytes = std::fs::read(&cfg).map_err(|e| Error::Io {
+            what: format!("reading the job config {cfg}"),
+            source: e,
+        })?;
+        args[1] = "tusk-job.toml".into();
+        return Ok((Some(bytes), args));
+    }
+    Ok((None, args))
+}
+
+/// Runs the job to its end; SIGINT/SIGTERM kill the running application.
+pub fn run(spec: &JobSpec, log: &mut dyn FnMut(&str)) -> Result<Outcome> {
+    if spec.workers == 0 {
+        return Err(Error::Usage("-n must be at least 1".into()));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| Error::Io {
+            what: "installing a signal handler".into(),
+            source: e,
+        })?;
+    }
+    let stop = &stop;
+    let rm = ResourceManager::new(&spec.rm, &spec.user)?;
+    let version = rm.version()?;
+    let storage = Storage::new()?;
+    let mut outcome = Outcome::default();
+    let mut app = rm.new_application()?;
+    check_limits(spec, &app)?;
+    log(&format!(
+        "ResourceManager {} (Hadoop {version}): largest container {} MB, {} vcores",
+        rm.url(),
+        app.max_memory_mb,
+        app.max_vcores
+    ));
+    let (config, args) = carried_config(&spec.args)?;
+    let root = storage.open(&format!(
+        "{}/tusk-{}",
+        spec.staging.trim_end_matches('/'),
+        app.id
+    ))?;
+    let secret = new_secret();
+    let script = root.join("worker");
+    let t = Instant::now();
+    let header = script_header(
+        config.as_ref().map_or(0, Vec::len),
+        &secret,
+        &args,
+        spec.restart_arg.as_deref(),
+        spec.rendezvous_timeout,
+    );
+    write_script(&script, &spec.binary, config.as_deref(), &header)?;
+    log(&format!(
+        "staged {} ({:.0} MB) in {:.1} s",
+        script.url(),
+        script.head()?.size as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    ));
+    let result = attempts(spec, &rm, &root, &script, &mut app, stop, &mut outcome, log);
+    match root.delete_all() {
+        Ok(_) => log(&format!("removed the staging directory {}", root.url())),
+        Err(e) => log(&format!("could not remove {}: {e}", root.url())),
+    }
+    result.map(|()| outcome)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attempts(
+    spec: &JobSpec,
+    rm: &ResourceManager,
+    root: &Location,
+    script: &Location,
+    app: &mut crate::rest::NewApp,
+    stop: &Arc<AtomicBool>,
+    outcome: &mut Outcome,
+    log: &mut dyn FnMut(&str),
+) -> Result<()> {
+    for attempt in 0..=spec.max_restarts {
+        if attempt > 0 {
+            *app = rm.new_application()?;
+        }
+        // DistributedShell renames the script to `worker.sh` when it starts: give every
+        // attempt the name it expects.
+        let sh = root.join("worker.sh");
+        if !script.exists()? && sh.exists()? {
+            sh.rename_new(script)?;
+        }
+        let meta = script.head()?;
+        let rendezvous = root.join(&format!("attempt-{attempt}"));
+        let body = submission(spec, &app.id, script, meta, &rendezvous.url(), attempt);
+        rm.submit(&body)?;
+        outcome.apps.push(app.id.clone());
+        log(&format!(
+            "{} {} as {} ({} worker(s){}, queue {})",
+            if attempt == 0 { "submitted" } else { "resubmitted" },
+            spec.name,
+            app.id,
+            spec.workers,
+            if spec.servers > 0 {
+                format!(" + {} embedding server(s)", spec.servers)
+            } else {
+                String::new()
+            },
+            spec.queue
+        ));
+        let report = follow(rm, &app.id, stop, spec.poll, log)?;
+        outcome.placements = placements(&rendezvous, spec);
+        for p in &outcome.placements {
+            log(p);
+        }
+        if report.succeeded() {
+            log(&format!("{} succeeded", app.id));
+            return Ok(());
+        }
+        let started = !outcome.placements.is_empty();
+        let failed = Error::Failed {
+            app: app.id.clone(),
+            state: report.state.clone(),
+            diagnostics: report.diagnostics.trim().to_string(),
+        };
+        if report.state == "KILLED" || !started || attempt == spec.max_restarts {
+            if !started {
+                log("no container of the job started: not restarting");
+            }
+            return Err(failed);
+        }
+        log(&format!(
+            "{failed}; restarting from the newest committed version ({} of {} restarts)",
+            attempt + 1,
+            spec.max_restarts
+        ));
+    }
+    unreachable!("the loop returns on its last attempt")
+}
+
+/// Polls until the application ends, logging each change of state.
+fn follow(
+    rm: &ResourceManager,
+    id: &str,
+    stop: &Arc<AtomicBool>,
+    poll: Duration,
+    log: &mut dyn FnMut(&str),
+) -> Result<AppReport> {
+    let mut last: Option<(String, String)> = None;
+    let mut unreachable_since: Option<Instant> = None;
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            log(&format!("signal received: killing {id}"));
+            rm.kill(id)?;
+            return Err(Error::Interrupted(id.to_string()));
+        }
+        match rm.report(id) {
+            Ok(r) => {
+                unreachable_since = None;
+                let now = (r.state.clone(), r.diagnostics.clone());
+                if last.as_ref() != Some(&now) {
+                    let d = r.diagnostics.trim();
+                    log(&format!(
+                        "{id}: {}{}",
+                        r.state,
+                        if d.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({})", d.lines().next().unwrap_or(d))
+                        }
+                    ));
+                    last = Some(now);
+                }
+                if r.is_final() {
+                    return Ok(r);
+                }
+            }
+            // A ResourceManager restarting or failing over: keep asking for a while.
+            Err(e @ Error::Unreachable { .. }) => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(120) {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        std::thread::sleep(poll);
+    }
+}
+
+/// Who ran where in an attempt, from its rendezvous directory.
+fn placements(rendezvous: &Location, spec: &JobSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    for slot in 0..spec.workers + spec.servers {
+        if let Ok(b) = rendezvous.join(&format!("slots/{slot:05}")).read() {
+            let text = String::from_utf8_lossy(&b).trim().to_string();
+            let role = if slot < spec.servers {
+                format!("server {slot}")
+            } else {
+                format!("rank {}", slot - spec.servers)
+            };
+            out.push(format!("{role} ran in {text}"));
+        }
+    }
+    out
+}
+
+/// A fresh random job secret (hex).
+pub fn new_secret() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 24];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        b[..16].copy_from_slice(&t.to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `tusk yarn status`: one line about an application.
+pub fn status(rm_url: &str, user: &str, id: &str) -> Result<AppReport> {
+    ResourceManager::new(rm_url, user)?.report(id)
+}
+
+/// `tusk yarn kill`.
+pub fn kill(rm_url: &str, user: &str, id: &str) -> Result<()> {
+    ResourceManager::new(rm_url, user)?.kill(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_header_points_at_its_payload() {
+        let s = script_header(
+            8,
+            "abc",
+            &["train".into(), "tusk-job.toml".into(), "it's".into()],
+            Some("--resume"),
+            300,
+        );
+        let text = String::from_utf8_lossy(&s);
+        let h: usize = text
+            .split("h=")
+            .nth(1)
+            .and_then(|r| r.get(..10))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(h, s.len());
+        assert!(text.contains("c=0000000008"));
+        assert!(text.contains("'it'\\''s'"), "{text}");
+        assert!(text.contains("'--restart-arg=--resume' '--' 'train'"));
+    }
+
+    #[test]
+    fn limits_name_the_setting() {
+        let spec = JobSpec {
+            rm: String::new(),
+            user: "u".into(),
+            queue: "default".into(),
+            name: "tusk".into(),
+            workers: 2,
+            servers: 0,
+            container: Resources {
+                memory_mb: 8192,
+                vcores: 1,
+                gpus: 0,
+            },
+            am_memory_mb: 512,
+            max_restarts: 0,
+            staging: String::new(),
+            binary: "tusk".into(),
+            args: vec![],
+            restart_arg: None,
+            classpath: DEFAULT_CLASSPATH.into(),
+            java: "java".into(),
+            rendezvous_timeout: 300,
+            poll: Duration::from_secs(1),
+        };
+        let app = crate::rest::NewApp {
+            id: "application_1_0001".into(),
+            max_memory_mb: 2048,
+            max_vcores: 4,
+            max_resources: [("memory-mb".to_string(), 2048), ("vcores".to_string(), 4)].into(),
+        };
+        let e = check_limits(&spec, &app).unwrap_err().to_string();
+        assert!(e.contains("8192 MB") && e.contains("2048 MB"), "{e}");
+        let mut gpu = spec.clone();
+        gpu.container = Resources {
+            memory_mb: 512,
+            vcores: 1,
+            gpus: 1,
+        };
+        let e = check_limits(&gpu, &app).unwrap_err().to_string();
+        assert!(e.contains("declares no yarn.io/gpu"), "{e}");
+    }
+}
