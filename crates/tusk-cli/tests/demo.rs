@@ -122,11 +122,10 @@ fn demo_model_on_async_servers_matches_sync() {
         m["auc"].as_f64().unwrap()
     };
     let sync = auc("sync", &["train.embedding=\"sync\""]);
-    let asynchronous = auc(
-        "async",
-        &["train.embedding=\"async\"", "train.staleness=4"],
+    let asynchronous = auc("async", &["train.embedding=\"async\"", "train.staleness=4"]);
+    eprintln!(
+        "demo test AUC, 2 workers + 2 servers: sync {sync:.4}, async (staleness 4) {asynchronous:.4}"
     );
-    eprintln!("demo test AUC, 2 workers + 2 servers: sync {sync:.4}, async (staleness 4) {asynchronous:.4}");
     assert!(
         (asynchronous - sync).abs() <= 0.005,
         "async AUC {asynchronous}, sync {sync}"

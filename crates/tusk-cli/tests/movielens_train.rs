@@ -347,7 +347,10 @@ fn movielens_async_servers_reach_the_sync_quality() {
         for k in ["user_id", "item_id"] {
             c.args([
                 "--set",
-                &format!("data.entities.{k}={}", data.join("entities").join(k).display()),
+                &format!(
+                    "data.entities.{k}={}",
+                    data.join("entities").join(k).display()
+                ),
             ]);
         }
         for s in sets {
@@ -373,10 +376,7 @@ fn movielens_async_servers_reach_the_sync_quality() {
         (m["hr@10"].as_f64().unwrap(), text)
     };
     let (sync_hr, _) = run("sync", &["train.embedding=\"sync\""]);
-    let (async_hr, log) = run(
-        "async",
-        &["train.embedding=\"async\"", "train.staleness=4"],
-    );
+    let (async_hr, log) = run("async", &["train.embedding=\"async\"", "train.staleness=4"]);
     let leads: Vec<u64> = log
         .lines()
         .filter_map(|l| {

@@ -87,15 +87,19 @@ struct Cluster {
 impl Cluster {
     fn launch(&self, hdfs: &str, extra: &[&str], command: &[&str]) -> Command {
         let mut c = tusk();
-        c.args(["launch", "--yarn", &self.yarn.rm_url])
-            .args(["--worker-memory", "512m", "--am-memory", "256m"])
+        c.args(["launch", "--yarn", &self.yarn.rm_url]);
+        if !extra.contains(&"--worker-memory") {
+            c.args(["--worker-memory", "512m"]);
+        }
+        c.args(["--am-memory", "256m"])
             .args(["--staging", &format!("{hdfs}/staging")])
             .arg("--tusk-binary")
             .arg(&self.binary)
-            .args(["--yarn-classpath", &self.yarn.classpath])
-            .args(extra)
-            .arg("--")
-            .args(command);
+            .args(extra);
+        if !extra.contains(&"--yarn-classpath") {
+            c.args(["--yarn-classpath", &self.yarn.classpath]);
+        }
+        c.arg("--").args(command);
         c
     }
 }
@@ -185,22 +189,31 @@ fn yarn_job_equals_the_local_launch_and_survives_a_killed_container() {
 
     let on_yarn = format!("{hdfs}/model-yarn");
     let (ok, log) = run(
-        cluster.launch(
-            &hdfs,
-            &["-n", "2"],
-            &["train", &cfg, "--model", &on_yarn],
-        ),
+        cluster.launch(&hdfs, &["-n", "2"], &["train", &cfg, "--model", &on_yarn]),
         "yarn launch",
         &dir.path().join("yarn.log"),
         Duration::from_secs(900),
     );
     assert!(ok, "{log}");
-    for needle in ["submitted tusk as application_", "RUNNING", "rank 0 ran in container_", "rank 1 ran in container_", "succeeded", "removed the staging directory"] {
+    for needle in [
+        "submitted tusk as application_",
+        "RUNNING",
+        "rank 0 ran in container_",
+        "rank 1 ran in container_",
+        "succeeded",
+        "removed the staging directory",
+    ] {
         assert!(log.contains(needle), "no '{needle}' in:\n{log}");
     }
     let (a, b) = (load(&on_yarn), load(&local));
-    assert!(a.params == b.params, "dense weights differ from the local launch");
-    assert!(a.table == b.table, "embedding tables differ from the local launch");
+    assert!(
+        a.params == b.params,
+        "dense weights differ from the local launch"
+    );
+    assert!(
+        a.table == b.table,
+        "embedding tables differ from the local launch"
+    );
     assert_eq!(a.meta.state.history.len(), b.meta.state.history.len());
     let staging = storage.open(&format!("{hdfs}/staging")).unwrap();
     assert!(
@@ -225,22 +238,39 @@ fn yarn_job_equals_the_local_launch_and_survives_a_killed_container() {
     let store = tusk_train::ModelStore::open(&storage, &killed).unwrap();
     let t = Instant::now();
     while store.latest().ok().flatten().is_none() && t.elapsed() < Duration::from_secs(600) {
-        assert!(p.try_status().is_none(), "{}", std::fs::read_to_string(&log_path).unwrap());
+        assert!(
+            p.try_status().is_none(),
+            "{}",
+            std::fs::read_to_string(&log_path).unwrap()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let victim = container_processes()
         .into_iter()
-        .find(|pid| in_container(*pid).is_some_and(|a| a.get(1).map(String::as_str) == Some("train")))
+        .find(|pid| {
+            in_container(*pid).is_some_and(|a| a.get(1).map(String::as_str) == Some("train"))
+        })
         .expect("a worker process in a container");
-    let _ = Command::new("kill").args(["-9", &victim.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status();
     let s = p.wait(Duration::from_secs(900));
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(s.success(), "{log}");
-    assert!(log.contains("restarting from the newest committed version"), "{log}");
+    assert!(
+        log.contains("restarting from the newest committed version"),
+        "{log}"
+    );
     assert!(log.contains("resubmitted tusk as application_"), "{log}");
     let got = load(&killed);
-    assert!(got.params == b.params, "after the kill: dense weights differ");
-    assert!(got.table == b.table, "after the kill: embedding tables differ");
+    assert!(
+        got.params == b.params,
+        "after the kill: dense weights differ"
+    );
+    assert!(
+        got.table == b.table,
+        "after the kill: embedding tables differ"
+    );
     assert!(wait_no_containers(Duration::from_secs(30)).is_empty());
 }
 
@@ -281,11 +311,18 @@ fn yarn_gpu_requests_and_bad_input() {
         .filter_map(|l| l.split(" on node ").nth(1))
         .collect();
     assert_eq!(nodes.len(), 2, "{log}");
-    assert_ne!(nodes[0], nodes[1], "two 1-GPU workers on one 1-GPU node:\n{log}");
+    assert_ne!(
+        nodes[0], nodes[1],
+        "two 1-GPU workers on one 1-GPU node:\n{log}"
+    );
 
     let fails = |extra: &[&str], what: &str| -> String {
         let (ok, log) = run(
-            cluster.launch(&hdfs, extra, &["train", &cfg, "--model", &format!("{hdfs}/m-bad")]),
+            cluster.launch(
+                &hdfs,
+                extra,
+                &["train", &cfg, "--model", &format!("{hdfs}/m-bad")],
+            ),
             what,
             &dir.path().join("bad.log"),
             Duration::from_secs(300),
@@ -294,28 +331,77 @@ fn yarn_gpu_requests_and_bad_input() {
         log
     };
     let e = fails(&["-n", "2", "--gpus-per-worker", "2"], "2 GPUs per worker");
-    assert!(e.contains("--gpus-per-worker 2 is more than this cluster's largest container, 1 yarn.io/gpu"), "{e}");
+    assert!(
+        e.contains(
+            "--gpus-per-worker 2 is more than this cluster's largest container, 1 yarn.io/gpu"
+        ),
+        "{e}"
+    );
     let e = fails(&["-n", "2", "--worker-memory", "8g"], "8 GB workers");
-    assert!(e.contains("8192 MB is more than this cluster's largest container, 2048 MB"), "{e}");
+    assert!(
+        e.contains("8192 MB is more than this cluster's largest container, 2048 MB"),
+        "{e}"
+    );
     let e = fails(&["-n", "1", "--queue", "nosuch"], "unknown queue");
-    assert!(e.contains("nosuch") && e.contains("FAILED") && e.contains("not restarting"), "{e}");
+    assert!(
+        e.contains("nosuch") && e.contains("FAILED") && e.contains("not restarting"),
+        "{e}"
+    );
     let e = fails(
-        &["-n", "1", "--max-restarts", "2", "--yarn-classpath", "/nonexistent"],
+        &[
+            "-n",
+            "1",
+            "--max-restarts",
+            "2",
+            "--yarn-classpath",
+            "/nonexistent",
+        ],
         "no application master",
     );
-    assert!(e.contains("FAILED") && e.contains("exitCode") && e.contains("no container of the job started"), "{e}");
+    assert!(
+        e.contains("FAILED")
+            && e.contains("exitCode")
+            && e.contains("no container of the job started"),
+        "{e}"
+    );
     assert!(!e.contains("resubmitted"), "{e}");
     let mut c = tusk();
-    c.args(["launch", "--yarn", "http://127.0.0.1:1", "-n", "1", "--staging", "hdfs://x/y", "--", "train", &cfg]);
-    let (ok, e) = run(c, "unreachable RM", &dir.path().join("rm.log"), Duration::from_secs(120));
+    c.args([
+        "launch",
+        "--yarn",
+        "http://127.0.0.1:1",
+        "-n",
+        "1",
+        "--staging",
+        "hdfs://x/y",
+        "--",
+        "train",
+        &cfg,
+    ]);
+    let (ok, e) = run(
+        c,
+        "unreachable RM",
+        &dir.path().join("rm.log"),
+        Duration::from_secs(120),
+    );
     assert!(!ok);
-    assert!(e.contains("cannot reach the YARN ResourceManager at http://127.0.0.1:1"), "{e}");
+    assert!(
+        e.contains("cannot reach the YARN ResourceManager at http://127.0.0.1:1"),
+        "{e}"
+    );
 
     // Killed from outside: the launcher reports it and no container is left.
     let mut c = cluster.launch(
         &hdfs,
         &["-n", "1", "--max-restarts", "3"],
-        &["train", &cfg, "--model", &format!("{hdfs}/m-kill"), "--set", "train.epochs=500"],
+        &[
+            "train",
+            &cfg,
+            "--model",
+            &format!("{hdfs}/m-kill"),
+            "--set",
+            "train.epochs=500",
+        ],
     );
     let log_path = dir.path().join("kill.log");
     c.stdout(Stdio::null())
@@ -332,7 +418,10 @@ fn yarn_gpu_requests_and_bad_input() {
                 .trim_end_matches(':')
                 .to_string();
         }
-        assert!(t.elapsed() < Duration::from_secs(300), "never running:\n{log}");
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "never running:\n{log}"
+        );
         assert!(p.try_status().is_none(), "{log}");
         std::thread::sleep(Duration::from_millis(200));
     };
@@ -351,7 +440,10 @@ fn yarn_gpu_requests_and_bad_input() {
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(!s.success(), "{log}");
     assert!(log.contains("KILLED"), "{log}");
-    assert!(!log.contains("resubmitted"), "a killed job is not restarted:\n{log}");
+    assert!(
+        !log.contains("resubmitted"),
+        "a killed job is not restarted:\n{log}"
+    );
     let left = wait_no_containers(Duration::from_secs(30));
     assert!(left.is_empty(), "container processes left: {left:?}");
 }

@@ -101,7 +101,10 @@ pub fn visible_devices(visible: Option<&str>, local: usize, per: usize) -> Resul
                     all.len()
                 )));
             }
-            all[from..from + per].iter().map(|s| s.to_string()).collect()
+            all[from..from + per]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
         }
         None => (from..from + per).map(|i| i.to_string()).collect(),
     };
@@ -353,7 +356,10 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
             devices
                 .iter()
                 .enumerate()
-                .map(|(k, d)| format!("local rank {k} → CUDA_VISIBLE_DEVICES={}", d.as_deref().unwrap_or("")))
+                .map(|(k, d)| format!(
+                    "local rank {k} → CUDA_VISIBLE_DEVICES={}",
+                    d.as_deref().unwrap_or("")
+                ))
                 .collect::<Vec<_>>()
                 .join("; ")
         ));
@@ -548,7 +554,10 @@ mod device_tests {
         assert_eq!(visible_devices(None, 0, 2).unwrap(), "0,1");
         assert_eq!(visible_devices(None, 1, 2).unwrap(), "2,3");
         assert_eq!(visible_devices(Some("4,5,6,7"), 1, 2).unwrap(), "6,7");
-        assert_eq!(visible_devices(Some("GPU-a, GPU-b"), 1, 1).unwrap(), "GPU-b");
+        assert_eq!(
+            visible_devices(Some("GPU-a, GPU-b"), 1, 1).unwrap(),
+            "GPU-b"
+        );
         let e = visible_devices(Some("0,1"), 1, 2).unwrap_err().to_string();
         assert!(e.contains("lists 2"), "{e}");
     }

@@ -205,8 +205,16 @@ impl MiniYarn {
         let deps = deps.trim();
         let mut child = Command::new("java")
             .args(["--add-opens", "java.base/java.lang=ALL-UNNAMED", "-cp"])
-            .arg(format!("{}:{deps}", project.join("target/classes").display()))
-            .args(["tusk.miniyarn.Main", "rm", &nodes.to_string(), &gpus.to_string()])
+            .arg(format!(
+                "{}:{deps}",
+                project.join("target/classes").display()
+            ))
+            .args([
+                "tusk.miniyarn.Main",
+                "rm",
+                &nodes.to_string(),
+                &gpus.to_string(),
+            ])
             .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -164,9 +164,9 @@ pub fn run(
             } else {
                 wait_for(&master, deadline, &failed, "rank 0's address")?
             };
-            let (mhost, mport) = addr
-                .rsplit_once(':')
-                .ok_or_else(|| Error::Container(format!("bad address {addr} in {}", master.url())))?;
+            let (mhost, mport) = addr.rsplit_once(':').ok_or_else(|| {
+                Error::Container(format!("bad address {addr} in {}", master.url()))
+            })?;
             let mut addrs = Vec::new();
             for k in 0..servers {
                 addrs.push(wait_for(
@@ -199,10 +199,20 @@ pub fn run(
         what: format!("starting {}", program.display()),
         source: e,
     })?;
-    supervise(child, &failed, &format!("{role:?} (slot {slot}, {container})"), log)
+    supervise(
+        child,
+        &failed,
+        &format!("{role:?} (slot {slot}, {container})"),
+        log,
+    )
 }
 
-fn supervise(mut child: Child, failed: &Location, who: &str, log: &mut dyn FnMut(&str)) -> Result<i32> {
+fn supervise(
+    mut child: Child,
+    failed: &Location,
+    who: &str,
+    log: &mut dyn FnMut(&str),
+) -> Result<i32> {
     let mut last_check = Instant::now();
     loop {
         if let Some(s) = child.try_wait().map_err(|e| Error::Io {
@@ -212,7 +222,9 @@ fn supervise(mut child: Child, failed: &Location, who: &str, log: &mut dyn FnMut
             let code = s.code().unwrap_or(128 + 9);
             if !s.success() {
                 let _ = failed.write_new(format!("{who} exited with {s}\n"));
-                log(&format!("{who} exited with {s}: the attempt is marked failed"));
+                log(&format!(
+                    "{who} exited with {s}: the attempt is marked failed"
+                ));
             }
             return Ok(code);
         }

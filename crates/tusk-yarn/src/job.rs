@@ -47,7 +47,8 @@ impl Resources {
 pub const DEFAULT_CLASSPATH: &str = "{{HADOOP_CONF_DIR}}<CPS>{{HADOOP_COMMON_HOME}}/share/hadoop/common/*<CPS>{{HADOOP_COMMON_HOME}}/share/hadoop/common/lib/*<CPS>{{HADOOP_HDFS_HOME}}/share/hadoop/hdfs/*<CPS>{{HADOOP_HDFS_HOME}}/share/hadoop/hdfs/lib/*<CPS>{{HADOOP_YARN_HOME}}/share/hadoop/yarn/*<CPS>{{HADOOP_YARN_HOME}}/share/hadoop/yarn/lib/*";
 
 /// The DistributedShell application master's class.
-pub const APP_MASTER: &str = "org.apache.hadoop.yarn.applications.distributedshell.ApplicationMaster";
+pub const APP_MASTER: &str =
+    "org.apache.hadoop.yarn.applications.distributedshell.ApplicationMaster";
 
 /// A job to run on YARN.
 #[derive(Debug, Clone)]
@@ -158,7 +159,8 @@ fn write_script(
     };
     let mut w = to.writer()?;
     w.write_all(header).map_err(|e| io("writing", e))?;
-    w.write_all(config.unwrap_or(&[])).map_err(|e| io("writing", e))?;
+    w.write_all(config.unwrap_or(&[]))
+        .map_err(|e| io("writing", e))?;
     let mut f = std::fs::File::open(binary).map_err(|e| Error::Io {
         what: format!("reading the tusk binary {}", binary.display()),
         source: e,
@@ -196,7 +198,10 @@ pub fn submission(
         vc = c.vcores,
     );
     if c.gpus > 0 {
-        command.push_str(&format!(" --container_resources {}", c.container_resources()));
+        command.push_str(&format!(
+            " --container_resources {}",
+            c.container_resources()
+        ));
     }
     for (k, v) in &env {
         command.push_str(&format!(" --shell_env {}", quote(&format!("{k}={v}"))));
@@ -226,7 +231,10 @@ pub fn submission(
 /// Checks the requested sizes against the cluster's largest container.
 fn check_limits(spec: &JobSpec, app: &crate::rest::NewApp) -> Result<()> {
     let c = &spec.container;
-    for (what, mem) in [("--worker-memory", c.memory_mb), ("--am-memory", spec.am_memory_mb)] {
+    for (what, mem) in [
+        ("--worker-memory", c.memory_mb),
+        ("--am-memory", spec.am_memory_mb),
+    ] {
         if mem > app.max_memory_mb {
             return Err(Error::Usage(format!(
                 "{what} {mem} MB is more than this cluster's largest container, {} MB (yarn.scheduler.maximum-allocation-mb)",
@@ -367,7 +375,11 @@ fn attempts(
         outcome.apps.push(app.id.clone());
         log(&format!(
             "{} {} as {} ({} worker(s){}, queue {})",
-            if attempt == 0 { "submitted" } else { "resubmitted" },
+            if attempt == 0 {
+                "submitted"
+            } else {
+                "resubmitted"
+            },
             spec.name,
             app.id,
             spec.workers,

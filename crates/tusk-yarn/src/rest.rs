@@ -137,7 +137,10 @@ impl ResourceManager {
                 .and_then(|v| {
                     let r = &v["RemoteException"];
                     r["message"].as_str().map(|m| {
-                        format!("{m} ({})", r["exception"].as_str().unwrap_or("RemoteException"))
+                        format!(
+                            "{m} ({})",
+                            r["exception"].as_str().unwrap_or("RemoteException")
+                        )
                     })
                 })
                 .unwrap_or_else(|| text.chars().take(400).collect());
