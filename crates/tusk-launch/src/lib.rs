@@ -424,7 +424,7 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
         if here > 0 {
             log(&format!("embedding servers at {servers_env}"));
         }
-        for local in 0..o.nproc_per_node {
+        for (local, visible) in devices.iter().enumerate() {
             let rank = o.node_rank * o.nproc_per_node + local;
             let mut cmd = Command::new(&o.program);
             cmd.args(&args)
@@ -435,7 +435,7 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
             if o.servers > 0 {
                 cmd.env(SERVERS_VAR, &servers_env);
             }
-            if let Some(d) = &devices[local] {
+            if let Some(d) = visible {
                 cmd.env("CUDA_VISIBLE_DEVICES", d)
                     .env("NVIDIA_VISIBLE_DEVICES", d);
             }
