@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+mod common;
+
 fn demo(storage: &str) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_tusk"))
         .args([
@@ -80,7 +82,6 @@ fn demo_on_hdfs() {
 /// 0.005 of sync's.
 #[test]
 fn demo_model_on_async_servers_matches_sync() {
-    use std::time::Duration;
     let tusk = env!("CARGO_BIN_EXE_tusk");
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("demo");
@@ -90,35 +91,14 @@ fn demo_model_on_async_servers_matches_sync() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let auc = |name: &str, sets: &[&str]| -> f64 {
-        let model = dir.path().join(name).display().to_string();
-        let log = dir.path().join(format!("{name}.log"));
-        let mut c = Command::new(tusk);
-        c.env_remove("TUSK_JOB_SECRET")
-            .env_remove("TUSK_EMBEDDING_SERVERS")
-            .args(["launch", "-n", "2", "--servers", "2", "--", "train"])
-            .arg(base.join("config.toml"))
-            .args(["--model", &model]);
-        for s in sets {
-            c.args(["--set", s]);
-        }
-        c.stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let mut p = tusk_testkit::Proc::spawn(&mut c, name);
-        let launcher = p.id();
-        let ok = p.wait(Duration::from_secs(1200)).success();
-        assert!(ok, "{name}: {}", std::fs::read_to_string(&log).unwrap());
-        assert!(
-            tusk_testkit::group_members(launcher).is_empty(),
-            "{name}: processes left"
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        let (m, _) = common::train_on_servers_and_eval(
+            dir.path(),
+            name,
+            &base.join("config.toml"),
+            &sets,
+            &base.join("features/test"),
         );
-        let o = Command::new(tusk)
-            .args(["eval", "--model", &model, "--data"])
-            .arg(base.join("features/test"))
-            .arg("--json")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         m["auc"].as_f64().unwrap()
     };
     let sync = auc("sync", &["train.embedding=\"sync\""]);

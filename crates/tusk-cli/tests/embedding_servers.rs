@@ -11,7 +11,7 @@ use tusk_testkit::{Proc, children_of, group_members};
 use tusk_train::Checkpoint;
 
 mod common;
-use common::{load, write_csv};
+use common::{load, neumf_config, write_csv};
 
 fn tusk() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tusk"));
@@ -25,30 +25,8 @@ fn tusk() -> Command {
 fn setup(dir: &Path, train_rows: usize, extra: &str) -> String {
     write_csv(&dir.join("train.csv"), train_rows, 1);
     write_csv(&dir.join("valid.csv"), 400, 2);
-    let cfg = format!(
-        r#"[data]
-train = "{d}/train.csv"
-validation = "{d}/valid.csv"
-[features]
-sparse = ["user_id", "item_id"]
-dense = ["price"]
-label = "label"
-[model]
-kind = "neumf"
-user = ["user_id"]
-item = ["item_id"]
-gmf_dim = 8
-mlp_dim = 8
-layers = [16, 8]
-[train]
-learning_rate = 0.005
-batch_size = 32
-{extra}
-[eval]
-monitor = "auc"
-"#,
-        d = dir.display(),
-    );
+    let d = dir.display();
+    let cfg = neumf_config(&format!("{d}/train.csv"), &format!("{d}/valid.csv"), extra);
     let path = dir.join("config.toml");
     std::fs::write(&path, cfg).unwrap();
     path.display().to_string()

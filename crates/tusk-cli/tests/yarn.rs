@@ -11,7 +11,7 @@ use tusk_storage::Storage;
 use tusk_testkit::{MiniDfs, MiniYarn, Proc, group_members};
 
 mod common;
-use common::write_csv;
+use common::{load_url as load, neumf_config, write_csv};
 
 /// The tusk binary without symbols (the debug build is over 1 GB; containers unpack what they
 /// are sent).
@@ -51,28 +51,10 @@ fn job(dir: &Path, hdfs: &str, rows: usize, extra: &str) -> String {
             .write(std::fs::read(&local).unwrap())
             .unwrap();
     }
-    let cfg = format!(
-        r#"[data]
-train = "{hdfs}/data/train.csv"
-validation = "{hdfs}/data/valid.csv"
-[features]
-sparse = ["user_id", "item_id"]
-dense = ["price"]
-label = "label"
-[model]
-kind = "neumf"
-user = ["user_id"]
-item = ["item_id"]
-gmf_dim = 8
-mlp_dim = 8
-layers = [16, 8]
-[train]
-learning_rate = 0.005
-batch_size = 32
-{extra}
-[eval]
-monitor = "auc"
-"#
+    let cfg = neumf_config(
+        &format!("{hdfs}/data/train.csv"),
+        &format!("{hdfs}/data/valid.csv"),
+        extra,
     );
     let p = dir.join("job.toml");
     std::fs::write(&p, cfg).unwrap();
@@ -169,12 +151,6 @@ fn yarn_job_equals_the_local_launch_and_survives_a_killed_container() {
         binary: shipped_binary(dir.path()),
     };
     let storage = Storage::new().unwrap();
-    let load = |m: &str| {
-        tusk_train::ModelStore::open(&storage, m)
-            .unwrap()
-            .load(None)
-            .unwrap()
-    };
 
     let local = format!("{hdfs}/model-local");
     let mut c = tusk();
@@ -314,6 +290,38 @@ fn yarn_gpu_requests_and_bad_input() {
     assert_ne!(
         nodes[0], nodes[1],
         "two 1-GPU workers on one 1-GPU node:\n{log}"
+    );
+
+    // Embedding servers in containers too: 2 workers + 1 server in sync mode give the
+    // replicated model of the run above, bit for bit.
+    let sharded = format!("{hdfs}/model-servers");
+    let (ok, log) = run(
+        cluster.launch(
+            &hdfs,
+            &["-n", "2", "--servers", "1"],
+            &[
+                "train",
+                &cfg,
+                "--model",
+                &sharded,
+                "--set",
+                "train.embedding=\"sync\"",
+            ],
+        ),
+        "yarn launch with a server",
+        &dir.path().join("servers.log"),
+        Duration::from_secs(900),
+    );
+    assert!(ok, "{log}");
+    assert!(log.contains("server 0 ran in container_"), "{log}");
+    let (a, b) = (load(&sharded), load(&model));
+    assert!(
+        a.params == b.params,
+        "dense weights differ from the replicated run"
+    );
+    assert!(
+        a.table == b.table,
+        "embedding rows differ from the replicated run"
     );
 
     let fails = |extra: &[&str], what: &str| -> String {

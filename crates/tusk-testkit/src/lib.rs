@@ -85,6 +85,19 @@ fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Maven (with Java beside it) for a Hadoop test cluster, or `None` (skip, see [`require`]).
+fn maven(what: &str) -> Option<PathBuf> {
+    require(
+        what,
+        "TUSK_REQUIRE_HDFS",
+        match (which("mvn"), which("java")) {
+            (Some(m), Some(_)) => Ok(m),
+            (None, _) => Err("`mvn` not found on PATH".into()),
+            (_, None) => Err("`java` not found on PATH".into()),
+        },
+    )
+}
+
 /// A running MiniDFSCluster. Dropping it shuts the cluster down.
 pub struct MiniDfs {
     child: Child,
@@ -99,15 +112,7 @@ impl MiniDfs {
     /// is missing. Panics if the cluster fails to start where tools are present: that is a
     /// broken environment, not a reason to skip.
     pub fn start(data_nodes: usize) -> Option<MiniDfs> {
-        let mvn = require(
-            "a real HDFS (MiniDFSCluster)",
-            "TUSK_REQUIRE_HDFS",
-            match (which("mvn"), which("java")) {
-                (Some(m), Some(_)) => Ok(m),
-                (None, _) => Err("`mvn` not found on PATH".into()),
-                (_, None) => Err("`java` not found on PATH".into()),
-            },
-        )?;
+        let mvn = maven("a real HDFS (MiniDFSCluster)")?;
         let project = repo_root().join("testing/minidfs");
         let mut child = Command::new(mvn)
             .args(["-q", "-B", "-f"])
@@ -178,15 +183,7 @@ impl MiniYarn {
     /// Start a cluster of `nodes` NodeManagers with `gpus` devices each, or skip (see
     /// [`require`]) when Java or Maven is missing.
     pub fn start(nodes: usize, gpus: usize) -> Option<MiniYarn> {
-        let mvn = require(
-            "a real YARN (MiniYARNCluster)",
-            "TUSK_REQUIRE_HDFS",
-            match (which("mvn"), which("java")) {
-                (Some(m), Some(_)) => Ok(m),
-                (None, _) => Err("`mvn` not found on PATH".into()),
-                (_, None) => Err("`java` not found on PATH".into()),
-            },
-        )?;
+        let mvn = maven("a real YARN (MiniYARNCluster)")?;
         let project = repo_root().join("testing/miniyarn");
         let o = Command::new(mvn)
             .args(["-q", "-B", "-f"])

@@ -322,7 +322,7 @@ pub fn run(spec: &JobSpec, log: &mut dyn FnMut(&str)) -> Result<Outcome> {
         spec.staging.trim_end_matches('/'),
         app.id
     ))?;
-    let secret = new_secret();
+    let secret = tusk_launch::new_secret();
     let script = root.join("worker");
     let t = Instant::now();
     let header = script_header(
@@ -485,23 +485,6 @@ fn placements(rendezvous: &Location, spec: &JobSpec) -> Vec<String> {
         }
     }
     out
-}
-
-/// A fresh random job secret (hex).
-pub fn new_secret() -> String {
-    use std::io::Read;
-    let mut b = [0u8; 24];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_err()
-    {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        b[..16].copy_from_slice(&t.to_le_bytes());
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// `tusk yarn status`: one line about an application.

@@ -53,10 +53,86 @@ checkpoint_every = 50
     p.display().to_string()
 }
 
+/// The small NeuMF job of [`write_csv`] data at `train` and `valid` (any URLs), `extra` lines
+/// added to `[train]`.
+pub fn neumf_config(train: &str, valid: &str, extra: &str) -> String {
+    format!(
+        r#"[data]
+train = "{train}"
+validation = "{valid}"
+[features]
+sparse = ["user_id", "item_id"]
+dense = ["price"]
+label = "label"
+[model]
+kind = "neumf"
+user = ["user_id"]
+item = ["item_id"]
+gmf_dim = 8
+mlp_dim = 8
+layers = [16, 8]
+[train]
+learning_rate = 0.005
+batch_size = 32
+{extra}
+[eval]
+monitor = "auc"
+"#
+    )
+}
+
+/// `tusk launch -n 2 --servers 2 -- train CONFIG --model DIR/NAME --set …` run to its end
+/// (bounded, nothing left running), then `tusk eval --json` of the model on `test`.
+pub fn train_on_servers_and_eval(
+    dir: &Path,
+    name: &str,
+    config: &Path,
+    sets: &[String],
+    test: &Path,
+) -> (serde_json::Value, String) {
+    use std::process::Command;
+    let tusk = env!("CARGO_BIN_EXE_tusk");
+    let model = dir.join(name).display().to_string();
+    let log = dir.join(format!("{name}.log"));
+    let mut c = Command::new(tusk);
+    c.env_remove("TUSK_JOB_SECRET")
+        .env_remove("TUSK_EMBEDDING_SERVERS")
+        .args(["launch", "-n", "2", "--servers", "2", "--", "train"])
+        .arg(config)
+        .args(["--model", &model]);
+    for s in sets {
+        c.args(["--set", s]);
+    }
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut p = tusk_testkit::Proc::spawn(&mut c, name);
+    let launcher = p.id();
+    let ok = p.wait(std::time::Duration::from_secs(1200)).success();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(ok, "{name}: {text}");
+    assert!(
+        tusk_testkit::group_members(launcher).is_empty(),
+        "{name}: processes left"
+    );
+    let o = Command::new(tusk)
+        .args(["eval", "--model", &model, "--data"])
+        .arg(test)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (serde_json::from_slice(&o.stdout).unwrap(), text)
+}
+
 /// The newest version of the model at `model`.
 pub fn load(model: &Path) -> Checkpoint {
+    load_url(&model.display().to_string())
+}
+
+/// The newest version of the model at a URL.
+pub fn load_url(model: &str) -> Checkpoint {
     let storage = Storage::new().unwrap();
-    ModelStore::open(&storage, &model.display().to_string())
+    ModelStore::open(&storage, model)
         .unwrap()
         .load(None)
         .unwrap()
