@@ -32,14 +32,18 @@ load_state_dict(strict=True), the rows of embeddings.safetensors, model.json's f
 entities.tfrecord), answering the same `POST /v1/models/ml:predict` bodies. Ray Serve cannot
 follow new tusk versions, so it serves the version that was newest when it started, while
 tusk serve reloads the versions training keeps publishing. Before any load the script checks
-the peer: --check-rows random rows plus edge rows (ids the table lacks, an empty history, a
-string id, rows without history filled from the entity tables, an unknown user) scored by
-the peer over HTTP and by `tusk predict --model-version` on the same rows (written as a
-TFRecord: a CSV field holds one value, so a CSV cannot carry the history bag), and aborts when
-any probability differs by more than 1e-5. Settings (printed): 1 replica with
+the peer: the load's own 65 rows, --check-rows random rows and edge rows (ids the table
+lacks, an empty history, a string id, rows without history filled from the entity tables, an
+unknown user) scored by the peer over HTTP and by `tusk predict --model-version` on the same
+rows (written as a TFRecord: a CSV field holds one value, so a CSV cannot carry the history
+bag), and aborts when any probability differs by more than 1e-5; it also reports how many of
+the load's keys are not in the table (ids training never saw: the peer answers them with
+tusk's deterministic initial row, as tusk does). Settings (printed): 1 replica with
 torch.set_num_threads(1) and OMP/MKL threads 1 (2 cores: one for the proxy, one for the
-replica), max_ongoing_requests 16, access log off, no @serve.batch (--ray-max-batch N turns it
-on, N requests per batch).
+replica), max_ongoing_requests 128 (above loadgen's 64 connections: below them, the proxy's
+router backs off and retries while the replica is full, and an overloaded peer's throughput
+collapses: on a busy machine here 16 fell to ~20 req/s where 128 kept ~150), access log off,
+no @serve.batch (--ray-max-batch N turns it on, N requests per batch).
 
 The peer needs a Python with ray[serve] and torch: --ray-python PATH, else
 ~/.cache/tusk/ray-venv/bin/python when it exists (without either the peer is skipped). Set up:
@@ -330,9 +334,15 @@ def check_rows(n):
     return rows
 
 
-def check_ray(args, peer, model, version, work):
-    """Ray's probabilities against `tusk predict` of the same version on the same rows."""
-    rows = check_rows(args.check_rows)
+def check_ray(args, peer, model, version, work, bodies):
+    """Ray's probabilities against `tusk predict` of the same version on the same rows: the
+    load's own bodies (sent first, so the peer's count of keys it answered with their initial
+    row covers them alone), then random and edge rows."""
+    load_rows = []
+    for n in (1, 64):
+        with open(bodies[n]) as f:
+            load_rows += json.load(f)["instances"]
+    rows = load_rows + check_rows(args.check_rows)
     inp = os.path.join(work, "check.tfrecord")
     out = os.path.join(work, "check-scores.csv")
     write_tfrecord(inp, rows)
@@ -342,7 +352,11 @@ def check_ray(args, peer, model, version, work):
     with open(out, newline="") as f:
         tusk_scores = [float(rec[-1]) for rec in list(csv.reader(f))[1:]]
     ray_scores = []
-    for i in range(0, len(rows), 64):
+    for n in (1, 64):
+        with open(bodies[n], "rb") as f:
+            ray_scores += peer.post(f.read())["predictions"]
+    load_initial = peer.stats()["initial_rows_cached"]
+    for i in range(len(load_rows), len(rows), 64):
         ray_scores += peer.post(json.dumps({"instances": rows[i:i + 64]}).encode())["predictions"]
     if len(tusk_scores) != len(rows) or len(ray_scores) != len(rows):
         raise SystemExit(f"check: {len(rows)} rows, tusk predict scored {len(tusk_scores)}, "
@@ -350,9 +364,11 @@ def check_ray(args, peer, model, version, work):
     diffs = [abs(a - b) for a, b in zip(tusk_scores, ray_scores)]
     worst = max(range(len(rows)), key=lambda i: diffs[i])
     stats = peer.stats()
-    res = {"rows": len(rows), "max_abs_diff": diffs[worst], "worst_row": rows[worst],
+    res = {"rows": len(rows), "load_rows": len(load_rows), "max_abs_diff": diffs[worst],
+           "load_max_abs_diff": max(diffs[:len(load_rows)]), "worst_row": rows[worst],
            "tusk": tusk_scores[worst], "ray": ray_scores[worst],
-           "initial_rows": stats["initial_rows_cached"], "table_rows": stats["table_rows"]}
+           "load_initial_keys": load_initial, "initial_keys": stats["initial_rows_cached"],
+           "table_rows": stats["table_rows"]}
     log(f"  check: {res}")
     if diffs[worst] > 1e-5:
         raise SystemExit(f"the Ray peer disagrees with tusk predict (version {version}): {res}")
@@ -373,13 +389,14 @@ def main():
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray Serve peer")
     ap.add_argument("--ray-replicas", type=int, default=1)
     ap.add_argument("--ray-threads", type=int, default=1, help="torch threads per replica")
-    ap.add_argument("--ray-max-ongoing", type=int, default=16,
+    ap.add_argument("--ray-max-ongoing", type=int, default=128,
                     help="max_ongoing_requests per replica")
     ap.add_argument("--ray-max-batch", type=int, default=0,
                     help="@serve.batch max_batch_size in requests (0: off)")
     ap.add_argument("--check-rows", type=int, default=300,
                     help="random rows of the Ray-vs-tusk-predict check (plus edge rows)")
-    ap.add_argument("--search-rates", default="100,200,400,800,1600,2000,4000,8000,16000,32000",
+    ap.add_argument("--search-rates",
+                    default="25,50,100,200,400,800,1600,2000,4000,8000,16000,32000",
                     help="offered rates of the sustained-throughput search")
     ap.add_argument("--search-seconds", type=float, default=5)
     ap.add_argument("--p99-goal", type=float, default=5.0, help="ms")
@@ -498,7 +515,8 @@ def main():
             try:
                 log(f"  settings: {peer.settings}")
                 ray = {"settings": peer.settings, "version": version,
-                       "check": check_ray(args, peer, model, version, work), "results": []}
+                       "check": check_ray(args, peer, model, version, work, bodies),
+                       "results": []}
                 for n in (1, 64):
                     log(f"search: Ray Serve, {n} row(s) per request, "
                         f"{args.search_seconds:.0f} s per rate")
@@ -562,10 +580,12 @@ def report_ray(args, ray, results):
           f"{st['torch_threads']}), max_ongoing_requests {st['max_ongoing_requests']}, "
           f"@serve.batch {st['serve_batch'] or 'off'}, access log off, {st['proxy']}, "
           f"ray.init(num_cpus={st['ray_num_cpus']}).")
-    print(f"Check against `tusk predict --model-version {ray['version']}`: {c['rows']} rows, max "
-          f"|Δp| {c['max_abs_diff']:.2e} (limit 1e-5); {c['initial_rows']} key(s) answered with "
-          f"tusk's initial row (the edge rows' unseen ids; the load's ids are all in the "
-          f"{c['table_rows']:,}-row table).\n")
+    print(f"Check against `tusk predict --model-version {ray['version']}`: {c['rows']} rows "
+          f"(the load's {c['load_rows']}, random and edge rows), max |Δp| "
+          f"{c['max_abs_diff']:.2e} (limit 1e-5; the load's rows: {c['load_max_abs_diff']:.2e}). "
+          f"Keys not in the {c['table_rows']:,}-row table, answered with tusk's initial row "
+          f"for them: {c['load_initial_keys']} in the load's rows (ids training never saw "
+          f"there), {c['initial_keys']} in all.\n")
     print("| rows per request | seconds | achieved req/s | p50 ms | p99 ms | p99.9 ms | max ms | "
           "errors | tusk p99 ms (no batching) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -601,9 +621,10 @@ def report_search(args, searches):
             if r["sustained"] > 0:
                 ratio = t["sustained"] / r["sustained"]
                 verdict = "met" if ratio >= 5 else "NOT met"
-                print(f"- **{n} row(s): tusk ÷ Ray at p99 ≤ {args.p99_goal:g} ms = {ratio:.1f}×** "
-                      f"(goal ≥ 5×: {verdict}{'; tusk capped by the rates tried' if t['capped'] else ''}); "
-                      f"highest achieved: {t['achieved'] / r['achieved']:.1f}×")
+                capped = "; tusk capped by the rates tried" if t["capped"] else ""
+                print(f"- **{n} row(s): tusk ÷ Ray at p99 ≤ {args.p99_goal:g} ms = "
+                      f"{ratio:.1f}×** (goal ≥ 5×: {verdict}{capped}); highest achieved: "
+                      f"{t['achieved'] / r['achieved']:.1f}×")
             else:
                 print(f"- {n} row(s): Ray sustained no rate tried at p99 ≤ {args.p99_goal:g} ms")
     print("\nloadgen runs on the same cores as the server under test (at tens of thousands of "

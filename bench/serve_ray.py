@@ -4,7 +4,7 @@ NeuMF, behind Ray Serve's HTTP ingress, answering tusk serve's TF-Serving `:pred
 
     RAY_PY=~/.cache/tusk/ray-venv/bin/python
     $RAY_PY bench/serve_ray.py serve --version-dir MODEL/versions/NNNNNN --port 8000 \
-        [--replicas 1] [--threads 1] [--max-ongoing 16] [--max-batch 0 --batch-wait-ms 1]
+        [--replicas 1] [--threads 1] [--max-ongoing 128] [--max-batch 0 --batch-wait-ms 1]
     $RAY_PY bench/serve_ray.py score --version-dir MODEL/versions/NNNNNN BODY.json   # no Ray
 
 Setup (once): `python3.11 -m venv ~/.cache/tusk/ray-venv &&
@@ -845,7 +845,7 @@ def main():
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--replicas", type=int, default=1)
     s.add_argument("--threads", type=int, default=1, help="torch.set_num_threads per replica")
-    s.add_argument("--max-ongoing", type=int, default=16,
+    s.add_argument("--max-ongoing", type=int, default=128,
                    help="max_ongoing_requests per replica")
     s.add_argument("--replica-cpus", type=float, default=1.0)
     s.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="ray.init num_cpus")

@@ -11,7 +11,7 @@ use tusk_testkit::{Proc, children_of, group_members};
 use tusk_train::Checkpoint;
 
 mod common;
-use common::{load, neumf_config, write_csv};
+use common::{load, neumf_config, rows_by_key, write_csv};
 
 fn tusk() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tusk"));
@@ -57,27 +57,6 @@ fn run_logged(mut c: Command, what: &str, log: &Path, limit: Duration) -> (bool,
         s.success(),
         std::fs::read_to_string(log).unwrap_or_default(),
     )
-}
-
-fn rows_by_key(c: &Checkpoint) -> std::collections::BTreeMap<u64, (Vec<u32>, Vec<u32>, u32)> {
-    let t = &c.table;
-    let d = t.dim;
-    let w = t.state.len() / t.keys.len().max(1);
-    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
-    t.keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            (
-                *k,
-                (
-                    bits(&t.values[i * d..(i + 1) * d]),
-                    bits(&t.state[i * w..(i + 1) * w]),
-                    t.steps[i],
-                ),
-            )
-        })
-        .collect()
 }
 
 #[test]

@@ -138,6 +138,29 @@ pub fn load_url(model: &str) -> Checkpoint {
         .unwrap()
 }
 
+/// Every embedding row by key: its values, optimiser state and step count as bits (the same
+/// rows whichever way a version was sharded).
+pub fn rows_by_key(c: &Checkpoint) -> std::collections::BTreeMap<u64, (Vec<u32>, Vec<u32>, u32)> {
+    let t = &c.table;
+    let d = t.dim;
+    let w = t.state.len() / t.keys.len().max(1);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    t.keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            (
+                *k,
+                (
+                    bits(&t.values[i * d..(i + 1) * d]),
+                    bits(&t.state[i * w..(i + 1) * w]),
+                    t.steps[i],
+                ),
+            )
+        })
+        .collect()
+}
+
 /// ‖a − b‖ / ‖b‖.
 pub fn rel(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
