@@ -212,6 +212,8 @@ impl MiniYarn {
                 &nodes.to_string(),
                 &gpus.to_string(),
             ])
+            // MiniYARNCluster writes under target/ of its working directory.
+            .current_dir(project.join("target"))
             .process_group(0)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
