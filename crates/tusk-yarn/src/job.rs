@@ -145,8 +145,30 @@ pub fn script_header(
     header(len).into_bytes()
 }
 
-/// Writes the whole `worker` script: header, config, binary.
+/// Writes the whole `worker` script: header, config, binary. A streaming write to HDFS can
+/// meet `NotReplicatedYetException` when it asks for its next block before the DataNode has
+/// reported the last one (hdfs-native does not retry that, Hadoop's own client does): the
+/// file is only published when complete, so the whole write is tried again, with backoff.
 fn write_script(
+    to: &Location,
+    binary: &std::path::Path,
+    config: Option<&[u8]>,
+    header: &[u8],
+) -> Result<()> {
+    let mut wait = Duration::from_millis(500);
+    for attempt in 0.. {
+        match write_script_once(to, binary, config, header) {
+            Err(e) if attempt < 5 && e.to_string().contains("NotReplicatedYetException") => {
+                std::thread::sleep(wait);
+                wait *= 2;
+            }
+            other => return other,
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+fn write_script_once(
     to: &Location,
     binary: &std::path::Path,
     config: Option<&[u8]>,
