@@ -42,6 +42,14 @@ enum Command {
     /// Run any SQL over tables in storage (CSV with a header, or Parquet) and write the result
     /// as a sharded dataset.
     Sql(preprocess::SqlArgs),
+    /// A Ballista scheduler for `tusk sql --cluster` / `tusk preprocess clickstream
+    /// --cluster`: plans queries over tusk storage and hands their stages to executors.
+    #[command(name = "sql-scheduler")]
+    SqlScheduler(preprocess::SchedulerArgs),
+    /// A Ballista executor: runs query stages, reading tables where they live (local paths,
+    /// hdfs://, webhdfs://) and serving shuffle data and results over Arrow Flight.
+    #[command(name = "sql-executor")]
+    SqlExecutor(preprocess::ExecutorArgs),
     /// The image map job: PNG/JPEG → normalised float tensors in a sharded TFRecord dataset.
     #[command(subcommand)]
     Images(images::ImagesCommand),
@@ -87,6 +95,8 @@ fn main() -> ExitCode {
         Command::Datagen(cmd) => datagen::run(cmd),
         Command::Preprocess(cmd) => preprocess::run(cmd),
         Command::Sql(args) => preprocess::run_sql(args),
+        Command::SqlScheduler(a) => preprocess::run_scheduler(a),
+        Command::SqlExecutor(a) => preprocess::run_executor(a),
         Command::Images(cmd) => images::run_images(cmd),
         Command::Mapper(cmd) => images::run_mapper(cmd),
         Command::Train(a) => train::run_train(a),

@@ -76,7 +76,56 @@ pub struct ClickstreamArgs {
     #[arg(long, value_parser = parse_size)]
     memory_limit: Option<usize>,
     #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
     out: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Run the SQL on an Apache Ballista cluster instead of in this process:
+    /// df://HOST:PORT of a `tusk sql-scheduler` whose `tusk sql-executor`s read the tables
+    /// where they live. Results still become a dataset written here.
+    #[arg(long, value_name = "df://HOST:PORT")]
+    cluster: Option<String>,
+    /// With --cluster: where tables made by CREATE TABLE … AS are written (Parquet, by the
+    /// executors), a directory every executor and the scheduler can reach; removed afterwards
+    /// [default: a hidden directory beside the output].
+    #[arg(long, requires = "cluster")]
+    scratch: Option<String>,
+}
+
+impl ClusterArgs {
+    /// A session on the cluster, or None for the embedded engine.
+    fn session(
+        &self,
+        storage: &Storage,
+        partitions: usize,
+        output: &str,
+    ) -> Result<Option<SqlSession>> {
+        let Some(url) = &self.cluster else {
+            return Ok(None);
+        };
+        let cluster = tusk_ballista::client::Cluster::parse(url)?;
+        let scratch = match &self.scratch {
+            Some(s) => s.clone(),
+            None => {
+                let out = storage.open(output)?;
+                let name = format!(
+                    ".{}.sql-scratch-{}-{}",
+                    out.file_name(),
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis())
+                );
+                out.parent().join(&name).url()
+            }
+        };
+        Ok(Some(tusk_ballista::client::session(
+            storage, &cluster, partitions, &scratch,
+        )?))
+    }
 }
 
 /// `512M`, `2G`, `1500K` or plain bytes.
@@ -148,6 +197,8 @@ pub struct SqlArgs {
     #[arg(long, default_value_t = 0)]
     partitions: usize,
     #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
     out: OutputArgs,
 }
 
@@ -186,10 +237,21 @@ fn clickstream(storage: &Storage, a: ClickstreamArgs) -> Result<()> {
         partitions: a.partitions,
         memory_limit: a.memory_limit,
     };
+    if a.memory_limit.is_some() && a.cluster.cluster.is_some() {
+        bail!("--memory-limit applies to the embedded engine; a cluster's executors have their own");
+    }
+    let remote = a.cluster.session(storage, a.partitions, &a.output)?;
     let mut ticker = Ticker::new(progress_bar("writing samples:"));
-    let s = sql::clickstream(storage, &job, |n| ticker.add(n))?;
+    let s = match &remote {
+        Some(session) => sql::clickstream_on(session, storage, &job, |n| ticker.add(n))?,
+        None => sql::clickstream(storage, &job, |n| ticker.add(n))?,
+    };
     ticker.done();
-    eprintln!("read {} events from {} file(s)", s.events, s.files);
+    if s.files == 0 {
+        eprintln!("read {} events (the cluster listed the files)", s.events);
+    } else {
+        eprintln!("read {} events from {} file(s)", s.events, s.files);
+    }
     for (ty, n) in &s.unknown_event_types {
         eprintln!("skipped {n} event(s) of unknown type '{ty}'");
     }
@@ -234,7 +296,10 @@ fn movielens(storage: &Storage, a: MovieLensArgs) -> Result<()> {
 
 pub fn run_sql(a: SqlArgs) -> Result<()> {
     let storage = Storage::new()?;
-    let session = SqlSession::new(&storage, a.partitions, None)?;
+    let session = match a.cluster.session(&storage, a.partitions, &a.output)? {
+        Some(s) => s,
+        None => SqlSession::new(&storage, a.partitions, None)?,
+    };
     for t in &a.tables {
         let Some((name, url)) = t.split_once('=') else {
             bail!("--table '{t}': expected NAME=URL");
@@ -264,5 +329,83 @@ pub fn run_sql(a: SqlArgs) -> Result<()> {
         };
         eprintln!("wrote {n} rows to {dir}");
     }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    /// Address to listen on (clients use df://ADDR; executors --scheduler ADDR).
+    #[arg(long, default_value = "127.0.0.1:50050")]
+    bind: std::net::SocketAddr,
+    /// Host name executors and clients should use for this machine [default: the bind host].
+    #[arg(long)]
+    external_host: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecutorArgs {
+    /// The scheduler: HOST:PORT.
+    #[arg(long)]
+    scheduler: String,
+    /// Address to serve Arrow Flight on (shuffle reads and results).
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    bind: std::net::SocketAddr,
+    /// Port the scheduler pushes tasks to [default: the Flight port + 1].
+    #[arg(long)]
+    grpc_port: Option<u16>,
+    /// Host name others should use for this machine [default: the bind host].
+    #[arg(long)]
+    external_host: Option<String>,
+    /// Tasks run at once [default: one per core].
+    #[arg(long, default_value_t = 0)]
+    concurrency: usize,
+    /// Directory for shuffle files and spills [default: a temporary directory].
+    #[arg(long)]
+    work_dir: Option<String>,
+}
+
+pub fn run_scheduler(a: SchedulerArgs) -> Result<()> {
+    tusk_ballista::init_logging();
+    let storage = Storage::new()?;
+    tusk_ballista::server::run_scheduler(
+        &storage,
+        &tusk_ballista::server::SchedulerOptions {
+            bind: a.bind,
+            external_host: a.external_host,
+        },
+    )?;
+    Ok(())
+}
+
+pub fn run_executor(a: ExecutorArgs) -> Result<()> {
+    let Some((host, port)) = a.scheduler.rsplit_once(':') else {
+        bail!("--scheduler '{}': expected HOST:PORT", a.scheduler);
+    };
+    let scheduler_port: u16 = port
+        .parse()
+        .with_context(|| format!("--scheduler '{}': '{port}' is not a port", a.scheduler))?;
+    let grpc_port = match a.grpc_port {
+        Some(p) => p,
+        None => a
+            .bind
+            .port()
+            .checked_add(1)
+            .context("--bind port 65535 leaves no --grpc-port; give one")?,
+    };
+    tusk_ballista::init_logging();
+    let storage = Storage::new()?;
+    tusk_ballista::server::run_executor(
+        &storage,
+        &tusk_ballista::server::ExecutorOptions {
+            scheduler_host: host.to_string(),
+            scheduler_port,
+            bind_host: a.bind.ip().to_string(),
+            port: a.bind.port(),
+            grpc_port,
+            external_host: a.external_host,
+            concurrency: a.concurrency,
+            work_dir: a.work_dir,
+        },
+    )?;
     Ok(())
 }

@@ -28,6 +28,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::TableReference;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use tusk_records::dataset::{Format, Placement, ShardedWriter};
@@ -78,6 +79,32 @@ pub struct SqlSession {
     storage: Storage,
     ctx: SessionContext,
     rt: tokio::runtime::Runtime,
+    remote: Option<Remote>,
+    /// Tables made by `CREATE TABLE … AS` on the cluster so far (names their directories).
+    remote_tables: std::sync::atomic::AtomicUsize,
+}
+
+/// How a session whose queries run on a cluster (see [`SqlSession::remote`]) differs from
+/// the embedded one.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    /// Where `CREATE TABLE … AS` results are written (as Parquet, by the executors) and read
+    /// back from: a directory every executor and the scheduler can reach. Removed when the
+    /// session ends.
+    pub scratch: String,
+    /// What to call the cluster in messages (`df://host:port`).
+    pub name: String,
+}
+
+impl Drop for SqlSession {
+    fn drop(&mut self) {
+        if let Some(remote) = &self.remote
+            && let Ok(dir) = self.storage.open(&remote.scratch)
+        {
+            // best effort: an unreachable scratch directory was already an error in the query
+            let _ = dir.delete_all();
+        }
+    }
 }
 
 /// Kinds of table files.
@@ -123,6 +150,68 @@ impl SqlSession {
         partitions: usize,
         memory_limit: Option<usize>,
     ) -> Result<SqlSession> {
+        let (config, runtime) = Self::engine(partitions, memory_limit)?;
+        Self::build(
+            storage,
+            SessionStateBuilder::new()
+                .with_config(config)
+                .with_runtime_env(runtime)
+                .with_default_features()
+                .build(),
+            None,
+        )
+    }
+
+    /// A session whose queries run on a cluster: `upgrade` turns the embedded engine's state
+    /// (tusk's options, as [`SqlSession::new`] sets them) into one whose planner submits to
+    /// the cluster. Statements then differ in three ways: `CREATE TABLE … AS` is written as
+    /// Parquet under `remote.scratch` by the executors and read back from there (nothing is
+    /// held by this process); table locations are not opened here unless this process can
+    /// reach them (the executors read them where they live); and a directory's format must be
+    /// given by its URL (`DIR/*.csv`) when this process cannot list it.
+    pub fn remote(
+        storage: &Storage,
+        partitions: usize,
+        remote: Remote,
+        upgrade: impl FnOnce(SessionState) -> datafusion::error::Result<SessionState>,
+    ) -> Result<SqlSession> {
+        let (config, runtime) = Self::engine(partitions, None)?;
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+        let name = remote.name.clone();
+        let state = upgrade(state).map_err(|source| Error::Sql {
+            context: format!("connecting to {name}"),
+            source,
+        })?;
+        Self::build(storage, state, Some(remote))
+    }
+
+    fn build(storage: &Storage, state: SessionState, remote: Option<Remote>) -> Result<SqlSession> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("tusk-sql")
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Io {
+                file: "(SQL runtime)".into(),
+                source,
+            })?;
+        Ok(SqlSession {
+            storage: storage.clone(),
+            ctx: SessionContext::new_with_state(state),
+            rt,
+            remote,
+            remote_tables: Default::default(),
+        })
+    }
+
+    /// tusk's engine options and runtime (see [`SqlSession::new`]).
+    fn engine(
+        partitions: usize,
+        memory_limit: Option<usize>,
+    ) -> Result<(SessionConfig, Arc<datafusion::execution::runtime_env::RuntimeEnv>)> {
         let mut config = SessionConfig::new().with_information_schema(true);
         // Hash joins whose smaller side is below these sizes build one shared table from it
         // (a broadcast join) instead of hash-repartitioning both sides: feature tables joined
@@ -184,19 +273,7 @@ impl SqlSession {
             context: "starting the SQL engine".into(),
             source,
         })?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .thread_name("tusk-sql")
-            .enable_all()
-            .build()
-            .map_err(|source| Error::Io {
-                file: "(SQL runtime)".into(),
-                source,
-            })?;
-        Ok(SqlSession {
-            storage: storage.clone(),
-            ctx: SessionContext::new_with_config_rt(config, runtime),
-            rt,
-        })
+        Ok((config, runtime))
     }
 
     /// The DataFusion context, for callers that need more.
@@ -208,41 +285,27 @@ impl SqlSession {
     /// Directories get a trailing `/` (DataFusion lists them recursively).
     fn table_url(&self, url: &str) -> Result<String> {
         let has_glob = url.contains(['*', '?', '[', '{']);
-        let probe = if has_glob {
-            // the store is all that matters here
+        if has_glob {
+            // the store is all that matters here; keep the caller's pattern on the resolved base
             let cut = url.find(['*', '?', '[', '{']).unwrap_or(url.len());
-            &url[..url[..cut].rfind('/').map_or(cut, |i| i + 1)]
+            let probe = &url[..url[..cut].rfind('/').map_or(cut, |i| i + 1)];
+            let base = self.df_url(probe)?;
+            return Ok(format!(
+                "{}/{}",
+                base.trim_end_matches('/'),
+                &url[probe.len()..]
+            ));
+        }
+        let loc = self.storage.open(url)?;
+        let is_file = if self.remote.is_some() {
+            // The executors read it and this process may not reach it: a URL naming a table
+            // file by its extension is a file either way.
+            loc.exists().unwrap_or(false) || TableFormat::from_name(url).is_some()
         } else {
-            url
+            loc.exists()?
         };
-        let loc = self.storage.open(probe)?;
-        let is_file = !has_glob && loc.exists()?;
-        let (store, _) = loc.object_store();
-        let (base, path) = match loc.local_path() {
-            Some(p) => ("file://".to_string(), p.to_string_lossy().into_owned()),
-            None => {
-                let full = loc.url();
-                let path_start = full
-                    .find("://")
-                    .and_then(|i| full[i + 3..].find('/').map(|j| i + 3 + j))
-                    .unwrap_or(full.len());
-                let base = full[..path_start].to_string();
-                let parsed = url::Url::parse(&base).map_err(|e| Error::Input {
-                    input: url.into(),
-                    message: format!("cannot use as a table location: {e}"),
-                })?;
-                self.ctx.register_object_store(&parsed, store);
-                (base, full[path_start..].to_string())
-            }
-        };
-        let mut out = if has_glob {
-            // keep the caller's pattern, on the resolved base
-            let rest = &url[probe.len()..];
-            format!("{base}{}/{rest}", path.trim_end_matches('/'))
-        } else {
-            format!("{base}{path}")
-        };
-        if !has_glob && !is_file && !out.ends_with('/') {
+        let mut out = self.df_url(url)?;
+        if !is_file && !out.ends_with('/') {
             out.push('/');
         }
         Ok(out)
@@ -286,7 +349,20 @@ impl SqlSession {
     }
 
     fn guess_format(&self, url: &str) -> Result<TableFormat> {
-        let files = self.storage.open(url)?.list()?;
+        let listed = self.storage.open(url)?.list();
+        let files = match (listed, &self.remote) {
+            (Ok(files), _) => files,
+            (Err(e), Some(remote)) => {
+                return Err(Error::Input {
+                    input: url.into(),
+                    message: format!(
+                        "cannot list it from this machine to tell its format ({e}); with {} name the files in the URL (DIR/*.csv or DIR/*.parquet)",
+                        remote.name
+                    ),
+                });
+            }
+            (Err(e), None) => return Err(e.into()),
+        };
         files
             .iter()
             .find_map(|e| TableFormat::from_name(e.location.file_name()))
@@ -300,22 +376,33 @@ impl SqlSession {
 
     /// Register REES46-layout event logs as table `name`, after checking every file's header.
     /// Returns the files found.
+    ///
+    /// On a cluster ([`SqlSession::remote`]) the files are checked the same way when this
+    /// process can list them; when it cannot (the logs are where only the executors reach
+    /// them), nothing is checked here, 0 files are returned and the executors read them.
     pub fn register_clickstream(&self, name: &str, url: &str) -> Result<usize> {
-        let files: Vec<_> = if url.contains(['*', '?', '[', '{']) {
-            self.storage.glob(url)?
-        } else {
-            let loc = self.storage.open(url)?;
-            if loc.exists()? {
-                vec![loc]
+        let found = || -> Result<Vec<tusk_storage::Location>> {
+            Ok(if url.contains(['*', '?', '[', '{']) {
+                self.storage.glob(url)?
             } else {
-                loc.list()?
-                    .into_iter()
-                    .map(|e| e.location)
-                    .filter(|l| l.file_name().ends_with(".csv"))
-                    .collect()
-            }
+                let loc = self.storage.open(url)?;
+                if loc.exists()? {
+                    vec![loc]
+                } else {
+                    loc.list()?
+                        .into_iter()
+                        .map(|e| e.location)
+                        .filter(|l| l.file_name().ends_with(".csv"))
+                        .collect()
+                }
+            })
         };
-        if files.is_empty() {
+        let files = match found() {
+            Ok(files) => files,
+            Err(_) if self.remote.is_some() => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        if files.is_empty() && self.remote.is_none() {
             return Err(Error::Input {
                 input: url.into(),
                 message: "no .csv event files found (expected REES46-layout CSV logs, e.g. URL/date=YYYY-MM-DD/part-00000.csv)".into(),
@@ -357,6 +444,12 @@ impl SqlSession {
         };
         for (i, stmt) in before.iter().enumerate() {
             let ctx = &self.ctx;
+            if let Some(remote) = &self.remote {
+                self.rt
+                    .block_on(self.remote_statement(remote, stmt))
+                    .map_err(|e| sql_err(source, i + 1, e))?;
+                continue;
+            }
             self.rt
                 .block_on(async {
                     let plan = ctx.state().create_logical_plan(stmt).await?;
@@ -389,6 +482,99 @@ impl SqlSession {
             stream,
             source: format!("{source} (statement {n})"),
         })
+    }
+
+    /// One statement of a script on a cluster. `CREATE TABLE … AS` becomes Parquet files that
+    /// the executors write under the scratch directory, registered under the table's name
+    /// (reading them back gives the query's exact types); everything else runs as given.
+    async fn remote_statement(
+        &self,
+        remote: &Remote,
+        stmt: &str,
+    ) -> datafusion::error::Result<()> {
+        use datafusion::error::DataFusionError;
+        let ctx = &self.ctx;
+        let plan = ctx.state().create_logical_plan(stmt).await?;
+        let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) = &plan else {
+            ctx.execute_logical_plan(plan).await?.collect().await?;
+            return Ok(());
+        };
+        if ctx.table_exist(c.name.clone())? {
+            if c.if_not_exists {
+                return Ok(());
+            }
+            if !c.or_replace {
+                return Err(DataFusionError::Plan(format!(
+                    "table '{}' already exists",
+                    c.name
+                )));
+            }
+        }
+        if !c.constraints.is_empty() || !c.column_defaults.is_empty() {
+            return Err(DataFusionError::Plan(format!(
+                "CREATE TABLE {} with constraints or defaults cannot run on {} (its rows are written as Parquet by the executors)",
+                c.name, remote.name
+            )));
+        }
+        // one directory per table and statement: a replaced table's old files stay readable
+        // by queries already planned, and are removed with the scratch directory
+        let n = self
+            .remote_tables
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let safe: String = c
+            .name
+            .to_string()
+            .chars()
+            .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
+            .collect();
+        let dir = format!("{}/{n:04}-{safe}/", remote.scratch.trim_end_matches('/'));
+        let dir_url = self
+            .df_url(&dir)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let schema = c.input.schema().as_arrow().clone();
+        let df = datafusion::dataframe::DataFrame::new(ctx.state(), (*c.input).clone());
+        df.write_parquet(
+            &dir_url,
+            datafusion::dataframe::DataFrameWriteOptions::new(),
+            None,
+        )
+        .await
+        .map_err(|e| e.context(format!("writing table {} to {dir}", c.name)))?;
+        if ctx.table_exist(c.name.clone())? {
+            ctx.deregister_table(c.name.clone())?;
+        }
+        ctx.register_parquet(
+            c.name.clone(),
+            &dir_url,
+            ParquetReadOptions::default()
+                .file_extension(".parquet")
+                .schema(&schema),
+        )
+        .await
+    }
+
+    /// A tusk URL as DataFusion names it (`file:///…` or the store's own scheme), with its
+    /// object store registered; the location is not opened.
+    fn df_url(&self, url: &str) -> Result<String> {
+        let loc = self.storage.open(url)?;
+        let trailing = if url.ends_with('/') { "/" } else { "" };
+        if let Some(p) = loc.local_path() {
+            return Ok(format!(
+                "file://{}{trailing}",
+                p.to_string_lossy().trim_end_matches('/')
+            ));
+        }
+        let full = loc.url();
+        let path_start = full
+            .find("://")
+            .and_then(|i| full[i + 3..].find('/').map(|j| i + 3 + j))
+            .unwrap_or(full.len());
+        let base = url::Url::parse(&full[..path_start]).map_err(|e| Error::Input {
+            input: url.into(),
+            message: format!("cannot use as a table location: {e}"),
+        })?;
+        self.ctx.register_object_store(&base, loc.object_store().0);
+        Ok(format!("{}{trailing}", full.trim_end_matches('/')))
     }
 
     /// Run a query and return all its rows (for small results: counts, checks, tests).
@@ -759,13 +945,30 @@ pub fn clickstream(
     job: &ClickstreamJob,
     progress: impl FnMut(u64),
 ) -> Result<ClickstreamSummary> {
+    check_shards(job)?;
+    let session = SqlSession::new(storage, job.partitions, job.memory_limit)?;
+    clickstream_on(&session, storage, job, progress)
+}
+
+fn check_shards(job: &ClickstreamJob) -> Result<()> {
     if job.output.shards == 0 {
         return Err(Error::Option {
             option: "--shards".into(),
             message: "must be at least 1".into(),
         });
     }
-    let session = SqlSession::new(storage, job.partitions, job.memory_limit)?;
+    Ok(())
+}
+
+/// [`clickstream`] on a given session (a cluster's, see [`SqlSession::remote`]); the job's
+/// `partitions` and `memory_limit` are the session's business then.
+pub fn clickstream_on(
+    session: &SqlSession,
+    storage: &Storage,
+    job: &ClickstreamJob,
+    progress: impl FnMut(u64),
+) -> Result<ClickstreamSummary> {
+    check_shards(job)?;
     let files = session.register_clickstream("events", &job.input)?;
     // Counts first: an empty input and unknown event types are reported, not silently eaten.
     // One pass for the counts and the last day (as the SQL computes days), so the pipeline
