@@ -102,9 +102,9 @@ fn encode_mem_table(mem: &MemTable, buf: &mut Vec<u8>) -> Result<()> {
     buf.extend_from_slice(MEM_TABLE);
     buf.extend_from_slice(&(mem.batches.len() as u32).to_le_bytes());
     for partition in &mem.batches {
-        let batches = partition.try_read().map_err(|_| {
-            DataFusionError::Execution("the table is being written to".into())
-        })?;
+        let batches = partition
+            .try_read()
+            .map_err(|_| DataFusionError::Execution("the table is being written to".into()))?;
         let mut ipc = Vec::new();
         {
             let mut w = StreamWriter::try_new(&mut ipc, &schema)?;
@@ -160,7 +160,11 @@ mod tests {
 
     #[test]
     fn mem_tables_round_trip_and_big_ones_are_refused() {
-        let schema = Arc::new(Schema::new(vec![Field::new("value", DataType::Int64, false)]));
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "value",
+            DataType::Int64,
+            false,
+        )]));
         let batch = |n: i64| {
             RecordBatch::try_new(
                 schema.clone(),
@@ -179,7 +183,9 @@ mod tests {
         // a truncated plan is an error, not a panic
         assert!(decode_mem_table(&buf[MEM_TABLE.len()..buf.len() - 3], schema.clone()).is_err());
         let big = MemTable::try_new(schema.clone(), vec![vec![batch(2 << 20)]]).unwrap();
-        let err = encode_mem_table(&big, &mut Vec::new()).unwrap_err().to_string();
+        let err = encode_mem_table(&big, &mut Vec::new())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("over 8 MiB"), "{err}");
     }
 }

@@ -40,6 +40,9 @@ pub struct SchedulerOptions {
 fn runtime(what: &str) -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .thread_name(format!("tusk-{what}"))
+        // Plans are decoded recursively, one frame chain per plan node: the clickstream
+        // pipeline's final query overflowed the default 2 MiB stack in the scheduler.
+        .thread_stack_size(64 << 20)
         .enable_all()
         .build()
         .map_err(|e| Error::Server {
@@ -83,9 +86,7 @@ pub fn run_scheduler(storage: &Storage, opts: &SchedulerOptions) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(opts.bind)
             .await
             .map_err(|e| fail(format!("cannot listen: {e}")))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| fail(e.to_string()))?;
+        let bound = listener.local_addr().map_err(|e| fail(e.to_string()))?;
         let config = SchedulerConfig {
             external_host: opts
                 .external_host
@@ -106,12 +107,10 @@ pub fn run_scheduler(storage: &Storage, opts: &SchedulerOptions) -> Result<()> {
             session_builder,
             Arc::new(default_config_producer),
         );
-        let scheduler = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(
-            cluster,
-            Arc::new(config),
-        )
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+        let scheduler =
+            create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config))
+                .await
+                .map_err(|e| fail(e.to_string()))?;
         println!(
             "tusk sql-scheduler listening on {bound} (Ballista {}, DataFusion {})",
             crate::BALLISTA_VERSION,

@@ -238,7 +238,9 @@ fn clickstream(storage: &Storage, a: ClickstreamArgs) -> Result<()> {
         memory_limit: a.memory_limit,
     };
     if a.memory_limit.is_some() && a.cluster.cluster.is_some() {
-        bail!("--memory-limit applies to the embedded engine; a cluster's executors have their own");
+        bail!(
+            "--memory-limit applies to the embedded engine; a cluster's executors have their own"
+        );
     }
     let remote = a.cluster.session(storage, a.partitions, &a.output)?;
     let mut ticker = Ticker::new(progress_bar("writing samples:"));

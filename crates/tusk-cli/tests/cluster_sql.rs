@@ -65,7 +65,9 @@ impl SqlCluster {
                 }
             };
             let f = std::fs::File::create(out).unwrap();
-            c.stdout(f.try_clone().unwrap()).stderr(f).env("TUSK_SQL_LOG", "info");
+            c.stdout(f.try_clone().unwrap())
+                .stderr(f)
+                .env("TUSK_SQL_LOG", "info");
             c
         };
         let scheduler = Proc::spawn(
@@ -239,10 +241,17 @@ fn clickstream_on_a_cluster_equals_the_embedded_engine_row_for_row() {
     ok(&clickstream(&logs, &local, &[]));
     let err = ok(&clickstream(&logs, &remote, &["--cluster", &cluster.url()]));
     assert!(err.contains("read 9 events from 2 file(s)"), "{err}");
-    assert!(err.contains("skipped 1 event(s) of unknown type 'click'"), "{err}");
+    assert!(
+        err.contains("skipped 1 event(s) of unknown type 'click'"),
+        "{err}"
+    );
     let a = shard_bytes(&local);
     assert!(!a.is_empty());
-    assert_eq!(a, shard_bytes(&remote), "golden samples differ on the cluster");
+    assert_eq!(
+        a,
+        shard_bytes(&remote),
+        "golden samples differ on the cluster"
+    );
     for split in ["train", "test"] {
         assert!(remote.join(split).join("_manifest.json").exists());
     }
@@ -271,14 +280,22 @@ fn clickstream_on_a_cluster_equals_the_embedded_engine_row_for_row() {
     ));
     let a = shard_bytes(&local);
     assert_eq!(a.len(), 4);
-    assert_eq!(a, shard_bytes(&remote), "HDFS samples differ on the cluster");
+    assert_eq!(
+        a,
+        shard_bytes(&remote),
+        "HDFS samples differ on the cluster"
+    );
     // the materialised tables went to HDFS and were removed
     let storage = tusk_storage::Storage::new().unwrap();
     assert!(
         storage.open(&scratch).unwrap().list().unwrap().is_empty(),
         "scratch on HDFS left behind"
     );
-    assert!(cluster.scheduler_log().contains("Job finished successfully"));
+    assert!(
+        cluster
+            .scheduler_log()
+            .contains("Job finished successfully")
+    );
 }
 
 #[test]
@@ -321,7 +338,10 @@ fn sql_with_tables_made_and_series_runs_on_the_cluster() {
     };
     ok(&run(&d("local"), &[]));
     let err = ok(&run(&d("remote"), &["--cluster", &cluster.url()]));
-    assert!(err.contains("wrote 250 rows to") || err.contains("rows to"), "{err}");
+    assert!(
+        err.contains("wrote 250 rows to") || err.contains("rows to"),
+        "{err}"
+    );
     let a = shard_bytes(&dir.path().join("local"));
     assert_eq!(a.len(), 6, "3 splits x 2 shards");
     assert_eq!(a, shard_bytes(&dir.path().join("remote")));
@@ -392,7 +412,12 @@ fn an_executor_killed_mid_query_commits_no_partial_dataset() {
         "tusk preprocess clickstream --cluster",
     );
     // once the pipeline's statements are running on the executors, kill one
-    wait_for_text(&cluster.log, "Job finished successfully", 1, Duration::from_secs(120));
+    wait_for_text(
+        &cluster.log,
+        "Job finished successfully",
+        1,
+        Duration::from_secs(120),
+    );
     std::thread::sleep(Duration::from_millis(300));
     cluster.executors[0].kill();
     let status = client.wait(Duration::from_secs(400));
@@ -401,7 +426,11 @@ fn an_executor_killed_mid_query_commits_no_partial_dataset() {
         // Ballista re-ran the lost work on the other executor: the result must be whole
         let local = dir.path().join("local");
         ok(&clickstream(&logs, &local, &[]));
-        assert_eq!(shard_bytes(&local), shard_bytes(&out), "retried result differs");
+        assert_eq!(
+            shard_bytes(&local),
+            shard_bytes(&out),
+            "retried result differs"
+        );
     } else {
         assert!(err.contains("error:"), "{err}");
         for split in ["train", "test"] {
@@ -411,7 +440,10 @@ fn an_executor_killed_mid_query_commits_no_partial_dataset() {
             );
         }
     }
-    eprintln!("client after the kill: {}", err.lines().last().unwrap_or(""));
+    eprintln!(
+        "client after the kill: {}",
+        err.lines().last().unwrap_or("")
+    );
 }
 
 /// Answer one HTTP request with `headers`, on a thread.
@@ -420,8 +452,14 @@ fn fake_http(headers: &'static str) -> u16 {
     let port = l.local_addr().unwrap().port();
     std::thread::spawn(move || {
         if let Ok((mut s, _)) = l.accept() {
+            let mut req = Vec::new();
             let mut buf = [0u8; 1024];
-            let _ = s.read(&mut buf);
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
             let _ = write!(s, "HTTP/1.1 200 OK\r\n{headers}Content-Length: 0\r\n\r\n");
         }
     });

@@ -27,8 +27,8 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Schema as ArrowSchema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::TableReference;
-use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use tusk_records::dataset::{Format, Placement, ShardedWriter};
@@ -211,7 +211,10 @@ impl SqlSession {
     fn engine(
         partitions: usize,
         memory_limit: Option<usize>,
-    ) -> Result<(SessionConfig, Arc<datafusion::execution::runtime_env::RuntimeEnv>)> {
+    ) -> Result<(
+        SessionConfig,
+        Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    )> {
         let mut config = SessionConfig::new().with_information_schema(true);
         // Hash joins whose smaller side is below these sizes build one shared table from it
         // (a broadcast join) instead of hash-repartitioning both sides: feature tables joined
@@ -487,11 +490,7 @@ impl SqlSession {
     /// One statement of a script on a cluster. `CREATE TABLE … AS` becomes Parquet files that
     /// the executors write under the scratch directory, registered under the table's name
     /// (reading them back gives the query's exact types); everything else runs as given.
-    async fn remote_statement(
-        &self,
-        remote: &Remote,
-        stmt: &str,
-    ) -> datafusion::error::Result<()> {
+    async fn remote_statement(&self, remote: &Remote, stmt: &str) -> datafusion::error::Result<()> {
         use datafusion::error::DataFusionError;
         let ctx = &self.ctx;
         let plan = ctx.state().create_logical_plan(stmt).await?;
