@@ -51,12 +51,24 @@ pub enum Error {
         /// What happened.
         message: String,
     },
-    /// From the SQL layer.
+    /// From the SQL layer (boxed: DataFusion's errors are large).
     #[error(transparent)]
-    Sql(#[from] tusk_preprocess::Error),
+    Sql(Box<tusk_preprocess::Error>),
     /// From storage.
     #[error(transparent)]
-    Storage(#[from] tusk_storage::Error),
+    Storage(Box<tusk_storage::Error>),
+}
+
+impl From<tusk_preprocess::Error> for Error {
+    fn from(e: tusk_preprocess::Error) -> Self {
+        Error::Sql(Box::new(e))
+    }
+}
+
+impl From<tusk_storage::Error> for Error {
+    fn from(e: tusk_storage::Error) -> Self {
+        Error::Storage(Box::new(e))
+    }
 }
 
 /// Result of this crate.
