@@ -230,7 +230,6 @@ fn datagen(out: &str, events: usize) {
 }
 
 #[test]
-#[ignore = "open (issue 14): the golden logs' shards differ from the local run's here"]
 fn clickstream_on_a_cluster_equals_the_embedded_engine_row_for_row() {
     let cluster = SqlCluster::start(2, None);
     let dir = tempfile::tempdir().unwrap();

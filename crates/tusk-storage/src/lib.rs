@@ -515,7 +515,8 @@ impl Location {
         }
     }
 
-    /// Delete every file below this directory (including hidden ones); returns how many.
+    /// Delete every file below this directory (including hidden ones), then the directories
+    /// left empty; returns how many files.
     pub fn delete_all(&self) -> Result<usize> {
         let prefix = (!self.path.as_ref().is_empty()).then_some(&self.path);
         let metas: Vec<_> = self
@@ -529,6 +530,41 @@ impl Location {
             };
             loc.delete()?;
         }
+        self.remove_empty_dirs(metas.iter().map(|m| m.location.as_ref()));
         Ok(metas.len())
+    }
+
+    /// Remove the (now empty) directories the given files were in, deepest first, and this
+    /// one. Object stores have no directories, but local disks and HDFS do, and a tree of
+    /// empty ones would be left behind. Best effort: a directory someone wrote into meanwhile
+    /// is not empty and stays.
+    fn remove_empty_dirs<'a>(&self, files: impl Iterator<Item = &'a str>) {
+        let root = self.path.as_ref().trim_end_matches('/');
+        let mut files = files.peekable();
+        // no files: this may be a file itself, or nothing; either way not ours to remove
+        if root.is_empty() || files.peek().is_none() {
+            return;
+        }
+        let mut dirs = std::collections::BTreeSet::new();
+        for f in files {
+            let mut end = f.len();
+            while let Some(i) = f[..end].rfind('/') {
+                end = i;
+                if end <= root.len() {
+                    break;
+                }
+                dirs.insert(&f[..end]);
+            }
+        }
+        let mut dirs: Vec<&str> = dirs.into_iter().collect();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+        dirs.push(root);
+        for d in dirs {
+            if self.scheme == Scheme::Local {
+                let _ = std::fs::remove_dir(format!("/{d}"));
+            } else {
+                let _ = self.storage.block_on(self.store.delete(&Path::from(d)));
+            }
+        }
     }
 }

@@ -141,6 +141,15 @@ fn conformance(storage: &Storage, base: &Location) {
         base.list().unwrap().is_empty(),
         "{url}: delete_all left files"
     );
+    // ... and no tree of empty directories (local disks and HDFS have them)
+    assert!(
+        !base
+            .parent()
+            .list_names()
+            .unwrap()
+            .contains(&base.file_name().to_string()),
+        "{url}: delete_all left the directories"
+    );
 
     // --- exclusive rename: of racing renames onto one name exactly one wins, whole
     let link = base.join("v/000001/NEXT");
