@@ -46,6 +46,8 @@ fn config_text(base: &str, epochs: usize, seed: u64) -> String {
 [data]
 train = "{base}/features/train"
 test = "{base}/features/test"
+# kept with every version: a request naming a user and an item is scored with their features
+entities = {{ user_id = "{base}/features/entities/user_id", item_id = "{base}/features/entities/item_id" }}
 
 [features]
 sparse = ["user_id", "item_id", "u_top_category", "i_category_id", "i_brand"]
@@ -124,7 +126,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     // 2. SQL features.
     let t = Instant::now();
     let features = format!("{base}/features");
-    eprintln!("[2/6] SQL feature pipeline (DataFusion) → {features}/{{train,test}}");
+    eprintln!("[2/6] SQL feature pipeline (DataFusion) → {features}/{{train,test,entities}}");
     let job = ClickstreamJob {
         input: logs.clone(),
         output: OutputSpec {
@@ -141,9 +143,14 @@ pub fn run(a: DemoArgs) -> Result<()> {
     };
     let s = sql::clickstream(&storage, &job, |_| {})?;
     let rows: Vec<String> = s.rows.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let entities: Vec<String> = s.entities.iter().map(|(k, n)| format!("{k} {n}")).collect();
     table.push((
         "SQL features".into(),
-        format!("{} rows", rows.join(", ")),
+        format!(
+            "{} rows; entity tables of {}",
+            rows.join(", "),
+            entities.join(", ")
+        ),
         t.elapsed().as_secs_f64(),
     ));
 

@@ -263,6 +263,12 @@ fn clickstream(storage: &Storage, a: ClickstreamArgs) -> Result<()> {
             a.output.trim_end_matches('/')
         );
     }
+    for (key, n) in &s.entities {
+        eprintln!(
+            "wrote {n} {key} entity rows to {}/entities/{key}",
+            a.output.trim_end_matches('/')
+        );
+    }
     Ok(())
 }
 

@@ -53,6 +53,44 @@ fn demo_runs_end_to_end_and_beats_popularity() {
     let scores = std::fs::read_to_string(dir.path().join("demo/scores.csv")).unwrap();
     assert!(scores.lines().next().unwrap().ends_with(",score"));
     assert!(dir.path().join("demo/model/report.html").exists());
+
+    // The version keeps the SQL's entity tables: the test day's (user, item) pairs alone score
+    // exactly what the full sample rows (every feature column present) scored.
+    let mut lines = scores.lines().map(|l| l.split(',').collect::<Vec<_>>());
+    let h = lines.next().unwrap();
+    let col = |n: &str| h.iter().position(|c| *c == n).unwrap();
+    let (u, i, sc) = (col("user_id"), col("item_id"), col("score"));
+    let full: Vec<[String; 3]> = lines
+        .map(|r| [r[u].to_string(), r[i].to_string(), r[sc].to_string()])
+        .collect();
+    assert!(full.len() > 1000, "{} test rows", full.len());
+    let mut text = String::from("user_id,item_id\n");
+    for [u, i, _] in &full {
+        text.push_str(&format!("{u},{i}\n"));
+    }
+    let pairs = dir.path().join("pairs.csv");
+    std::fs::write(&pairs, text).unwrap();
+    let pair_scores = dir.path().join("pair-scores.csv");
+    let o = Command::new(env!("CARGO_BIN_EXE_tusk"))
+        .args(["predict", "--model"])
+        .arg(dir.path().join("demo/model"))
+        .arg("--input")
+        .arg(&pairs)
+        .arg("--output")
+        .arg(&pair_scores)
+        .output()
+        .unwrap();
+    let note = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{note}");
+    assert!(!note.contains("lacks the model's column"), "{note}");
+    let got: Vec<String> = std::fs::read_to_string(&pair_scores)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = full.into_iter().map(|[_, _, s]| s).collect();
+    assert_eq!(got, want, "pairs-only scores differ from the full rows'");
     // Running again replaces the earlier demo; a foreign non-empty directory is refused.
     demo(&base);
     let other = dir.path().join("other");

@@ -16,4 +16,4 @@ pub mod metrics;
 pub mod models;
 pub mod nn;
 
-pub use models::{Architecture, Batch, DenseAdam, Interaction, Model, ModelError};
+pub use models::{Architecture, Batch, DenseAdam, Interaction, Model, ModelError, NeumfItems};

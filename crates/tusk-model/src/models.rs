@@ -343,7 +343,8 @@ impl Model {
                     st.x.extend_from_slice(&b.dense[r * self.dense..(r + 1) * self.dense]);
                 }
                 if tower {
-                    mlp.forward(p, &st.x, n, &mut st.c1);
+                    // the user's columns first: `neumf_rank` computes that share once per user
+                    mlp.forward_split(p, &st.x, n, m, &mut st.c1);
                 }
                 let h = if tower { st.c1.output() } else { &[][..] };
                 let hw = if tower { mlp.out_width(mlp_in) } else { 0 };
@@ -507,6 +508,142 @@ impl Model {
                 }
             }
         }
+    }
+}
+
+/// NeuMF's item side of a set of candidate items, computed once (see [`Model::neumf_items`]):
+/// their summed item vectors, their part of the MLP input, and its share of the first layer.
+#[derive(Debug, Clone, Default)]
+pub struct NeumfItems {
+    n: usize,
+    /// `n × (gmf + mlp)` item vectors.
+    i: Vec<f32>,
+    /// `n × (mlp + dense)`: the MLP input after the user's part, `[i_mlp | dense]`.
+    x1: Vec<f32>,
+    /// `n × width of the first MLP layer`: `x1 · W[:, mlp..]ᵀ` (no bias); empty when the
+    /// model has no MLP layers.
+    c: Vec<f32>,
+}
+
+impl NeumfItems {
+    /// Items held.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+impl Model {
+    /// For a NeuMF: the item side of every row of `batch` — its item fields and its dense
+    /// features (the caller vouches that those belong to the item, not the user) — for
+    /// [`Model::neumf_rank`]. `None` for other models.
+    pub fn neumf_items(&self, params: &[f32], batch: &Batch<'_>) -> Option<NeumfItems> {
+        let Net::Neumf {
+            item, g, m, mlp, ..
+        } = &self.net
+        else {
+            return None;
+        };
+        self.check(params, batch);
+        let (g, m, nd) = (*g, *m, self.dense);
+        let d = g + m;
+        let fd = self.fields * d;
+        let n = batch.size;
+        let mut i = vec![0.0; n * d];
+        for r in 0..n {
+            let row = &batch.emb[r * fd..(r + 1) * fd];
+            for &f in item {
+                add(&mut i[r * d..(r + 1) * d], &row[f * d..(f + 1) * d]);
+            }
+        }
+        let w1 = m + nd;
+        let mut x1 = Vec::with_capacity(n * w1);
+        for r in 0..n {
+            x1.extend_from_slice(&i[r * d + g..(r + 1) * d]);
+            x1.extend_from_slice(&batch.dense[r * nd..(r + 1) * nd]);
+        }
+        let mut c = Vec::new();
+        if let (true, Some(first)) = (w1 > 0, mlp.first()) {
+            c = vec![0.0; n * first.out];
+            if n > 0 {
+                let xv = ndarray::ArrayView2::from_shape((n, w1), &x1[..])
+                    .expect("x1 holds n × (mlp + dense) values");
+                first.accumulate(params, xv, m..m + w1, 0.0, &mut c);
+            }
+        }
+        Some(NeumfItems { n, i, x1, c })
+    }
+
+    /// Logits of the rows (the user of `user`'s first row, item k of `items`) for every k: bit
+    /// for bit what [`Model::forward`] gives for those rows, with the user's vector and its
+    /// share of the first MLP layer computed once instead of once per item. `user` is a
+    /// one-row batch whose user fields are read; `items` came from [`Model::neumf_items`] of
+    /// this model.
+    pub fn neumf_rank(&self, params: &[f32], user: &Batch<'_>, items: &NeumfItems) -> Vec<f32> {
+        let Net::Neumf {
+            user: fields,
+            g,
+            m,
+            mlp,
+            predict,
+            ..
+        } = &self.net
+        else {
+            panic!("neumf_rank on a model that is not NeuMF");
+        };
+        self.check(params, user);
+        assert!(user.size >= 1, "neumf_rank needs a user row");
+        let (g, m) = (*g, *m);
+        let d = g + m;
+        let n = items.n;
+        let w1 = m + self.dense;
+        let mut u = vec![0.0; d];
+        for &f in fields {
+            add(&mut u, &user.emb[f * d..(f + 1) * d]);
+        }
+        let mlp_in = m + w1;
+        let mut cache = MlpCache::default();
+        let (h, hw): (Vec<f32>, usize) = match (mlp_in > 0, mlp.first()) {
+            (false, _) => (Vec::new(), 0),
+            (true, None) => {
+                // no layers: the tower is its input, [u_mlp | i_mlp | dense]
+                let mut h = Vec::with_capacity(n * mlp_in);
+                for r in 0..n {
+                    h.extend_from_slice(&u[g..]);
+                    h.extend_from_slice(&items.x1[r * w1..(r + 1) * w1]);
+                }
+                (h, mlp_in)
+            }
+            (true, Some(first)) => {
+                // (b + u·W_uᵀ) once, then + each item's share, as `forward_split` sums them
+                let mut a = params[first.bias_range()].to_vec();
+                if m > 0 {
+                    let uv = ndarray::ArrayView2::from_shape((1, m), &u[g..])
+                        .expect("the user's MLP part is 1 × m");
+                    first.accumulate(params, uv, 0..m, 1.0, &mut a);
+                }
+                let mut h0 = Vec::with_capacity(n * first.out);
+                for r in 0..n {
+                    let c = &items.c[r * first.out..(r + 1) * first.out];
+                    h0.extend(c.iter().zip(&a).map(|(c, a)| c + a));
+                }
+                mlp.forward_from_first(params, h0, n, &mut cache);
+                (cache.output().to_vec(), mlp.out_width(mlp_in))
+            }
+        };
+        let mut z = Vec::with_capacity(n * (g + hw));
+        for r in 0..n {
+            let iv = &items.i[r * d..r * d + g];
+            z.extend(u[..g].iter().zip(iv).map(|(u, i)| u * i));
+            z.extend_from_slice(&h[r * hw..(r + 1) * hw]);
+        }
+        let mut logits = Vec::new();
+        predict.forward(params, &z, n, &mut logits);
+        logits
     }
 }
 
@@ -827,6 +964,85 @@ mod tests {
         opt.step(&mut w, &[3.0, -0.5]);
         // bias-corrected first step is lr·sign(g)
         assert!((w[0] - 0.9).abs() < 1e-6 && (w[1] + 0.9).abs() < 1e-6);
+    }
+
+    /// Ranking many items for one user computes the user's side once; the logits must be
+    /// bit for bit those of `forward` on the rows (user, item) — whatever the number of items
+    /// (matrix-kernel tiles and edges), with dense features and without, GMF only or MLP only.
+    #[test]
+    fn neumf_rank_equals_forward_bit_for_bit() {
+        for (gmf_dim, mlp_dim, layers, dense) in [
+            (32, 32, vec![64, 32, 16], 0),
+            (4, 4, vec![8], 2),
+            (8, 0, vec![], 0),
+            (0, 8, vec![16, 4], 0),
+            (3, 5, vec![7], 3),
+            (2, 0, vec![6], 2),
+        ] {
+            let arch = Architecture::Neumf {
+                user: vec![0, 2],
+                item: vec![1],
+                gmf_dim,
+                mlp_dim,
+                layers: layers.clone(),
+            };
+            let fields = 3;
+            let model = Model::new(&arch, fields, dense).unwrap();
+            let params = model.init_params(5);
+            let d = model.emb_dim();
+            for n in [1usize, 2, 7, 33, 130] {
+                let user_emb = rand_vec(fields * d, 21, 0.7);
+                let item_emb = rand_vec(n * fields * d, 22, 0.7);
+                let dns = rand_vec(n * dense, 23, 1.5);
+                // rows: the user's fields 0 and 2 from `user_emb`, field 1 from the item
+                let mut emb = Vec::with_capacity(n * fields * d);
+                for r in 0..n {
+                    let it = &item_emb[r * fields * d..(r + 1) * fields * d];
+                    emb.extend_from_slice(&user_emb[..d]);
+                    emb.extend_from_slice(&it[d..2 * d]);
+                    emb.extend_from_slice(&user_emb[2 * d..]);
+                }
+                let rows = Batch {
+                    size: n,
+                    emb: &emb,
+                    dense: &dns,
+                };
+                let want = model.forward(&params, &rows);
+                let items = model.neumf_items(&params, &rows).unwrap();
+                assert_eq!(items.len(), n);
+                let user = Batch {
+                    size: 1,
+                    emb: &emb[..fields * d],
+                    dense: &dns[..dense],
+                };
+                let got = model.neumf_rank(&params, &user, &items);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "gmf {gmf_dim} mlp {mlp_dim} layers {layers:?} dense {dense}, {n} items"
+                );
+            }
+        }
+        let dlrm = Model::new(
+            &Architecture::Dlrm {
+                emb_dim: 4,
+                bottom: vec![],
+                top: vec![4],
+                interaction: Interaction::Dot,
+            },
+            2,
+            0,
+        )
+        .unwrap();
+        let p = dlrm.init_params(1);
+        let e = vec![0.0; 8];
+        let b = Batch {
+            size: 1,
+            emb: &e,
+            dense: &[],
+        };
+        assert!(dlrm.neumf_items(&p, &b).is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::ops::Range;
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis, Slice};
 
 /// One named tensor inside a flat parameter buffer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -128,6 +128,11 @@ impl Linear {
         Linear { inp, out, w, b }
     }
 
+    /// The bias, as a range of the parameter buffer.
+    pub fn bias_range(&self) -> Range<usize> {
+        self.b..self.b + self.out
+    }
+
     /// The layer's weight and bias, one contiguous range of the parameter buffer.
     pub fn range(&self) -> Range<usize> {
         self.w..self.b + self.out
@@ -162,6 +167,60 @@ impl Linear {
             y,
             1.0,
         );
+    }
+
+    /// [`Linear::forward`] with the input's columns taken in two groups, `[..split]` first:
+    /// `y = (b + x[:, ..split]·W[:, ..split]ᵀ) + x[:, split..]·W[:, split..]ᵀ`. The same
+    /// function up to rounding; it exists so that rows sharing their first group (NeuMF's user
+    /// side) can have that share computed once, bit for bit as here (see
+    /// [`Linear::accumulate`]).
+    pub fn forward_split(
+        &self,
+        params: &[f32],
+        x: &[f32],
+        batch: usize,
+        split: usize,
+        y: &mut Vec<f32>,
+    ) {
+        assert!(split <= self.inp, "split {split} beyond the input width");
+        y.clear();
+        let bias = &params[self.b..self.b + self.out];
+        for _ in 0..batch {
+            y.extend_from_slice(bias);
+        }
+        if batch == 0 {
+            return;
+        }
+        let xv = ArrayView2::from_shape((batch, self.inp), x).expect("x holds batch × inp values");
+        for cols in [0..split, split..self.inp] {
+            if !cols.is_empty() {
+                let part = xv.slice_axis(Axis(1), Slice::from(cols.clone()));
+                self.accumulate(params, part, cols, 1.0, y);
+            }
+        }
+    }
+
+    /// `y = beta·y + x·W[:, cols]ᵀ`: the share of the input columns `cols` in the output, for
+    /// `x` holding just those columns (`[rows, cols.len()]`). Each output is one sum over the
+    /// columns in order, whatever the number of rows, so a share computed for one row equals
+    /// the same row's share computed in a batch.
+    pub fn accumulate(
+        &self,
+        params: &[f32],
+        x: ArrayView2<'_, f32>,
+        cols: Range<usize>,
+        beta: f32,
+        y: &mut [f32],
+    ) {
+        let w = ArrayView2::from_shape(
+            (self.out, self.inp),
+            &params[self.w..self.w + self.out * self.inp],
+        )
+        .expect("the weight has the layer's shape");
+        let w = w.slice_axis(Axis(1), Slice::from(cols));
+        let mut c =
+            ArrayViewMut2::from_shape((x.nrows(), self.out), y).expect("y holds rows × out values");
+        general_mat_mul(1.0, &x, &w.t(), beta, &mut c);
     }
 
     /// Accumulate `dW += dyᵀ·x`, `db += Σ dy` into `grads`; write `dx = dy·W` when asked.
@@ -283,6 +342,64 @@ impl Mlp {
             let input = if i == 0 { x } else { &before[i - 1] };
             let out = &mut rest[0];
             self.layers[i].forward(params, input, batch, out);
+            if self.relu_after(i) {
+                for v in out.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            }
+        }
+    }
+
+    /// [`Mlp::forward`] with the first layer computed by [`Linear::forward_split`] at `split`.
+    pub fn forward_split(
+        &self,
+        params: &[f32],
+        x: &[f32],
+        batch: usize,
+        split: usize,
+        cache: &mut MlpCache,
+    ) {
+        let Some(first) = self.layers.first() else {
+            return self.forward(params, x, batch, cache);
+        };
+        let mut h0 = cache
+            .outs
+            .first_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        first.forward_split(params, x, batch, split, &mut h0);
+        self.forward_from_first(params, h0, batch, cache);
+    }
+
+    /// The first layer, if any.
+    pub fn first(&self) -> Option<&Linear> {
+        self.layers.first()
+    }
+
+    /// Finish a forward pass of `batch` rows from the first layer's output `h0` (before its
+    /// ReLU); the output is `cache.output()`. The MLP must have a layer.
+    pub fn forward_from_first(
+        &self,
+        params: &[f32],
+        h0: Vec<f32>,
+        batch: usize,
+        cache: &mut MlpCache,
+    ) {
+        assert!(
+            !self.layers.is_empty(),
+            "an MLP without layers has no first layer"
+        );
+        cache.outs.resize_with(self.layers.len(), Vec::new);
+        cache.outs[0] = h0;
+        if self.relu_after(0) {
+            for v in cache.outs[0].iter_mut() {
+                *v = v.max(0.0);
+            }
+        }
+        for i in 1..self.layers.len() {
+            let (before, rest) = cache.outs.split_at_mut(i);
+            let out = &mut rest[0];
+            self.layers[i].forward(params, &before[i - 1], batch, out);
             if self.relu_after(i) {
                 for v in out.iter_mut() {
                     *v = v.max(0.0);

@@ -1,6 +1,7 @@
 -- tusk: clickstream feature pipeline (DataFusion SQL). Input: table `events` in the REES46
 -- "eCommerce behavior data" layout. Output: one row per training sample with a `split` column
--- ('train' | 'test') that tusk uses to route rows to OUTPUT/train and OUTPUT/test.
+-- ('train' | 'test') that tusk uses to route rows to OUTPUT/train and OUTPUT/test, and the
+-- entity tables of step 7 (OUTPUT/entities/user_id, OUTPUT/entities/item_id).
 -- Parameters substituted before running: ${negatives} (per positive), ${seed}, and
 -- ${last_day} (the last day with events, as days since 1970-01-01; tusk computes it in the
 -- same pass that counts event types, so no join is needed to tag the split).
@@ -122,7 +123,32 @@ LEFT JOIN interactions seen
   ON seen.split = d.split AND seen.user_id = d.user_id AND seen.product_id = c.product_id
 WHERE seen.user_id IS NULL;
 
--- 7. Samples with features. Cold users/items (no training history) get NULL features,
+-- 7. Entity tables: what a model version keeps to answer for a known user or item from its
+--    id alone (`data.entities` in the training config). tusk writes every table or view
+--    named entities_KEY to OUTPUT/entities/KEY, keyed by its column KEY. The columns are the
+--    samples' own, computed exactly as below and from the training period only, so a request
+--    that names a user and an item is scored as the test samples are; `seen` (the items of
+--    the user's training positives) is what `:recommend` leaves out with exclude_seen.
+CREATE VIEW entities_user_id AS
+SELECT
+  u.user_id, u.u_events, u.u_views, u.u_carts, u.u_purchases, u.u_active_days,
+  u.u_recency_days, CAST(u.u_avg_price AS FLOAT) AS u_avg_price, u.u_top_category,
+  s.seen
+FROM user_features u
+LEFT JOIN (
+  SELECT user_id, array_agg(product_id ORDER BY product_id) AS seen
+  FROM positives WHERE split = 'train'
+  GROUP BY user_id
+) s ON s.user_id = u.user_id;
+
+-- the catalogue `:recommend` ranks: every item with training events
+CREATE VIEW entities_item_id AS
+SELECT
+  product_id AS item_id, i_users, i_views, i_purchases, CAST(i_price AS FLOAT) AS i_price,
+  i_category_id, i_category_code, i_brand
+FROM item_features;
+
+-- 8. Samples with features. Cold users/items (no training history) get NULL features,
 --    which become absent features in the records.
 SELECT
   s.split,

@@ -936,9 +936,12 @@ pub struct ClickstreamSummary {
     pub unknown_event_types: Vec<(String, u64)>,
     /// Rows written per split.
     pub rows: Vec<(String, u64)>,
+    /// Rows written per entity table (`OUTPUT/entities/KEY`), by key.
+    pub entities: Vec<(String, u64)>,
 }
 
-/// Run the clickstream feature pipeline: events → samples → `OUTPUT/{train,test}`.
+/// Run the clickstream feature pipeline: events → samples → `OUTPUT/{train,test}`, and the
+/// script's entity tables → `OUTPUT/entities/KEY` (see [`write_entity_tables`]).
 pub fn clickstream(
     storage: &Storage,
     job: &ClickstreamJob,
@@ -1024,12 +1027,74 @@ pub fn clickstream_on(
         .replace("${last_day}", &last_day.to_string());
     let rows = session.query(&script, &job.sql_name)?;
     let rows = write_results(storage, rows, &job.output, Some("split"), progress)?;
+    let entities = write_entity_tables(session, storage, &job.output, &job.sql_name)?;
     Ok(ClickstreamSummary {
         files,
         events,
         unknown_event_types: unknown,
         rows,
+        entities,
     })
+}
+
+/// The prefix of the tables and views a script defines for `OUTPUT/entities/KEY`.
+pub const ENTITY_TABLE_PREFIX: &str = "entities_";
+
+/// Write every table or view of the session named `entities_KEY` to `OUTPUT/entities/KEY`
+/// (one shard, sorted by its column `KEY`, which it must have): the entity tables a model
+/// version keeps (`data.entities`). Returns (key, rows) in key order.
+pub fn write_entity_tables(
+    session: &SqlSession,
+    storage: &Storage,
+    output: &OutputSpec,
+    source: &str,
+) -> Result<Vec<(String, u64)>> {
+    let ctx = session.context();
+    let opts = ctx.state().config_options().catalog.clone();
+    let mut names: Vec<String> = ctx
+        .catalog(&opts.default_catalog)
+        .and_then(|c| c.schema(&opts.default_schema))
+        .map(|s| s.table_names())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| n.len() > ENTITY_TABLE_PREFIX.len() && n.starts_with(ENTITY_TABLE_PREFIX))
+        .collect();
+    names.sort();
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let key = &name[ENTITY_TABLE_PREFIX.len()..];
+        let table = format!("{source}: table {name}");
+        let has_key = session
+            .rt
+            .block_on(ctx.table(name.as_str()))
+            .map_err(|e| Error::Input {
+                input: table.clone(),
+                message: e.to_string(),
+            })?
+            .schema()
+            .field_with_unqualified_name(key)
+            .is_ok();
+        if !has_key {
+            return Err(Error::Input {
+                input: table,
+                message: format!(
+                    "an entity table needs its key column '{key}' (the name after '{ENTITY_TABLE_PREFIX}')"
+                ),
+            });
+        }
+        let rows = session.query(
+            &format!("SELECT * FROM \"{name}\" ORDER BY \"{key}\""),
+            &table,
+        )?;
+        let spec = OutputSpec {
+            url: format!("{}/entities/{key}", output.url.trim_end_matches('/')),
+            format: output.format,
+            shards: 1,
+        };
+        let written = write_results(storage, rows, &spec, None, |_| {})?;
+        out.push((key.to_string(), written.iter().map(|(_, n)| n).sum()));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -162,6 +162,38 @@ fn golden_samples_checked_by_hand() {
         m.shards.iter().map(|s| s.records).collect::<Vec<_>>(),
         vec![2, 1]
     );
+
+    // Entity tables: the very feature values of the samples, by id, plus each user's training
+    // positives (`seen`); the catalogue is the items with training events (not 300).
+    assert_eq!(
+        s.entities,
+        vec![("item_id".to_string(), 2), ("user_id".to_string(), 2)]
+    );
+    let entity = |key: &str, id: i64, parts: &[&Value]| {
+        let mut m = json!({ key: {"int64": [id]} });
+        for p in parts {
+            for (k, v) in p.as_object().unwrap() {
+                m[k] = v.clone();
+            }
+        }
+        m
+    };
+    let seen = |items: &[i64]| json!({"seen": {"int64": items}});
+    let entities = out.join("entities");
+    assert_eq!(
+        records(&storage, entities.join("user_id").to_str().unwrap()),
+        vec![
+            entity("user_id", 1, &[&user1, &seen(&[100, 200])]),
+            entity("user_id", 2, &[&user2, &seen(&[200])]),
+        ]
+    );
+    assert_eq!(
+        records(&storage, entities.join("item_id").to_str().unwrap()),
+        vec![
+            entity("item_id", 100, &[&item100]),
+            entity("item_id", 200, &[&item200]),
+        ]
+    );
 }
 
 fn synthetic(dir: &Path, users: i64, items: i64, events: i64, heavy_share: f64) {
@@ -304,4 +336,27 @@ fn bad_input_is_explained() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("no .csv event files found"), "{e}");
+
+    // A script's entity table must carry the key its name promises.
+    let logs = dir.path().join("good");
+    write_logs(
+        &logs,
+        &[(
+            "2019-10-01",
+            "2019-10-01 10:00:00 UTC,view,100,10,,acme,1.00,1,s1\n",
+        )],
+    );
+    let mut j = job(&logs, &dir.path().join("keyless-out"), 1, 1);
+    j.sql = sql::CLICKSTREAM_SQL.replace(
+        "CREATE VIEW entities_item_id AS",
+        "CREATE VIEW entities_item AS",
+    );
+    let e = sql::clickstream(&storage, &j, |_| {})
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("entities_item") && e.contains("key column 'item'"),
+        "{e}"
+    );
 }

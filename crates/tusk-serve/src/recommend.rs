@@ -19,6 +19,7 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 use tusk_data::entities::key_text;
 use tusk_data::{Cell, Row};
+
 use tusk_train::Scorer;
 
 use crate::rows::{self, ReqRow, Val};
@@ -65,7 +66,7 @@ pub fn answer(sc: &Scorer, req: &Value, max_candidates: usize) -> Result<Value, 
         ));
     }
     let ents = sc.entities.as_deref();
-    let mut candidates: Vec<Val> = match obj.get("candidates") {
+    let candidates = match obj.get("candidates") {
         Some(Value::Array(list)) => {
             if list.len() > max_candidates {
                 return Err(format!(
@@ -73,26 +74,23 @@ pub fn answer(sc: &Scorer, req: &Value, max_candidates: usize) -> Result<Value, 
                     list.len()
                 ));
             }
-            list.iter()
-                .enumerate()
-                .map(|(i, v)| match rows::value(&item, v) {
-                    Ok(Some(val)) => Ok(val),
-                    Ok(None) => Err(format!("candidates[{i}] is null")),
-                    Err(m) => Err(format!("candidates[{i}]: {m}")),
-                })
-                .collect::<Result<_, _>>()?
+            Given(
+                list.iter()
+                    .enumerate()
+                    .map(|(i, v)| match rows::value(&item, v) {
+                        Ok(Some(val)) => Ok(val),
+                        Ok(None) => Err(format!("candidates[{i}] is null")),
+                        Err(m) => Err(format!("candidates[{i}]: {m}")),
+                    })
+                    .collect::<Result<_, _>>()?,
+            )
         }
         Some(_) => return Err("`candidates` must be a list of item ids".into()),
-        None => ents
-            .and_then(|e| e.ids(&item))
-            .ok_or_else(|| {
-                format!(
-                    "this version keeps no item catalogue (data.entities.{item}): give `candidates`"
-                )
-            })?
-            .into_iter()
-            .map(id_val)
-            .collect(),
+        None => Catalogue(ents.and_then(|e| e.ids(&item)).ok_or_else(|| {
+            format!(
+                "this version keeps no item catalogue (data.entities.{item}): give `candidates`"
+            )
+        })?),
     };
     let filled = ents.map(|e| e.fill(&user));
     let unknown: Vec<Value> = filled
@@ -100,8 +98,8 @@ pub fn answer(sc: &Scorer, req: &Value, max_candidates: usize) -> Result<Value, 
         .flat_map(|f| f.unknown.iter())
         .map(|(c, id)| json!({ "column": c, "id": id }))
         .collect();
-    if exclude_seen {
-        let seen: HashSet<String> = match filled.as_ref().and_then(|f| f.get(SEEN)) {
+    let seen: HashSet<String> = if exclude_seen {
+        match filled.as_ref().and_then(|f| f.get(SEEN)) {
             Some(Cell::Ints(v)) => v.iter().map(i64::to_string).collect(),
             // From CSV tables: "3 17 42".
             Some(Cell::Bytes(v)) => v
@@ -115,31 +113,166 @@ pub fn answer(sc: &Scorer, req: &Value, max_candidates: usize) -> Result<Value, 
                 .collect(),
             Some(Cell::Text(t)) => t.split_whitespace().map(str::to_string).collect(),
             Some(Cell::Floats(_)) | None => HashSet::new(),
-        };
-        candidates.retain(|c| !val_key(c).is_some_and(|k| seen.contains(&k)));
-    }
-    let rows: Vec<ReqRow> = candidates
-        .iter()
-        .map(|c| {
-            let mut r = user.clone();
-            r.0.push((item.clone(), c.clone()));
-            r
-        })
-        .collect();
-    let scores = rows::score(sc, &rows)?;
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    // Best first; equal scores keep candidate order.
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    let items: Vec<Value> = order
-        .into_iter()
-        .take(k)
-        .map(|i| json!({ item.as_str(): val_json(&candidates[i]), "score": scores[i] }))
-        .collect();
+        }
+    } else {
+        HashSet::new()
+    };
+    let fast = match (&candidates, filled.as_ref()) {
+        (Catalogue(_), Some(f)) => {
+            catalogue(sc, &item).filter(|c| fast_path_holds(sc, c, &user, f))
+        }
+        _ => None,
+    };
+    let items: Vec<Value> = match fast {
+        Some(cat) => {
+            // the whole catalogue at once, the user's side computed once (bit for bit what
+            // scoring each row gives, see `Model::neumf_rank`)
+            let scores = rank_catalogue(sc, &user, cat)?;
+            let keep: Vec<usize> = (0..cat.ids.len())
+                .filter(|&i| !seen.contains(&cat.ids[i]))
+                .collect();
+            best(&scores, keep, k)
+                .into_iter()
+                .map(|i| json!({ item.as_str(): val_json(&id_val(&cat.ids[i])), "score": scores[i] }))
+                .collect()
+        }
+        None => {
+            let mut candidates = match candidates {
+                Given(v) => v,
+                Catalogue(ids) => ids.into_iter().map(id_val).collect(),
+            };
+            if exclude_seen {
+                candidates.retain(|c| !val_key(c).is_some_and(|k| seen.contains(&k)));
+            }
+            let rows: Vec<ReqRow> = candidates
+                .iter()
+                .map(|c| {
+                    let mut r = user.clone();
+                    r.0.push((item.clone(), c.clone()));
+                    r
+                })
+                .collect();
+            let scores = rows::score(sc, &rows)?;
+            best(&scores, (0..scores.len()).collect(), k)
+                .into_iter()
+                .map(|i| json!({ item.as_str(): val_json(&candidates[i]), "score": scores[i] }))
+                .collect()
+        }
+    };
     let mut out = json!({ "model_version": sc.version.to_string(), "items": items });
     if !unknown.is_empty() {
         out["unknown_entities"] = Value::Array(unknown);
     }
     Ok(out)
+}
+
+/// Where the candidates come from.
+enum Candidates<'a> {
+    /// The request's list.
+    Given(Vec<Val>),
+    /// The version's catalogue (the item entity table's ids).
+    Catalogue(Vec<&'a str>),
+}
+use Candidates::{Catalogue, Given};
+
+/// The indices of `keep` with the `k` best scores, best first; equal scores keep index order.
+fn best(scores: &[f32], mut keep: Vec<usize>, k: usize) -> Vec<usize> {
+    let order = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
+    if keep.len() > k {
+        keep.select_nth_unstable_by(k - 1, order);
+        keep.truncate(k);
+    }
+    keep.sort_unstable_by(order);
+    keep
+}
+
+/// The version's catalogue prepared for ranking (built on the first call, then shared by
+/// every request on this version); `None` when the model cannot rank that way (not NeuMF, or
+/// dense features) or the catalogue cannot be encoded.
+fn catalogue<'a>(sc: &'a Scorer, item: &str) -> Option<&'a tusk_train::Catalogue> {
+    sc.catalogue
+        .get_or_init(|| {
+            let ents = sc.entities.as_deref()?;
+            let ids: Vec<String> = ents.ids(item)?.into_iter().map(str::to_string).collect();
+            let mut item_columns = std::collections::BTreeSet::new();
+            for id in &ids {
+                if let Some(f) = ents.get(item, id).and_then(|ex| ex.features.as_ref()) {
+                    item_columns.extend(f.feature.keys().cloned());
+                }
+            }
+            let rows: Vec<ReqRow> = ids
+                .iter()
+                .map(|id| ReqRow(vec![(item.to_string(), id_val(id))]))
+                .collect();
+            let mut batch = tusk_data::Batch::default();
+            rows::encode_into(sc, &rows, &mut batch).ok()?;
+            let emb = sc.embedding_input(&batch);
+            let items = sc.model.neumf_items(
+                &sc.params,
+                &tusk_model::Batch {
+                    size: batch.size,
+                    emb: &emb,
+                    dense: &batch.dense,
+                },
+            )?;
+            Some(tusk_train::Catalogue {
+                ids,
+                items,
+                item_columns,
+            })
+        })
+        .as_ref()
+}
+
+/// Whether ranking `cat` for this user gives what scoring each row `{user, item}` gives: the
+/// item side of a row (item fields, dense features) must come from the item alone — none of
+/// it in the user's filled row — and the user side from the user alone — no user field the
+/// item table could fill, unless the request gives it.
+fn fast_path_holds(
+    sc: &Scorer,
+    cat: &tusk_train::Catalogue,
+    request: &ReqRow,
+    filled: &dyn Row,
+) -> bool {
+    let tusk_train::config::ModelConfig::Neumf {
+        user: ufields,
+        item: ifields,
+        ..
+    } = &sc.config.model
+    else {
+        return false;
+    };
+    ifields
+        .iter()
+        .chain(&sc.space.config.dense)
+        .all(|f| filled.get(f).is_none())
+        && ufields
+            .iter()
+            .all(|f| request.get(f).is_some() || !cat.item_columns.contains(f))
+}
+
+/// Probabilities of (user, every catalogue item), in catalogue order.
+fn rank_catalogue(
+    sc: &Scorer,
+    user: &ReqRow,
+    cat: &tusk_train::Catalogue,
+) -> Result<Vec<f32>, String> {
+    let mut batch = tusk_data::Batch::default();
+    rows::encode_into(sc, std::slice::from_ref(user), &mut batch)?;
+    let emb = sc.embedding_input(&batch);
+    let logits = sc.model.neumf_rank(
+        &sc.params,
+        &tusk_model::Batch {
+            size: 1,
+            emb: &emb,
+            dense: &batch.dense,
+        },
+        &cat.items,
+    );
+    Ok(logits
+        .into_iter()
+        .map(tusk_model::models::sigmoid)
+        .collect())
 }
 
 /// The model's item column (see the module docs).

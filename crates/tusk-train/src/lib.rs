@@ -21,6 +21,6 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use store::{Checkpoint, ModelStore};
 pub use trainer::{
-    AllReduceTime, BUCKET_BYTES, EmbeddingServers, FUSE_BYTES, Metrics, Observer, Quiet, Scorer,
-    Summary, TrainOptions, evaluate, evaluate_on, train, train_with,
+    AllReduceTime, BUCKET_BYTES, Catalogue, EmbeddingServers, FUSE_BYTES, Metrics, Observer, Quiet,
+    Scorer, Summary, TrainOptions, evaluate, evaluate_on, train, train_with,
 };

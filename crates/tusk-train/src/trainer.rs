@@ -217,6 +217,20 @@ pub struct Scorer {
     pub version: u64,
     /// The entity tables kept with the version, if any.
     pub entities: Option<Arc<tusk_data::Entities>>,
+    /// The item catalogue prepared for ranking, built on first use by whoever ranks it (the
+    /// server's `:recommend`); `None` inside when this version cannot use one.
+    pub catalogue: std::sync::OnceLock<Option<Catalogue>>,
+}
+
+/// A version's item catalogue, prepared once for ranking many items for one user.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    /// The items' ids, in catalogue order.
+    pub ids: Vec<String>,
+    /// NeuMF's item side of each (see [`Model::neumf_items`]).
+    pub items: tusk_model::models::NeumfItems,
+    /// Every column the item entity table holds (what it could fill into a row).
+    pub item_columns: std::collections::BTreeSet<String>,
 }
 
 impl Scorer {
@@ -272,6 +286,7 @@ impl Scorer {
             config,
             version,
             entities,
+            catalogue: std::sync::OnceLock::new(),
         })
     }
 
@@ -281,6 +296,15 @@ impl Scorer {
         let mut rows = vec![0.0; b.keys.len() * d];
         self.table.peek(&b.keys, &mut rows);
         forward_rows(&self.model, &self.params, rows, b)
+    }
+
+    /// The model's embedding input for a batch (`size × fields × emb_dim`, bags pooled), as
+    /// [`Scorer::logits`] feeds it.
+    pub fn embedding_input(&self, b: &Batch) -> Vec<f32> {
+        let d = self.model.emb_dim();
+        let mut rows = vec![0.0; b.keys.len() * d];
+        self.table.peek(&b.keys, &mut rows);
+        pool(rows, b, d)
     }
 
     /// Metrics of this model on `source` (see [`evaluate`]).
