@@ -175,10 +175,11 @@ pub fn session(
         // carry dynamic filters, and DataFusion refuses to swap such a join: the task status
         // update fails and the job never ends (seen with the clickstream pipeline). Without
         // join dynamic filters the plans are the same as before DataFusion 52 had them.
-        config
-            .options_mut()
-            .optimizer
-            .enable_join_dynamic_filter_pushdown = false;
+        let o = &mut config.options_mut().optimizer;
+        o.enable_dynamic_filter_pushdown = false;
+        o.enable_join_dynamic_filter_pushdown = false;
+        o.enable_topk_dynamic_filter_pushdown = false;
+        o.enable_aggregate_dynamic_filter_pushdown = false;
         let state = SessionStateBuilder::new_from_existing(state)
             .with_config(config)
             .build();

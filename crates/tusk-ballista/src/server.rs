@@ -72,7 +72,14 @@ pub fn run_scheduler(storage: &Storage, opts: &SchedulerOptions) -> Result<()> {
         message,
     };
     rt.block_on(async {
-        let session_builder: SessionBuilder = Arc::new(move |config| {
+        let session_builder: SessionBuilder = Arc::new(move |mut config| {
+            // Every job, whatever its client sent: Ballista 55.0 re-plans joins that carry
+            // DataFusion's dynamic filters and the job then hangs (see client::session).
+            let o = &mut config.options_mut().optimizer;
+            o.enable_dynamic_filter_pushdown = false;
+            o.enable_join_dynamic_filter_pushdown = false;
+            o.enable_topk_dynamic_filter_pushdown = false;
+            o.enable_aggregate_dynamic_filter_pushdown = false;
             Ok(SessionStateBuilder::new()
                 .with_default_features()
                 .with_config(config)

@@ -279,7 +279,7 @@ fn clickstream_on_a_cluster_equals_the_embedded_engine_row_for_row() {
         &["--cluster", &cluster.url(), "--scratch", &scratch],
     ));
     let a = shard_bytes(&local);
-    assert_eq!(a.len(), 4);
+    assert_eq!(a.len(), 6, "2 + 2 sample shards and 2 entity tables");
     assert_eq!(
         a,
         shard_bytes(&remote),
