@@ -35,9 +35,8 @@ tusk serve reloads the versions training keeps publishing. Before any load the s
 the peer: the load's own 65 rows, --check-rows random rows and edge rows (ids the table
 lacks, an empty history, a string id, rows without history filled from the entity tables, an
 unknown user) scored by the peer over HTTP and by `tusk predict --model-version` on the same
-rows (written as a TFRecord: a CSV field holds one value, so a CSV cannot carry the history
-bag), and aborts when any probability differs by more than 1e-5; it also reports how many of
-the load's keys are not in the table (ids training never saw: the peer answers them with
+rows (written as a TFRecord, the history as a real list), and aborts when any probability
+differs by more than 1e-5; it also reports how many of the load's keys are not in the table (ids training never saw: the peer answers them with
 tusk's deterministic initial row, as tusk does). Settings (printed): 1 replica with
 torch.set_num_threads(1) and OMP/MKL threads 1 (2 cores: one for the proxy, one for the
 replica), max_ongoing_requests 128 (above loadgen's 64 connections: below them, the proxy's
@@ -399,6 +398,8 @@ def main():
                     default="25,50,100,200,400,800,1600,2000,4000,8000,16000,32000",
                     help="offered rates of the sustained-throughput search")
     ap.add_argument("--search-seconds", type=float, default=5)
+    ap.add_argument("--no-search", action="store_true",
+                    help="skip the sustained-throughput search (fixed-rate cases only)")
     ap.add_argument("--p99-goal", type=float, default=5.0, help="ms")
     args = ap.parse_args()
     args.search_rates = [float(x) for x in args.search_rates.split(",")]
@@ -487,8 +488,7 @@ def main():
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 log(f"  {r}")
                 results.append((n, batching, r))
-            # Above what the server sustains a run only grows its queue: 10 s show that.
-            for rate, secs in ([] if batching else [(args.rate, min(args.seconds, 10)),
+            for rate, secs in ([] if batching else [(args.rate, args.seconds),
                                                     (args.recommend_rate, args.seconds)]):
                 log(f"load: :recommend, {rate:.0f} req/s for {secs:.0f} s")
                 out = subprocess.run([args.loadgen, f"127.0.0.1:{port}", "/v1/models/ml:recommend",
@@ -497,7 +497,7 @@ def main():
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 log(f"  {r}")
                 rec_results.append((rate, secs, r))
-            if not batching:
+            if not batching and not args.no_search:
                 for n in (1, 64):
                     log(f"search: tusk serve, {n} row(s) per request, "
                         f"{args.search_seconds:.0f} s per rate")

@@ -54,6 +54,11 @@ pub struct FeatureSpace {
     pub rows: u64,
     /// Positive training rows.
     pub positives: u64,
+    /// Sparse columns some training row held several values of (bags). A CSV field of one
+    /// of these is read as whitespace-separated values, the way `tusk predict` writes a list
+    /// to CSV, so the same row scores the same from a record file and from a CSV.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bags: Vec<String>,
 }
 
 /// One encoded row.
@@ -117,11 +122,27 @@ pub fn sparse_keys(
     pos: RowPos<'_>,
     out: &mut Vec<u64>,
 ) -> Result<u32> {
+    keys_of(column, cell, false, pos, out)
+}
+
+/// [`sparse_keys`]; a text cell of a `bag` column holds whitespace-separated values.
+fn keys_of(
+    column: &str,
+    cell: Option<Cell<'_>>,
+    bag: bool,
+    pos: RowPos<'_>,
+    out: &mut Vec<u64>,
+) -> Result<u32> {
     let start = out.len();
     match cell {
         None => {}
         Some(Cell::Ints(v)) => out.extend(v.iter().map(|&x| feature_key(column, x))),
         Some(Cell::Bytes(v)) => out.extend(v.iter().map(|b| text_key(column, b))),
+        Some(Cell::Text(t)) if bag => out.extend(
+            t.split_whitespace()
+                .filter(|v| !is_missing_text(v))
+                .map(|v| text_key(column, v.as_bytes())),
+        ),
         Some(Cell::Text(t)) if !is_missing_text(t) => out.push(text_key(column, t.as_bytes())),
         Some(Cell::Text(_)) => {}
         Some(Cell::Floats(_)) => {
@@ -342,6 +363,8 @@ impl Welford {
 struct Partial {
     stats: Vec<Welford>,
     seen: Vec<bool>,
+    /// Per sparse column: some row held several values.
+    multi: Vec<bool>,
     label_seen: bool,
     first_missing_label: Option<(String, u64)>,
     rows: u64,
@@ -355,6 +378,7 @@ impl Partial {
         Partial {
             stats: vec![Welford::default(); config.dense.len()],
             seen: vec![false; config.sparse.len() + config.dense.len()],
+            multi: vec![false; config.sparse.len()],
             ..Partial::default()
         }
     }
@@ -389,7 +413,9 @@ impl Partial {
             let cell = row.get(c);
             self.seen[i] |= cell.is_some();
             self.keys.clear();
-            sparse_keys(c, cell, pos, &mut self.keys)?;
+            // a CSV field is one value here: only record files say what is a list
+            self.multi[i] |= sparse_keys(c, cell, pos, &mut self.keys)? > 1
+                && !matches!(cell, Some(Cell::Text(_)));
         }
         for (i, c) in config.dense.iter().enumerate() {
             let cell = row.get(c);
@@ -420,6 +446,9 @@ impl Partial {
             a.merge(b);
         }
         for (a, b) in self.seen.iter_mut().zip(&o.seen) {
+            *a |= b;
+        }
+        for (a, b) in self.multi.iter_mut().zip(&o.multi) {
             *a |= b;
         }
         self.label_seen |= o.label_seen;
@@ -473,7 +502,8 @@ impl FeatureSpace {
             ));
         };
         let key = serde_json::to_vec(&config).expect("a feature config serializes");
-        let h = fnv1a(FNV_OFFSET, &key);
+        // the salt names what the statistics hold: files from before `bags` are recomputed
+        let h = fnv1a(fnv1a(FNV_OFFSET, b"bags"), &key);
         let loc = dir
             .join(tusk_records::dataset::DERIVED)
             .join(&format!("feature-stats-{h:016x}.json"));
@@ -607,6 +637,7 @@ impl FeatureSpace {
         let Partial {
             stats,
             seen,
+            multi,
             label_seen,
             first_missing_label,
             rows,
@@ -673,11 +704,19 @@ impl FeatureSpace {
                 }
             })
             .collect();
+        let bags = config
+            .sparse
+            .iter()
+            .zip(&multi)
+            .filter(|(_, m)| **m)
+            .map(|(c, _)| c.clone())
+            .collect();
         Ok(FeatureSpace {
             config,
             dense,
             rows,
             positives,
+            bags,
         })
     }
 
@@ -733,7 +772,7 @@ impl FeatureSpace {
         out.bag_lens.clear();
         out.dense.clear();
         for c in &self.config.sparse {
-            let n = sparse_keys(c, row.get(c), pos, &mut out.keys)?;
+            let n = keys_of(c, row.get(c), self.bags.contains(c), pos, &mut out.keys)?;
             out.bag_lens.push(n);
         }
         for d in &self.dense {

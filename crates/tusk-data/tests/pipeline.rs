@@ -293,9 +293,7 @@ fn ranks_read_disjoint_parts_that_cover_the_epoch() {
 
 /// A tusk dataset (TFRecord shards + manifest) of `n` rows: u (int), x (float), y (0/1).
 fn dataset(storage: &Storage, dir: &std::path::Path, n: i64) -> String {
-    use tusk_records::dataset::{Format, Placement, Pos, SchemaInference, ShardedWriter, encode};
     use tusk_records::example::{FloatList, Int64List, Kind, from_features};
-    use tusk_records::tfrecord::Compression;
     let rows: Vec<_> = (0..n)
         .map(|i| {
             from_features([
@@ -318,6 +316,17 @@ fn dataset(storage: &Storage, dir: &std::path::Path, n: i64) -> String {
             ])
         })
         .collect();
+    write_dataset(storage, dir, &rows)
+}
+
+/// A tusk dataset (3 TFRecord shards + manifest) of these Examples.
+fn write_dataset(
+    storage: &Storage,
+    dir: &std::path::Path,
+    rows: &[tusk_records::example::Example],
+) -> String {
+    use tusk_records::dataset::{Format, Placement, Pos, SchemaInference, ShardedWriter, encode};
+    use tusk_records::tfrecord::Compression;
     let mut inf = SchemaInference::default();
     for (i, ex) in rows.iter().enumerate() {
         let pos = Pos {
@@ -337,7 +346,7 @@ fn dataset(storage: &Storage, dir: &std::path::Path, n: i64) -> String {
         Placement::RoundRobin,
     )
     .unwrap();
-    for ex in &rows {
+    for ex in rows {
         w.write_example(ex).unwrap();
     }
     w.finish().unwrap();
@@ -402,4 +411,75 @@ fn statistics_are_kept_with_a_dataset() {
     let src = Source::open(&storage, &f).unwrap();
     let (_, o6) = FeatureSpace::fit_kept(&src, c, |_| {}).unwrap();
     assert_eq!(o6, StatsOrigin::Computed(None));
+}
+
+/// A column that holds lists in the training records is a bag: the same column in a CSV
+/// (as `tusk predict` writes it: values separated by spaces) encodes to the same keys, while
+/// a single-valued text column keeps its spaces.
+#[test]
+fn a_bag_reads_the_same_from_records_and_from_csv() {
+    use tusk_records::example::{BytesList, Int64List, Kind, from_features};
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::new().unwrap();
+    let rows: Vec<_> = (0..6i64)
+        .map(|i| {
+            from_features([
+                (
+                    "h".to_string(),
+                    Kind::Int64List(Int64List {
+                        value: (0..i % 3).map(|k| 10 + k + i).collect(),
+                    }),
+                ),
+                (
+                    "city".to_string(),
+                    Kind::BytesList(BytesList {
+                        value: vec![b"new york".to_vec()],
+                    }),
+                ),
+                (
+                    "y".to_string(),
+                    Kind::Int64List(Int64List { value: vec![i % 2] }),
+                ),
+            ])
+        })
+        .collect();
+    let train = write_dataset(&storage, &dir.path().join("train"), &rows);
+    let src = Source::open(&storage, &train).unwrap();
+    let space = FeatureSpace::fit(&src, cfg(&["h", "city"], &[], "y"), |_| {}).unwrap();
+    assert_eq!(space.bags, vec!["h".to_string()]);
+    let f = csv(
+        dir.path(),
+        "p.csv",
+        "h,city,y\n3 17,new york,1\n 4 ,,0\n,rome,1\n",
+    );
+    let b: Vec<_> = batches(
+        Source::open(&storage, &f).unwrap(),
+        Arc::new(space.clone()),
+        opts(8, 0, 0, 0),
+    )
+    .map(Result::unwrap)
+    .collect();
+    assert_eq!(
+        b[0].keys,
+        vec![
+            feature_key("h", 3),
+            feature_key("h", 17),
+            text_key("city", b"new york"),
+            feature_key("h", 4),
+            missing_key("city"),
+            missing_key("h"),
+            text_key("city", b"rome"),
+        ]
+    );
+    // the statistics kept with the dataset carry the bags too
+    let (kept, _) = FeatureSpace::fit_kept(&src, space.config.clone(), |_| {}).unwrap();
+    let (again, origin) = FeatureSpace::fit_kept(&src, space.config.clone(), |_| {}).unwrap();
+    assert!(
+        matches!(origin, tusk_data::StatsOrigin::Kept(_)),
+        "{origin:?}"
+    );
+    assert_eq!(
+        (kept.bags.clone(), again.bags),
+        (space.bags.clone(), space.bags)
+    );
 }
