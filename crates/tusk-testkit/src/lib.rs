@@ -4,7 +4,8 @@
 //!   WebHDFS) started from the Maven project in `testing/minidfs`, killed on drop.
 //! - [`MiniYarn`]: a real YARN (Hadoop's `MiniYARNCluster`: the ResourceManager with its REST
 //!   API in one JVM, each NodeManager in a JVM of its own) from `testing/miniyarn`, stopped on
-//!   drop.
+//!   drop; [`MiniYarn::start_kerberized`] puts its web services behind Kerberos (SPNEGO) with a
+//!   MiniKdc ([`MiniKerberos`]).
 //! - [`require`]: the one rule for optional external tools: skip loudly on a developer's machine,
 //!   fail in CI (`CI=true`) or when the matching `TUSK_REQUIRE_*` variable is set.
 //! - [`python_with_tensorflow`]: the Python interpreter that has TensorFlow, for the
@@ -14,7 +15,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -177,12 +178,89 @@ pub struct MiniYarn {
     /// The CLASSPATH an application master needs here: the cluster's configuration directory
     /// (what HADOOP_CONF_DIR is on a real cluster), Hadoop's jars and DistributedShell.
     pub classpath: String,
+    /// The KDC and the user's keytab when the web services require Kerberos.
+    pub kerberos: Option<MiniKerberos>,
+}
+
+/// The Kerberos side of a [`MiniYarn::start_kerberized`] cluster: a MiniKdc (Apache Kerby,
+/// in the ResourceManager's JVM) with the principals `HTTP/localhost` (the ResourceManager's
+/// SPNEGO key) and `tusk` (the user). Its files live in a temporary directory removed when the
+/// cluster is dropped.
+pub struct MiniKerberos {
+    dir: PathBuf,
+    /// A krb5.conf for MIT's tools and libraries (`KRB5_CONFIG`): the KDC over TCP, host
+    /// names as written (no DNS canonicalization).
+    pub krb5_conf: PathBuf,
+    /// The realm, `EXAMPLE.COM`.
+    pub realm: String,
+    /// The user principal, `tusk@REALM`.
+    pub principal: String,
+    /// The user's keytab.
+    pub keytab: PathBuf,
+}
+
+impl MiniKerberos {
+    /// `kinit` the user from its keytab into the ticket cache file `cache` (what
+    /// `KRB5CCNAME=FILE:<cache>` then names).
+    pub fn kinit(&self, cache: &Path) -> Result<(), String> {
+        let o = Command::new("kinit")
+            .arg("-kt")
+            .arg(&self.keytab)
+            .arg("-c")
+            .arg(format!("FILE:{}", cache.display()))
+            .arg(&self.principal)
+            .env("KRB5_CONFIG", &self.krb5_conf)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("running kinit: {e}"))?;
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "kinit {}: {}{}",
+                self.principal,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ))
+        }
+    }
 }
 
 impl MiniYarn {
     /// Start a cluster of `nodes` NodeManagers with `gpus` devices each, or skip (see
     /// [`require`]) when Java or Maven is missing.
     pub fn start(nodes: usize, gpus: usize) -> Option<MiniYarn> {
+        MiniYarn::launch(nodes, gpus, None)
+    }
+
+    /// Start a cluster of `nodes` NodeManagers whose ResourceManager's web services (REST API
+    /// and UI) require Kerberos (SPNEGO), with a MiniKdc ([`MiniYarn::kerberos`]); YARN's RPC
+    /// stays unsecured. Skips (see [`require`], `TUSK_REQUIRE_KERBEROS`) when Java, Maven or
+    /// MIT's `kinit` (Debian: krb5-user) is missing.
+    pub fn start_kerberized(nodes: usize) -> Option<MiniYarn> {
+        require(
+            "MIT Kerberos' kinit (Debian: krb5-user)",
+            "TUSK_REQUIRE_KERBEROS",
+            which("kinit")
+                .map(|_| ())
+                .ok_or_else(|| "`kinit` not found on PATH".to_string()),
+        )?;
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tusk-miniyarn-krb-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a directory for the MiniKdc");
+        let yarn = MiniYarn::launch(nodes, 0, Some(&dir));
+        if yarn.is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        yarn
+    }
+
+    fn launch(nodes: usize, gpus: usize, kerberos: Option<&Path>) -> Option<MiniYarn> {
         let mvn = maven("a real YARN (MiniYARNCluster)")?;
         let project = repo_root().join("testing/miniyarn");
         let o = Command::new(mvn)
@@ -212,6 +290,12 @@ impl MiniYarn {
                 &nodes.to_string(),
                 &gpus.to_string(),
             ])
+            .args(
+                kerberos
+                    .map(|d| ["kerberos".as_ref(), d.as_os_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             // MiniYARNCluster writes under target/ of its working directory.
             .current_dir(project.join("target"))
             .process_group(0)
@@ -228,9 +312,17 @@ impl MiniYarn {
                 .unwrap_or_else(|| panic!("bad MiniYARN ready line: {ready}"))
                 .to_string()
         };
+        let kerberos = kerberos.map(|dir| MiniKerberos {
+            dir: dir.to_path_buf(),
+            krb5_conf: PathBuf::from(field("krb5=")),
+            realm: field("realm="),
+            principal: field("principal="),
+            keytab: PathBuf::from(field("keytab=")),
+        });
         Some(MiniYarn {
             rm_url: field("rm="),
             classpath: format!("{}:{deps}", field("conf=")),
+            kerberos,
             child,
         })
     }
@@ -254,6 +346,9 @@ impl Drop for MiniYarn {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(k) = &self.kerberos {
+            let _ = std::fs::remove_dir_all(&k.dir);
+        }
     }
 }
 

@@ -333,8 +333,13 @@ pub fn run(spec: &JobSpec, log: &mut dyn FnMut(&str)) -> Result<Outcome> {
     let mut app = rm.new_application()?;
     check_limits(spec, &app)?;
     log(&format!(
-        "ResourceManager {} (Hadoop {version}): largest container {} MB, {} vcores",
+        "ResourceManager {} (Hadoop {version}{}): largest container {} MB, {} vcores",
         rm.url(),
+        if rm.negotiations() > 0 {
+            ", Kerberos (SPNEGO)"
+        } else {
+            ""
+        },
         app.max_memory_mb,
         app.max_vcores
     ));

@@ -1,7 +1,9 @@
 //! Training jobs on YARN, with nothing but the tusk binary on the submitting machine.
 //!
 //! - [`rest`]: the ResourceManager's REST API (`/ws/v1/cluster/…`): new application, submit,
-//!   report, kill, cluster limits.
+//!   report, kill, cluster limits; Kerberos (SPNEGO) when the ResourceManager asks for it.
+//! - [`spnego`]: the `Authorization: Negotiate` token from the user's Kerberos ticket cache
+//!   (MIT's GSSAPI, loaded at run time).
 //! - [`job`]: `tusk launch --yarn`: stages one self-unpacking script (the tusk binary and the
 //!   job config inside a small bash header) in the job's staging directory on HDFS, submits
 //!   Hadoop's own DistributedShell application master (shipped in every Hadoop distribution's
@@ -21,6 +23,7 @@
 pub mod container;
 pub mod job;
 pub mod rest;
+pub mod spnego;
 
 /// Everything that can go wrong in `tusk-yarn`.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,15 @@ pub enum Error {
         status: u16,
         /// YARN's message (its `RemoteException`), or the body.
         message: String,
+    },
+    /// The ResourceManager asks for Kerberos (SPNEGO) and tusk could not authenticate: no
+    /// ticket, no GSSAPI library, or a token the server refused.
+    #[error("YARN ResourceManager at {url} asks for Kerberos (SPNEGO): {reason}")]
+    Kerberos {
+        /// The URL called.
+        url: String,
+        /// What went wrong, with what to do (`kinit`, `KRB5CCNAME`).
+        reason: String,
     },
     /// An answer that does not look like the ResourceManager's.
     #[error("YARN ResourceManager at {url}: unexpected answer ({reason}): {body}")]

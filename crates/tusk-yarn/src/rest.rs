@@ -1,9 +1,15 @@
 //! The ResourceManager's REST API (Hadoop 3): the calls a submitting client needs.
 //!
 //! Plain HTTP with `user.name` (simple authentication, the default of an unsecured cluster).
-//! SPNEGO (Kerberos over HTTP) is not spoken: see the README's YARN section.
+//! On a secured cluster (`hadoop.http.authentication.type = kerberos`) the ResourceManager
+//! answers `401` with `WWW-Authenticate: Negotiate`; then, and only then, the call is repeated
+//! once with a SPNEGO token from the user's Kerberos ticket cache ([`crate::spnego`]), and the
+//! `hadoop.auth` cookie the server sets is sent with every later call, so one negotiation
+//! serves a whole job (another happens only when the cookie expires).
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -13,9 +19,36 @@ use crate::{Error, Result};
 /// A ResourceManager's REST endpoint.
 pub struct ResourceManager {
     base: String,
+    /// The host of `base`: the Kerberos service is `HTTP@host`.
+    host: String,
     user: String,
     http: reqwest::Client,
     rt: tokio::runtime::Runtime,
+    /// `hadoop.auth=…`, the signed cookie a secured ResourceManager sets once a Kerberos
+    /// token was accepted.
+    auth_cookie: Mutex<Option<String>>,
+    /// Kerberos tokens sent so far.
+    negotiations: AtomicUsize,
+}
+
+/// One HTTP answer.
+struct Answer {
+    status: u16,
+    /// `WWW-Authenticate: Negotiate` (the server wants Kerberos).
+    negotiate: bool,
+    text: String,
+}
+
+/// The `hadoop.auth` cookie in a `Set-Cookie` value: `Some(Some("hadoop.auth=…"))` to keep,
+/// `Some(None)` when the server clears it (an empty value), `None` for other cookies.
+fn hadoop_auth_cookie(set_cookie: &str) -> Option<Option<String>> {
+    let pair = set_cookie.split(';').next()?.trim();
+    let (name, value) = pair.split_once('=')?;
+    if name.trim() != "hadoop.auth" {
+        return None;
+    }
+    let v = value.trim();
+    Some((!v.is_empty() && v != "\"\"").then(|| format!("hadoop.auth={v}")))
 }
 
 /// What `new-application` hands out: an id and the largest container the cluster allows.
@@ -78,11 +111,15 @@ impl ResourceManager {
     /// `user.name` the application runs as.
     pub fn new(url: &str, user: &str) -> Result<ResourceManager> {
         let base = url.trim_end_matches('/').to_string();
-        if !base.starts_with("http://") {
+        let host = reqwest::Url::parse(&base)
+            .ok()
+            .filter(|u| u.scheme() == "http")
+            .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()));
+        let Some(host) = host else {
             return Err(Error::Usage(format!(
                 "--yarn {url}: expected the ResourceManager's web address, http://HOST:PORT (e.g. http://rm:8088); https is not supported"
             )));
-        }
+        };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
@@ -97,10 +134,19 @@ impl ResourceManager {
             })?;
         Ok(ResourceManager {
             base,
+            host,
             user: user.to_string(),
             http,
             rt,
+            auth_cookie: Mutex::new(None),
+            negotiations: AtomicUsize::new(0),
         })
+    }
+
+    /// How many Kerberos (SPNEGO) tokens this client has sent: 0 on an unsecured cluster, 1
+    /// for any number of calls to a secured one while its `hadoop.auth` cookie is valid.
+    pub fn negotiations(&self) -> usize {
+        self.negotiations.load(Ordering::Relaxed)
     }
 
     /// The web address given.
@@ -108,11 +154,24 @@ impl ResourceManager {
         &self.base
     }
 
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value> {
-        let url = format!("{}{path}", self.base);
+    fn cookie(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.auth_cookie
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One request; `authorization` is a `Negotiate …` header value. Keeps the `hadoop.auth`
+    /// cookie of the answer.
+    fn send(
+        &self,
+        method: &reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+        authorization: Option<&str>,
+    ) -> Result<Answer> {
         let mut req = self
             .http
-            .request(method.clone(), &url)
+            .request(method.clone(), url)
             .query(&[("user.name", self.user.as_str())])
             .header("Accept", "application/json");
         if let Some(b) = body {
@@ -120,17 +179,72 @@ impl ResourceManager {
                 .header("Content-Type", "application/json")
                 .body(b.to_string());
         }
-        let (status, text) = self
+        if let Some(a) = authorization {
+            req = req.header("Authorization", a);
+        }
+        if let Some(c) = self.cookie().as_deref() {
+            req = req.header("Cookie", c);
+        }
+        let (status, negotiate, cookies, text) = self
             .rt
             .block_on(async {
                 let r = req.send().await?;
+                let negotiate = r.headers().get_all("WWW-Authenticate").iter().any(|v| {
+                    v.to_str().is_ok_and(|v| {
+                        v.trim_start()
+                            .get(..9)
+                            .is_some_and(|s| s.eq_ignore_ascii_case("negotiate"))
+                    })
+                });
+                let cookies: Vec<Option<String>> = r
+                    .headers()
+                    .get_all("Set-Cookie")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok().and_then(hadoop_auth_cookie))
+                    .collect();
                 let s = r.status().as_u16();
-                Ok::<_, reqwest::Error>((s, r.text().await?))
+                Ok::<_, reqwest::Error>((s, negotiate, cookies, r.text().await?))
             })
             .map_err(|e| Error::Unreachable {
-                url: url.clone(),
+                url: url.to_string(),
                 reason: chain(&e),
             })?;
+        if let Some(c) = cookies.into_iter().last() {
+            *self.cookie() = c;
+        }
+        Ok(Answer {
+            status,
+            negotiate,
+            text,
+        })
+    }
+
+    fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut answer = self.send(&method, &url, body, None)?;
+        if answer.status == 401 && answer.negotiate {
+            // A secured ResourceManager (or an expired cookie): once more with a Kerberos token.
+            *self.cookie() = None;
+            let token =
+                crate::spnego::authorization(&self.host).map_err(|reason| Error::Kerberos {
+                    url: url.clone(),
+                    reason,
+                })?;
+            self.negotiations.fetch_add(1, Ordering::Relaxed);
+            answer = self.send(&method, &url, body, Some(&token))?;
+            if answer.status == 401 {
+                return Err(Error::Kerberos {
+                    url,
+                    reason: format!(
+                        "the ResourceManager refused the Kerberos token for HTTP@{} (401 again: {}); check that the ticket (`klist`) is of the ResourceManager's realm and that the ResourceManager's SPNEGO principal is HTTP/{}",
+                        self.host,
+                        answer.text.chars().take(200).collect::<String>().trim(),
+                        self.host
+                    ),
+                });
+            }
+        }
+        let Answer { status, text, .. } = answer;
         if !(200..300).contains(&status) {
             let message = serde_json::from_str::<Value>(&text)
                 .ok()
@@ -242,5 +356,89 @@ impl ResourceManager {
             Some(&serde_json::json!({ "state": "KILLED" })),
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A one-thread HTTP server on a free port that answers each of `answers` once, in order
+    /// (status line and headers, then the body); returns its address.
+    fn serve(answers: Vec<(&'static str, &'static str)>) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for (head, body) in answers {
+                let Ok((mut s, _)) = l.accept() else { return };
+                let mut req = Vec::new();
+                let mut b = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                }
+                let _ = write!(
+                    s,
+                    "{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn hadoop_auth_cookie_is_kept_and_cleared() {
+        assert_eq!(
+            hadoop_auth_cookie(
+                r#"hadoop.auth="u=tusk&p=tusk@EXAMPLE.COM&t=kerberos&e=1&s=x="; Path=/; HttpOnly"#
+            ),
+            Some(Some(
+                r#"hadoop.auth="u=tusk&p=tusk@EXAMPLE.COM&t=kerberos&e=1&s=x=""#.to_string()
+            ))
+        );
+        assert_eq!(
+            hadoop_auth_cookie("hadoop.auth=; Path=/; HttpOnly"),
+            Some(None)
+        );
+        assert_eq!(hadoop_auth_cookie("JSESSIONID=abc; Path=/"), None);
+    }
+
+    #[test]
+    fn the_service_host_comes_from_the_url() {
+        let rm = ResourceManager::new("http://rm.example.com:8088/", "u").unwrap();
+        assert_eq!(rm.host, "rm.example.com");
+        assert_eq!(rm.url(), "http://rm.example.com:8088");
+        assert!(ResourceManager::new("https://rm:8090", "u").is_err());
+        assert!(ResourceManager::new("rm:8088", "u").is_err());
+    }
+
+    /// An unsecured ResourceManager, and one asking for another scheme than Negotiate: no
+    /// Kerberos, and MIT's library is never loaded.
+    #[test]
+    fn without_negotiate_gssapi_is_never_loaded() {
+        let url = serve(vec![
+            (
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json",
+                r#"{"clusterInfo":{"resourceManagerVersion":"3.4.1"}}"#,
+            ),
+            (
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"",
+                "no",
+            ),
+        ]);
+        let rm = ResourceManager::new(&url, "u").unwrap();
+        assert_eq!(rm.version().unwrap(), "3.4.1");
+        match rm.version() {
+            Err(Error::Rm { status: 401, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(rm.negotiations(), 0);
+        assert!(!crate::spnego::loaded());
     }
 }

@@ -5,8 +5,10 @@ import java.net.ServerSocket;
 import java.nio.file.Files;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Properties;
 import java.util.concurrent.TimeUnit;
 import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.minikdc.MiniKdc;
 import org.apache.hadoop.yarn.conf.YarnConfiguration;
 import org.apache.hadoop.yarn.server.MiniYARNCluster;
 import org.apache.hadoop.yarn.server.nodemanager.NodeManager;
@@ -21,6 +23,15 @@ import org.apache.hadoop.yarn.util.resource.ResourceUtils;
  * with {@code nm}), each declaring GPUS {@code yarn.io/gpu} devices when GPUS &gt; 0 (a countable
  * resource: no device needs to exist). Prints {@code Ready! rm=http://HOST:PORT} once every
  * NodeManager has registered, and stops everything when stdin closes or receives a line.
+ *
+ * <p>{@code rm NODES GPUS kerberos DIR}: the same, with the ResourceManager's web server (its UI
+ * and the REST API) behind Hadoop's SPNEGO filter ({@code AuthenticationFilterInitializer},
+ * {@code hadoop.http.authentication.type=kerberos}). A MiniKdc (Apache Kerby) runs in this JVM;
+ * DIR receives {@code krb5.conf} (for MIT's tools and libraries: TCP to the KDC, no DNS
+ * canonicalization), {@code http.keytab} ({@code HTTP/localhost}, the server's) and
+ * {@code tusk.keytab} (the user {@code tusk}). The Ready line adds {@code krb5=… realm=…
+ * principal=… keytab=…}. YARN's RPC stays unsecured ({@code hadoop.security.authentication}
+ * is {@code simple}): only HTTP asks for Kerberos.
  *
  * <p>{@code nm RM_ADDRESS SCHEDULER TRACKER GPUS DIR}: one NodeManager; stops when stdin closes.
  */
@@ -59,9 +70,53 @@ public final class Main {
   private static void resourceManager(String[] args) throws Exception {
     int nodes = args.length > 1 ? Integer.parseInt(args[1]) : 2;
     int gpus = args.length > 2 ? Integer.parseInt(args[2]) : 0;
+    File krbDir = args.length > 4 && args[3].equals("kerberos") ? new File(args[4]) : null;
     File base = Files.createTempDirectory("tusk-miniyarn").toFile();
     YarnConfiguration conf = new YarnConfiguration();
     common(conf, gpus);
+    MiniKdc kdc = null;
+    String kerberosReady = "";
+    if (krbDir != null) {
+      krbDir.mkdirs();
+      Properties kdcConf = MiniKdc.createConf();
+      kdcConf.setProperty(MiniKdc.KDC_BIND_ADDRESS, "localhost");
+      File kdcDir = new File(krbDir, "kdc");
+      kdcDir.mkdirs();
+      kdc = new MiniKdc(kdcConf, kdcDir);
+      kdc.start();
+      String realm = kdc.getRealm();
+      File httpKeytab = new File(krbDir, "http.keytab");
+      File userKeytab = new File(krbDir, "tusk.keytab");
+      kdc.createPrincipal(httpKeytab, "HTTP/localhost");
+      kdc.createPrincipal(userKeytab, "tusk");
+      // MIT's client: TCP only (the KDC does not listen on UDP), and the service host taken
+      // as written (HTTP/localhost), not canonicalized through DNS.
+      String krb5 = "[libdefaults]\n"
+          + "  default_realm = " + realm + "\n"
+          + "  dns_lookup_kdc = false\n"
+          + "  dns_lookup_realm = false\n"
+          + "  dns_canonicalize_hostname = false\n"
+          + "  rdns = false\n"
+          + "  udp_preference_limit = 1\n"
+          + "[realms]\n"
+          + "  " + realm + " = {\n"
+          + "    kdc = " + kdc.getHost() + ":" + kdc.getPort() + "\n"
+          + "  }\n"
+          + "[domain_realm]\n"
+          + "  localhost = " + realm + "\n";
+      File krb5Conf = new File(krbDir, "krb5.conf");
+      Files.writeString(krb5Conf.toPath(), krb5);
+      conf.set("hadoop.http.filter.initializers",
+          "org.apache.hadoop.security.AuthenticationFilterInitializer");
+      conf.set("hadoop.http.authentication.type", "kerberos");
+      conf.set("hadoop.http.authentication.simple.anonymous.allowed", "false");
+      conf.set("hadoop.http.authentication.kerberos.principal", "HTTP/localhost@" + realm);
+      conf.set("hadoop.http.authentication.kerberos.keytab", httpKeytab.getAbsolutePath());
+      conf.set("hadoop.http.authentication.kerberos.name.rules", "DEFAULT");
+      conf.set(YarnConfiguration.RM_WEBAPP_ADDRESS, "localhost:0");
+      kerberosReady = " krb5=" + krb5Conf.getAbsolutePath() + " realm=" + realm
+          + " principal=tusk@" + realm + " keytab=" + userKeytab.getAbsolutePath();
+    }
     conf.set("yarn.resourcemanager.scheduler.class",
         "org.apache.hadoop.yarn.server.resourcemanager.scheduler.capacity.CapacityScheduler");
     conf.set("yarn.scheduler.capacity.root.queues", "default");
@@ -71,6 +126,7 @@ public final class Main {
     conf.set("yarn.scheduler.capacity.resource-calculator",
         "org.apache.hadoop.yarn.util.resource.DominantResourceCalculator");
     MiniYARNCluster cluster = new MiniYARNCluster("tusk", 0, 1, 1);
+    MiniKdc kdcToStop = kdc;
     cluster.init(conf);
     cluster.start();
     Configuration live = cluster.getConfig();
@@ -102,6 +158,9 @@ public final class Main {
         cluster.stop();
       } catch (Throwable t) {
         // best effort on the way out
+      }
+      if (kdcToStop != null) {
+        kdcToStop.stop();
       }
     };
     Runtime.getRuntime().addShutdownHook(new Thread(stop));
@@ -145,7 +204,7 @@ public final class Main {
       amConf.writeXml(out);
     }
     System.out.println("Ready! rm=http://" + web + " conf=" + confDir.getAbsolutePath()
-        + " nodes=" + nodes + " gpus=" + gpus);
+        + " nodes=" + nodes + " gpus=" + gpus + kerberosReady);
     System.out.flush();
     System.in.read();
     System.exit(0);

@@ -1,0 +1,353 @@
+//! `tusk launch --yarn` and `tusk yarn status|kill` against a ResourceManager whose web
+//! services require Kerberos (SPNEGO, `hadoop.http.authentication.type=kerberos`): a real
+//! MiniYARNCluster with a MiniKdc (`testing/miniyarn … kerberos DIR`), MIT's `kinit` and
+//! libgssapi_krb5, and a MiniDFS for the job's data, model and staging. YARN's RPC and HDFS
+//! stay unsecured (see the README). Skipped without Java/Maven/kinit, except in CI.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tusk_storage::Storage;
+use tusk_testkit::{MiniDfs, MiniKerberos, MiniYarn, Proc, group_members};
+
+mod common;
+use common::{load_url as load, neumf_config, write_csv};
+
+/// Set for the child run of [`child_rest_client_negotiates_once`] (the Kerberos variables
+/// can only be given to a process at its start).
+const CHILD_RM: &str = "TUSK_TEST_KERBEROS_CHILD_RM";
+
+/// The tusk binary without symbols (containers unpack what they are sent).
+fn shipped_binary(dir: &Path) -> PathBuf {
+    let out = dir.join("tusk-shipped");
+    let ok = Command::new("strip")
+        .args(["-s", "-o"])
+        .arg(&out)
+        .arg(env!("CARGO_BIN_EXE_tusk"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        out
+    } else {
+        PathBuf::from(env!("CARGO_BIN_EXE_tusk"))
+    }
+}
+
+/// tusk with the MiniKdc's krb5.conf and the ticket cache `cache`.
+fn tusk(krb: &MiniKerberos, cache: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tusk"));
+    c.env_remove("TUSK_JOB_SECRET")
+        .env_remove("TUSK_EMBEDDING_SERVERS")
+        .env_remove("TF_CONFIG")
+        .env_remove("TUSK_YARN_CLASSPATH")
+        .env("KRB5_CONFIG", &krb.krb5_conf)
+        .env("KRB5CCNAME", format!("FILE:{}", cache.display()));
+    c
+}
+
+/// `GET path` with no credentials at all, as `curl` would: the status line and headers.
+fn plain_get(rm_url: &str, path: &str) -> String {
+    let authority = rm_url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(authority).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer.split("\r\n\r\n").next().unwrap_or("").to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A refusal: non-zero exit, one `error:` line that names the ResourceManager and says how to
+/// get a ticket, no panic.
+fn assert_no_ticket_error(o: &Output, rm_url: &str, cache: &Path, what: &str) {
+    let e = stderr(o);
+    assert!(
+        !o.status.success(),
+        "{what} succeeded without a ticket:\n{e}"
+    );
+    assert!(!e.contains("panicked"), "{what} panicked:\n{e}");
+    let errors: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{what}: not one error line:\n{e}");
+    let line = errors[0];
+    eprintln!("{what} without a ticket: {line}");
+    for needle in [
+        &format!("YARN ResourceManager at {rm_url}/ws/v1/cluster/"),
+        "asks for Kerberos (SPNEGO)",
+        "no Kerberos ticket for HTTP@localhost",
+        "run `kinit`",
+        "KRB5CCNAME",
+        &cache.display().to_string(),
+    ] {
+        assert!(line.contains(needle), "{what}: no '{needle}' in:\n{e}");
+    }
+}
+
+/// Processes of a job inside a container (the tusk a container unpacked, `./tusk …`, and
+/// what it runs by its full path).
+fn container_processes() -> Vec<u32> {
+    tusk_testkit::process_table()
+        .into_iter()
+        .map(|(pid, _, _)| pid)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let exe = String::from_utf8_lossy(c.split(|b| *b == 0).next().unwrap_or(&[]))
+                    .into_owned();
+                exe == "./tusk" || (exe.contains("/container_") && exe.ends_with("/tusk"))
+            })
+        })
+        .collect()
+}
+
+fn run_logged(mut c: Command, what: &str, log: &Path, limit: Duration) -> (bool, String) {
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    let mut p = Proc::spawn(&mut c, what);
+    let pid = p.id();
+    let ok = p.wait(limit).success();
+    assert!(group_members(pid).is_empty(), "{what}: processes left");
+    (ok, std::fs::read_to_string(log).unwrap_or_default())
+}
+
+/// The secured ResourceManager refuses a request without credentials (401 Negotiate); without
+/// a ticket tusk fails with one error line that says to run `kinit`; after `kinit` from the
+/// user's keytab a job submitted by `tusk launch --yarn` trains to the end, and
+/// `tusk yarn status` / `tusk yarn kill` work on a running one, all over SPNEGO; one
+/// negotiation serves many calls (the `hadoop.auth` cookie).
+#[test]
+fn yarn_on_a_kerberos_secured_resource_manager() {
+    let Some(dfs) = MiniDfs::start(1) else {
+        return;
+    };
+    let Some(yarn) = MiniYarn::start_kerberized(1) else {
+        return;
+    };
+    let krb = yarn.kerberos.as_ref().expect("a kerberized cluster");
+    let rm = yarn.rm_url.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let hdfs = format!("{}/yarn-kerberos", dfs.hdfs_url());
+    let storage = Storage::new().unwrap();
+    for (name, n, seed) in [("train.csv", 2000, 1), ("valid.csv", 400, 2)] {
+        let local = dir.path().join(name);
+        write_csv(&local, n, seed);
+        storage
+            .open(&format!("{hdfs}/data/{name}"))
+            .unwrap()
+            .write(std::fs::read(&local).unwrap())
+            .unwrap();
+    }
+    let cfg = dir.path().join("job.toml");
+    std::fs::write(
+        &cfg,
+        neumf_config(
+            &format!("{hdfs}/data/train.csv"),
+            &format!("{hdfs}/data/valid.csv"),
+            "epochs = 1",
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let binary = shipped_binary(dir.path());
+    let launch = |cache: &Path, model: &str, extra: &[&str]| -> Command {
+        let mut c = tusk(krb, cache);
+        c.args(["launch", "--yarn", rm, "-n", "1"])
+            .args(["--worker-memory", "512m", "--am-memory", "256m"])
+            .args(["--staging", &format!("{hdfs}/staging")])
+            .arg("--tusk-binary")
+            .arg(&binary)
+            .args(["--yarn-classpath", &yarn.classpath])
+            .args(["--", "train", &cfg, "--model", model])
+            .args(extra);
+        c
+    };
+
+    // (a) The web services are secured: no credentials, no answer.
+    let head = plain_get(rm, "/ws/v1/cluster/info");
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(
+        head.lines()
+            .any(|l| l.eq_ignore_ascii_case("WWW-Authenticate: Negotiate")),
+        "{head}"
+    );
+
+    // (b) No ticket (the cache does not exist): one clear error, no panic, nothing submitted.
+    let no_ticket = dir.path().join("no-ticket");
+    let o = tusk(krb, &no_ticket)
+        .args(["yarn", "status", "application_1_0001", "--yarn", rm])
+        .output()
+        .unwrap();
+    assert_no_ticket_error(&o, rm, &no_ticket, "tusk yarn status");
+    let o = tusk(krb, &no_ticket)
+        .args(["yarn", "kill", "application_1_0001", "--yarn", rm])
+        .output()
+        .unwrap();
+    assert_no_ticket_error(&o, rm, &no_ticket, "tusk yarn kill");
+    let o = launch(&no_ticket, &format!("{hdfs}/m-none"), &[])
+        .output()
+        .unwrap();
+    assert_no_ticket_error(&o, rm, &no_ticket, "tusk launch --yarn");
+    assert!(
+        !stderr(&o).contains("submitted"),
+        "submitted without a ticket:\n{}",
+        stderr(&o)
+    );
+
+    // (c) With a ticket from the user's keytab.
+    let cache = dir.path().join("krb5cc");
+    krb.kinit(&cache).unwrap();
+
+    // The REST client in a process of its own: one negotiation for many calls, and GSSAPI
+    // loaded only once a server asked for it.
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_rest_client_negotiates_once",
+            "--nocapture",
+        ])
+        .env(CHILD_RM, rm)
+        .env("KRB5_CONFIG", &krb.krb5_conf)
+        .env("KRB5CCNAME", format!("FILE:{}", cache.display()))
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&child.stdout),
+        stderr(&child)
+    );
+    assert!(
+        child.status.success() && out.contains("1 passed"),
+        "the REST client over SPNEGO:\n{out}"
+    );
+
+    // An unknown application: the ResourceManager itself answers (404), past the filter.
+    let o = tusk(krb, &cache)
+        .args(["yarn", "status", "application_1_0001", "--yarn", rm])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("answered 404") && stderr(&o).contains("not found"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A whole job, end to end: submitted, run in a container, model on HDFS.
+    let model = format!("{hdfs}/model");
+    let (ok, log) = run_logged(
+        launch(&cache, &model, &[]),
+        "tusk launch --yarn with a ticket",
+        &dir.path().join("job.log"),
+        Duration::from_secs(900),
+    );
+    assert!(ok, "{log}");
+    eprintln!("the job over SPNEGO:\n{log}");
+    for needle in [
+        "(Hadoop 3.4.1, Kerberos (SPNEGO))",
+        "submitted tusk as application_",
+        "rank 0 ran in container_",
+        "succeeded",
+        "removed the staging directory",
+    ] {
+        assert!(log.contains(needle), "no '{needle}' in:\n{log}");
+    }
+    assert!(!load(&model).meta.state.history.is_empty(), "{log}");
+
+    // A running job seen and killed with `tusk yarn status|kill` over SPNEGO.
+    let log_path = dir.path().join("kill.log");
+    let mut c = launch(
+        &cache,
+        &format!("{hdfs}/m-kill"),
+        &["--set", "train.epochs=500"],
+    );
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let mut p = Proc::spawn(&mut c, "tusk launch --yarn to be killed");
+    let t = Instant::now();
+    let app = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        if log.contains("RUNNING") && !container_processes().is_empty() {
+            break log
+                .split_whitespace()
+                .find(|w| w.starts_with("application_"))
+                .unwrap()
+                .trim_end_matches(':')
+                .to_string();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "never running:\n{log}"
+        );
+        assert!(p.try_status().is_none(), "{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let o = tusk(krb, &cache)
+        .args(["yarn", "status", &app, "--yarn", rm])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && status.contains("RUNNING"),
+        "{status}{}",
+        stderr(&o)
+    );
+    let o = tusk(krb, &cache)
+        .args(["yarn", "kill", &app, "--yarn", rm])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = p.wait(Duration::from_secs(120));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!s.success(), "{log}");
+    assert!(log.contains("KILLED"), "{log}");
+    let o = tusk(krb, &cache)
+        .args(["yarn", "status", &app, "--yarn", rm])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("KILLED"),
+        "{}",
+        stderr(&o)
+    );
+    let t = Instant::now();
+    while !container_processes().is_empty() && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let left = container_processes();
+    assert!(left.is_empty(), "container processes left: {left:?}");
+}
+
+/// Run by [`yarn_on_a_kerberos_secured_resource_manager`] in a process of its own, with
+/// `KRB5CCNAME` holding a ticket; does nothing when run by itself.
+#[test]
+fn child_rest_client_negotiates_once() {
+    let Ok(url) = std::env::var(CHILD_RM) else {
+        return;
+    };
+    let maps = || std::fs::read_to_string("/proc/self/maps").unwrap();
+    assert!(!tusk_yarn::spnego::loaded());
+    assert!(
+        !maps().contains("libgssapi_krb5"),
+        "GSSAPI loaded before any call"
+    );
+    let rm = tusk_yarn::rest::ResourceManager::new(&url, "nobody").unwrap();
+    for _ in 0..3 {
+        assert_eq!(rm.version().unwrap(), "3.4.1");
+    }
+    let app = rm.new_application().unwrap();
+    assert!(app.id.starts_with("application_"), "{app:?}");
+    assert_eq!(
+        rm.negotiations(),
+        1,
+        "one negotiation, then the hadoop.auth cookie"
+    );
+    assert!(tusk_yarn::spnego::loaded() && maps().contains("libgssapi_krb5"));
+}
