@@ -83,12 +83,7 @@ fn demo_runs_end_to_end_and_beats_popularity() {
     let note = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{note}");
     assert!(!note.contains("lacks the model's column"), "{note}");
-    let got: Vec<String> = std::fs::read_to_string(&pair_scores)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| l.rsplit(',').next().unwrap().to_string())
-        .collect();
+    let got = common::score_column(&pair_scores);
     let want: Vec<String> = full.into_iter().map(|[_, _, s]| s).collect();
     assert_eq!(got, want, "pairs-only scores differ from the full rows'");
     // Running again replaces the earlier demo; a foreign non-empty directory is refused.

@@ -134,12 +134,7 @@ fn neumf_on_movielens_reaches_the_target() {
     let pair_scores = dir.path().join("test-pair-scores.csv");
     let note = predict(&pairs, &pair_scores);
     assert!(!note.contains("lacks the model's column"), "{note}");
-    let got: Vec<String> = std::fs::read_to_string(&pair_scores)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| l.rsplit(',').next().unwrap().to_string())
-        .collect();
+    let got = common::score_column(&pair_scores);
     let want: Vec<String> = full.into_iter().map(|(_, _, s)| s).collect();
     assert_eq!(
         got, want,

@@ -11,6 +11,7 @@ use tusk_storage::Storage;
 use tusk_testkit::{MiniDfs, MiniYarn, Proc, group_members};
 
 mod common;
+use common::yarn::{container_processes, in_container, wait_no_containers, wait_running_app};
 use common::{load_url as load, neumf_config, rows_by_key, write_csv};
 
 /// The tusk binary without symbols (the debug build is over 1 GB; containers unpack what they
@@ -94,37 +95,6 @@ fn run(mut c: Command, what: &str, log: &Path, limit: Duration) -> (bool, String
     let ok = p.wait(limit).success();
     assert!(group_members(pid).is_empty(), "{what}: processes left");
     (ok, std::fs::read_to_string(log).unwrap_or_default())
-}
-
-/// The arguments of a process of the job inside a container (the tusk a container
-/// unpacked: `./tusk yarn-container …`, and the process it runs by its full path).
-fn in_container(pid: u32) -> Option<Vec<String>> {
-    let c = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let argv: Vec<String> = c
-        .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let exe = argv.first()?;
-    (exe == "./tusk" || (exe.contains("/container_") && exe.ends_with("/tusk"))).then_some(argv)
-}
-
-fn container_processes() -> Vec<u32> {
-    tusk_testkit::process_table()
-        .into_iter()
-        .map(|(pid, _, _)| pid)
-        .filter(|pid| in_container(*pid).is_some())
-        .collect()
-}
-
-fn wait_no_containers(limit: Duration) -> Vec<u32> {
-    let t = Instant::now();
-    loop {
-        let left = container_processes();
-        if left.is_empty() || t.elapsed() > limit {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// The job on YARN equals the same job under a local `tusk launch -n 2`, bit for bit; a
@@ -415,24 +385,7 @@ fn yarn_gpu_requests_and_bad_input() {
     c.stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap());
     let mut p = Proc::spawn(&mut c, "yarn launch to be killed");
-    let t = Instant::now();
-    let app = loop {
-        let log = std::fs::read_to_string(&log_path).unwrap();
-        if log.contains("RUNNING") && !container_processes().is_empty() {
-            break log
-                .split_whitespace()
-                .find(|w| w.starts_with("application_"))
-                .unwrap()
-                .trim_end_matches(':')
-                .to_string();
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(300),
-            "never running:\n{log}"
-        );
-        assert!(p.try_status().is_none(), "{log}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let app = wait_running_app(&log_path, &mut p);
     let o = tusk()
         .args(["yarn", "status", &app, "--yarn", &cluster.yarn.rm_url])
         .output()

@@ -14,6 +14,7 @@ use tusk_storage::Storage;
 use tusk_testkit::{MiniDfs, MiniKerberos, MiniYarn, Proc, group_members};
 
 mod common;
+use common::yarn::{wait_no_containers, wait_running_app};
 use common::{load_url as load, neumf_config, write_csv};
 
 /// Set for the child run of [`child_rest_client_negotiates_once`] (the Kerberos variables
@@ -90,22 +91,6 @@ fn assert_no_ticket_error(o: &Output, rm_url: &str, cache: &Path, what: &str) {
     ] {
         assert!(line.contains(needle), "{what}: no '{needle}' in:\n{e}");
     }
-}
-
-/// Processes of a job inside a container (the tusk a container unpacked, `./tusk …`, and
-/// what it runs by its full path).
-fn container_processes() -> Vec<u32> {
-    tusk_testkit::process_table()
-        .into_iter()
-        .map(|(pid, _, _)| pid)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
-                let exe = String::from_utf8_lossy(c.split(|b| *b == 0).next().unwrap_or(&[]))
-                    .into_owned();
-                exe == "./tusk" || (exe.contains("/container_") && exe.ends_with("/tusk"))
-            })
-        })
-        .collect()
 }
 
 fn run_logged(mut c: Command, what: &str, log: &Path, limit: Duration) -> (bool, String) {
@@ -271,24 +256,7 @@ fn yarn_on_a_kerberos_secured_resource_manager() {
     c.stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap());
     let mut p = Proc::spawn(&mut c, "tusk launch --yarn to be killed");
-    let t = Instant::now();
-    let app = loop {
-        let log = std::fs::read_to_string(&log_path).unwrap();
-        if log.contains("RUNNING") && !container_processes().is_empty() {
-            break log
-                .split_whitespace()
-                .find(|w| w.starts_with("application_"))
-                .unwrap()
-                .trim_end_matches(':')
-                .to_string();
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(300),
-            "never running:\n{log}"
-        );
-        assert!(p.try_status().is_none(), "{log}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let app = wait_running_app(&log_path, &mut p);
     let o = tusk(krb, &cache)
         .args(["yarn", "status", &app, "--yarn", rm])
         .output()
@@ -317,11 +285,7 @@ fn yarn_on_a_kerberos_secured_resource_manager() {
         "{}",
         stderr(&o)
     );
-    let t = Instant::now();
-    while !container_processes().is_empty() && t.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let left = container_processes();
+    let left = wait_no_containers(Duration::from_secs(30));
     assert!(left.is_empty(), "container processes left: {left:?}");
 }
 

@@ -512,6 +512,12 @@ pub struct ParquetWriter {
     builders: Vec<ColBuilder>,
     rows_in_batch: usize,
     rows: u64,
+    /// Rows not yet given to `writer`, fewer than [`BATCH`]: the writer is always given
+    /// whole [`BATCH`]-row batches (the last one aside), because its page boundaries and
+    /// encoding choices follow the batches it is given. So the same rows make the same bytes
+    /// however they arrived (one process or a cluster, large batches or small).
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
     writer: ArrowWriter<AtomicWriter>,
 }
 
@@ -532,6 +538,8 @@ impl ParquetWriter {
             arrow,
             rows_in_batch: 0,
             rows: 0,
+            pending: Vec::new(),
+            pending_rows: 0,
             url,
             writer,
         })
@@ -569,9 +577,36 @@ impl ParquetWriter {
             .collect::<Result<_>>()?;
         let out = RecordBatch::try_new(self.arrow.clone(), cols)
             .map_err(|e| schema_err(&self.url, format!("internal error building a batch: {e}")))?;
-        self.writer.write(&out).map_err(pq_err(&self.url))?;
         self.rows += batch.num_rows() as u64;
-        Ok(())
+        self.emit(out)
+    }
+
+    /// Queue `batch` for the writer, which gets the queued rows in whole [`BATCH`]-row
+    /// batches.
+    fn emit(&mut self, mut batch: RecordBatch) -> Result<()> {
+        loop {
+            let need = BATCH - self.pending_rows;
+            if batch.num_rows() < need {
+                if batch.num_rows() > 0 {
+                    self.pending_rows += batch.num_rows();
+                    self.pending.push(batch);
+                }
+                return Ok(());
+            }
+            let head = batch.slice(0, need);
+            batch = batch.slice(need, batch.num_rows() - need);
+            let whole = if self.pending.is_empty() {
+                head
+            } else {
+                self.pending.push(head);
+                let parts = std::mem::take(&mut self.pending);
+                arrow::compute::concat_batches(&self.arrow, &parts).map_err(|e| {
+                    schema_err(&self.url, format!("internal error joining batches: {e}"))
+                })?
+            };
+            self.pending_rows = 0;
+            self.writer.write(&whole).map_err(pq_err(&self.url))?;
+        }
     }
 
     /// Append one Example as a row; features outside the schema are an error.
@@ -616,9 +651,8 @@ impl ParquetWriter {
         let cols: Vec<ArrayRef> = self.builders.iter_mut().map(ColBuilder::finish).collect();
         let batch = RecordBatch::try_new(self.arrow.clone(), cols)
             .map_err(|e| schema_err(&self.url, format!("internal error building a batch: {e}")))?;
-        self.writer.write(&batch).map_err(pq_err(&self.url))?;
         self.rows_in_batch = 0;
-        Ok(())
+        self.emit(batch)
     }
 
     /// Rows written so far.
@@ -629,6 +663,12 @@ impl ParquetWriter {
     /// Write the footer and publish the file.
     pub fn finish(mut self) -> Result<()> {
         self.flush_batch()?;
+        if !self.pending.is_empty() {
+            let rest = arrow::compute::concat_batches(&self.arrow, &self.pending).map_err(|e| {
+                schema_err(&self.url, format!("internal error joining batches: {e}"))
+            })?;
+            self.writer.write(&rest).map_err(pq_err(&self.url))?;
+        }
         let w = self.writer.into_inner().map_err(pq_err(&self.url))?;
         w.finish()?;
         Ok(())

@@ -872,3 +872,64 @@ fn round_robin_shards_keep_row_order_across_threads() {
     );
     assert!(!out_dir.join(dataset::MANIFEST).exists());
 }
+
+/// The same rows make the same Parquet bytes however they reach the writer: as Examples one
+/// by one, as one Arrow batch, or as batches of any sizes (a cluster's partitions arrive in
+/// other batches than one process's).
+#[test]
+fn parquet_bytes_do_not_depend_on_how_rows_arrive() {
+    use tusk_records::dataset::{Pos, SchemaInference};
+    use tusk_records::parquet_io::ParquetWriter;
+    let storage = Storage::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let exs = generated(30_000);
+    let mut inf = SchemaInference::default();
+    for (i, ex) in exs.iter().enumerate() {
+        let pos = Pos {
+            file: "rows",
+            index: i as u64,
+            offset: 0,
+        };
+        inf.add(&dataset::encode(ex), &pos).unwrap();
+    }
+    let (schema, _) = inf.finish(false).unwrap();
+    let loc = |name: &str| {
+        storage
+            .open(dir.path().join(name).to_str().unwrap())
+            .unwrap()
+    };
+    let mut w = ParquetWriter::create(&loc("rows.parquet"), &schema).unwrap();
+    for ex in &exs {
+        w.write(ex).unwrap();
+    }
+    w.finish().unwrap();
+    let want = std::fs::read(dir.path().join("rows.parquet")).unwrap();
+    // the same rows as Arrow batches
+    let file = std::fs::File::open(dir.path().join("rows.parquet")).unwrap();
+    let batches: Vec<RecordBatch> =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let all = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    for (name, sizes) in [
+        ("one.parquet", vec![30_000]),
+        ("odd.parquet", vec![1, 7, 5000, 8191, 3, 16_798]),
+        ("small.parquet", vec![1000; 30]),
+    ] {
+        let mut w = ParquetWriter::create(&loc(name), &schema).unwrap();
+        let mut at = 0;
+        for n in sizes {
+            w.write_batch(&all.slice(at, n)).unwrap();
+            at += n;
+        }
+        assert_eq!(at, 30_000);
+        w.finish().unwrap();
+        assert!(
+            std::fs::read(dir.path().join(name)).unwrap() == want,
+            "{name} differs from the rows written one by one"
+        );
+    }
+}

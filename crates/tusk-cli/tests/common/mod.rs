@@ -2,6 +2,8 @@
 //! loading and comparing stored models.
 #![allow(dead_code)]
 
+pub mod yarn;
+
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -167,4 +169,14 @@ pub fn rel(a: &[f32], b: &[f32]) -> f64 {
     let d: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
     let n: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
     (d / n).sqrt()
+}
+
+/// The last column (`tusk predict`'s `score`) of every row of a CSV with a header.
+pub fn score_column(csv: &Path) -> Vec<String> {
+    std::fs::read_to_string(csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().to_string())
+        .collect()
 }

@@ -1,0 +1,63 @@
+//! Shared by the YARN tests: the processes running inside containers, and waiting for a
+//! launched job to run.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tusk_testkit::Proc;
+
+/// The command line of `pid` when it runs inside a container (the tusk a container
+/// unpacked: `./tusk yarn-container …`, and the process it runs by its full path).
+pub fn in_container(pid: u32) -> Option<Vec<String>> {
+    let c = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let argv: Vec<String> = c
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let exe = argv.first()?;
+    (exe == "./tusk" || (exe.contains("/container_") && exe.ends_with("/tusk"))).then_some(argv)
+}
+
+/// Every process running inside a container.
+pub fn container_processes() -> Vec<u32> {
+    tusk_testkit::process_table()
+        .into_iter()
+        .map(|(pid, _, _)| pid)
+        .filter(|pid| in_container(*pid).is_some())
+        .collect()
+}
+
+/// Wait (at most `limit`) until no process runs inside a container; those left.
+pub fn wait_no_containers(limit: Duration) -> Vec<u32> {
+    let t = Instant::now();
+    loop {
+        let left = container_processes();
+        if left.is_empty() || t.elapsed() > limit {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Wait (at most 300 s) until the launcher `p`, logging to `log_path`, reports its job
+/// RUNNING and a container process exists; the application id.
+pub fn wait_running_app(log_path: &Path, p: &mut Proc) -> String {
+    let t = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(log_path).unwrap();
+        if log.contains("RUNNING") && !container_processes().is_empty() {
+            return log
+                .split_whitespace()
+                .find(|w| w.starts_with("application_"))
+                .unwrap()
+                .trim_end_matches(':')
+                .to_string();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "never running:\n{log}"
+        );
+        assert!(p.try_status().is_none(), "{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
