@@ -76,7 +76,7 @@ impl Entities {
         let t = self.tables.get(key)?;
         let mut ids: Vec<&str> = t.keys().map(String::as_str).collect();
         if ids.iter().all(|i| i.parse::<i64>().is_ok()) {
-            ids.sort_by_key(|i| i.parse::<i64>().unwrap_or(0));
+            ids.sort_by_cached_key(|i| i.parse::<i64>().unwrap_or(0));
         } else {
             ids.sort();
         }

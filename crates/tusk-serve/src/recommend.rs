@@ -86,11 +86,12 @@ pub fn answer(sc: &Scorer, req: &Value, max_candidates: usize) -> Result<Value, 
             )
         }
         Some(_) => return Err("`candidates` must be a list of item ids".into()),
-        None => Catalogue(ents.and_then(|e| e.ids(&item)).ok_or_else(|| {
-            format!(
+        None if ents.is_some_and(|e| e.keys().any(|k| k == item)) => Catalogue,
+        None => {
+            return Err(format!(
                 "this version keeps no item catalogue (data.entities.{item}): give `candidates`"
-            )
-        })?),
+            ));
+        }
     };
     let filled = ents.map(|e| e.fill(&user));
     let unknown: Vec<Value> = filled
@@ -118,9 +119,7 @@ pub fn answer(sc: &Scorer, req: &Value, max_candidates: usize) -> Result<Value, 
         HashSet::new()
     };
     let fast = match (&candidates, filled.as_ref()) {
-        (Catalogue(_), Some(f)) => {
-            catalogue(sc, &item).filter(|c| fast_path_holds(sc, c, &user, f))
-        }
+        (Catalogue, Some(f)) => catalogue(sc, &item).filter(|c| fast_path_holds(sc, c, &user, f)),
         _ => None,
     };
     let items: Vec<Value> = match fast {
@@ -139,7 +138,12 @@ pub fn answer(sc: &Scorer, req: &Value, max_candidates: usize) -> Result<Value, 
         None => {
             let mut candidates = match candidates {
                 Given(v) => v,
-                Catalogue(ids) => ids.into_iter().map(id_val).collect(),
+                Catalogue => ents
+                    .and_then(|e| e.ids(&item))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(id_val)
+                    .collect(),
             };
             if exclude_seen {
                 candidates.retain(|c| !val_key(c).is_some_and(|k| seen.contains(&k)));
@@ -167,11 +171,12 @@ pub fn answer(sc: &Scorer, req: &Value, max_candidates: usize) -> Result<Value, 
 }
 
 /// Where the candidates come from.
-enum Candidates<'a> {
+enum Candidates {
     /// The request's list.
     Given(Vec<Val>),
-    /// The version's catalogue (the item entity table's ids).
-    Catalogue(Vec<&'a str>),
+    /// The version's catalogue (the item entity table's ids; listed only when the ranking
+    /// cannot use the catalogue prepared once per version).
+    Catalogue,
 }
 use Candidates::{Catalogue, Given};
 
