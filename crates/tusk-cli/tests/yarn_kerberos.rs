@@ -8,7 +8,7 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tusk_storage::Storage;
 use tusk_testkit::{MiniDfs, MiniKerberos, MiniYarn, Proc, group_members};
