@@ -191,9 +191,21 @@ fn best(scores: &[f32], mut keep: Vec<usize>, k: usize) -> Vec<usize> {
     keep
 }
 
-/// The version's catalogue prepared for ranking (built on the first call, then shared by
-/// every request on this version); `None` when the model cannot rank that way (not NeuMF, or
-/// dense features) or the catalogue cannot be encoded.
+/// Prepare the version's ranking catalogue now: the loader calls this before a version
+/// serves, so no request waits for it (a request on a new version would otherwise build it,
+/// and every other request on that version would wait for that one).
+pub(crate) fn prepare(sc: &Scorer) {
+    if let tusk_train::config::ModelConfig::Neumf { item, .. } = &sc.config.model
+        && let Some(first) = item.first()
+    {
+        let _ = catalogue(sc, first);
+    }
+}
+
+/// The version's catalogue prepared for ranking (built by [`prepare`] when the version
+/// loads, else on first use, then shared by every request on this version); `None` when the
+/// model cannot rank that way (not NeuMF, or dense features) or the catalogue cannot be
+/// encoded.
 fn catalogue<'a>(sc: &'a Scorer, item: &str) -> Option<&'a tusk_train::Catalogue> {
     sc.catalogue
         .get_or_init(|| {

@@ -285,6 +285,7 @@ impl Registry {
             let t = Instant::now();
             match Scorer::load(&self.storage, &e.url, Some(v)) {
                 Ok(s) => {
+                    crate::recommend::prepare(&s);
                     let mut inner = e.inner.write().unwrap_or_else(|p| p.into_inner());
                     inner.loaded.insert(v, Arc::new(s));
                     inner.failures.remove(&v);

@@ -217,8 +217,9 @@ pub struct Scorer {
     pub version: u64,
     /// The entity tables kept with the version, if any.
     pub entities: Option<Arc<tusk_data::Entities>>,
-    /// The item catalogue prepared for ranking, built on first use by whoever ranks it (the
-    /// server's `:recommend`); `None` inside when this version cannot use one.
+    /// The item catalogue prepared for ranking, built when the server loads the version
+    /// (else on first use by whoever ranks it: the server's `:recommend`); `None` inside when
+    /// this version cannot use one.
     pub catalogue: std::sync::OnceLock<Option<Catalogue>>,
 }
 
