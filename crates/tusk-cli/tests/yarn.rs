@@ -8,10 +8,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tusk_storage::Storage;
-use tusk_testkit::{MiniDfs, MiniYarn, Proc, group_members};
+use tusk_testkit::{MiniDfs, MiniYarn, Proc};
 
 mod common;
-use common::yarn::{container_processes, in_container, wait_no_containers, wait_running_app};
+use common::yarn::{
+    container_processes, in_container, run_logged, wait_no_containers, wait_running_app,
+};
 use common::{load_url as load, neumf_config, rows_by_key, write_csv};
 
 /// The tusk binary without symbols (the debug build is over 1 GB; containers unpack what they
@@ -87,16 +89,6 @@ impl Cluster {
     }
 }
 
-fn run(mut c: Command, what: &str, log: &Path, limit: Duration) -> (bool, String) {
-    c.stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
-    let mut p = Proc::spawn(&mut c, what);
-    let pid = p.id();
-    let ok = p.wait(limit).success();
-    assert!(group_members(pid).is_empty(), "{what}: processes left");
-    (ok, std::fs::read_to_string(log).unwrap_or_default())
-}
-
 /// The job on YARN equals the same job under a local `tusk launch -n 2`, bit for bit; a
 /// container killed mid-run restarts the job from the newest version, and the result is still
 /// the same model; the staging directory is gone afterwards.
@@ -125,7 +117,7 @@ fn yarn_job_equals_the_local_launch_and_survives_a_killed_container() {
     let local = format!("{hdfs}/model-local");
     let mut c = tusk();
     c.args(["launch", "-n", "2", "--", "train", &cfg, "--model", &local]);
-    let (ok, log) = run(
+    let (ok, log) = run_logged(
         c,
         "local launch",
         &dir.path().join("local.log"),
@@ -134,7 +126,7 @@ fn yarn_job_equals_the_local_launch_and_survives_a_killed_container() {
     assert!(ok, "{log}");
 
     let on_yarn = format!("{hdfs}/model-yarn");
-    let (ok, log) = run(
+    let (ok, log) = run_logged(
         cluster.launch(&hdfs, &["-n", "2"], &["train", &cfg, "--model", &on_yarn]),
         "yarn launch",
         &dir.path().join("yarn.log"),
@@ -240,7 +232,7 @@ fn yarn_gpu_requests_and_bad_input() {
         binary: shipped_binary(dir.path()),
     };
     let model = format!("{hdfs}/model");
-    let (ok, log) = run(
+    let (ok, log) = run_logged(
         cluster.launch(
             &hdfs,
             &["-n", "2", "--gpus-per-worker", "1"],
@@ -265,7 +257,7 @@ fn yarn_gpu_requests_and_bad_input() {
     // Embedding servers in containers too: 2 workers + 1 server in sync mode give the
     // replicated model of the run above, bit for bit.
     let sharded = format!("{hdfs}/model-servers");
-    let (ok, log) = run(
+    let (ok, log) = run_logged(
         cluster.launch(
             &hdfs,
             &["-n", "2", "--servers", "1"],
@@ -295,7 +287,7 @@ fn yarn_gpu_requests_and_bad_input() {
     );
 
     let fails = |extra: &[&str], what: &str| -> String {
-        let (ok, log) = run(
+        let (ok, log) = run_logged(
             cluster.launch(
                 &hdfs,
                 extra,
@@ -356,7 +348,7 @@ fn yarn_gpu_requests_and_bad_input() {
         "train",
         &cfg,
     ]);
-    let (ok, e) = run(
+    let (ok, e) = run_logged(
         c,
         "unreachable RM",
         &dir.path().join("rm.log"),

@@ -11,10 +11,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use tusk_storage::Storage;
-use tusk_testkit::{MiniDfs, MiniKerberos, MiniYarn, Proc, group_members};
+use tusk_testkit::{MiniDfs, MiniKerberos, MiniYarn, Proc};
 
 mod common;
-use common::yarn::{wait_no_containers, wait_running_app};
+use common::yarn::{run_logged, wait_no_containers, wait_running_app};
 use common::{load_url as load, neumf_config, write_csv};
 
 /// Set for the child run of [`child_rest_client_negotiates_once`] (the Kerberos variables
@@ -91,16 +91,6 @@ fn assert_no_ticket_error(o: &Output, rm_url: &str, cache: &Path, what: &str) {
     ] {
         assert!(line.contains(needle), "{what}: no '{needle}' in:\n{e}");
     }
-}
-
-fn run_logged(mut c: Command, what: &str, log: &Path, limit: Duration) -> (bool, String) {
-    c.stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap());
-    let mut p = Proc::spawn(&mut c, what);
-    let pid = p.id();
-    let ok = p.wait(limit).success();
-    assert!(group_members(pid).is_empty(), "{what}: processes left");
-    (ok, std::fs::read_to_string(log).unwrap_or_default())
 }
 
 /// The secured ResourceManager refuses a request without credentials (401 Negotiate); without

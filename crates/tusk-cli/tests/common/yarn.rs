@@ -2,9 +2,10 @@
 //! launched job to run.
 
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tusk_testkit::Proc;
+use tusk_testkit::{Proc, group_members};
 
 /// The command line of `pid` when it runs inside a container (the tusk a container
 /// unpacked: `./tusk yarn-container …`, and the process it runs by its full path).
@@ -60,4 +61,16 @@ pub fn wait_running_app(log_path: &Path, p: &mut Proc) -> String {
         assert!(p.try_status().is_none(), "{log}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Run `c` (stderr to `log`) for at most `limit`; whether it succeeded, and its log. Nothing
+/// of its process group may be left.
+pub fn run_logged(mut c: Command, what: &str, log: &Path, limit: Duration) -> (bool, String) {
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    let mut p = Proc::spawn(&mut c, what);
+    let pid = p.id();
+    let ok = p.wait(limit).success();
+    assert!(group_members(pid).is_empty(), "{what}: processes left");
+    (ok, std::fs::read_to_string(log).unwrap_or_default())
 }
