@@ -12,35 +12,10 @@ use tusk_testkit::{MiniDfs, MiniYarn, Proc};
 
 mod common;
 use common::yarn::{
-    container_processes, in_container, run_logged, wait_no_containers, wait_running_app,
+    container_processes, in_container, run_logged, shipped_binary, tusk, wait_no_containers,
+    wait_running_app,
 };
 use common::{load_url as load, neumf_config, rows_by_key, write_csv};
-
-/// The tusk binary without symbols (the debug build is over 1 GB; containers unpack what they
-/// are sent).
-fn shipped_binary(dir: &Path) -> PathBuf {
-    let out = dir.join("tusk-shipped");
-    let ok = Command::new("strip")
-        .args(["-s", "-o"])
-        .arg(&out)
-        .arg(env!("CARGO_BIN_EXE_tusk"))
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        out
-    } else {
-        PathBuf::from(env!("CARGO_BIN_EXE_tusk"))
-    }
-}
-
-fn tusk() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tusk"));
-    c.env_remove("TUSK_JOB_SECRET")
-        .env_remove("TUSK_EMBEDDING_SERVERS")
-        .env_remove("TF_CONFIG")
-        .env_remove("TUSK_YARN_CLASSPATH");
-    c
-}
 
 /// A small NeuMF job reading its data from HDFS; returns the local config path.
 fn job(dir: &Path, hdfs: &str, rows: usize, extra: &str) -> String {

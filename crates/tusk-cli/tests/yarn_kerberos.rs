@@ -6,7 +6,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -14,37 +14,17 @@ use tusk_storage::Storage;
 use tusk_testkit::{MiniDfs, MiniKerberos, MiniYarn, Proc};
 
 mod common;
-use common::yarn::{run_logged, wait_no_containers, wait_running_app};
+use common::yarn::{run_logged, shipped_binary, wait_no_containers, wait_running_app};
 use common::{load_url as load, neumf_config, write_csv};
 
 /// Set for the child run of [`child_rest_client_negotiates_once`] (the Kerberos variables
 /// can only be given to a process at its start).
 const CHILD_RM: &str = "TUSK_TEST_KERBEROS_CHILD_RM";
 
-/// The tusk binary without symbols (containers unpack what they are sent).
-fn shipped_binary(dir: &Path) -> PathBuf {
-    let out = dir.join("tusk-shipped");
-    let ok = Command::new("strip")
-        .args(["-s", "-o"])
-        .arg(&out)
-        .arg(env!("CARGO_BIN_EXE_tusk"))
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        out
-    } else {
-        PathBuf::from(env!("CARGO_BIN_EXE_tusk"))
-    }
-}
-
 /// tusk with the MiniKdc's krb5.conf and the ticket cache `cache`.
 fn tusk(krb: &MiniKerberos, cache: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_tusk"));
-    c.env_remove("TUSK_JOB_SECRET")
-        .env_remove("TUSK_EMBEDDING_SERVERS")
-        .env_remove("TF_CONFIG")
-        .env_remove("TUSK_YARN_CLASSPATH")
-        .env("KRB5_CONFIG", &krb.krb5_conf)
+    let mut c = common::yarn::tusk();
+    c.env("KRB5_CONFIG", &krb.krb5_conf)
         .env("KRB5CCNAME", format!("FILE:{}", cache.display()));
     c
 }

@@ -1,7 +1,7 @@
 //! Shared by the YARN tests: the processes running inside containers, and waiting for a
 //! launched job to run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -73,4 +73,31 @@ pub fn run_logged(mut c: Command, what: &str, log: &Path, limit: Duration) -> (b
     let ok = p.wait(limit).success();
     assert!(group_members(pid).is_empty(), "{what}: processes left");
     (ok, std::fs::read_to_string(log).unwrap_or_default())
+}
+
+/// The tusk binary without symbols (the debug build is over 1 GB; containers unpack what they
+/// are sent).
+pub fn shipped_binary(dir: &Path) -> PathBuf {
+    let out = dir.join("tusk-shipped");
+    let ok = Command::new("strip")
+        .args(["-s", "-o"])
+        .arg(&out)
+        .arg(env!("CARGO_BIN_EXE_tusk"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        out
+    } else {
+        PathBuf::from(env!("CARGO_BIN_EXE_tusk"))
+    }
+}
+
+/// tusk without the job variables a surrounding run might have set.
+pub fn tusk() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tusk"));
+    c.env_remove("TUSK_JOB_SECRET")
+        .env_remove("TUSK_EMBEDDING_SERVERS")
+        .env_remove("TF_CONFIG")
+        .env_remove("TUSK_YARN_CLASSPATH");
+    c
 }
