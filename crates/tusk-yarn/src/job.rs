@@ -200,6 +200,7 @@ pub fn submission(
     script_meta: tusk_storage::Meta,
     rendezvous: &str,
     attempt: usize,
+    tokens: &[(String, crate::tokens::Token)],
 ) -> serde_json::Value {
     let c = &spec.container;
     let env = [
@@ -229,6 +230,24 @@ pub fn submission(
         command.push_str(&format!(" --shell_env {}", quote(&format!("{k}={v}"))));
     }
     command.push_str(" 1><LOG_DIR>/AppMaster.stdout 2><LOG_DIR>/AppMaster.stderr");
+    let mut am = json!({
+        "commands": { "command": command },
+        "environment": { "entry": [
+            { "key": "CLASSPATH", "value": spec.classpath },
+            { "key": "DISTRIBUTEDSHELLSCRIPTLOCATION", "value": script.url() },
+            { "key": "DISTRIBUTEDSHELLSCRIPTTIMESTAMP", "value": script_meta.modified_ms.to_string() },
+            { "key": "DISTRIBUTEDSHELLSCRIPTLEN", "value": script_meta.size.to_string() },
+        ]},
+    });
+    if !tokens.is_empty() {
+        // The application master's credentials: YARN hands them to it (and DistributedShell
+        // on to every container it starts) as the file HADOOP_TOKEN_FILE_LOCATION names.
+        let entry: Vec<serde_json::Value> = tokens
+            .iter()
+            .map(|(alias, t)| json!({ "key": alias, "value": t.to_url_string() }))
+            .collect();
+        am["credentials"] = json!({ "tokens": { "entry": entry } });
+    }
     json!({
         "application-id": app,
         "application-name": spec.name,
@@ -238,15 +257,7 @@ pub fn submission(
         "max-app-attempts": 1,
         "keep-containers-across-application-attempts": false,
         "resource": { "memory": spec.am_memory_mb, "vCores": 1 },
-        "am-container-spec": {
-            "commands": { "command": command },
-            "environment": { "entry": [
-                { "key": "CLASSPATH", "value": spec.classpath },
-                { "key": "DISTRIBUTEDSHELLSCRIPTLOCATION", "value": script.url() },
-                { "key": "DISTRIBUTEDSHELLSCRIPTTIMESTAMP", "value": script_meta.modified_ms.to_string() },
-                { "key": "DISTRIBUTEDSHELLSCRIPTLEN", "value": script_meta.size.to_string() },
-            ]},
-        },
+        "am-container-spec": am,
     })
 }
 
@@ -313,6 +324,67 @@ fn carried_config(args: &[String]) -> Result<(Option<Vec<u8>>, Vec<String>)> {
     Ok((None, args))
 }
 
+/// What a job on a secured HDFS needs to get delegation tokens.
+struct Security {
+    conf: crate::tokens::HadoopConf,
+    /// The file systems the job touches (`hdfs://AUTHORITY`).
+    authorities: Vec<String>,
+    /// The ResourceManager's principal.
+    renewer: String,
+}
+
+/// `Some` when the Hadoop configuration says HDFS asks for Kerberos: then the job's
+/// containers get HDFS delegation tokens for every `hdfs://` file system in the staging
+/// directory, the worker command and the carried config, renewable by the ResourceManager.
+fn security(
+    spec: &JobSpec,
+    rm: &ResourceManager,
+    config: Option<&[u8]>,
+    log: &mut dyn FnMut(&str),
+) -> Result<Option<Security>> {
+    let conf = crate::tokens::HadoopConf::load()?;
+    if !conf.kerberos() {
+        return Ok(None);
+    }
+    let config_text = config.map(String::from_utf8_lossy).unwrap_or_default();
+    let authorities = crate::tokens::hdfs_authorities(
+        std::iter::once(spec.staging.as_str())
+            .chain(spec.args.iter().map(String::as_str))
+            .chain(std::iter::once(config_text.as_ref())),
+    );
+    const KEY: &str = "yarn.resourcemanager.principal";
+    let principal = match conf.get(KEY) {
+        Some(p) => p.to_string(),
+        None => rm.setting(KEY)?.ok_or_else(|| Error::Token {
+            fs: authorities
+                .iter()
+                .map(|a| format!("hdfs://{a}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            reason: format!(
+                "HDFS asks for Kerberos (hadoop.security.authentication in {}) but neither it nor the ResourceManager's /conf names {KEY}, the principal that renews the job's tokens",
+                conf.dir
+                    .as_ref()
+                    .map_or("HADOOP_CONF_DIR".into(), |d| d.display().to_string())
+            ),
+        })?,
+    };
+    let renewer = crate::tokens::renewer(&principal, rm.host());
+    log(&format!(
+        "HDFS asks for Kerberos: the containers get delegation tokens for {}, renewed by {renewer}",
+        authorities
+            .iter()
+            .map(|a| format!("hdfs://{a}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(Some(Security {
+        conf,
+        authorities,
+        renewer,
+    }))
+}
+
 /// Runs the job to its end; SIGINT/SIGTERM kill the running application.
 pub fn run(spec: &JobSpec, log: &mut dyn FnMut(&str)) -> Result<Outcome> {
     if spec.workers == 0 {
@@ -344,6 +416,7 @@ pub fn run(spec: &JobSpec, log: &mut dyn FnMut(&str)) -> Result<Outcome> {
         app.max_vcores
     ));
     let (config, args) = carried_config(&spec.args)?;
+    let security = security(spec, &rm, config.as_deref(), log)?;
     let root = storage.open(&format!(
         "{}/tusk-{}",
         spec.staging.trim_end_matches('/'),
@@ -366,7 +439,17 @@ pub fn run(spec: &JobSpec, log: &mut dyn FnMut(&str)) -> Result<Outcome> {
         script.head()?.size as f64 / 1e6,
         t.elapsed().as_secs_f64()
     ));
-    let result = attempts(spec, &rm, &root, &script, &mut app, stop, &mut outcome, log);
+    let result = attempts(
+        spec,
+        &rm,
+        &root,
+        &script,
+        &mut app,
+        security.as_ref(),
+        stop,
+        &mut outcome,
+        log,
+    );
     match root.delete_all() {
         Ok(_) => log(&format!("removed the staging directory {}", root.url())),
         Err(e) => log(&format!("could not remove {}: {e}", root.url())),
@@ -381,6 +464,7 @@ fn attempts(
     root: &Location,
     script: &Location,
     app: &mut crate::rest::NewApp,
+    security: Option<&Security>,
     stop: &Arc<AtomicBool>,
     outcome: &mut Outcome,
     log: &mut dyn FnMut(&str),
@@ -397,7 +481,21 @@ fn attempts(
         }
         let meta = script.head()?;
         let rendezvous = root.join(&format!("attempt-{attempt}"));
-        let body = submission(spec, &app.id, script, meta, &rendezvous.url(), attempt);
+        // Fresh tokens for every application: YARN cancels an application's tokens when it
+        // ends.
+        let tokens = match security {
+            Some(s) => crate::tokens::for_job(&s.authorities, &s.conf, &s.renewer, log)?,
+            None => Vec::new(),
+        };
+        let body = submission(
+            spec,
+            &app.id,
+            script,
+            meta,
+            &rendezvous.url(),
+            attempt,
+            &tokens,
+        );
         rm.submit(&body)?;
         outcome.apps.push(app.id.clone());
         log(&format!(

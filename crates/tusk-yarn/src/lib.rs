@@ -24,48 +24,67 @@ pub mod container;
 pub mod job;
 pub mod rest;
 pub mod spnego;
+pub mod tokens;
+mod web;
 
 /// Everything that can go wrong in `tusk-yarn`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The ResourceManager did not answer.
-    #[error("cannot reach the YARN ResourceManager at {url}: {reason}")]
+    /// The server (ResourceManager, NameNode's WebHDFS) did not answer.
+    #[error("cannot reach the {server} at {url}: {reason}")]
     Unreachable {
+        /// Which server.
+        server: &'static str,
         /// The URL called.
         url: String,
         /// What the HTTP client said.
         reason: String,
     },
-    /// The ResourceManager answered with an error.
-    #[error("YARN ResourceManager: {method} {url} answered {status}: {message}")]
-    Rm {
+    /// The server answered with an error.
+    #[error("{server}: {method} {url} answered {status}: {message}")]
+    Http {
+        /// Which server.
+        server: &'static str,
         /// HTTP method.
         method: String,
         /// The URL called.
         url: String,
         /// HTTP status code.
         status: u16,
-        /// YARN's message (its `RemoteException`), or the body.
+        /// Hadoop's message (its `RemoteException`), or the body.
         message: String,
     },
-    /// The ResourceManager asks for Kerberos (SPNEGO) and tusk could not authenticate: no
-    /// ticket, no GSSAPI library, or a token the server refused.
-    #[error("YARN ResourceManager at {url} asks for Kerberos (SPNEGO): {reason}")]
+    /// The server asks for Kerberos (SPNEGO) and tusk could not authenticate: no ticket, no
+    /// GSSAPI library, or a token the server refused.
+    #[error("{server} at {url} asks for Kerberos (SPNEGO): {reason}")]
     Kerberos {
+        /// Which server.
+        server: &'static str,
         /// The URL called.
         url: String,
         /// What went wrong, with what to do (`kinit`, `KRB5CCNAME`).
         reason: String,
     },
-    /// An answer that does not look like the ResourceManager's.
-    #[error("YARN ResourceManager at {url}: unexpected answer ({reason}): {body}")]
+    /// An answer that does not look like the server's.
+    #[error("{server} at {url}: unexpected answer ({reason}): {body}")]
     Protocol {
+        /// Which server.
+        server: &'static str,
         /// The URL called.
         url: String,
         /// What was expected.
         reason: String,
         /// The start of the body.
         body: String,
+    },
+    /// A secured HDFS (`hadoop.security.authentication = kerberos`) and no delegation token
+    /// for the containers.
+    #[error("HDFS delegation token for {fs}: {reason}")]
+    Token {
+        /// The file system, `hdfs://…`.
+        fs: String,
+        /// What went wrong, with what to set.
+        reason: String,
     },
     /// What the user asked for cannot work (flags, sizes beyond the cluster's limits).
     #[error("{0}")]

@@ -1,54 +1,19 @@
 //! The ResourceManager's REST API (Hadoop 3): the calls a submitting client needs.
 //!
-//! Plain HTTP with `user.name` (simple authentication, the default of an unsecured cluster).
-//! On a secured cluster (`hadoop.http.authentication.type = kerberos`) the ResourceManager
-//! answers `401` with `WWW-Authenticate: Negotiate`; then, and only then, the call is repeated
-//! once with a SPNEGO token from the user's Kerberos ticket cache ([`crate::spnego`]), and the
-//! `hadoop.auth` cookie the server sets is sent with every later call, so one negotiation
-//! serves a whole job (another happens only when the cookie expires).
+//! Plain HTTP with `user.name` (simple authentication, the default of an unsecured cluster);
+//! Kerberos (SPNEGO) when the ResourceManager asks for it, with one negotiation for a whole
+//! job (see `web.rs`).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{Error, Result};
+use crate::Result;
+use crate::web::Web;
 
 /// A ResourceManager's REST endpoint.
 pub struct ResourceManager {
-    base: String,
-    /// The host of `base`: the Kerberos service is `HTTP@host`.
-    host: String,
-    user: String,
-    http: reqwest::Client,
-    rt: tokio::runtime::Runtime,
-    /// `hadoop.auth=…`, the signed cookie a secured ResourceManager sets once a Kerberos
-    /// token was accepted.
-    auth_cookie: Mutex<Option<String>>,
-    /// Kerberos tokens sent so far.
-    negotiations: AtomicUsize,
-}
-
-/// One HTTP answer.
-struct Answer {
-    status: u16,
-    /// `WWW-Authenticate: Negotiate` (the server wants Kerberos).
-    negotiate: bool,
-    text: String,
-}
-
-/// The `hadoop.auth` cookie in a `Set-Cookie` value: `Some(Some("hadoop.auth=…"))` to keep,
-/// `Some(None)` when the server clears it (an empty value), `None` for other cookies.
-fn hadoop_auth_cookie(set_cookie: &str) -> Option<Option<String>> {
-    let pair = set_cookie.split(';').next()?.trim();
-    let (name, value) = pair.split_once('=')?;
-    if name.trim() != "hadoop.auth" {
-        return None;
-    }
-    let v = value.trim();
-    Some((!v.is_empty() && v != "\"\"").then(|| format!("hadoop.auth={v}")))
+    web: Web,
 }
 
 /// What `new-application` hands out: an id and the largest container the cluster allows.
@@ -92,194 +57,55 @@ impl AppReport {
     }
 }
 
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 impl ResourceManager {
     /// `url`: the ResourceManager's web address, e.g. `http://rm:8088`. `user`: the
     /// `user.name` the application runs as.
     pub fn new(url: &str, user: &str) -> Result<ResourceManager> {
-        let base = url.trim_end_matches('/').to_string();
-        let host = reqwest::Url::parse(&base)
-            .ok()
-            .filter(|u| u.scheme() == "http")
-            .and_then(|u| u.host_str().map(|h| h.trim_matches(['[', ']']).to_string()));
-        let Some(host) = host else {
-            return Err(Error::Usage(format!(
-                "--yarn {url}: expected the ResourceManager's web address, http://HOST:PORT (e.g. http://rm:8088); https is not supported"
-            )));
-        };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| Error::Usage(format!("HTTP client: {}", chain(&e))))?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::Io {
-                what: "starting the HTTP runtime".into(),
-                source: e,
-            })?;
-        Ok(ResourceManager {
-            base,
-            host,
-            user: user.to_string(),
-            http,
-            rt,
-            auth_cookie: Mutex::new(None),
-            negotiations: AtomicUsize::new(0),
-        })
+        let web = Web::new(
+            url,
+            crate::web::RESOURCE_MANAGER,
+            Some(user),
+            "the ResourceManager's web address, http://HOST:PORT (e.g. http://rm:8088)",
+        )
+        .map_err(|e| match e {
+            crate::Error::Usage(m) => crate::Error::Usage(format!("--yarn {m}")),
+            other => other,
+        })?;
+        Ok(ResourceManager { web })
     }
 
     /// How many Kerberos (SPNEGO) tokens this client has sent: 0 on an unsecured cluster, 1
     /// for any number of calls to a secured one while its `hadoop.auth` cookie is valid.
     pub fn negotiations(&self) -> usize {
-        self.negotiations.load(Ordering::Relaxed)
+        self.web.negotiations()
     }
 
     /// The web address given.
     pub fn url(&self) -> &str {
-        &self.base
+        self.web.url()
     }
 
-    fn cookie(&self) -> std::sync::MutexGuard<'_, Option<String>> {
-        self.auth_cookie
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// One request; `authorization` is a `Negotiate …` header value. Keeps the `hadoop.auth`
-    /// cookie of the answer.
-    fn send(
-        &self,
-        method: &reqwest::Method,
-        url: &str,
-        body: Option<&Value>,
-        authorization: Option<&str>,
-    ) -> Result<Answer> {
-        let mut req = self
-            .http
-            .request(method.clone(), url)
-            .query(&[("user.name", self.user.as_str())])
-            .header("Accept", "application/json");
-        if let Some(b) = body {
-            req = req
-                .header("Content-Type", "application/json")
-                .body(b.to_string());
-        }
-        if let Some(a) = authorization {
-            req = req.header("Authorization", a);
-        }
-        if let Some(c) = self.cookie().as_deref() {
-            req = req.header("Cookie", c);
-        }
-        let (status, negotiate, cookies, text) = self
-            .rt
-            .block_on(async {
-                let r = req.send().await?;
-                let negotiate = r.headers().get_all("WWW-Authenticate").iter().any(|v| {
-                    v.to_str().is_ok_and(|v| {
-                        v.trim_start()
-                            .get(..9)
-                            .is_some_and(|s| s.eq_ignore_ascii_case("negotiate"))
-                    })
-                });
-                let cookies: Vec<Option<String>> = r
-                    .headers()
-                    .get_all("Set-Cookie")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok().and_then(hadoop_auth_cookie))
-                    .collect();
-                let s = r.status().as_u16();
-                Ok::<_, reqwest::Error>((s, negotiate, cookies, r.text().await?))
-            })
-            .map_err(|e| Error::Unreachable {
-                url: url.to_string(),
-                reason: chain(&e),
-            })?;
-        if let Some(c) = cookies.into_iter().last() {
-            *self.cookie() = c;
-        }
-        Ok(Answer {
-            status,
-            negotiate,
-            text,
-        })
+    /// The ResourceManager's host (what `_HOST` in its principal stands for).
+    pub fn host(&self) -> &str {
+        self.web.host()
     }
 
     fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value> {
-        let url = format!("{}{path}", self.base);
-        let mut answer = self.send(&method, &url, body, None)?;
-        if answer.status == 401 && answer.negotiate {
-            // A secured ResourceManager (or an expired cookie): once more with a Kerberos token.
-            *self.cookie() = None;
-            let token =
-                crate::spnego::authorization(&self.host).map_err(|reason| Error::Kerberos {
-                    url: url.clone(),
-                    reason,
-                })?;
-            self.negotiations.fetch_add(1, Ordering::Relaxed);
-            answer = self.send(&method, &url, body, Some(&token))?;
-            if answer.status == 401 {
-                return Err(Error::Kerberos {
-                    url,
-                    reason: format!(
-                        "the ResourceManager refused the Kerberos token for HTTP@{} (401 again: {}); check that the ticket (`klist`) is of the ResourceManager's realm and that the ResourceManager's SPNEGO principal is HTTP/{}",
-                        self.host,
-                        answer.text.chars().take(200).collect::<String>().trim(),
-                        self.host
-                    ),
-                });
-            }
-        }
-        let Answer { status, text, .. } = answer;
-        if !(200..300).contains(&status) {
-            let message = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| {
-                    let r = &v["RemoteException"];
-                    r["message"].as_str().map(|m| {
-                        format!(
-                            "{m} ({})",
-                            r["exception"].as_str().unwrap_or("RemoteException")
-                        )
-                    })
-                })
-                .unwrap_or_else(|| text.chars().take(400).collect());
-            return Err(Error::Rm {
-                method: method.to_string(),
-                url,
-                status,
-                message,
-            });
-        }
-        if text.trim().is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&text).map_err(|e| Error::Protocol {
-            url,
-            reason: format!("not JSON: {e}"),
-            body: text.chars().take(300).collect(),
-        })
+        self.web.call(method, path, body)
     }
 
-    fn protocol(&self, path: &str, what: &str, v: &Value) -> Error {
-        Error::Protocol {
-            url: format!("{}{path}", self.base),
-            reason: format!("no {what}"),
-            body: v.to_string().chars().take(300).collect(),
+    fn protocol(&self, path: &str, what: &str, v: &Value) -> crate::Error {
+        self.web.protocol(path, what, v)
+    }
+
+    /// One of the ResourceManager's own settings, from its `/conf` servlet (`None` when it
+    /// has no such key).
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        let path = format!("/conf?name={key}&format=json");
+        match self.call(reqwest::Method::GET, &path, None) {
+            Ok(v) => Ok(v["property"]["value"].as_str().map(str::to_string)),
+            Err(crate::Error::Http { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -365,6 +191,7 @@ mod tests {
     use std::net::TcpListener;
 
     use super::*;
+    use crate::Error;
 
     /// A one-thread HTTP server on a free port that answers each of `answers` once, in order
     /// (status line and headers, then the body); returns its address.
@@ -393,26 +220,9 @@ mod tests {
     }
 
     #[test]
-    fn hadoop_auth_cookie_is_kept_and_cleared() {
-        assert_eq!(
-            hadoop_auth_cookie(
-                r#"hadoop.auth="u=tusk&p=tusk@EXAMPLE.COM&t=kerberos&e=1&s=x="; Path=/; HttpOnly"#
-            ),
-            Some(Some(
-                r#"hadoop.auth="u=tusk&p=tusk@EXAMPLE.COM&t=kerberos&e=1&s=x=""#.to_string()
-            ))
-        );
-        assert_eq!(
-            hadoop_auth_cookie("hadoop.auth=; Path=/; HttpOnly"),
-            Some(None)
-        );
-        assert_eq!(hadoop_auth_cookie("JSESSIONID=abc; Path=/"), None);
-    }
-
-    #[test]
     fn the_service_host_comes_from_the_url() {
         let rm = ResourceManager::new("http://rm.example.com:8088/", "u").unwrap();
-        assert_eq!(rm.host, "rm.example.com");
+        assert_eq!(rm.host(), "rm.example.com");
         assert_eq!(rm.url(), "http://rm.example.com:8088");
         assert!(ResourceManager::new("https://rm:8090", "u").is_err());
         assert!(ResourceManager::new("rm:8088", "u").is_err());
@@ -435,7 +245,7 @@ mod tests {
         let rm = ResourceManager::new(&url, "u").unwrap();
         assert_eq!(rm.version().unwrap(), "3.4.1");
         match rm.version() {
-            Err(Error::Rm { status: 401, .. }) => {}
+            Err(Error::Http { status: 401, .. }) => {}
             other => panic!("{other:?}"),
         }
         assert_eq!(rm.negotiations(), 0);
