@@ -285,3 +285,177 @@ fn child_rest_client_negotiates_once() {
     );
     assert!(tusk_yarn::spnego::loaded() && maps().contains("libgssapi_krb5"));
 }
+
+/// Set for the child run of [`child_copies_to_secured_hdfs`]: `LOCAL\tURL` lines.
+const CHILD_COPY: &str = "TUSK_TEST_KERBEROS_CHILD_COPY";
+
+/// A fully Kerberized cluster (`testing/miniyarn … secure DIR`): HDFS RPC, data transfer,
+/// WebHDFS, YARN RPC and the ResourceManager's REST API all ask for Kerberos, and nothing in a
+/// container has a ticket. `tusk launch --yarn` fetches an HDFS delegation token with the
+/// user's ticket (WebHDFS over SPNEGO) and puts it into the application's credentials: the
+/// NodeManagers localize the staged binary with it, the application master and both workers
+/// reach HDFS with it (rendezvous, data, model), and the job trains to the end. A NameNode
+/// web address that does not answer gives one clear error before anything is submitted.
+#[test]
+fn yarn_on_a_fully_kerberized_cluster() {
+    let Some(yarn) = MiniYarn::start_secured(2) else {
+        return;
+    };
+    let krb = yarn.kerberos.as_ref().expect("a kerberized cluster");
+    let fs = yarn.hdfs.clone().expect("the secured cluster's HDFS");
+    let rm = yarn.rm_url.as_str();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("krb5cc");
+    krb.kinit(&cache).unwrap();
+    let hdfs = format!("{fs}/secured");
+    // The user's side: the cluster's client configuration and a ticket.
+    let secured = |c: &mut Command, conf: &Path| {
+        c.env("HADOOP_CONF_DIR", conf)
+            .env("KRB5_CONFIG", &krb.krb5_conf)
+            .env("KRB5CCNAME", format!("FILE:{}", cache.display()));
+    };
+
+    // The data, written to the secured HDFS with the user's ticket.
+    let mut copies = String::new();
+    for (name, n, seed) in [("train.csv", 2000, 1), ("valid.csv", 400, 2)] {
+        let local = dir.path().join(name);
+        write_csv(&local, n, seed);
+        copies.push_str(&format!("{}\t{hdfs}/data/{name}\n", local.display()));
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child
+        .args(["--exact", "child_copies_to_secured_hdfs", "--nocapture"])
+        .env(CHILD_COPY, &copies);
+    secured(&mut child, &yarn.conf_dir);
+    let o = child.output().unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(
+        o.status.success() && out.contains("1 passed"),
+        "writing to the secured HDFS:\n{out}"
+    );
+
+    let cfg = dir.path().join("job.toml");
+    std::fs::write(
+        &cfg,
+        neumf_config(
+            &format!("{hdfs}/data/train.csv"),
+            &format!("{hdfs}/data/valid.csv"),
+            "epochs = 1",
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let binary = shipped_binary(dir.path());
+    let launch = |conf: &Path, model: &str| -> Command {
+        let mut c = common::yarn::tusk();
+        secured(&mut c, conf);
+        c.args(["launch", "--yarn", rm, "-n", "2"])
+            .args(["--worker-memory", "512m", "--am-memory", "256m"])
+            .args(["--staging", &format!("{hdfs}/staging")])
+            .arg("--tusk-binary")
+            .arg(&binary)
+            .args(["--yarn-classpath", &yarn.classpath])
+            .args(["--", "train", &cfg, "--model", model]);
+        c
+    };
+
+    // (a) A NameNode web address that does not answer: one clear error, nothing submitted.
+    let conf = tusk_yarn::tokens::HadoopConf::read_dir(&yarn.conf_dir).unwrap();
+    let web = conf
+        .get("dfs.namenode.http-address")
+        .expect("the NameNode's web address in the client configuration")
+        .to_string();
+    let bad_conf = dir.path().join("bad-conf");
+    std::fs::create_dir_all(&bad_conf).unwrap();
+    for f in std::fs::read_dir(&yarn.conf_dir).unwrap() {
+        let f = f.unwrap().path();
+        if let Ok(text) = std::fs::read_to_string(&f) {
+            std::fs::write(
+                bad_conf.join(f.file_name().unwrap()),
+                text.replace(&web, "localhost:1"),
+            )
+            .unwrap();
+        }
+    }
+    let o = launch(&bad_conf, &format!("{hdfs}/m-bad"))
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    let errors: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "not one error line:\n{e}");
+    for needle in [
+        &format!("HDFS delegation token for {fs}"),
+        "cannot reach the HDFS NameNode (WebHDFS) at http://localhost:1/webhdfs/v1/",
+        "dfs.namenode.http-address",
+    ] {
+        assert!(errors[0].contains(needle), "no '{needle}' in:\n{e}");
+    }
+    assert!(!e.contains("submitted"), "submitted without tokens:\n{e}");
+
+    // (b) The job, end to end, with delegation tokens.
+    let model = format!("{hdfs}/model");
+    let (ok, log) = run_logged(
+        launch(&yarn.conf_dir, &model),
+        "tusk launch --yarn on a Kerberized cluster",
+        &dir.path().join("job.log"),
+        Duration::from_secs(900),
+    );
+    eprintln!("the job on a Kerberized cluster:\n{log}");
+    assert!(ok, "{log}");
+    for needle in [
+        "Kerberos (SPNEGO)",
+        &format!("HDFS asks for Kerberos: the containers get delegation tokens for {fs}"),
+        &format!("HDFS delegation token for {fs} from http://{web} (owner tusk, renewer hdfs"),
+        "submitted tusk as application_",
+        "rank 0 ran in container_",
+        "rank 1 ran in container_",
+        "succeeded",
+        "removed the staging directory",
+    ] {
+        assert!(log.contains(needle), "no '{needle}' in:\n{log}");
+    }
+    // The model the containers committed, read back with the user's ticket.
+    let mut c = common::yarn::tusk();
+    secured(&mut c, &yarn.conf_dir);
+    let o = c
+        .args(["eval", "--model", &model, "--data"])
+        .arg(format!("{hdfs}/data/valid.csv"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success()
+            && String::from_utf8_lossy(&o.stdout)
+                .to_lowercase()
+                .contains("auc"),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let left = wait_no_containers(Duration::from_secs(30));
+    assert!(left.is_empty(), "container processes left: {left:?}");
+}
+
+/// Run by [`yarn_on_a_fully_kerberized_cluster`] in a process of its own (the Kerberos and
+/// Hadoop variables can only be given to a process at its start): copies local files to the
+/// secured HDFS. Does nothing when run by itself.
+#[test]
+fn child_copies_to_secured_hdfs() {
+    let Ok(copies) = std::env::var(CHILD_COPY) else {
+        return;
+    };
+    let storage = Storage::new().unwrap();
+    for line in copies.lines() {
+        let (local, url) = line.split_once('\t').unwrap();
+        storage
+            .open(url)
+            .unwrap()
+            .write(std::fs::read(local).unwrap())
+            .unwrap();
+        assert_eq!(
+            storage.open(url).unwrap().read().unwrap(),
+            std::fs::read(local).unwrap()
+        );
+    }
+}

@@ -5,7 +5,8 @@
 //! - [`MiniYarn`]: a real YARN (Hadoop's `MiniYARNCluster`: the ResourceManager with its REST
 //!   API in one JVM, each NodeManager in a JVM of its own) from `testing/miniyarn`, stopped on
 //!   drop; [`MiniYarn::start_kerberized`] puts its web services behind Kerberos (SPNEGO) with a
-//!   MiniKdc ([`MiniKerberos`]).
+//!   MiniKdc ([`MiniKerberos`]); [`MiniYarn::start_secured`] secures everything with Kerberos
+//!   and adds an HDFS (a MiniDFSCluster in the ResourceManager's JVM).
 //! - [`require`]: the one rule for optional external tools: skip loudly on a developer's machine,
 //!   fail in CI (`CI=true`) or when the matching `TUSK_REQUIRE_*` variable is set.
 //! - [`python_with_tensorflow`]: the Python interpreter that has TensorFlow, for the
@@ -178,14 +179,30 @@ pub struct MiniYarn {
     /// The CLASSPATH an application master needs here: the cluster's configuration directory
     /// (what HADOOP_CONF_DIR is on a real cluster), Hadoop's jars and DistributedShell.
     pub classpath: String,
+    /// The cluster's configuration directory (what HADOOP_CONF_DIR is on a real cluster):
+    /// `yarn-site.xml` with the ResourceManager's addresses; for a [`MiniYarn::start_secured`]
+    /// cluster also `core-site.xml` and `hdfs-site.xml`, each with everything a client needs
+    /// (Kerberos, the principals, HDFS's addresses and SASL protection). The NodeManagers of a
+    /// secured cluster pass it to their containers as `HADOOP_CONF_DIR`.
+    pub conf_dir: PathBuf,
     /// The KDC and the user's keytab when the web services require Kerberos.
     pub kerberos: Option<MiniKerberos>,
+    /// The secured cluster's HDFS, `hdfs://localhost:PORT` (no trailing slash), where the user
+    /// needs a ticket and containers use the delegation tokens they are given; `None` unless
+    /// started with [`MiniYarn::start_secured`].
+    pub hdfs: Option<String>,
+    /// The secured cluster's WebHDFS (the NameNode's web server, behind SPNEGO as
+    /// `HTTP/localhost`), `localhost:PORT`; `None` unless started with
+    /// [`MiniYarn::start_secured`].
+    pub webhdfs: Option<String>,
 }
 
-/// The Kerberos side of a [`MiniYarn::start_kerberized`] cluster: a MiniKdc (Apache Kerby,
-/// in the ResourceManager's JVM) with the principals `HTTP/localhost` (the ResourceManager's
-/// SPNEGO key) and `tusk` (the user). Its files live in a temporary directory removed when the
-/// cluster is dropped.
+/// The Kerberos side of a [`MiniYarn::start_kerberized`] or [`MiniYarn::start_secured`]
+/// cluster: a MiniKdc (Apache Kerby, in the ResourceManager's JVM) with the principals
+/// `HTTP/localhost` (the SPNEGO key of the ResourceManager's and the NameNode's web servers),
+/// `tusk` (the user) and, secured, `hdfs/localhost` (the services: NameNode, DataNode,
+/// ResourceManager, NodeManagers; the renewer to name in delegation tokens). Its files live in
+/// a temporary directory removed when the cluster is dropped.
 pub struct MiniKerberos {
     dir: PathBuf,
     /// A krb5.conf for MIT's tools and libraries (`KRB5_CONFIG`): the KDC over TCP, host
@@ -238,6 +255,23 @@ impl MiniYarn {
     /// stays unsecured. Skips (see [`require`], `TUSK_REQUIRE_KERBEROS`) when Java, Maven or
     /// MIT's `kinit` (Debian: krb5-user) is missing.
     pub fn start_kerberized(nodes: usize) -> Option<MiniYarn> {
+        MiniYarn::with_kdc(nodes, "kerberos")
+    }
+
+    /// Start a cluster of `nodes` NodeManagers secured with Kerberos throughout
+    /// (`hadoop.security.authentication=kerberos`): YARN's and HDFS's RPC, SPNEGO on the
+    /// ResourceManager's web services and on WebHDFS, SASL on HDFS's data transfer. It brings a
+    /// MiniKdc ([`MiniYarn::kerberos`]) and an HDFS of one DataNode ([`MiniYarn::hdfs`],
+    /// [`MiniYarn::webhdfs`]) whose delegation tokens, for the renewer
+    /// `hdfs/localhost@REALM`, the ResourceManager renews. Skips like
+    /// [`MiniYarn::start_kerberized`].
+    pub fn start_secured(nodes: usize) -> Option<MiniYarn> {
+        MiniYarn::with_kdc(nodes, "secure")
+    }
+
+    /// [`MiniYarn::launch`] in `mode` (`kerberos` or `secure`) with a fresh directory for the
+    /// MiniKdc's files, or skip when `kinit` is missing.
+    fn with_kdc(nodes: usize, mode: &str) -> Option<MiniYarn> {
         require(
             "MIT Kerberos' kinit (Debian: krb5-user)",
             "TUSK_REQUIRE_KERBEROS",
@@ -253,14 +287,16 @@ impl MiniYarn {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("a directory for the MiniKdc");
-        let yarn = MiniYarn::launch(nodes, 0, Some(&dir));
+        let yarn = MiniYarn::launch(nodes, 0, Some((mode, &dir)));
         if yarn.is_none() {
             let _ = std::fs::remove_dir_all(&dir);
         }
         yarn
     }
 
-    fn launch(nodes: usize, gpus: usize, kerberos: Option<&Path>) -> Option<MiniYarn> {
+    /// Build and start the harness; `kerberos` is the mode after `rm NODES GPUS` (`kerberos` or
+    /// `secure`) and the directory for the MiniKdc's files.
+    fn launch(nodes: usize, gpus: usize, kerberos: Option<(&str, &Path)>) -> Option<MiniYarn> {
         let mvn = maven("a real YARN (MiniYARNCluster)")?;
         let project = repo_root().join("testing/miniyarn");
         let o = Command::new(mvn)
@@ -292,7 +328,7 @@ impl MiniYarn {
             ])
             .args(
                 kerberos
-                    .map(|d| ["kerberos".as_ref(), d.as_os_str()])
+                    .map(|(mode, d)| [mode.as_ref(), d.as_os_str()])
                     .into_iter()
                     .flatten(),
             )
@@ -312,7 +348,8 @@ impl MiniYarn {
                 .unwrap_or_else(|| panic!("bad MiniYARN ready line: {ready}"))
                 .to_string()
         };
-        let kerberos = kerberos.map(|dir| MiniKerberos {
+        let secured = matches!(kerberos, Some(("secure", _)));
+        let kerberos = kerberos.map(|(_, dir)| MiniKerberos {
             dir: dir.to_path_buf(),
             krb5_conf: PathBuf::from(field("krb5=")),
             realm: field("realm="),
@@ -322,7 +359,10 @@ impl MiniYarn {
         Some(MiniYarn {
             rm_url: field("rm="),
             classpath: format!("{}:{deps}", field("conf=")),
+            conf_dir: PathBuf::from(field("conf=")),
             kerberos,
+            hdfs: secured.then(|| field("hdfs=")),
+            webhdfs: secured.then(|| field("webhdfs=")),
             child,
         })
     }

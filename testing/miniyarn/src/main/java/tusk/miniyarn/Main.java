@@ -1,14 +1,19 @@
 package tusk.miniyarn;
 
 import java.io.File;
+import java.io.FileOutputStream;
 import java.net.ServerSocket;
 import java.nio.file.Files;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Properties;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
 import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.hdfs.DFSConfigKeys;
+import org.apache.hadoop.hdfs.MiniDFSCluster;
 import org.apache.hadoop.minikdc.MiniKdc;
+import org.apache.hadoop.security.UserGroupInformation;
 import org.apache.hadoop.yarn.conf.YarnConfiguration;
 import org.apache.hadoop.yarn.server.MiniYARNCluster;
 import org.apache.hadoop.yarn.server.nodemanager.NodeManager;
@@ -33,7 +38,24 @@ import org.apache.hadoop.yarn.util.resource.ResourceUtils;
  * principal=… keytab=…}. YARN's RPC stays unsecured ({@code hadoop.security.authentication}
  * is {@code simple}): only HTTP asks for Kerberos.
  *
- * <p>{@code nm RM_ADDRESS SCHEDULER TRACKER GPUS DIR}: one NodeManager; stops when stdin closes.
+ * <p>{@code rm NODES GPUS secure DIR}: everything behind Kerberos
+ * ({@code hadoop.security.authentication=kerberos}), with a MiniDFSCluster (one DataNode) in
+ * this JVM beside the ResourceManager. One service principal, {@code hdfs/localhost}
+ * ({@code DIR/hdfs.keytab}), runs the NameNode, the DataNode, the ResourceManager (which does
+ * not log in itself: it runs as this JVM's login user, the NameNode's) and the NodeManagers;
+ * {@code HTTP/localhost} ({@code DIR/http.keytab}) answers SPNEGO on the ResourceManager's web
+ * server and on WebHDFS; the user is {@code tusk} as above. HDFS as in a secure test cluster:
+ * block access tokens, SASL on data transfer ({@code dfs.data.transfer.protection=
+ * authentication}) instead of privileged ports. Delegation tokens for the renewer
+ * {@code hdfs/localhost@REALM} can be renewed by the ResourceManager (same JVM, same
+ * configuration). The configuration directory ({@code conf=}) holds core-site.xml,
+ * hdfs-site.xml and yarn-site.xml with what a client, an application master or a container
+ * needs; the NodeManagers load it and pass it to their containers as {@code HADOOP_CONF_DIR}.
+ * The Ready line adds {@code hdfs=hdfs://localhost:PORT webhdfs=localhost:PORT}.
+ *
+ * <p>{@code nm RM_ADDRESS SCHEDULER TRACKER GPUS DIR [CONF_DIR KEYTAB]}: one NodeManager; with
+ * CONF_DIR and KEYTAB a secured one (loads CONF_DIR/yarn-site.xml, logs in as
+ * {@code yarn.nodemanager.principal} from KEYTAB). Stops when stdin closes.
  */
 public final class Main {
   private Main() {}
@@ -70,12 +92,19 @@ public final class Main {
   private static void resourceManager(String[] args) throws Exception {
     int nodes = args.length > 1 ? Integer.parseInt(args[1]) : 2;
     int gpus = args.length > 2 ? Integer.parseInt(args[2]) : 0;
-    File krbDir = args.length > 4 && args[3].equals("kerberos") ? new File(args[4]) : null;
+    String mode = args.length > 4 ? args[3] : "";
+    boolean secure = mode.equals("secure");
+    File krbDir = mode.equals("kerberos") || secure ? new File(args[4]) : null;
     File base = Files.createTempDirectory("tusk-miniyarn").toFile();
-    YarnConfiguration conf = new YarnConfiguration();
-    common(conf, gpus);
+    // Secure: one base configuration for HDFS and YARN (UserGroupInformation is static per JVM:
+    // a configuration without the Kerberos keys would switch it back to simple).
+    Configuration secureBase = secure ? new Configuration() : null;
     MiniKdc kdc = null;
     String kerberosReady = "";
+    String realm = null;
+    File hdfsKeytab = null;
+    File krb5Conf = null;
+    Properties httpAuth = new Properties();
     if (krbDir != null) {
       krbDir.mkdirs();
       Properties kdcConf = MiniKdc.createConf();
@@ -84,11 +113,15 @@ public final class Main {
       kdcDir.mkdirs();
       kdc = new MiniKdc(kdcConf, kdcDir);
       kdc.start();
-      String realm = kdc.getRealm();
+      realm = kdc.getRealm();
       File httpKeytab = new File(krbDir, "http.keytab");
       File userKeytab = new File(krbDir, "tusk.keytab");
       kdc.createPrincipal(httpKeytab, "HTTP/localhost");
       kdc.createPrincipal(userKeytab, "tusk");
+      if (secure) {
+        hdfsKeytab = new File(krbDir, "hdfs.keytab");
+        kdc.createPrincipal(hdfsKeytab, "hdfs/localhost");
+      }
       // MIT's client: TCP only (the KDC does not listen on UDP), and the service host taken
       // as written (HTTP/localhost), not canonicalized through DNS.
       String krb5 = "[libdefaults]\n"
@@ -104,18 +137,97 @@ public final class Main {
           + "  }\n"
           + "[domain_realm]\n"
           + "  localhost = " + realm + "\n";
-      File krb5Conf = new File(krbDir, "krb5.conf");
+      krb5Conf = new File(krbDir, "krb5.conf");
       Files.writeString(krb5Conf.toPath(), krb5);
-      conf.set("hadoop.http.filter.initializers",
+      // SPNEGO on the ResourceManager's web server (secure: the NameNode's too, see below; never
+      // the NodeManagers').
+      httpAuth.setProperty("hadoop.http.filter.initializers",
           "org.apache.hadoop.security.AuthenticationFilterInitializer");
-      conf.set("hadoop.http.authentication.type", "kerberos");
-      conf.set("hadoop.http.authentication.simple.anonymous.allowed", "false");
-      conf.set("hadoop.http.authentication.kerberos.principal", "HTTP/localhost@" + realm);
-      conf.set("hadoop.http.authentication.kerberos.keytab", httpKeytab.getAbsolutePath());
-      conf.set("hadoop.http.authentication.kerberos.name.rules", "DEFAULT");
-      conf.set(YarnConfiguration.RM_WEBAPP_ADDRESS, "localhost:0");
+      httpAuth.setProperty("hadoop.http.authentication.type", "kerberos");
+      httpAuth.setProperty("hadoop.http.authentication.simple.anonymous.allowed", "false");
+      httpAuth.setProperty(
+          "hadoop.http.authentication.kerberos.principal", "HTTP/localhost@" + realm);
+      httpAuth.setProperty(
+          "hadoop.http.authentication.kerberos.keytab", httpKeytab.getAbsolutePath());
+      httpAuth.setProperty("hadoop.http.authentication.kerberos.name.rules", "DEFAULT");
+      if (secure) {
+        String service = "hdfs/localhost@" + realm;
+        String http = "HTTP/localhost@" + realm;
+        secureBase.set("hadoop.security.authentication", "kerberos");
+        secureBase.setBoolean("hadoop.security.authorization", false);
+        secureBase.set("hadoop.rpc.protection", "authentication");
+        // HDFS as in a secure test cluster: block tokens and SASL on data transfer instead of
+        // privileged ports.
+        secureBase.setBoolean(DFSConfigKeys.DFS_BLOCK_ACCESS_TOKEN_ENABLE_KEY, true);
+        secureBase.setBoolean(DFSConfigKeys.IGNORE_SECURE_PORTS_FOR_TESTING_KEY, true);
+        secureBase.set(DFSConfigKeys.DFS_DATA_TRANSFER_PROTECTION_KEY, "authentication");
+        secureBase.set(DFSConfigKeys.DFS_NAMENODE_KERBEROS_PRINCIPAL_KEY, service);
+        secureBase.set(DFSConfigKeys.DFS_NAMENODE_KEYTAB_FILE_KEY, hdfsKeytab.getAbsolutePath());
+        secureBase.set(DFSConfigKeys.DFS_DATANODE_KERBEROS_PRINCIPAL_KEY, service);
+        secureBase.set(DFSConfigKeys.DFS_DATANODE_KEYTAB_FILE_KEY, hdfsKeytab.getAbsolutePath());
+        // SPNEGO on the NameNode's web server (WebHDFS).
+        secureBase.setBoolean("dfs.webhdfs.enabled", true);
+        secureBase.set(DFSConfigKeys.DFS_WEB_AUTHENTICATION_KERBEROS_PRINCIPAL_KEY, http);
+        secureBase.set(DFSConfigKeys.DFS_WEB_AUTHENTICATION_KERBEROS_KEYTAB_KEY,
+            httpKeytab.getAbsolutePath());
+        secureBase.set(DFSConfigKeys.DFS_NAMENODE_KERBEROS_INTERNAL_SPNEGO_PRINCIPAL_KEY, http);
+        // YARN: the ResourceManager runs as the NameNode's login user; the NodeManagers log in
+        // with the same principal in their JVMs.
+        secureBase.set(YarnConfiguration.RM_PRINCIPAL, service);
+        secureBase.set(YarnConfiguration.NM_PRINCIPAL, service);
+        secureBase.set(YarnConfiguration.RM_WEBAPP_SPNEGO_USER_NAME_KEY, http);
+        secureBase.set(YarnConfiguration.RM_WEBAPP_SPNEGO_KEYTAB_FILE_KEY,
+            httpKeytab.getAbsolutePath());
+        UserGroupInformation.setConfiguration(secureBase);
+      }
       kerberosReady = " krb5=" + krb5Conf.getAbsolutePath() + " realm=" + realm
           + " principal=tusk@" + realm + " keytab=" + userKeytab.getAbsolutePath();
+    }
+    MiniDFSCluster dfs = null;
+    String hdfsReady = "";
+    String hdfsUri = null;
+    String webHdfs = null;
+    if (secure) {
+      Configuration dfsConf = new Configuration(secureBase);
+      dfsConf.set(MiniDFSCluster.HDFS_MINIDFS_BASEDIR, new File(base, "dfs").getAbsolutePath());
+      // Tests write as whatever user they are; permissions would only get in the way.
+      dfsConf.setBoolean(DFSConfigKeys.DFS_PERMISSIONS_ENABLED_KEY, false);
+      dfsConf.set(DFSConfigKeys.DFS_NAMENODE_HTTP_ADDRESS_KEY, "127.0.0.1:0");
+      dfsConf.set(DFSConfigKeys.DFS_DATANODE_HTTP_ADDRESS_KEY, "127.0.0.1:0");
+      dfsConf.setInt(DFSConfigKeys.DFS_REPLICATION_KEY, 1);
+      // 1 MB blocks, as testing/minidfs, so that tests exercise multi-block files.
+      dfsConf.setLong(DFSConfigKeys.DFS_BLOCK_SIZE_KEY, 1024 * 1024);
+      dfsConf.setLong(DFSConfigKeys.DFS_NAMENODE_MIN_BLOCK_SIZE_KEY, 1024);
+      // The NameNode's web server always authenticates with HDFS's AuthFilterInitializer, which
+      // reads hadoop.http.authentication.* (core-default.xml says simple): SPNEGO as on the
+      // ResourceManager. The initializers list itself stays unset (the DataNode's web server
+      // would use it too).
+      for (String key : httpAuth.stringPropertyNames()) {
+        if (!key.equals("hadoop.http.filter.initializers")) {
+          dfsConf.set(key, httpAuth.getProperty(key));
+        }
+      }
+      dfs = new MiniDFSCluster.Builder(dfsConf).numDataNodes(1).nameNodePort(0).build();
+      dfs.waitActive();
+      int rpcPort = dfs.getNameNodePort();
+      int httpPort = dfs.getNameNode().getHttpAddress().getPort();
+      hdfsUri = "hdfs://localhost:" + rpcPort;
+      webHdfs = "localhost:" + httpPort;
+      hdfsReady = " hdfs=" + hdfsUri + " webhdfs=" + webHdfs;
+      secureBase.set("fs.defaultFS", hdfsUri);
+      secureBase.setInt(DFSConfigKeys.DFS_REPLICATION_KEY, 1);
+      secureBase.setLong(DFSConfigKeys.DFS_BLOCK_SIZE_KEY, 1024 * 1024);
+      secureBase.setLong(DFSConfigKeys.DFS_NAMENODE_MIN_BLOCK_SIZE_KEY, 1024);
+      secureBase.set(DFSConfigKeys.DFS_NAMENODE_RPC_ADDRESS_KEY, "localhost:" + rpcPort);
+      secureBase.set(DFSConfigKeys.DFS_NAMENODE_HTTP_ADDRESS_KEY, webHdfs);
+    }
+    YarnConfiguration conf = secure ? new YarnConfiguration(secureBase) : new YarnConfiguration();
+    common(conf, gpus);
+    for (String key : httpAuth.stringPropertyNames()) {
+      conf.set(key, httpAuth.getProperty(key));
+    }
+    if (krbDir != null) {
+      conf.set(YarnConfiguration.RM_WEBAPP_ADDRESS, "localhost:0");
     }
     conf.set("yarn.resourcemanager.scheduler.class",
         "org.apache.hadoop.yarn.server.resourcemanager.scheduler.capacity.CapacityScheduler");
@@ -127,6 +239,7 @@ public final class Main {
         "org.apache.hadoop.yarn.util.resource.DominantResourceCalculator");
     MiniYARNCluster cluster = new MiniYARNCluster("tusk", 0, 1, 1);
     MiniKdc kdcToStop = kdc;
+    MiniDFSCluster dfsToStop = dfs;
     cluster.init(conf);
     cluster.start();
     Configuration live = cluster.getConfig();
@@ -137,7 +250,11 @@ public final class Main {
 
     String java = System.getProperty("java.home") + "/bin/java";
     List<Process> nms = new ArrayList<>();
+    AtomicBoolean stopped = new AtomicBoolean();
     Runnable stop = () -> {
+      if (stopped.getAndSet(true)) {
+        return;
+      }
       for (Process p : nms) {
         try {
           p.getOutputStream().close();
@@ -159,17 +276,85 @@ public final class Main {
       } catch (Throwable t) {
         // best effort on the way out
       }
+      if (dfsToStop != null) {
+        try {
+          dfsToStop.shutdown(true);
+        } catch (Throwable t) {
+          // best effort on the way out
+        }
+      }
       if (kdcToStop != null) {
         kdcToStop.stop();
       }
     };
     Runtime.getRuntime().addShutdownHook(new Thread(stop));
+    // What a cluster's HADOOP_CONF_DIR gives an application master: the ResourceManager's
+    // addresses (and the resource types). Tests put this directory first on its CLASSPATH.
+    // Secure: also everything a client, an application master or a container needs for
+    // Kerberos and HDFS, as core-site.xml, hdfs-site.xml and yarn-site.xml alike.
+    File confDir = new File(base, "conf");
+    confDir.mkdirs();
+    Configuration amConf = new Configuration(false);
+    amConf.set(YarnConfiguration.RM_ADDRESS, rm);
+    amConf.set(YarnConfiguration.RM_SCHEDULER_ADDRESS, scheduler);
+    amConf.set(YarnConfiguration.RM_RESOURCE_TRACKER_ADDRESS, tracker);
+    amConf.set(YarnConfiguration.RM_WEBAPP_ADDRESS, web);
+    if (gpus > 0) {
+      amConf.set("yarn.resource-types", "yarn.io/gpu");
+    }
+    if (secure) {
+      for (String key : new String[] {
+          "fs.defaultFS",
+          "hadoop.security.authentication",
+          "hadoop.security.authorization",
+          "hadoop.rpc.protection",
+          DFSConfigKeys.DFS_BLOCK_ACCESS_TOKEN_ENABLE_KEY,
+          DFSConfigKeys.DFS_DATA_TRANSFER_PROTECTION_KEY,
+          DFSConfigKeys.DFS_NAMENODE_KERBEROS_PRINCIPAL_KEY,
+          DFSConfigKeys.DFS_DATANODE_KERBEROS_PRINCIPAL_KEY,
+          DFSConfigKeys.DFS_NAMENODE_RPC_ADDRESS_KEY,
+          DFSConfigKeys.DFS_NAMENODE_HTTP_ADDRESS_KEY,
+          DFSConfigKeys.DFS_WEB_AUTHENTICATION_KERBEROS_PRINCIPAL_KEY,
+          DFSConfigKeys.DFS_REPLICATION_KEY,
+          DFSConfigKeys.DFS_BLOCK_SIZE_KEY,
+          "dfs.webhdfs.enabled",
+          YarnConfiguration.RM_PRINCIPAL,
+          YarnConfiguration.NM_PRINCIPAL}) {
+        amConf.set(key, secureBase.get(key));
+      }
+    }
+    for (String name : secure
+        ? new String[] {"core-site.xml", "hdfs-site.xml", "yarn-site.xml"}
+        : new String[] {"yarn-site.xml"}) {
+      try (FileOutputStream out = new FileOutputStream(new File(confDir, name))) {
+        amConf.writeXml(out);
+      }
+    }
     for (int i = 0; i < nodes; i++) {
       File dir = new File(base, "nm-" + i);
-      ProcessBuilder pb = new ProcessBuilder(java, "-cp", System.getProperty("java.class.path"),
-          "--add-opens", "java.base/java.lang=ALL-UNNAMED", Main.class.getName(), "nm", rm,
-          scheduler, tracker, Integer.toString(gpus), dir.getAbsolutePath());
+      // Secured: the configuration directory first on the classpath, as on a real node. The
+      // NodeManager's localizer runs in a JVM of its own with this classpath, and reads HDFS's
+      // client settings (SASL on data transfer) from it.
+      String classpath = secure
+          ? confDir.getAbsolutePath() + File.pathSeparator + System.getProperty("java.class.path")
+          : System.getProperty("java.class.path");
+      List<String> command = new ArrayList<>(List.of(java, "-cp", classpath, "--add-opens",
+          "java.base/java.lang=ALL-UNNAMED"));
+      if (secure) {
+        command.add("-Djava.security.krb5.conf=" + krb5Conf.getAbsolutePath());
+      }
+      command.addAll(List.of(Main.class.getName(), "nm", rm, scheduler, tracker,
+          Integer.toString(gpus), dir.getAbsolutePath()));
+      if (secure) {
+        command.add(confDir.getAbsolutePath());
+        command.add(hdfsKeytab.getAbsolutePath());
+      }
+      ProcessBuilder pb = new ProcessBuilder(command);
       pb.environment().put("JAVA_HOME", System.getProperty("java.home"));
+      if (secure) {
+        // In YARN's default whitelist: the containers inherit it (and find Kerberos and HDFS).
+        pb.environment().put("HADOOP_CONF_DIR", confDir.getAbsolutePath());
+      }
       pb.redirectOutput(ProcessBuilder.Redirect.DISCARD);
       pb.redirectError(ProcessBuilder.Redirect.INHERIT);
       nms.add(pb.start());
@@ -188,31 +373,25 @@ public final class Main {
       }
       Thread.sleep(200);
     }
-    // What a cluster's HADOOP_CONF_DIR gives an application master: the ResourceManager's
-    // addresses (and the resource types). Tests put this directory first on its CLASSPATH.
-    File confDir = new File(base, "conf");
-    confDir.mkdirs();
-    Configuration amConf = new Configuration(false);
-    amConf.set(YarnConfiguration.RM_ADDRESS, rm);
-    amConf.set(YarnConfiguration.RM_SCHEDULER_ADDRESS, scheduler);
-    amConf.set(YarnConfiguration.RM_RESOURCE_TRACKER_ADDRESS, tracker);
-    amConf.set(YarnConfiguration.RM_WEBAPP_ADDRESS, web);
-    if (gpus > 0) {
-      amConf.set("yarn.resource-types", "yarn.io/gpu");
-    }
-    try (java.io.FileOutputStream out = new java.io.FileOutputStream(new File(confDir, "yarn-site.xml"))) {
-      amConf.writeXml(out);
-    }
     System.out.println("Ready! rm=http://" + web + " conf=" + confDir.getAbsolutePath()
-        + " nodes=" + nodes + " gpus=" + gpus + kerberosReady);
+        + " nodes=" + nodes + " gpus=" + gpus + kerberosReady + hdfsReady);
     System.out.flush();
     System.in.read();
+    // Stop here rather than in the shutdown hook, where HDFS's own hooks can no longer be
+    // removed.
+    stop.run();
     System.exit(0);
   }
 
   private static void nodeManager(String[] args) throws Exception {
     YarnConfiguration conf = new YarnConfiguration();
     int gpus = Integer.parseInt(args[4]);
+    if (args.length > 7) {
+      // Secured: the cluster's configuration (Kerberos, HDFS, principals) and our keytab.
+      conf.addResource(new File(args[6], "yarn-site.xml").toURI().toURL());
+      conf.set(YarnConfiguration.NM_KEYTAB, args[7]);
+      UserGroupInformation.setConfiguration(conf);
+    }
     common(conf, gpus);
     File dir = new File(args[5]);
     File local = new File(dir, "local");
