@@ -54,7 +54,8 @@ pub struct LaunchArgs {
     /// Submit the job to YARN instead: the ResourceManager's web address, http://HOST:8088.
     /// Workers (and embedding servers) run in containers; the launcher follows the
     /// application, restarts it from the newest model version at most --max-restarts times,
-    /// and exits with its status.
+    /// and exits with its status. Secured clusters: `kinit` first; with HADOOP_CONF_DIR saying
+    /// hadoop.security.authentication=kerberos, the containers get HDFS delegation tokens.
     #[arg(long, value_name = "RM_URL", help_heading = "YARN")]
     yarn: Option<String>,
     /// YARN queue.
