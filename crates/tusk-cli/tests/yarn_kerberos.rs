@@ -14,7 +14,10 @@ use tusk_storage::Storage;
 use tusk_testkit::{MiniDfs, MiniKerberos, MiniYarn, Proc};
 
 mod common;
-use common::yarn::{run_logged, shipped_binary, wait_no_containers, wait_running_app};
+use common::yarn::{
+    container_processes, in_container, run_logged, shipped_binary, wait_no_containers,
+    wait_running_app,
+};
 use common::{load_url as load, neumf_config, write_csv};
 
 /// Set for the child run of [`child_rest_client_negotiates_once`] (the Kerberos variables
@@ -294,8 +297,9 @@ const CHILD_COPY: &str = "TUSK_TEST_KERBEROS_CHILD_COPY";
 /// container has a ticket. `tusk launch --yarn` fetches an HDFS delegation token with the
 /// user's ticket (WebHDFS over SPNEGO) and puts it into the application's credentials: the
 /// NodeManagers localize the staged binary with it, the application master and both workers
-/// reach HDFS with it (rendezvous, data, model), and the job trains to the end. A NameNode
-/// web address that does not answer gives one clear error before anything is submitted.
+/// reach HDFS with it (rendezvous, data, model), and the job trains to the end. A job whose
+/// worker is killed is resubmitted with tokens of its own and finishes. A NameNode web address
+/// that does not answer gives one clear error before anything is submitted.
 #[test]
 fn yarn_on_a_fully_kerberized_cluster() {
     let Some(yarn) = MiniYarn::start_secured(2) else {
@@ -346,16 +350,24 @@ fn yarn_on_a_fully_kerberized_cluster() {
     .unwrap();
     let cfg = cfg.display().to_string();
     let binary = shipped_binary(dir.path());
-    let launch = |conf: &Path, model: &str| -> Command {
+    let launch = |conf: &Path, model: &str, restarts: &str| -> Command {
         let mut c = common::yarn::tusk();
         secured(&mut c, conf);
-        c.args(["launch", "--yarn", rm, "-n", "2"])
-            .args(["--worker-memory", "512m", "--am-memory", "256m"])
-            .args(["--staging", &format!("{hdfs}/staging")])
-            .arg("--tusk-binary")
-            .arg(&binary)
-            .args(["--yarn-classpath", &yarn.classpath])
-            .args(["--", "train", &cfg, "--model", model]);
+        c.args([
+            "launch",
+            "--yarn",
+            rm,
+            "-n",
+            "2",
+            "--max-restarts",
+            restarts,
+        ])
+        .args(["--worker-memory", "512m", "--am-memory", "256m"])
+        .args(["--staging", &format!("{hdfs}/staging")])
+        .arg("--tusk-binary")
+        .arg(&binary)
+        .args(["--yarn-classpath", &yarn.classpath])
+        .args(["--", "train", &cfg, "--model", model]);
         c
     };
 
@@ -377,7 +389,7 @@ fn yarn_on_a_fully_kerberized_cluster() {
             .unwrap();
         }
     }
-    let o = launch(&bad_conf, &format!("{hdfs}/m-bad"))
+    let o = launch(&bad_conf, &format!("{hdfs}/m-bad"), "0")
         .output()
         .unwrap();
     let e = stderr(&o);
@@ -397,7 +409,7 @@ fn yarn_on_a_fully_kerberized_cluster() {
     // (b) The job, end to end, with delegation tokens.
     let model = format!("{hdfs}/model");
     let (ok, log) = run_logged(
-        launch(&yarn.conf_dir, &model),
+        launch(&yarn.conf_dir, &model, "0"),
         "tusk launch --yarn on a Kerberized cluster",
         &dir.path().join("job.log"),
         Duration::from_secs(900),
@@ -433,6 +445,48 @@ fn yarn_on_a_fully_kerberized_cluster() {
         String::from_utf8_lossy(&o.stdout),
         stderr(&o)
     );
+    assert!(wait_no_containers(Duration::from_secs(30)).is_empty());
+
+    // (c) A worker killed inside its container: the next application gets tokens of its own
+    // (YARN cancelled the first one's when it ended) and the job finishes.
+    let restarted = format!("{hdfs}/model-restarted");
+    let log_path = dir.path().join("restarted.log");
+    let mut c = launch(&yarn.conf_dir, &restarted, "1");
+    c.args(["--set", "train.epochs=20"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let mut p = Proc::spawn(&mut c, "tusk launch --yarn, a container killed");
+    let t = std::time::Instant::now();
+    let victim = loop {
+        let worker = container_processes().into_iter().find(|pid| {
+            in_container(*pid).is_some_and(|a| a.get(1).map(String::as_str) == Some("train"))
+        });
+        if let Some(w) = worker {
+            break w;
+        }
+        assert!(
+            p.try_status().is_none() && t.elapsed() < Duration::from_secs(300),
+            "no worker ran:\n{}",
+            std::fs::read_to_string(&log_path).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Past the rendezvous (ranks are claimed before training starts), well before the end.
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status();
+    let s = p.wait(Duration::from_secs(900));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    eprintln!("the restarted job:\n{log}");
+    assert!(s.success(), "{log}");
+    assert!(log.contains("resubmitted tusk as application_"), "{log}");
+    let fetched: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("HDFS delegation token for"))
+        .collect();
+    assert_eq!(fetched.len(), 2, "one token per application:\n{log}");
+    assert_ne!(fetched[0], fetched[1], "the same token twice:\n{log}");
     let left = wait_no_containers(Duration::from_secs(30));
     assert!(left.is_empty(), "container processes left: {left:?}");
 }
