@@ -4,11 +4,14 @@ import java.io.File;
 import java.io.FileOutputStream;
 import java.net.ServerSocket;
 import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.Comparator;
 import java.util.List;
 import java.util.Properties;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.stream.Stream;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.hdfs.DFSConfigKeys;
 import org.apache.hadoop.hdfs.MiniDFSCluster;
@@ -285,6 +288,12 @@ public final class Main {
       }
       if (kdcToStop != null) {
         kdcToStop.stop();
+      }
+      // The NodeManagers' directories and the configuration: nothing of a run is kept.
+      try (Stream<Path> files = Files.walk(base.toPath())) {
+        files.sorted(Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
+      } catch (Exception e) {
+        // best effort on the way out
       }
     };
     Runtime.getRuntime().addShutdownHook(new Thread(stop));
