@@ -298,8 +298,9 @@ const CHILD_COPY: &str = "TUSK_TEST_KERBEROS_CHILD_COPY";
 /// user's ticket (WebHDFS over SPNEGO) and puts it into the application's credentials: the
 /// NodeManagers localize the staged binary with it, the application master and both workers
 /// reach HDFS with it (rendezvous, data, model), and the job trains to the end. A job whose
-/// worker is killed is resubmitted with tokens of its own and finishes. A NameNode web address
-/// that does not answer gives one clear error before anything is submitted.
+/// worker is killed is resubmitted with tokens of its own and finishes. Tokens the user
+/// already holds (HADOOP_TOKEN_FILE_LOCATION) are passed on instead of fetched. A NameNode web
+/// address that does not answer gives one clear error before anything is submitted.
 #[test]
 fn yarn_on_a_fully_kerberized_cluster() {
     let Some(yarn) = MiniYarn::start_secured(2) else {
@@ -487,8 +488,84 @@ fn yarn_on_a_fully_kerberized_cluster() {
         .collect();
     assert_eq!(fetched.len(), 2, "one token per application:\n{log}");
     assert_ne!(fetched[0], fetched[1], "the same token twice:\n{log}");
+    assert!(wait_no_containers(Duration::from_secs(30)).is_empty());
+
+    // (d) Tokens the user already holds (as `hdfs fetchdt` gives them), named by
+    // HADOOP_TOKEN_FILE_LOCATION: passed on, and nothing is fetched.
+    let authority = fs.trim_start_matches("hdfs://");
+    let services = tusk_yarn::tokens::FileSystem::locate(authority, &conf).services;
+    let token_file = dir.path().join("tokens");
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child
+        .args(["--exact", "child_writes_a_token_file", "--nocapture"])
+        .env(
+            CHILD_TOKEN,
+            format!(
+                "{web}\thdfs/localhost@{}\t{}\t{}",
+                krb.realm,
+                token_file.display(),
+                services.join(",")
+            ),
+        );
+    secured(&mut child, &yarn.conf_dir);
+    let o = child.output().unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(
+        o.status.success() && out.contains("1 passed"),
+        "fetching a token file:\n{out}"
+    );
+    let mut c = launch(&yarn.conf_dir, &format!("{hdfs}/model-own-tokens"), "0");
+    c.env("HADOOP_TOKEN_FILE_LOCATION", &token_file);
+    let (ok, log) = run_logged(
+        c,
+        "tusk launch --yarn with the user's own tokens",
+        &dir.path().join("own-tokens.log"),
+        Duration::from_secs(900),
+    );
+    eprintln!("the job with the user's own tokens:\n{log}");
+    assert!(ok, "{log}");
+    assert!(
+        log.contains(&format!(
+            "{} token(s) from HADOOP_TOKEN_FILE_LOCATION={} passed on",
+            services.len(),
+            token_file.display()
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("HDFS delegation token for"), "{log}");
+    assert!(log.contains("succeeded"), "{log}");
     let left = wait_no_containers(Duration::from_secs(30));
     assert!(left.is_empty(), "container processes left: {left:?}");
+}
+
+/// Set for the child run of [`child_writes_a_token_file`]: `WEB\tRENEWER\tPATH\tSERVICES`.
+const CHILD_TOKEN: &str = "TUSK_TEST_KERBEROS_CHILD_TOKEN";
+
+/// Run by [`yarn_on_a_fully_kerberized_cluster`] in a process of its own, with a ticket:
+/// fetches a delegation token from the NameNode's web server and writes it, once per service
+/// name, to a Hadoop token file. Does nothing when run by itself.
+#[test]
+fn child_writes_a_token_file() {
+    let Ok(spec) = std::env::var(CHILD_TOKEN) else {
+        return;
+    };
+    let f: Vec<&str> = spec.split('\t').collect();
+    let token = tusk_yarn::tokens::fetch(f[0], f[1]).unwrap();
+    assert_eq!(token.kind, "WEBHDFS delegation");
+    let tokens: Vec<(String, tusk_yarn::tokens::Token)> = f[3]
+        .split(',')
+        .map(|s| {
+            (
+                s.to_string(),
+                token.relabelled(tusk_yarn::tokens::HDFS_DELEGATION_TOKEN, s),
+            )
+        })
+        .collect();
+    tusk_yarn::tokens::write_token_file(Path::new(f[2]), &tokens).unwrap();
+    assert_eq!(
+        tusk_yarn::tokens::read_token_file(Path::new(f[2])).unwrap(),
+        tokens
+    );
 }
 
 /// Run by [`yarn_on_a_fully_kerberized_cluster`] in a process of its own (the Kerberos and

@@ -265,6 +265,23 @@ pub fn read_token_file(path: &Path) -> std::result::Result<Vec<(String, Token)>,
     parse_token_storage(&b).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Writes a Hadoop token storage file (the `Writable` format, which every Hadoop version
+/// reads), atomically: what `HADOOP_TOKEN_FILE_LOCATION` can name.
+pub fn write_token_file(path: &Path, tokens: &[(String, Token)]) -> std::io::Result<()> {
+    let mut b = b"HDTS\x00".to_vec();
+    write_vlong(&mut b, tokens.len() as i64);
+    for (alias, t) in tokens {
+        write_vlong(&mut b, alias.len() as i64);
+        b.extend_from_slice(alias.as_bytes());
+        b.extend_from_slice(&t.to_bytes());
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let mut tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new(".")))?;
+    std::io::Write::write_all(&mut tmp, &b)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 fn parse_token_storage(b: &[u8]) -> std::result::Result<Vec<(String, Token)>, String> {
     let Some(rest) = b.strip_prefix(b"HDTS") else {
         return Err("not a Hadoop token file (no HDTS magic)".into());
@@ -850,6 +867,10 @@ mod tests {
             parse_token_storage(&w).unwrap(),
             vec![("127.0.0.1:8020".to_string(), t.clone())]
         );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        write_token_file(&path, &[("127.0.0.1:8020".to_string(), t.clone())]).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), w);
         // Protobuf: CredentialsProto { tokens: [{ alias, token }] }.
         fn field(n: u8, v: &[u8]) -> Vec<u8> {
             let mut out = vec![(n << 3) | 2];
