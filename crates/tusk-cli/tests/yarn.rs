@@ -3,7 +3,7 @@
 //! Hadoop's DistributedShell as the application master, workers in containers. Skipped
 //! without Java/Maven, except in CI.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,32 +12,10 @@ use tusk_testkit::{MiniDfs, MiniYarn, Proc};
 
 mod common;
 use common::yarn::{
-    container_processes, in_container, run_logged, shipped_binary, tusk, wait_no_containers,
+    container_processes, in_container, job, run_logged, shipped_binary, tusk, wait_no_containers,
     wait_running_app,
 };
-use common::{load_url as load, neumf_config, rows_by_key, write_csv};
-
-/// A small NeuMF job reading its data from HDFS; returns the local config path.
-fn job(dir: &Path, hdfs: &str, rows: usize, extra: &str) -> String {
-    let storage = Storage::new().unwrap();
-    for (name, n, seed) in [("train.csv", rows, 1), ("valid.csv", 400, 2)] {
-        let local = dir.join(name);
-        write_csv(&local, n, seed);
-        storage
-            .open(&format!("{hdfs}/data/{name}"))
-            .unwrap()
-            .write(std::fs::read(&local).unwrap())
-            .unwrap();
-    }
-    let cfg = neumf_config(
-        &format!("{hdfs}/data/train.csv"),
-        &format!("{hdfs}/data/valid.csv"),
-        extra,
-    );
-    let p = dir.join("job.toml");
-    std::fs::write(&p, cfg).unwrap();
-    p.display().to_string()
-}
+use common::{load_url as load, rows_by_key};
 
 struct Cluster {
     yarn: MiniYarn,

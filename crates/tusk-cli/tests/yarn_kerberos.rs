@@ -14,11 +14,11 @@ use tusk_storage::Storage;
 use tusk_testkit::{MiniDfs, MiniKerberos, MiniYarn, Proc};
 
 mod common;
+use common::load_url as load;
 use common::yarn::{
-    container_processes, in_container, run_logged, shipped_binary, wait_no_containers,
-    wait_running_app,
+    container_processes, in_container, job, job_config, job_csvs, run_logged, shipped_binary,
+    wait_no_containers, wait_running_app,
 };
-use common::{load_url as load, neumf_config, write_csv};
 
 /// Set for the child run of [`child_rest_client_negotiates_once`] (the Kerberos variables
 /// can only be given to a process at its start).
@@ -93,27 +93,7 @@ fn yarn_on_a_kerberos_secured_resource_manager() {
     let rm = yarn.rm_url.as_str();
     let dir = tempfile::tempdir().unwrap();
     let hdfs = format!("{}/yarn-kerberos", dfs.hdfs_url());
-    let storage = Storage::new().unwrap();
-    for (name, n, seed) in [("train.csv", 2000, 1), ("valid.csv", 400, 2)] {
-        let local = dir.path().join(name);
-        write_csv(&local, n, seed);
-        storage
-            .open(&format!("{hdfs}/data/{name}"))
-            .unwrap()
-            .write(std::fs::read(&local).unwrap())
-            .unwrap();
-    }
-    let cfg = dir.path().join("job.toml");
-    std::fs::write(
-        &cfg,
-        neumf_config(
-            &format!("{hdfs}/data/train.csv"),
-            &format!("{hdfs}/data/valid.csv"),
-            "epochs = 1",
-        ),
-    )
-    .unwrap();
-    let cfg = cfg.display().to_string();
+    let cfg = job(dir.path(), &hdfs, 2000, "epochs = 1");
     let binary = shipped_binary(dir.path());
     let launch = |cache: &Path, model: &str, extra: &[&str]| -> Command {
         let mut c = tusk(krb, cache);
@@ -321,12 +301,10 @@ fn yarn_on_a_fully_kerberized_cluster() {
     };
 
     // The data, written to the secured HDFS with the user's ticket.
-    let mut copies = String::new();
-    for (name, n, seed) in [("train.csv", 2000, 1), ("valid.csv", 400, 2)] {
-        let local = dir.path().join(name);
-        write_csv(&local, n, seed);
-        copies.push_str(&format!("{}\t{hdfs}/data/{name}\n", local.display()));
-    }
+    let copies: String = job_csvs(dir.path(), 2000)
+        .into_iter()
+        .map(|(local, name)| format!("{}\t{hdfs}/data/{name}\n", local.display()))
+        .collect();
     let mut child = Command::new(std::env::current_exe().unwrap());
     child
         .args(["--exact", "child_copies_to_secured_hdfs", "--nocapture"])
@@ -339,17 +317,7 @@ fn yarn_on_a_fully_kerberized_cluster() {
         "writing to the secured HDFS:\n{out}"
     );
 
-    let cfg = dir.path().join("job.toml");
-    std::fs::write(
-        &cfg,
-        neumf_config(
-            &format!("{hdfs}/data/train.csv"),
-            &format!("{hdfs}/data/valid.csv"),
-            "epochs = 1",
-        ),
-    )
-    .unwrap();
-    let cfg = cfg.display().to_string();
+    let cfg = job_config(dir.path(), &hdfs, "epochs = 1");
     let binary = shipped_binary(dir.path());
     let launch = |conf: &Path, model: &str, restarts: &str| -> Command {
         let mut c = common::yarn::tusk();

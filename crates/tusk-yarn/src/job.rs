@@ -352,31 +352,25 @@ fn security(
             .chain(spec.args.iter().map(String::as_str))
             .chain(std::iter::once(config_text.as_ref())),
     );
+    let file_systems = authorities
+        .iter()
+        .map(|a| format!("hdfs://{a}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     const KEY: &str = "yarn.resourcemanager.principal";
     let principal = match conf.get(KEY) {
         Some(p) => p.to_string(),
         None => rm.setting(KEY)?.ok_or_else(|| Error::Token {
-            fs: authorities
-                .iter()
-                .map(|a| format!("hdfs://{a}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            fs: file_systems.clone(),
             reason: format!(
                 "HDFS asks for Kerberos (hadoop.security.authentication in {}) but neither it nor the ResourceManager's /conf names {KEY}, the principal that renews the job's tokens",
-                conf.dir
-                    .as_ref()
-                    .map_or("HADOOP_CONF_DIR".into(), |d| d.display().to_string())
+                conf.source()
             ),
         })?,
     };
     let renewer = crate::tokens::renewer(&principal, rm.host());
     log(&format!(
-        "HDFS asks for Kerberos: the containers get delegation tokens for {}, renewed by {renewer}",
-        authorities
-            .iter()
-            .map(|a| format!("hdfs://{a}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        "HDFS asks for Kerberos: the containers get delegation tokens for {file_systems}, renewed by {renewer}"
     ));
     Ok(Some(Security {
         conf,

@@ -190,24 +190,22 @@ impl Token {
     /// Reads the `Writable` form.
     pub fn from_bytes(b: &[u8]) -> std::result::Result<Token, String> {
         let mut r = Reader::new(b);
-        let identifier = {
-            let n = r.len()?;
-            r.bytes(n)?.to_vec()
-        };
-        let password = {
-            let n = r.len()?;
-            r.bytes(n)?.to_vec()
-        };
-        let kind = r.text()?;
-        let service = r.text()?;
+        let t = Token::read(&mut r)?;
         if !r.done() {
             return Err(format!("{} bytes after the token", b.len() - r.pos));
         }
+        Ok(t)
+    }
+
+    /// One token in the `Writable` form, from where `r` stands.
+    fn read(r: &mut Reader<'_>) -> std::result::Result<Token, String> {
+        let identifier = r.len().and_then(|n| r.bytes(n))?.to_vec();
+        let password = r.len().and_then(|n| r.bytes(n))?.to_vec();
         Ok(Token {
             identifier,
             password,
-            kind,
-            service,
+            kind: r.text()?,
+            service: r.text()?,
         })
     }
 
@@ -293,25 +291,7 @@ fn parse_token_storage(b: &[u8]) -> std::result::Result<Vec<(String, Token)>, St
             let mut out = Vec::with_capacity(n.min(64));
             for _ in 0..n {
                 let alias = r.text()?;
-                let id = {
-                    let n = r.len()?;
-                    r.bytes(n)?.to_vec()
-                };
-                let pw = {
-                    let n = r.len()?;
-                    r.bytes(n)?.to_vec()
-                };
-                let kind = r.text()?;
-                let service = r.text()?;
-                out.push((
-                    alias,
-                    Token {
-                        identifier: id,
-                        password: pw,
-                        kind,
-                        service,
-                    },
-                ));
+                out.push((alias, Token::read(&mut r)?));
             }
             Ok(out)
         }
@@ -502,7 +482,7 @@ impl HadoopConf {
     }
 
     /// Where the text of errors says to look.
-    fn source(&self) -> String {
+    pub(crate) fn source(&self) -> String {
         match &self.dir {
             Some(d) => format!("the Hadoop configuration in {}", d.display()),
             None => "the Hadoop configuration (HADOOP_CONF_DIR is not set)".into(),

@@ -101,3 +101,42 @@ pub fn tusk() -> Command {
         .env_remove("TUSK_YARN_CLASSPATH");
     c
 }
+
+/// The CSVs of a small NeuMF job (`rows` training rows, 400 validation rows), written to
+/// `dir`: `(local file, name)` pairs, to be copied to `{hdfs}/data/{name}`.
+pub fn job_csvs(dir: &Path, rows: usize) -> Vec<(PathBuf, &'static str)> {
+    [("train.csv", rows, 1), ("valid.csv", 400, 2)]
+        .into_iter()
+        .map(|(name, n, seed)| {
+            let local = dir.join(name);
+            super::write_csv(&local, n, seed);
+            (local, name)
+        })
+        .collect()
+}
+
+/// `dir/job.toml`: the NeuMF job reading `{hdfs}/data/train.csv` and `valid.csv`; its path.
+pub fn job_config(dir: &Path, hdfs: &str, extra: &str) -> String {
+    let cfg = super::neumf_config(
+        &format!("{hdfs}/data/train.csv"),
+        &format!("{hdfs}/data/valid.csv"),
+        extra,
+    );
+    let p = dir.join("job.toml");
+    std::fs::write(&p, cfg).unwrap();
+    p.display().to_string()
+}
+
+/// A small NeuMF job reading its data from HDFS (written by this process); the local config
+/// path.
+pub fn job(dir: &Path, hdfs: &str, rows: usize, extra: &str) -> String {
+    let storage = tusk_storage::Storage::new().unwrap();
+    for (local, name) in job_csvs(dir, rows) {
+        storage
+            .open(&format!("{hdfs}/data/{name}"))
+            .unwrap()
+            .write(std::fs::read(&local).unwrap())
+            .unwrap();
+    }
+    job_config(dir, hdfs, extra)
+}
