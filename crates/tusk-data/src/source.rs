@@ -129,26 +129,31 @@ fn is_csv(name: &str) -> bool {
     n.ends_with(".csv") || n.ends_with(".tsv")
 }
 
+/// The CSV files `url` names (a `.csv`/`.tsv` file, or a glob matching only such files);
+/// `None` when it names record files.
+pub(crate) fn csv_files(storage: &Storage, url: &str) -> Result<Option<Vec<Location>>> {
+    Ok(if url.contains(['*', '?', '[', '{']) {
+        let files: Vec<Location> = storage
+            .glob(url)?
+            .into_iter()
+            .filter(|l| !l.file_name().starts_with('_'))
+            .collect();
+        if !files.is_empty() && files.iter().all(|l| is_csv(l.file_name())) {
+            Some(files)
+        } else {
+            None
+        }
+    } else if is_csv(url) {
+        Some(vec![storage.open(url)?])
+    } else {
+        None
+    })
+}
+
 impl Source {
     /// Resolve `url`: a tusk dataset directory, a TFRecord/Parquet/CSV file, or a glob.
     pub fn open(storage: &Storage, url: &str) -> Result<Source> {
-        let csv_files = if url.contains(['*', '?', '[', '{']) {
-            let files: Vec<Location> = storage
-                .glob(url)?
-                .into_iter()
-                .filter(|l| !l.file_name().starts_with('_'))
-                .collect();
-            if !files.is_empty() && files.iter().all(|l| is_csv(l.file_name())) {
-                Some(files)
-            } else {
-                None
-            }
-        } else if is_csv(url) {
-            Some(vec![storage.open(url)?])
-        } else {
-            None
-        };
-        let kind = match csv_files {
+        let kind = match csv_files(storage, url)? {
             Some(files) => Kind2::Csv(files),
             None => Kind2::Records(Input::open(storage, url, None)?),
         };

@@ -424,7 +424,7 @@ impl Values<'_> {
                                 "packed FloatList length is not a multiple of 4",
                             ));
                         }
-                        Wire::Fixed32 => n += 1,
+                        Wire::Fixed32(_) => n += 1,
                         _ => return Err(WireErr::Msg("FloatList.value has the wrong wire type")),
                     }
                 }
@@ -439,7 +439,7 @@ impl Values<'_> {
                             }
                             n += p.iter().filter(|x| *x & 0x80 == 0).count();
                         }
-                        Wire::Varint => n += 1,
+                        Wire::Varint(_) => n += 1,
                         _ => return Err(WireErr::Msg("Int64List.value has the wrong wire type")),
                     }
                 }
@@ -462,6 +462,86 @@ impl Values<'_> {
             Ok(())
         });
         ok
+    }
+}
+
+impl Values<'_> {
+    /// Append the values of an `Int64List` to `out` (validated as they are read).
+    pub fn append_i64(&self, out: &mut Vec<i64>) -> Result<(), String> {
+        let Values::Int64(b) = *self else {
+            return self.wrong_kind("int64");
+        };
+        fields(b, |field, v| {
+            if field == 1 {
+                match v {
+                    Wire::Len(p) => {
+                        let mut pos = 0;
+                        while pos < p.len() {
+                            out.push(varint(p, &mut pos)? as i64);
+                        }
+                    }
+                    Wire::Varint(x) => out.push(x as i64),
+                    _ => return Err(WireErr::Msg("Int64List.value has the wrong wire type")),
+                }
+            }
+            Ok(())
+        })
+        .map_err(WireErr::text)
+    }
+
+    /// Append the values of a `FloatList` to `out`.
+    pub fn append_f32(&self, out: &mut Vec<f32>) -> Result<(), String> {
+        let Values::Float(b) = *self else {
+            return self.wrong_kind("float");
+        };
+        fields(b, |field, v| {
+            if field == 1 {
+                match v {
+                    Wire::Len(p) if p.len() % 4 == 0 => out.extend(
+                        p.chunks_exact(4)
+                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                    ),
+                    Wire::Len(_) => {
+                        return Err(WireErr::Msg(
+                            "packed FloatList length is not a multiple of 4",
+                        ));
+                    }
+                    Wire::Fixed32(c) => out.push(f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                    _ => return Err(WireErr::Msg("FloatList.value has the wrong wire type")),
+                }
+            }
+            Ok(())
+        })
+        .map_err(WireErr::text)
+    }
+
+    /// Append the values of a `BytesList`: their bytes to `data`, each value's end offset in
+    /// `data` to `ends`.
+    pub fn append_bytes(&self, data: &mut Vec<u8>, ends: &mut Vec<i64>) -> Result<(), String> {
+        let Values::Bytes(b) = *self else {
+            return self.wrong_kind("bytes");
+        };
+        fields(b, |field, v| {
+            if field == 1 {
+                match v {
+                    Wire::Len(p) => {
+                        data.extend_from_slice(p);
+                        ends.push(data.len() as i64);
+                    }
+                    _ => return Err(WireErr::Msg("BytesList.value must be length-delimited")),
+                }
+            }
+            Ok(())
+        })
+        .map_err(WireErr::text)
+    }
+
+    fn wrong_kind(&self, want: &str) -> Result<(), String> {
+        match self.feature_type() {
+            // A feature with no kind set has no values: nothing to append.
+            None => Ok(()),
+            Some(t) => Err(format!("holds {} values, expected {want}", t.as_str())),
+        }
     }
 }
 
@@ -610,10 +690,10 @@ fn entry_general<'a>(entry: &'a [u8], key: &mut &'a [u8], value: &mut Values<'a>
 }
 
 enum Wire<'a> {
-    Varint,
+    Varint(u64),
     Fixed64,
     Len(&'a [u8]),
-    Fixed32,
+    Fixed32(&'a [u8]),
 }
 
 #[inline(always)]
@@ -657,10 +737,7 @@ fn fields<'a>(b: &'a [u8], mut f: impl FnMut(u64, Wire<'a>) -> WResult<()>) -> W
             return Err(WireErr::Msg("field number 0"));
         }
         let wire = match tag & 7 {
-            0 => {
-                varint(b, &mut pos)?;
-                Wire::Varint
-            }
+            0 => Wire::Varint(varint(b, &mut pos)?),
             1 => {
                 pos = pos
                     .checked_add(8)
@@ -680,11 +757,12 @@ fn fields<'a>(b: &'a [u8], mut f: impl FnMut(u64, Wire<'a>) -> WResult<()>) -> W
                 Wire::Len(s)
             }
             5 => {
+                let start = pos;
                 pos = pos
                     .checked_add(4)
                     .filter(|p| *p <= b.len())
                     .ok_or(WireErr::Msg("truncated fixed32"))?;
-                Wire::Fixed32
+                Wire::Fixed32(&b[start..pos])
             }
             w => return Err(WireErr::WireType(w, field)),
         };
@@ -697,6 +775,49 @@ fn fields<'a>(b: &'a [u8], mut f: impl FnMut(u64, Wire<'a>) -> WResult<()>) -> W
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn appended_values_equal_the_decoded_example_packed_or_not() {
+        let bytes = prost::Message::encode_to_vec(&sample());
+        let (mut ints, mut floats, mut data, mut ends) = (vec![], vec![], vec![], vec![0i64]);
+        walk(&bytes, |name, v, _| match name {
+            "user_id" => v.append_i64(&mut ints),
+            "label" => v.append_f32(&mut floats),
+            "tag" => v.append_bytes(&mut data, &mut ends),
+            _ => Ok(()),
+        })
+        .unwrap();
+        assert_eq!(ints, vec![42, -1]);
+        assert_eq!(floats, vec![1.0]);
+        assert_eq!(data, b"ab\xff".to_vec());
+        assert_eq!(ends, vec![0, 2, 3]);
+        // Unpacked encodings (one field per value) are valid protobuf too.
+        let mut v = vec![];
+        Values::Int64(&[0x08, 5, 0x08, 0x7f])
+            .append_i64(&mut v)
+            .unwrap();
+        assert_eq!(v, vec![5, 127]);
+        let mut f = vec![];
+        let mut enc = vec![0x0d];
+        enc.extend(2.5f32.to_le_bytes());
+        Values::Float(&enc).append_f32(&mut f).unwrap();
+        assert_eq!(f, vec![2.5]);
+        // The wrong kind is an error naming both; a feature with no kind has no values.
+        let err = Values::Float(&enc).append_i64(&mut v).unwrap_err();
+        assert!(err.contains("float") && err.contains("int64"), "{err}");
+        Values::Empty.append_i64(&mut v).unwrap();
+        // Damaged payloads are errors, not garbage.
+        assert!(
+            Values::Int64(&[0x0a, 0x02, 0x80])
+                .append_i64(&mut v)
+                .is_err()
+        );
+        assert!(
+            Values::Float(&[0x0a, 0x03, 1, 2, 3])
+                .append_f32(&mut f)
+                .is_err()
+        );
+    }
 
     fn sample() -> Example {
         from_features([

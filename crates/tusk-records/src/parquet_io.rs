@@ -77,6 +77,60 @@ fn open_builder(loc: &Location) -> Result<ParquetRecordBatchReaderBuilder<Source
     ParquetRecordBatchReaderBuilder::try_new(SourceReader(src)).map_err(pq_err(&url))
 }
 
+/// Rows `from..to` of a Parquet file as Arrow batches of at most `batch_size` rows, only the
+/// named top-level `columns` when given (a name the file lacks is an error naming it).
+pub fn read_rows(
+    loc: &Location,
+    from: u64,
+    to: u64,
+    columns: Option<&[String]>,
+    batch_size: usize,
+) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
+    let url = loc.url();
+    let mut builder = open_builder(loc)?;
+    if let Some(cols) = columns {
+        let fields = builder.schema().fields().clone();
+        let mut roots = Vec::with_capacity(cols.len());
+        for c in cols {
+            let i = fields
+                .iter()
+                .position(|f| f.name() == c)
+                .ok_or_else(|| schema_err(&url, format!("no column '{c}' in this Parquet file")))?;
+            roots.push(i);
+        }
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots);
+        builder = builder.with_projection(mask);
+    }
+    builder
+        .with_batch_size(batch_size.max(1))
+        .with_offset(from as usize)
+        .with_limit(to.saturating_sub(from) as usize)
+        .build()
+        .map_err(pq_err(&url))
+}
+
+/// The columns of an Arrow batch cast to tusk's canonical types (as [`for_each_row`] maps
+/// them): `(name, array, is_list)` where the array is Int64, Float32, Binary or a List of one.
+pub fn canonical_columns(
+    source: &str,
+    batch: &RecordBatch,
+) -> Result<Vec<(String, ArrayRef, bool)>> {
+    let schema = batch.schema();
+    schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(fld, col)| {
+            let (c, list) = column_plan(source, fld)?;
+            Ok((
+                fld.name().clone(),
+                cast_col(source, fld.name(), col, c, list)?,
+                list,
+            ))
+        })
+        .collect()
+}
+
 /// Random-access source for the Parquet reader.
 pub struct SourceReader(Source);
 
