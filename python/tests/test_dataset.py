@@ -309,3 +309,56 @@ def test_a_dataset_on_minidfs_over_hdfs_and_webhdfs(minidfs):
         ds1 = tusk.Dataset(base + "/py/clicks", batch_size=500, seed=3, rank=1, world_size=2)
         c = np.concatenate([b["item"] for b in ds1])
         assert sorted(np.concatenate([a, c]).tolist()) == list(range(n))
+
+
+def test_ctrl_c_interrupts_a_blocked_read(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = str(tmp_path / "a.csv")
+    script = f"""
+import os, tusk
+p = {path!r}
+with open(p, "w") as f:
+    f.write("x\\n1\\n2\\n")
+ds = tusk.Dataset(p, batch_size=1, shuffle=False)
+os.remove(p)
+os.mkfifo(p)  # opening it for reading blocks until a writer comes: none will
+print("ready", flush=True)
+try:
+    for b in ds:
+        pass
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert "interrupted" in out
+        assert proc.returncode == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def test_arrow_stream_carries_the_same_values(tmp_path):
+    t = table()
+    write_parquet(tmp_path / "d.parquet", t)
+    ds = tusk.Dataset(str(tmp_path / "d.parquet"), batch_size=100, shuffle=False)
+    reader = ds.arrow()
+    assert isinstance(reader, pa.RecordBatchReader)
+    tab = reader.read_all()
+    assert tab.num_rows == N
+    assert tab.schema.field("id").type == pa.int64()
+    assert tab.schema.field("name").type == pa.large_binary()
+    assert pa.types.is_large_list(tab.schema.field("hist").type)
+    assert tab.column("id").to_pylist() == t["id"].tolist()
+    assert tab.column("name").to_pylist() == t["name"]
+    assert tab.column("hist").to_pylist() == t["hist"]
+    np.testing.assert_array_equal(np.array(tab.column("vec").to_pylist(), np.float32), np.array(t["vec"], np.float32))

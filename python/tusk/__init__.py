@@ -25,7 +25,11 @@ See ``tusk.torch`` (an IterableDataset for DataLoader and DDP) and ``tusk.tf`` (
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import tempfile
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -38,6 +42,9 @@ __version__ = _tusk.__version__
 __all__ = [
     "Dataset",
     "Ragged",
+    "Model",
+    "load",
+    "sql",
     "write_dataset",
     "world",
     "Error",
@@ -263,31 +270,26 @@ class Dataset:
         # A finished epoch is finished: iterating again repeats it from its start.
         self._start = 0
 
-    def arrow(self) -> Iterator["Any"]:
-        """The same batches as ``pyarrow.RecordBatch`` es (numeric buffers shared, not copied):
-        scalars as plain columns, ragged columns as ``large_list``, fixed shapes as nested
-        ``fixed_size_list``, bytes as ``binary``."""
+    def arrow(self) -> "Any":
+        """This rank's batches of the epoch as a ``pyarrow.RecordBatchReader``, through the Arrow C
+        stream interface (the decoded buffers are handed over, not copied): scalar columns as
+        int64/float32/large_binary, multi-valued ones as ``large_list``, fixed shapes as nested
+        ``fixed_size_list``. Each call reads the epoch (from the resume point, if any) again."""
         import pyarrow as pa
 
-        fields = self.fields
-        for batch in self:
-            arrays, names = [], []
-            for name, dtype, layout, shape in fields:
-                v = batch[name]
-                if layout == "ragged":
-                    vals = pa.array(list(v.values), pa.binary()) if dtype == "bytes" else pa.array(v.values)
-                    arr = pa.LargeListArray.from_arrays(pa.array(v.offsets, pa.int64()), vals)
-                elif layout == "fixed":
-                    arr = pa.array(np.ascontiguousarray(v).reshape(-1))
-                    for d in reversed(shape or []):
-                        arr = pa.FixedSizeListArray.from_arrays(arr, d)
-                elif dtype == "bytes":
-                    arr = pa.array(list(v), pa.binary())
-                else:
-                    arr = pa.array(v)
-                arrays.append(arr)
-                names.append(name)
-            yield pa.RecordBatch.from_arrays(arrays, names=names)
+        stream = self._plan().read_arrow(
+            self.batch_size,
+            self.shuffle,
+            self.seed,
+            self.drop_last,
+            self.shuffle_window,
+            self.prefetch,
+            self._epoch,
+            self.rank,
+            self.world_size,
+            self._start,
+        )
+        return pa.RecordBatchReader.from_stream(stream)
 
 
 def write_dataset(url: str, data: Any, format: str = "parquet", shards: int = 1) -> int:
@@ -313,3 +315,114 @@ def write_dataset(url: str, data: Any, format: str = "parquet", shards: int = 1)
     with pa.ipc.new_stream(sink, table.schema) as w:
         w.write(table)
     return _tusk.write_arrow(str(url), sink.getvalue().to_pybytes(), format, shards)
+
+
+def _ipc(data: Any) -> bytes:
+    """``data`` (a pyarrow Table/RecordBatch, a pandas DataFrame, a dict of columns or a list of
+    row dicts) as an Arrow IPC stream."""
+    import pyarrow as pa
+
+    if isinstance(data, dict):
+        table = pa.table(data)
+    elif isinstance(data, list):
+        table = pa.Table.from_pylist(data)
+    elif isinstance(data, (pa.Table, pa.RecordBatch)):
+        table = data
+    elif type(data).__name__ == "DataFrame" and hasattr(data, "to_dict"):
+        table = pa.Table.from_pandas(data, preserve_index=False)
+    else:
+        batches = list(data)
+        if not batches:
+            raise ConfigError("no record batches given")
+        table = pa.Table.from_batches(batches)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write(table)
+    return sink.getvalue().to_pybytes()
+
+
+class Model:
+    """A committed version of a tusk model (``tusk.load``): its config, fitted features, dense
+    weights (PyTorch names and shapes) and embedding rows as numpy arrays, and ``predict``, which
+    scores rows exactly as ``tusk predict`` does."""
+
+    def __init__(self, url: str, version: Optional[int] = None) -> None:
+        self._m = _tusk.Model(str(url), version)
+
+    @property
+    def version(self) -> int:
+        return self._m.version
+
+    @property
+    def url(self) -> str:
+        return self._m.url
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """The resolved training config."""
+        return json.loads(self._m.config_json)
+
+    @property
+    def features(self) -> Dict[str, Any]:
+        """The feature space fitted on the training data (sparse columns, dense statistics)."""
+        return json.loads(self._m.features_json)
+
+    def weights(self) -> Dict[str, np.ndarray]:
+        """Dense tensors by PyTorch name: ``{k: torch.from_numpy(v) for k, v in m.weights().items()}``
+        loads into a module with the same layout."""
+        return self._m.weights()
+
+    def embeddings(self) -> Tuple[np.ndarray, np.ndarray]:
+        """``(keys, rows)``: the table's hashed keys (uint64, ascending) and rows (float32 ``[n, dim]``)."""
+        return self._m.embeddings()
+
+    def predict(self, rows: Any) -> np.ndarray:
+        """Probabilities for ``rows`` (a DataFrame, Arrow table, dict of columns or list of row
+        dicts carrying the model's feature columns), in order: the scores ``tusk predict`` writes
+        for the same rows, the version's entity tables filling columns a row lacks."""
+        return self._m.predict_ipc(_ipc(rows))
+
+    def __repr__(self) -> str:
+        return f"tusk.Model({self.url!r}, version={self.version})"
+
+
+def load(url: str, version: Optional[int] = None) -> Model:
+    """Load a committed version of the model at ``url`` (the newest when ``version`` is None)."""
+    return Model(url, version)
+
+
+def _tusk_cli(tusk_bin: Optional[str]) -> str:
+    exe = tusk_bin or os.environ.get("TUSK_BIN") or shutil.which("tusk")
+    if not exe:
+        raise ConfigError(
+            "tusk.sql runs the tusk CLI's SQL engine (DataFusion is not in the wheel): put `tusk` on PATH, set TUSK_BIN or pass tusk_bin="
+        )
+    return exe
+
+
+def sql(query: str, tables: Dict[str, str], tusk_bin: Optional[str] = None) -> "Any":
+    """Run SQL (statements separated by ``;``, the last one a query) over ``tables`` (name → URL of
+    a CSV/Parquet file, directory or glob) with ``tusk sql``'s DataFusion engine, and return the
+    result as a ``pyarrow.Table`` (integers int64, floats float32, strings as in the dataset).
+
+    The engine is the CLI's (``tusk`` on PATH, ``TUSK_BIN`` or ``tusk_bin``): DataFusion would
+    add about 15 minutes to the wheel's build and tens of MB to it, for a call whose cost is
+    the query, not the process start."""
+    import pyarrow.parquet as pq
+
+    exe = _tusk_cli(tusk_bin)
+    if not tables:
+        raise ConfigError("tusk.sql: give at least one table (name → URL)")
+    with tempfile.TemporaryDirectory(prefix="tusk-sql-") as d:
+        qfile = os.path.join(d, "query.sql")
+        with open(qfile, "w") as f:
+            f.write(query)
+        out = os.path.join(d, "out")
+        cmd = [exe, "sql", "--query", qfile, "--output", out, "--format", "parquet", "--shards", "1"]
+        for name, url in tables.items():
+            cmd += ["--table", f"{name}={url}"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            msg = r.stderr.strip().splitlines()
+            raise DataError(msg[-1] if msg else f"tusk sql exited with {r.returncode}")
+        return pq.read_table(out)

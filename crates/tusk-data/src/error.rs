@@ -29,6 +29,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A bug in tusk (say so, never blame the input).
+    #[error("internal error (a bug in tusk, please report it): {0}")]
+    Internal(String),
     /// A CSV file cannot be parsed.
     #[error("{file}: {message}")]
     Csv {

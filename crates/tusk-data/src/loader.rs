@@ -1274,7 +1274,21 @@ impl Reader {
             Err(RecvTimeoutError::Timeout) => Ok(Next::Pending),
             Err(RecvTimeoutError::Disconnected) => {
                 self.rx = None;
-                Ok(Next::Done)
+                // The thread has ended (it held the sender): a panic must not pass for the end
+                // of the data.
+                match self.thread.take().map(|t| t.join()) {
+                    Some(Err(panic)) => {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        Err(Error::Internal(format!(
+                            "the reader thread panicked: {what}"
+                        )))
+                    }
+                    _ => Ok(Next::Done),
+                }
             }
         }
     }
@@ -1283,9 +1297,13 @@ impl Reader {
 impl Drop for Reader {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // Unblocks a producer waiting to send.
+        // Unblocks a producer waiting to send; one inside a read stops at its next check. A
+        // read that blocks (a stalled NameNode) is not waited for: the thread is left to end
+        // on its own, so closing (or Ctrl-C) always returns at once.
         self.rx = None;
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = self.thread.take()
+            && t.is_finished()
+        {
             let _ = t.join();
         }
     }

@@ -84,6 +84,7 @@ fn data_err(e: tusk_data::Error) -> PyErr {
         tusk_data::Error::Storage(s) => storage_err(s),
         tusk_data::Error::Records(r) => records_err(r),
         tusk_data::Error::Config { .. } => ConfigError::new_err(message(&e)),
+        tusk_data::Error::Internal(_) => Error::new_err(message(&e)),
         _ => DataError::new_err(message(&e)),
     }
 }
@@ -235,6 +236,39 @@ impl Plan {
         loader::batches_per_epoch(&self.inner, batch_size, drop_last, part, parts)
     }
 
+    /// The same batches as [`Plan::read`], as an Arrow C stream.
+    #[pyo3(signature = (batch_size, shuffle, seed, drop_last, window, prefetch, epoch, part, parts, skip))]
+    #[allow(clippy::too_many_arguments)]
+    fn read_arrow(
+        &self,
+        batch_size: usize,
+        shuffle: bool,
+        seed: u64,
+        drop_last: bool,
+        window: Option<usize>,
+        prefetch: usize,
+        epoch: u64,
+        part: usize,
+        parts: usize,
+        skip: u64,
+    ) -> PyResult<ArrowStream> {
+        if self.pid != std::process::id() {
+            return Err(ConfigError::new_err(
+                "this dataset was opened in another process (a fork): open it again here",
+            ));
+        }
+        let opts = Plan::options(batch_size, shuffle, seed, drop_last, window, prefetch);
+        let reader =
+            Reader::start(self.inner.clone(), &opts, epoch, part, parts, skip).map_err(data_err)?;
+        Ok(ArrowStream {
+            inner: Mutex::new(Some(ArrowBatches {
+                reader,
+                plan: self.inner.clone(),
+                schema: arrow_schema(&self.inner),
+            })),
+        })
+    }
+
     /// Start reading one consumer's batches of one epoch.
     #[pyo3(signature = (batch_size, shuffle, seed, drop_last, window, prefetch, epoch, part, parts, skip))]
     #[allow(clippy::too_many_arguments)]
@@ -256,14 +290,7 @@ impl Plan {
                 "this dataset was opened in another process (a fork): open it again here",
             ));
         }
-        let opts = ReadOptions {
-            batch_size,
-            shuffle,
-            seed,
-            drop_last,
-            window,
-            prefetch,
-        };
+        let opts = Plan::options(batch_size, shuffle, seed, drop_last, window, prefetch);
         let reader =
             Reader::start(self.inner.clone(), &opts, epoch, part, parts, skip).map_err(data_err)?;
         let hdfs = is_hdfs(self.inner.url());
@@ -276,6 +303,26 @@ impl Plan {
             pid: std::process::id(),
             hdfs: AtomicBool::new(hdfs),
         })
+    }
+}
+
+impl Plan {
+    fn options(
+        batch_size: usize,
+        shuffle: bool,
+        seed: u64,
+        drop_last: bool,
+        window: Option<usize>,
+        prefetch: usize,
+    ) -> ReadOptions {
+        ReadOptions {
+            batch_size,
+            shuffle,
+            seed,
+            drop_last,
+            window,
+            prefetch,
+        }
     }
 }
 
@@ -375,6 +422,140 @@ impl Batches {
     }
 }
 
+/// One consumer's batches of one epoch as an Arrow C stream (`__arrow_c_stream__`, the Arrow
+/// PyCapsule interface): pyarrow, polars or DuckDB import it without a copy.
+#[pyclass(module = "tusk._tusk")]
+struct ArrowStream {
+    inner: Mutex<Option<ArrowBatches>>,
+}
+
+#[pymethods]
+impl ArrowStream {
+    #[pyo3(signature = (requested_schema=None))]
+    fn __arrow_c_stream__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyCapsule>> {
+        // The schema is the dataset's; a consumer asking for another one casts afterwards.
+        let _ = requested_schema;
+        let batches = self
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| ConfigError::new_err("this Arrow stream was already consumed"))?;
+        let stream = arrow::ffi_stream::FFI_ArrowArrayStream::new(Box::new(batches));
+        pyo3::types::PyCapsule::new_with_value(py, stream, c"arrow_array_stream")
+    }
+}
+
+/// The batches of a [`Reader`] as Arrow record batches.
+struct ArrowBatches {
+    reader: Reader,
+    plan: Arc<loader::Plan>,
+    schema: arrow::datatypes::SchemaRef,
+}
+
+impl Iterator for ArrowBatches {
+    type Item = Result<arrow::array::RecordBatch, arrow::error::ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.reader.next_timeout(Duration::from_millis(100)) {
+                Ok(Next::Batch(b)) => {
+                    return Some(
+                        arrow_batch(&self.plan, &self.schema, b)
+                            .map_err(|e| arrow::error::ArrowError::ExternalError(Box::new(e))),
+                    );
+                }
+                Ok(Next::Done) => return None,
+                Ok(Next::Pending) => {}
+                Err(e) => return Some(Err(arrow::error::ArrowError::ExternalError(Box::new(e)))),
+            }
+        }
+    }
+}
+
+impl arrow::record_batch::RecordBatchReader for ArrowBatches {
+    fn schema(&self) -> arrow::datatypes::SchemaRef {
+        self.schema.clone()
+    }
+}
+
+/// The Arrow type of a field: int64/float32/large_binary; ragged → large_list; a fixed shape →
+/// nested fixed_size_list.
+fn arrow_field(f: &loader::Field) -> arrow::datatypes::Field {
+    use arrow::datatypes::{DataType, Field};
+    let base = match f.dtype {
+        DType::Int64 => DataType::Int64,
+        DType::Float32 => DataType::Float32,
+        DType::Bytes => DataType::LargeBinary,
+    };
+    let dt = match &f.layout {
+        Layout::Scalar => base,
+        Layout::Ragged => DataType::LargeList(Arc::new(Field::new_list_field(base, false))),
+        Layout::Fixed(shape) => shape.iter().rev().fold(base, |inner, d| {
+            DataType::FixedSizeList(Arc::new(Field::new_list_field(inner, false)), *d as i32)
+        }),
+    };
+    Field::new(&f.name, dt, false)
+}
+
+fn arrow_schema(plan: &loader::Plan) -> arrow::datatypes::SchemaRef {
+    Arc::new(arrow::datatypes::Schema::new(
+        plan.fields().iter().map(arrow_field).collect::<Vec<_>>(),
+    ))
+}
+
+/// A batch as Arrow arrays that take over the decoded buffers (no copy).
+fn arrow_batch(
+    plan: &loader::Plan,
+    schema: &arrow::datatypes::SchemaRef,
+    b: Columns,
+) -> Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
+    use arrow::array::{
+        ArrayRef, FixedSizeListArray, Float32Array, Int64Array, LargeBinaryArray, LargeListArray,
+    };
+    use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+    use arrow::datatypes::Field;
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(b.columns.len());
+    for (f, c) in plan.fields().iter().zip(b.columns) {
+        let values: ArrayRef = match c.values {
+            Values::Int64(v) => Arc::new(Int64Array::new(ScalarBuffer::from(v), None)),
+            Values::Float32(v) => Arc::new(Float32Array::new(ScalarBuffer::from(v), None)),
+            Values::Bytes { data, offsets } => Arc::new(LargeBinaryArray::try_new(
+                OffsetBuffer::new(ScalarBuffer::from(offsets)),
+                Buffer::from_vec(data),
+                None,
+            )?),
+        };
+        let col: ArrayRef = match (&f.layout, c.offsets) {
+            (_, Some(o)) => {
+                let item = Arc::new(Field::new_list_field(values.data_type().clone(), false));
+                Arc::new(LargeListArray::try_new(
+                    item,
+                    OffsetBuffer::new(ScalarBuffer::from(o)),
+                    values,
+                    None,
+                )?)
+            }
+            (Layout::Fixed(shape), None) => {
+                let mut arr = values;
+                for d in shape.iter().rev() {
+                    let item = Arc::new(Field::new_list_field(arr.data_type().clone(), false));
+                    arr = Arc::new(FixedSizeListArray::try_new(item, *d as i32, arr, None)?);
+                }
+                arr
+            }
+            _ => values,
+        };
+        cols.push(col);
+    }
+    let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(b.rows));
+    arrow::array::RecordBatch::try_new_with_options(schema.clone(), cols, &opts)
+}
+
 fn values_array<'py>(py: Python<'py>, v: Values) -> PyResult<Bound<'py, PyAny>> {
     Ok(match v {
         Values::Int64(v) => v.into_pyarray(py).into_any(),
@@ -472,12 +653,184 @@ fn write_arrow(
     })
 }
 
+fn train_err(e: tusk_train::Error) -> PyErr {
+    match &e {
+        tusk_train::Error::Storage(s) => storage_err(s),
+        tusk_train::Error::Records(r) => records_err(r),
+        tusk_train::Error::Data(d) => match d.as_ref() {
+            tusk_data::Error::Storage(s) => storage_err(s),
+            _ => DataError::new_err(message(&e)),
+        },
+        tusk_train::Error::Config { .. } | tusk_train::Error::ConfigFile { .. } => {
+            ConfigError::new_err(message(&e))
+        }
+        _ => DataError::new_err(message(&e)),
+    }
+}
+
+/// A committed model version, loaded whole: weights, embedding rows, and the scorer that
+/// `tusk predict` uses.
+#[pyclass(module = "tusk._tusk", frozen)]
+struct Model {
+    scorer: Arc<tusk_train::trainer::Scorer>,
+    url: String,
+}
+
+#[pymethods]
+impl Model {
+    #[new]
+    #[pyo3(signature = (url, version=None))]
+    fn new(py: Python<'_>, url: String, version: Option<u64>) -> PyResult<Self> {
+        let storage = storage()?;
+        let s = py.detach(|| tusk_train::trainer::Scorer::load(&storage, &url, version));
+        if is_hdfs(&url) {
+            hdfs_used();
+        }
+        Ok(Model {
+            scorer: Arc::new(s.map_err(train_err)?),
+            url,
+        })
+    }
+
+    /// The version number.
+    #[getter]
+    fn version(&self) -> u64 {
+        self.scorer.version
+    }
+
+    /// The model URL.
+    #[getter]
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The training config it was trained with, as JSON (every key resolved).
+    #[getter]
+    fn config_json(&self) -> PyResult<String> {
+        serde_json::to_string(&self.scorer.config).map_err(|e| DataError::new_err(e.to_string()))
+    }
+
+    /// The feature space fitted on the training data (columns, hashing, dense statistics), as
+    /// JSON.
+    #[getter]
+    fn features_json(&self) -> PyResult<String> {
+        serde_json::to_string(&*self.scorer.space).map_err(|e| DataError::new_err(e.to_string()))
+    }
+
+    /// Dense tensors by name (PyTorch names and shapes), copies of the version's weights.
+    fn weights(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        let d = PyDict::new(py);
+        for spec in self.scorer.model.layout().specs() {
+            let n: usize = spec.shape.iter().product();
+            let v = self.scorer.params[spec.offset..spec.offset + n].to_vec();
+            d.set_item(&spec.name, v.into_pyarray(py).reshape(spec.shape.clone())?)?;
+        }
+        Ok(d.unbind())
+    }
+
+    /// `(keys, rows)`: the embedding table's hashed keys (uint64, ascending) and their rows
+    /// (float32 `[n, dim]`).
+    fn embeddings<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let table = &self.scorer.table;
+        let dim = self.scorer.model.emb_dim();
+        let (keys, rows) = py.detach(|| {
+            let mut all: Vec<(u64, &[f32])> = table.rows().collect();
+            all.sort_unstable_by_key(|(k, _)| *k);
+            let keys: Vec<u64> = all.iter().map(|(k, _)| *k).collect();
+            let mut rows = Vec::with_capacity(all.len() * dim);
+            for (_, r) in &all {
+                rows.extend_from_slice(r);
+            }
+            (keys, rows)
+        });
+        let n = keys.len();
+        PyTuple::new(
+            py,
+            [
+                keys.into_pyarray(py).into_any(),
+                rows.into_pyarray(py).reshape([n, dim])?.into_any(),
+            ],
+        )
+    }
+
+    /// Scores (probabilities) of the rows of an Arrow IPC stream, exactly as `tusk predict`
+    /// scores a file of them: the same batch pipeline, the version's entity tables filling
+    /// the columns a row lacks.
+    fn predict_ipc<'py>(&self, py: Python<'py>, ipc: &[u8]) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let storage = storage()?;
+        let scorer = self.scorer.clone();
+        let ipc = ipc.to_vec();
+        let scores = py.detach(move || score_ipc(&storage, &scorer, ipc))?;
+        Ok(scores.into_pyarray(py))
+    }
+}
+
+static SCRATCH: AtomicU64 = AtomicU64::new(0);
+
+/// Rows from Arrow IPC → a Parquet file in this process's `memory://` store → `tusk predict`'s
+/// batch pipeline → probabilities.
+fn score_ipc(
+    storage: &Storage,
+    scorer: &Arc<tusk_train::trainer::Scorer>,
+    ipc: Vec<u8>,
+) -> PyResult<Vec<f32>> {
+    use tusk_data::{BatchOptions, Source, batches};
+    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)
+        .map_err(|e| ConfigError::new_err(format!("not an Arrow IPC stream: {e}")))?;
+    let n = SCRATCH.fetch_add(1, Ordering::Relaxed);
+    let url = format!(
+        "memory://tusk-python/score-{}-{n}.parquet",
+        std::process::id()
+    );
+    let schema = tusk_records::parquet_io::schema_of("rows", &reader.schema())
+        .map_err(|e| records_err(&e))?;
+    let loc = storage.open(&url).map_err(|e| storage_err(&e))?;
+    let result = (|| -> PyResult<Vec<f32>> {
+        let mut w = tusk_records::parquet_io::ParquetWriter::create(&loc, &schema)
+            .map_err(|e| records_err(&e))?;
+        for b in reader {
+            let b = b.map_err(|e| DataError::new_err(format!("rows: {e}")))?;
+            w.write_batch(&b).map_err(|e| records_err(&e))?;
+        }
+        w.finish().map_err(|e| records_err(&e))?;
+        let source = Source::open(storage, &url).map_err(data_err)?;
+        let opts = BatchOptions {
+            batch_size: 4096,
+            shuffle_buffer: 0,
+            seed: 0,
+            skip_batches: 0,
+            with_label: false,
+            group: None,
+            negatives: None,
+            prefetch: 4,
+            shard: None,
+            shard_by_rows: false,
+            entities: scorer.entities.clone(),
+        };
+        let mut out = Vec::new();
+        for b in batches(source, scorer.space.clone(), opts) {
+            let b = b.map_err(data_err)?;
+            out.extend(
+                scorer
+                    .logits(&b)
+                    .into_iter()
+                    .map(tusk_model::models::sigmoid),
+            );
+        }
+        Ok(out)
+    })();
+    let _ = loc.delete();
+    result
+}
+
 /// The compiled module.
 #[pymodule]
 fn _tusk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Plan>()?;
     m.add_class::<Batches>()?;
+    m.add_class::<Model>()?;
+    m.add_class::<ArrowStream>()?;
     m.add_function(wrap_pyfunction!(write_arrow, m)?)?;
     m.add("Error", py.get_type::<Error>())?;
     m.add("DataError", py.get_type::<DataError>())?;
