@@ -510,19 +510,21 @@ impl<'p> Cursor<'p> {
         let end = self.at + n;
         match &mut self.open {
             Open::Tf(r) => {
-                let mut dec = ExampleDecoder::new(fields);
+                // Framing and CRCs here, in order; the Examples are then decoded on
+                // DECODE_THREADS threads, each a contiguous part, appended in order.
                 while self.at < end {
-                    let offset = r.offset();
-                    let Some(rec) = r.next_record()? else { break };
-                    dec.decode(rec, out).map_err(|m| Error::Value {
-                        file: url.clone(),
-                        row: self.at,
-                        column: m.0,
-                        message: format!("{} (record at byte offset {offset})", m.1),
-                    })?;
-                    self.at += 1;
-                    if self.at.is_multiple_of(4096) && stop.load(Ordering::Relaxed) {
-                        return Ok(());
+                    let take = (end - self.at).min(ARENA_RECORDS);
+                    let mut arena = Arena::default();
+                    for _ in 0..take {
+                        let offset = r.offset();
+                        let Some(rec) = r.next_record()? else { break };
+                        arena.push(rec, offset);
+                    }
+                    let got = arena.len() as u64;
+                    decode_parallel(&arena, fields, url, self.at, out)?;
+                    self.at += got;
+                    if got < take || stop.load(Ordering::Relaxed) {
+                        break;
                     }
                 }
             }
@@ -577,6 +579,93 @@ impl<'p> Cursor<'p> {
         }
         Ok(())
     }
+}
+
+/// Records framed at a time before their Examples are decoded in parallel.
+const ARENA_RECORDS: u64 = 16_384;
+/// Threads decoding Examples (the reader thread is one of them).
+const DECODE_THREADS: usize = 2;
+
+/// Serialized records back to back, with their byte offsets in the file.
+#[derive(Default)]
+struct Arena {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    offsets: Vec<u64>,
+}
+
+impl Arena {
+    fn push(&mut self, rec: &[u8], offset: u64) {
+        self.bytes.extend_from_slice(rec);
+        self.ends.push(self.bytes.len());
+        self.offsets.push(offset);
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn record(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+}
+
+/// Decode the arena's records (record `first_row` of `url` first) and append them to `out`
+/// in order. Small arenas are decoded on this thread.
+fn decode_parallel(
+    arena: &Arena,
+    fields: &[Field],
+    url: &str,
+    first_row: u64,
+    out: &mut Columns,
+) -> Result<()> {
+    let decode = |from: usize, to: usize, out: &mut Columns| -> Result<()> {
+        let mut dec = ExampleDecoder::new(fields);
+        for i in from..to {
+            dec.decode(arena.record(i), out).map_err(|m| Error::Value {
+                file: url.to_string(),
+                row: first_row + i as u64,
+                column: m.0,
+                message: format!("{} (record at byte offset {})", m.1, arena.offsets[i]),
+            })?;
+        }
+        Ok(())
+    };
+    let n = arena.len();
+    if n < 2048 || DECODE_THREADS < 2 {
+        return decode(0, n, out);
+    }
+    let per = n.div_ceil(DECODE_THREADS);
+    let mut parts: Vec<Columns> = (1..DECODE_THREADS).map(|_| Columns::new(fields)).collect();
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .iter_mut()
+            .enumerate()
+            .map(|(k, part)| {
+                let (from, to) = ((k + 1) * per, ((k + 2) * per).min(n));
+                scope.spawn(move || decode(from, to, part))
+            })
+            .collect();
+        let mut results = vec![decode(0, per.min(n), out)];
+        for h in handles {
+            results.push(h.join().unwrap_or_else(|_| {
+                Err(Error::Internal(
+                    "an Example decoding thread panicked".into(),
+                ))
+            }));
+        }
+        results
+    });
+    // The earliest record's error, as a sequential pass would report it.
+    for r in results {
+        r?;
+    }
+    for part in &parts {
+        let all: Vec<u32> = (0..part.rows as u32).collect();
+        out.gather(part, &all, fields);
+    }
+    Ok(())
 }
 
 /// Records `⌊kN/K⌋ .. ⌊(k+1)N/K⌋`.
@@ -809,17 +898,37 @@ fn merge_schema(url: &str, a: Schema, b: Schema) -> Result<Schema> {
 struct ExampleDecoder<'a> {
     fields: &'a [Field],
     index: HashMap<&'a [u8], usize>,
+    /// (name, field index) in name order, and where the next feature is expected: writers
+    /// (TensorFlow's and tusk's) put features in name order, so a lookup is one comparison.
+    sorted: Vec<(&'a [u8], usize)>,
+    /// Values per record of each field (`None`: ragged).
+    want: Vec<Option<usize>>,
     seen: Vec<bool>,
 }
 
 impl<'a> ExampleDecoder<'a> {
     fn new(fields: &'a [Field]) -> Self {
+        let mut sorted: Vec<(&[u8], usize)> = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.as_bytes(), i))
+            .collect();
+        sorted.sort();
         ExampleDecoder {
             fields,
             index: fields
                 .iter()
                 .enumerate()
                 .map(|(i, f)| (f.name.as_bytes(), i))
+                .collect(),
+            sorted,
+            want: fields
+                .iter()
+                .map(|f| match &f.layout {
+                    Layout::Scalar => Some(1),
+                    Layout::Fixed(s) => Some(s.iter().product()),
+                    Layout::Ragged => None,
+                })
                 .collect(),
             seen: vec![false; fields.len()],
         }
@@ -830,11 +939,24 @@ impl<'a> ExampleDecoder<'a> {
         self.seen.iter_mut().for_each(|s| *s = false);
         let fields = self.fields;
         let index = &self.index;
+        let sorted = &self.sorted;
+        let wants = &self.want;
         let seen = &mut self.seen;
+        let mut next = 0usize;
         let mut bad: Option<(String, String)> = None;
         let res = example::walk_raw(rec, |key, values, count| {
-            let Some(&i) = index.get(key) else {
-                return Ok(());
+            let i = match sorted.get(next) {
+                Some((name, i)) if *name == key => {
+                    next += 1;
+                    *i
+                }
+                _ => {
+                    let Some(&i) = index.get(key) else {
+                        return Ok(());
+                    };
+                    next = sorted.partition_point(|(n, _)| *n <= key);
+                    i
+                }
             };
             let f = &fields[i];
             if seen[i] {
@@ -843,11 +965,7 @@ impl<'a> ExampleDecoder<'a> {
             }
             seen[i] = true;
             let col = &mut out.columns[i];
-            let want = match &f.layout {
-                Layout::Scalar => Some(1),
-                Layout::Fixed(s) => Some(s.iter().product()),
-                Layout::Ragged => None,
-            };
+            let want = wants[i];
             if let Some(w) = want
                 && count != w
             {
@@ -926,6 +1044,33 @@ fn append_arrow(
             column: f.name.clone(),
             message: what.to_string(),
         };
+        let want = match &f.layout {
+            Layout::Scalar => Some(1),
+            Layout::Fixed(s) => Some(s.iter().product::<usize>()),
+            Layout::Ragged => None,
+        };
+        // Fast path, no nulls anywhere: values copied in one go per column.
+        if arr.null_count() == 0 {
+            if !*list && want == Some(1) {
+                extend_range(&mut col.values, arr.as_ref(), 0, rows);
+                continue;
+            }
+            if *list {
+                let l = arr.as_list::<i32>();
+                let o = l.value_offsets();
+                let lens_ok =
+                    want.is_none_or(|w| o.windows(2).all(|x| (x[1] - x[0]) as usize == w));
+                if l.values().null_count() == 0 && lens_ok {
+                    let (a, b) = (o[0] as usize, o[rows] as usize);
+                    let base = col.values.len() as i64 - a as i64;
+                    extend_range(&mut col.values, l.values().as_ref(), a, b);
+                    if let Some(ro) = &mut col.offsets {
+                        ro.extend(o[1..=rows].iter().map(|x| *x as i64 + base));
+                    }
+                    continue;
+                }
+            }
+        }
         // Values and per-row bounds of the column.
         let (vals, bounds): (&dyn Array, Vec<(usize, usize)>) = if *list {
             let l = arr.as_list::<i32>();
@@ -950,11 +1095,6 @@ fn append_arrow(
                     .collect(),
             )
         };
-        let want = match &f.layout {
-            Layout::Scalar => Some(1),
-            Layout::Fixed(s) => Some(s.iter().product::<usize>()),
-            Layout::Ragged => None,
-        };
         for (r, (a, b)) in bounds.iter().enumerate() {
             if let Some(w) = want
                 && b - a != w
@@ -974,26 +1114,30 @@ fn append_arrow(
             if vals.null_count() > 0 && (*a..*b).any(|k| vals.is_null(k)) {
                 return Err(null_err(r, "a list holds a null value"));
             }
-            match &mut col.values {
-                Values::Int64(v) => {
-                    v.extend_from_slice(&vals.as_primitive::<Int64Type>().values()[*a..*b])
-                }
-                Values::Float32(v) => {
-                    v.extend_from_slice(&vals.as_primitive::<Float32Type>().values()[*a..*b])
-                }
-                Values::Bytes { data, offsets } => {
-                    let bin = vals.as_binary::<i32>();
-                    for k in *a..*b {
-                        data.extend_from_slice(bin.value(k));
-                        offsets.push(data.len() as i64);
-                    }
-                }
-            }
+            extend_range(&mut col.values, vals, *a, *b);
             col.end_row();
         }
     }
     out.rows += rows;
     Ok(())
+}
+
+/// Append values `a..b` of a canonical Arrow array (Int64, Float32 or Binary, the column's type).
+fn extend_range(dst: &mut Values, vals: &dyn Array, a: usize, b: usize) {
+    match dst {
+        Values::Int64(v) => v.extend_from_slice(&vals.as_primitive::<Int64Type>().values()[a..b]),
+        Values::Float32(v) => {
+            v.extend_from_slice(&vals.as_primitive::<Float32Type>().values()[a..b])
+        }
+        Values::Bytes { data, offsets } => {
+            let bin = vals.as_binary::<i32>();
+            let o = bin.value_offsets();
+            let (s, e) = (o[a] as usize, o[b] as usize);
+            let base = data.len() as i64 - s as i64;
+            data.extend_from_slice(&bin.value_data()[s..e]);
+            offsets.extend(o[a + 1..=b].iter().map(|x| *x as i64 + base));
+        }
+    }
 }
 
 /// CSV files: each counted, the column types inferred from the first 1,000 rows of the first:
@@ -1322,7 +1466,13 @@ fn produce(
     stop: &AtomicBool,
 ) -> Result<()> {
     let fields = plan.fields();
-    let window = opts.window.unwrap_or_else(|| plan.default_window()).max(1);
+    // Unshuffled, the order does not depend on the window: a small one keeps memory low.
+    let window = match (opts.window, opts.shuffle) {
+        (Some(w), _) => w,
+        (None, true) => plan.default_window(),
+        (None, false) => opts.batch_size.max(8192),
+    }
+    .max(1);
     let segments = plan.segments(epoch, opts.seed, opts.shuffle, part, parts);
     let total = plan.part_records(part, parts);
     let bs = opts.batch_size;
