@@ -244,7 +244,7 @@ class Dataset:
         self._epoch, self._start, self._pos = epoch, batch, batch
 
     # --- reading
-    def _read(self, part: int, parts: int, skip: int) -> "_tusk.Batches":
+    def _read(self, part: int, parts: int, skip: int, arrow: bool = False) -> Any:
         return self._plan().read(
             self.batch_size,
             self.shuffle,
@@ -256,6 +256,7 @@ class Dataset:
             part,
             parts,
             skip,
+            arrow,
         )
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
@@ -277,44 +278,16 @@ class Dataset:
         ``fixed_size_list``. Each call reads the epoch (from the resume point, if any) again."""
         import pyarrow as pa
 
-        stream = self._plan().read_arrow(
-            self.batch_size,
-            self.shuffle,
-            self.seed,
-            self.drop_last,
-            self.shuffle_window,
-            self.prefetch,
-            self._epoch,
-            self.rank,
-            self.world_size,
-            self._start,
-        )
-        return pa.RecordBatchReader.from_stream(stream)
+        return pa.RecordBatchReader.from_stream(self._read(self.rank, self.world_size, self._start, arrow=True))
 
 
 def write_dataset(url: str, data: Any, format: str = "parquet", shards: int = 1) -> int:
     """Write ``data`` as a tusk dataset directory at ``url`` (any storage tusk writes): shard files
     balanced by record count, then ``_manifest.json`` last (create-only: an existing dataset is
     never overwritten). ``data``: a ``pyarrow.Table``/``RecordBatch``, a pandas ``DataFrame``, a
-    dict of columns, or an iterable of record batches. ``format``: ``parquet``, ``tfrecord``,
+    dict of columns, a list of row dicts, or an iterable of record batches. ``format``: ``parquet``, ``tfrecord``,
     ``tfrecord.gz`` or ``tfrecord.zlib``. Returns the records written."""
-    import pyarrow as pa
-
-    if isinstance(data, dict):
-        table = pa.table(data)
-    elif isinstance(data, (pa.Table, pa.RecordBatch)):
-        table = data
-    elif type(data).__name__ == "DataFrame" and hasattr(data, "to_dict"):
-        table = pa.Table.from_pandas(data, preserve_index=False)
-    else:
-        batches = list(data)
-        if not batches:
-            raise ConfigError("write_dataset: no record batches given")
-        table = pa.Table.from_batches(batches)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as w:
-        w.write(table)
-    return _tusk.write_arrow(str(url), sink.getvalue().to_pybytes(), format, shards)
+    return _tusk.write_arrow(str(url), _ipc(data), format, shards)
 
 
 def _ipc(data: Any) -> bytes:

@@ -32,20 +32,8 @@ class Plan:
         part: int,
         parts: int,
         skip: int,
-    ) -> Batches: ...
-    def read_arrow(
-        self,
-        batch_size: int,
-        shuffle: bool,
-        seed: int,
-        drop_last: bool,
-        window: Optional[int],
-        prefetch: int,
-        epoch: int,
-        part: int,
-        parts: int,
-        skip: int,
-    ) -> ArrowStream: ...
+        arrow: bool = False,
+    ) -> Any: ...
 
 class ArrowStream:
     def __arrow_c_stream__(self, requested_schema: Any = None) -> Any: ...

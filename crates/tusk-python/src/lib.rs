@@ -236,44 +236,13 @@ impl Plan {
         loader::batches_per_epoch(&self.inner, batch_size, drop_last, part, parts)
     }
 
-    /// The same batches as [`Plan::read`], as an Arrow C stream.
-    #[pyo3(signature = (batch_size, shuffle, seed, drop_last, window, prefetch, epoch, part, parts, skip))]
-    #[allow(clippy::too_many_arguments)]
-    fn read_arrow(
-        &self,
-        batch_size: usize,
-        shuffle: bool,
-        seed: u64,
-        drop_last: bool,
-        window: Option<usize>,
-        prefetch: usize,
-        epoch: u64,
-        part: usize,
-        parts: usize,
-        skip: u64,
-    ) -> PyResult<ArrowStream> {
-        if self.pid != std::process::id() {
-            return Err(ConfigError::new_err(
-                "this dataset was opened in another process (a fork): open it again here",
-            ));
-        }
-        let opts = Plan::options(batch_size, shuffle, seed, drop_last, window, prefetch);
-        let reader =
-            Reader::start(self.inner.clone(), &opts, epoch, part, parts, skip).map_err(data_err)?;
-        Ok(ArrowStream {
-            inner: Mutex::new(Some(ArrowBatches {
-                reader,
-                plan: self.inner.clone(),
-                schema: arrow_schema(&self.inner),
-            })),
-        })
-    }
-
-    /// Start reading one consumer's batches of one epoch.
-    #[pyo3(signature = (batch_size, shuffle, seed, drop_last, window, prefetch, epoch, part, parts, skip))]
+    /// Start reading one consumer's batches of one epoch: a `Batches` iterator of dicts of
+    /// numpy arrays, or with `arrow` an `ArrowStream` of the same batches.
+    #[pyo3(signature = (batch_size, shuffle, seed, drop_last, window, prefetch, epoch, part, parts, skip, arrow=false))]
     #[allow(clippy::too_many_arguments)]
     fn read(
         &self,
+        py: Python<'_>,
         batch_size: usize,
         shuffle: bool,
         seed: u64,
@@ -284,45 +253,44 @@ impl Plan {
         part: usize,
         parts: usize,
         skip: u64,
-    ) -> PyResult<Batches> {
+        arrow: bool,
+    ) -> PyResult<Py<PyAny>> {
         if self.pid != std::process::id() {
             return Err(ConfigError::new_err(
                 "this dataset was opened in another process (a fork): open it again here",
             ));
         }
-        let opts = Plan::options(batch_size, shuffle, seed, drop_last, window, prefetch);
-        let reader =
-            Reader::start(self.inner.clone(), &opts, epoch, part, parts, skip).map_err(data_err)?;
-        let hdfs = is_hdfs(self.inner.url());
-        if hdfs {
-            HDFS_READERS.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(Batches {
-            reader: Mutex::new(Some(reader)),
-            plan: self.inner.clone(),
-            pid: std::process::id(),
-            hdfs: AtomicBool::new(hdfs),
-        })
-    }
-}
-
-impl Plan {
-    fn options(
-        batch_size: usize,
-        shuffle: bool,
-        seed: u64,
-        drop_last: bool,
-        window: Option<usize>,
-        prefetch: usize,
-    ) -> ReadOptions {
-        ReadOptions {
+        let opts = ReadOptions {
             batch_size,
             shuffle,
             seed,
             drop_last,
             window,
             prefetch,
+        };
+        let reader =
+            Reader::start(self.inner.clone(), &opts, epoch, part, parts, skip).map_err(data_err)?;
+        if arrow {
+            let stream = ArrowStream {
+                inner: Mutex::new(Some(ArrowBatches {
+                    reader,
+                    plan: self.inner.clone(),
+                    schema: arrow_schema(&self.inner),
+                })),
+            };
+            return Ok(Py::new(py, stream)?.into_any());
         }
+        let hdfs = is_hdfs(self.inner.url());
+        if hdfs {
+            HDFS_READERS.fetch_add(1, Ordering::Relaxed);
+        }
+        let batches = Batches {
+            reader: Mutex::new(Some(reader)),
+            plan: self.inner.clone(),
+            pid: std::process::id(),
+            hdfs: AtomicBool::new(hdfs),
+        };
+        Ok(Py::new(py, batches)?.into_any())
     }
 }
 
@@ -774,7 +742,6 @@ fn score_ipc(
     scorer: &Arc<tusk_train::trainer::Scorer>,
     ipc: Vec<u8>,
 ) -> PyResult<Vec<f32>> {
-    use tusk_data::{BatchOptions, Source, batches};
     let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)
         .map_err(|e| ConfigError::new_err(format!("not an Arrow IPC stream: {e}")))?;
     let n = SCRATCH.fetch_add(1, Ordering::Relaxed);
@@ -793,29 +760,11 @@ fn score_ipc(
             w.write_batch(&b).map_err(|e| records_err(&e))?;
         }
         w.finish().map_err(|e| records_err(&e))?;
-        let source = Source::open(storage, &url).map_err(data_err)?;
-        let opts = BatchOptions {
-            batch_size: 4096,
-            shuffle_buffer: 0,
-            seed: 0,
-            skip_batches: 0,
-            with_label: false,
-            group: None,
-            negatives: None,
-            prefetch: 4,
-            shard: None,
-            shard_by_rows: false,
-            entities: scorer.entities.clone(),
-        };
+        let source = tusk_data::Source::open(storage, &url).map_err(data_err)?;
         let mut out = Vec::new();
-        for b in batches(source, scorer.space.clone(), opts) {
-            let b = b.map_err(data_err)?;
-            out.extend(
-                scorer
-                    .logits(&b)
-                    .into_iter()
-                    .map(tusk_model::models::sigmoid),
-            );
+        for logits in tusk_train::predict::logits(source, scorer) {
+            let logits = logits.map_err(data_err)?;
+            out.extend(logits.into_iter().map(tusk_model::models::sigmoid));
         }
         Ok(out)
     })();

@@ -41,6 +41,32 @@ enum Out {
     Tf(Box<tfrecord::FileWriter>),
 }
 
+/// The logits of `source`'s rows, batch by batch in source order, as batch scoring computes
+/// them (the version's entity tables fill the columns a row lacks).
+pub fn logits(
+    source: Source,
+    scorer: &Scorer,
+) -> impl Iterator<Item = tusk_data::Result<Vec<f32>>> + '_ {
+    batches(
+        source,
+        scorer.space.clone(),
+        BatchOptions {
+            batch_size: 4096,
+            shuffle_buffer: 0,
+            seed: 0,
+            skip_batches: 0,
+            with_label: false,
+            group: None,
+            negatives: None,
+            prefetch: 4,
+            shard: None,
+            shard_by_rows: false,
+            entities: scorer.entities.clone(),
+        },
+    )
+    .map(|b| b.map(|b| scorer.logits(&b)))
+}
+
 /// Score `input` with `scorer` into `output`.
 pub fn predict(
     storage: &Storage,
@@ -93,24 +119,7 @@ fn predict_into(
     };
     // Scores come from the batch pipeline in source order; the rows themselves are read a
     // second time, in the same order, for pass-through.
-    let mut scores = batches(
-        source.clone(),
-        scorer.space.clone(),
-        BatchOptions {
-            batch_size: 4096,
-            shuffle_buffer: 0,
-            seed: 0,
-            skip_batches: 0,
-            with_label: false,
-            group: None,
-            negatives: None,
-            prefetch: 4,
-            shard: None,
-            shard_by_rows: false,
-            entities: scorer.entities.clone(),
-        },
-    )
-    .map(|b| b.map(|b| scorer.logits(&b)));
+    let mut scores = logits(source.clone(), scorer);
     let mut pending: std::vec::IntoIter<f32> = Vec::new().into_iter();
     let mut rows = 0u64;
     let mut missing_columns = Vec::new();
