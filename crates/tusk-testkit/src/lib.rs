@@ -299,21 +299,32 @@ impl MiniYarn {
     fn launch(nodes: usize, gpus: usize, kerberos: Option<(&str, &Path)>) -> Option<MiniYarn> {
         let mvn = maven("a real YARN (MiniYARNCluster)")?;
         let project = repo_root().join("testing/miniyarn");
-        let o = Command::new(mvn)
-            .args(["-q", "-B", "-f"])
-            .arg(&project)
-            .args(["compile", "dependency:build-classpath"])
-            .output()
-            .expect("failed to run mvn for MiniYARN");
-        assert!(
-            o.status.success(),
-            "building testing/miniyarn failed:\n{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let deps = std::fs::read_to_string(project.join("target/classpath.txt"))
-            .expect("testing/miniyarn/target/classpath.txt");
-        let deps = deps.trim();
+        // Built once per test process: tests running side by side each ran `mvn compile`, and
+        // one JVM could start while the other build rewrote target/ (seen once: the JVM exited
+        // at once, before its ready line).
+        static BUILT: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+        let built = BUILT.get_or_init(|| {
+            let o = Command::new(&mvn)
+                .args(["-q", "-B", "-f"])
+                .arg(&project)
+                .args(["compile", "dependency:build-classpath"])
+                .output()
+                .map_err(|e| format!("failed to run mvn for MiniYARN: {e}"))?;
+            if !o.status.success() {
+                return Err(format!(
+                    "building testing/miniyarn failed:\n{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                ));
+            }
+            std::fs::read_to_string(project.join("target/classpath.txt"))
+                .map(|d| d.trim().to_string())
+                .map_err(|e| format!("testing/miniyarn/target/classpath.txt: {e}"))
+        });
+        let deps = match built {
+            Ok(d) => d.as_str(),
+            Err(e) => panic!("{e}"),
+        };
         let mut child = Command::new("java")
             .args(["--add-opens", "java.base/java.lang=ALL-UNNAMED", "-cp"])
             .arg(format!(
