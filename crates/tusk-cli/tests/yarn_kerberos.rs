@@ -421,7 +421,9 @@ fn yarn_on_a_fully_kerberized_cluster() {
     let restarted = format!("{hdfs}/model-restarted");
     let log_path = dir.path().join("restarted.log");
     let mut c = launch(&yarn.conf_dir, &restarted, "1");
-    c.args(["--set", "train.epochs=20"])
+    // Long enough that the kill lands in training: with 20 epochs the job once finished
+    // before the kill, and nothing was resubmitted.
+    c.args(["--set", "train.epochs=200"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap());
     let mut p = Proc::spawn(&mut c, "tusk launch --yarn, a container killed");
