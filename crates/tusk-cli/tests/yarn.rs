@@ -47,6 +47,7 @@ impl Cluster {
 /// the same model; the staging directory is gone afterwards.
 #[test]
 fn yarn_job_equals_the_local_launch_and_survives_a_killed_container() {
+    let _turn = common::yarn::one_cluster_at_a_time();
     let Some(dfs) = MiniDfs::start(1) else {
         return;
     };
@@ -171,6 +172,7 @@ fn yarn_job_equals_the_local_launch_and_survives_a_killed_container() {
 /// start, and a job killed with `tusk yarn kill`, which leaves no container running.
 #[test]
 fn yarn_gpu_requests_and_bad_input() {
+    let _turn = common::yarn::one_cluster_at_a_time();
     let Some(dfs) = MiniDfs::start(1) else {
         return;
     };

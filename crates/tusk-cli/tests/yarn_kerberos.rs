@@ -83,6 +83,7 @@ fn assert_no_ticket_error(o: &Output, rm_url: &str, cache: &Path, what: &str) {
 /// negotiation serves many calls (the `hadoop.auth` cookie).
 #[test]
 fn yarn_on_a_kerberos_secured_resource_manager() {
+    let _turn = common::yarn::one_cluster_at_a_time();
     let Some(dfs) = MiniDfs::start(1) else {
         return;
     };
@@ -283,6 +284,7 @@ const CHILD_COPY: &str = "TUSK_TEST_KERBEROS_CHILD_COPY";
 /// address that does not answer gives one clear error before anything is submitted.
 #[test]
 fn yarn_on_a_fully_kerberized_cluster() {
+    let _turn = common::yarn::one_cluster_at_a_time();
     let Some(yarn) = MiniYarn::start_secured(2) else {
         return;
     };
@@ -421,9 +423,7 @@ fn yarn_on_a_fully_kerberized_cluster() {
     let restarted = format!("{hdfs}/model-restarted");
     let log_path = dir.path().join("restarted.log");
     let mut c = launch(&yarn.conf_dir, &restarted, "1");
-    // Long enough that the kill lands in training: with 20 epochs the job once finished
-    // before the kill, and nothing was resubmitted.
-    c.args(["--set", "train.epochs=200"])
+    c.args(["--set", "train.epochs=20"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap());
     let mut p = Proc::spawn(&mut c, "tusk launch --yarn, a container killed");

@@ -7,6 +7,14 @@ use std::time::{Duration, Instant};
 
 use tusk_testkit::{Proc, group_members};
 
+/// Held for the whole of a test that runs a YARN cluster: the container helpers below see every
+/// container on the machine, so two such tests side by side saw (and once killed) each other's
+/// workers. The tests of one binary take turns.
+pub fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The command line of `pid` when it runs inside a container (the tusk a container
 /// unpacked: `./tusk yarn-container …`, and the process it runs by its full path).
 pub fn in_container(pid: u32) -> Option<Vec<String>> {
