@@ -312,23 +312,21 @@ impl Plan {
             None => open_records(Input::open(storage, url, None)?)?,
         };
         let records = files.iter().map(|f| f.records).sum();
-        let mut fields = select(url, schema_fields, columns, ragged)?;
+        let fields = select(url, schema_fields, columns, ragged)?;
         let mut plan = Plan {
             url: url.to_string(),
             files,
-            fields: Vec::new(),
+            fields,
             records,
             record_bytes: 0,
         };
         // A sample of the first records: the decoded size per record and fixed shapes.
-        plan.fields = fields.clone();
         let sample = plan.read_sample(64)?;
         plan.record_bytes = sample_bytes(&sample)
             .checked_div(sample.rows)
             .unwrap_or(1)
             .max(1);
-        image_shape(url, &mut fields, &plan.fields, &sample);
-        plan.fields = fields;
+        image_shape(&mut plan.fields, &sample);
         Ok(plan)
     }
 
@@ -701,8 +699,8 @@ fn sample_bytes(c: &Columns) -> usize {
 /// `image` + `shape` (as `tusk images normalize` writes them): when every sampled record has
 /// the same 1–3 dimensional shape whose product is its number of image values, the image
 /// column gets that fixed shape (checked again on every record read).
-fn image_shape(url: &str, fields: &mut [Field], sampled: &[Field], sample: &Columns) {
-    let _ = url;
+fn image_shape(fields: &mut [Field], sample: &Columns) {
+    let sampled = &*fields;
     let pos = |n: &str| sampled.iter().position(|f| f.name == n);
     let (Some(i), Some(s)) = (pos("image"), pos("shape")) else {
         return;
