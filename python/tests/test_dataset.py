@@ -297,6 +297,12 @@ def test_images_from_tusk_images_normalize_come_back_as_nchw(tmp_path, tusk_bin)
     assert f["image"][2] == "fixed" and f["image"][3] == [3, 4, 6]
     b = next(iter(ds))
     assert b["image"].shape == (4, 3, 4, 6) and b["image"].dtype == np.float32
+    # Selecting the image without its shape column keeps the layout (the shape is read for it).
+    only = tusk.Dataset(str(out), batch_size=4, shuffle=False, columns=["image", "path"])
+    assert [x[0] for x in only.fields] == ["image", "path"]
+    c = next(iter(only))
+    assert sorted(c) == ["image", "path"] and c["image"].shape == (4, 3, 4, 6)
+    np.testing.assert_array_equal(c["image"], b["image"])
 
 
 def test_a_dataset_on_minidfs_over_hdfs_and_webhdfs(minidfs):

@@ -20,6 +20,13 @@ Layouts (the same for TFRecord, Parquet and CSV input):
 
 dtypes: integers int64, floats float32, bytes/strings numpy object arrays of ``bytes``.
 
+Files on any tusk storage (a local path, ``hdfs://``, ``webhdfs://``): ``read_bytes``,
+``write_bytes`` (atomic: a reader sees the old file or the whole new one, never a part),
+``exists``, ``list_dir``, ``delete``; with them a training script keeps its checkpoints on HDFS::
+
+    buf = io.BytesIO(); torch.save(state, buf)
+    tusk.write_bytes("hdfs://nn:8020/ckpt/epoch-3.pt", buf.getvalue())
+
 See ``tusk.torch`` (an IterableDataset for DataLoader and DDP) and ``tusk.tf`` (a tf.data.Dataset).
 """
 
@@ -35,7 +42,18 @@ from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tu
 import numpy as np
 
 from . import _tusk
-from ._tusk import ConfigError, DataError, Error, NotFoundError, StorageError
+from ._tusk import (
+    ConfigError,
+    DataError,
+    Error,
+    NotFoundError,
+    StorageError,
+    delete,
+    exists,
+    list_dir,
+    read_bytes,
+    write_bytes,
+)
 
 __version__ = _tusk.__version__
 
@@ -47,6 +65,11 @@ __all__ = [
     "sql",
     "write_dataset",
     "world",
+    "read_bytes",
+    "write_bytes",
+    "exists",
+    "list_dir",
+    "delete",
     "Error",
     "DataError",
     "StorageError",

@@ -6,13 +6,16 @@ use anyhow::Result;
 use clap::Args;
 
 /// Start N workers of a data-parallel job on this node (and, with --servers S, S embedding
-/// servers) and supervise them (torchrun-style).
+/// servers) and supervise them (torchrun-style): tusk's own `train`, or any program.
 ///
-/// Every worker gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT
-/// and TUSK_JOB_SECRET (generated when unset; with --nnodes > 1 set it on every node). When
-/// a worker dies the others are stopped and the group restarts with --resume from the newest
-/// committed version, at most --max-restarts times. Example:
-/// `tusk launch -n 4 -- train job.toml --model hdfs://nn:8020/models/ctr`
+/// Every worker gets torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+/// GROUP_RANK, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RESTART_COUNT, …), so an unmodified
+/// `torch.distributed.init_process_group()` script works, and TUSK_JOB_SECRET (generated when
+/// unset; with --nnodes > 1 set it on every node). When a worker dies the others are stopped
+/// and the group restarts, at most --max-restarts times: `tusk train` with --resume from the
+/// newest committed version, another program with TORCHELASTIC_RESTART_COUNT raised.
+/// Examples: `tusk launch -n 4 -- train job.toml --model hdfs://nn:8020/models/ctr`;
+/// `tusk launch -n 2 --max-restarts 3 -- python train.py --epochs 5`
 #[derive(Debug, Args)]
 pub struct LaunchArgs {
     /// Workers on this node.
@@ -46,6 +49,19 @@ pub struct LaunchArgs {
     /// Seconds between SIGTERM and SIGKILL when stopping workers.
     #[arg(long, default_value_t = 5.0)]
     grace: f64,
+    /// Seconds: a worker exiting with an error code this soon after its group started ends
+    /// the job instead of restarting it (a program failing as it starts fails again; 0:
+    /// always restart). Deaths by a signal always restart.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    startup_window: f64,
+    /// Give each worker a TF_CONFIG for tf.distribute.MultiWorkerMirroredStrategy (the
+    /// cluster's workers, one host:port per rank, and the worker's index).
+    #[arg(long)]
+    tf_config: bool,
+    /// With --tf-config and --nnodes > 1: every node's host, in node-rank order (comma
+    /// separated); worker ports are MASTER_PORT+1+servers+local rank on each.
+    #[arg(long, value_delimiter = ',', value_name = "HOSTS")]
+    node_addrs: Vec<String>,
     /// GPUs per worker. Locally each worker gets its own CUDA_VISIBLE_DEVICES ordinals (worker
     /// k: k·G … k·G+G−1, taken from this process's CUDA_VISIBLE_DEVICES when set), so workers
     /// on one host never share a device; on YARN each container asks for G `yarn.io/gpu`.
@@ -84,9 +100,32 @@ pub struct LaunchArgs {
     /// Seconds a container waits for its peers' addresses.
     #[arg(long, default_value_t = 300, help_heading = "YARN")]
     rendezvous_timeout: u64,
-    /// The tusk command each worker runs, after `--`, e.g. `train job.toml --model URL`.
+    /// What each worker runs, after `--`: a tusk command (`train job.toml --model URL`) or
+    /// any program with its arguments (`python train.py …`).
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
+}
+
+/// Whether a worker command is a tusk subcommand (else it is a program of its own).
+fn is_tusk_command(command: &[String]) -> bool {
+    command
+        .first()
+        .is_some_and(|w| crate::subcommand_names().iter().any(|n| n == w))
+}
+
+/// A program of the user's: it must exist before anything starts (a typo is one error
+/// line, not a restart storm).
+fn user_program(command: &[String]) -> Result<std::path::PathBuf> {
+    let name = &command[0];
+    tusk_launch::find_program(name).ok_or_else(|| {
+        anyhow::anyhow!(if name.contains('/') {
+            format!("{name}: no such executable file (the worker command after `--`)")
+        } else {
+            format!(
+                "{name}: not a tusk command and no executable of that name on PATH (the worker command after `--`)"
+            )
+        })
+    })
 }
 
 pub fn run(a: LaunchArgs) -> Result<()> {
@@ -96,6 +135,17 @@ pub fn run(a: LaunchArgs) -> Result<()> {
     if let Some(rm) = &a.yarn {
         return run_yarn(rm, &a, program, restart_arg);
     }
+    // Any other program starts through `tusk launch-exec`, which makes the kernel stop it if
+    // this launcher is killed outright, then becomes the program.
+    let args = if is_tusk_command(&a.command) {
+        a.command
+    } else {
+        let found = user_program(&a.command)?;
+        let mut args = vec!["launch-exec".to_string(), "--".into()];
+        args.push(found.to_string_lossy().into_owned());
+        args.extend(a.command[1..].iter().cloned());
+        args
+    };
     let opts = tusk_launch::Options {
         nproc_per_node: a.nproc_per_node,
         nnodes: a.nnodes,
@@ -104,12 +154,15 @@ pub fn run(a: LaunchArgs) -> Result<()> {
         master_port: a.master_port,
         max_restarts: a.max_restarts,
         program,
-        args: a.command,
+        args,
         restart_arg,
         grace: Duration::from_secs_f64(a.grace.max(0.0)),
         servers: a.servers,
         server_args: vec!["embedding-server".into()],
         gpus_per_worker: a.gpus_per_worker,
+        startup_window: Duration::from_secs_f64(a.startup_window.max(0.0)),
+        tf_config: a.tf_config,
+        node_addrs: a.node_addrs,
     };
     tusk_launch::launch(&opts, &mut |line| eprintln!("[launch] {line}"))?;
     Ok(())
@@ -282,4 +335,16 @@ pub fn run_container(a: ContainerArgs) -> Result<()> {
         std::process::exit(code);
     }
     Ok(())
+}
+
+/// `tusk launch-exec -- PROGRAM ARGS…` (started by `tusk launch`, not for direct use).
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// The program and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<std::ffi::OsString>,
+}
+
+pub fn run_exec(a: ExecArgs) -> Result<()> {
+    Err(tusk_launch::exec_worker(&a.command[0], &a.command[1..]).into())
 }

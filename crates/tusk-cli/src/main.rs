@@ -60,6 +60,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Start and supervise the workers of a data-parallel job on this node (torchrun-style).
     Launch(launch::LaunchArgs),
+    /// Becomes a worker program under `tusk launch` (not for direct use).
+    #[command(name = "launch-exec", hide = true)]
+    LaunchExec(launch::ExecArgs),
     /// YARN applications: status and kill (submit with `tusk launch --yarn`).
     #[command(subcommand)]
     Yarn(launch::YarnCommand),
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         Command::Mapper(cmd) => images::run_mapper(cmd),
         Command::Train(a) => train::run_train(a),
         Command::Launch(a) => launch::run(a),
+        Command::LaunchExec(a) => launch::run_exec(a),
         Command::Yarn(c) => launch::run_yarn_command(c),
         Command::YarnContainer(a) => launch::run_container(a),
         Command::AllreducePerf(a) => collective::run(a),
@@ -122,6 +126,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The names of tusk's subcommands (a `tusk launch` worker command starting with one runs
+/// tusk itself).
+pub(crate) fn subcommand_names() -> Vec<String> {
+    use clap::CommandFactory as _;
+    Cli::command()
+        .get_subcommands()
+        .flat_map(|c| {
+            std::iter::once(c.get_name().to_string()).chain(c.get_all_aliases().map(str::to_string))
+        })
+        .collect()
 }
 
 /// The error and its causes on one line, skipping causes whose text the message already holds.

@@ -312,7 +312,16 @@ impl Plan {
             None => open_records(Input::open(storage, url, None)?)?,
         };
         let records = files.iter().map(|f| f.records).sum();
-        let fields = select(url, schema_fields, columns, ragged)?;
+        // `image` without `shape`: the shape is still read for the sample that decides the
+        // image's layout, then dropped from the batches.
+        let named = |n: &str| columns.is_some_and(|c| c.iter().any(|x| x == n));
+        let shape_for_image =
+            named("image") && !named("shape") && schema_fields.iter().any(|f| f.name == "shape");
+        let mut wanted = columns.map(<[String]>::to_vec);
+        if shape_for_image && let Some(w) = wanted.as_mut() {
+            w.push("shape".to_string());
+        }
+        let fields = select(url, schema_fields, wanted.as_deref(), ragged)?;
         let mut plan = Plan {
             url: url.to_string(),
             files,
@@ -327,6 +336,9 @@ impl Plan {
             .unwrap_or(1)
             .max(1);
         image_shape(&mut plan.fields, &sample);
+        if shape_for_image {
+            plan.fields.pop();
+        }
         Ok(plan)
     }
 

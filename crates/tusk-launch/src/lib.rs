@@ -21,7 +21,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,16 @@ pub struct Options {
     pub servers: usize,
     /// The server program's arguments before the launcher's own (`embedding-server`).
     pub server_args: Vec<String>,
+    /// A worker exiting with an error code this soon after its attempt started ends the job
+    /// instead of restarting it (a crash at start-up repeats); deaths by a signal always
+    /// restart.
+    pub startup_window: Duration,
+    /// Give every worker a `TF_CONFIG` for `tf.distribute.MultiWorkerMirroredStrategy`: the
+    /// cluster's `worker` list (one `host:port` per rank) and the worker's own index.
+    pub tf_config: bool,
+    /// With `tf_config` and several nodes: every node's host, in node-rank order (worker
+    /// ports are `MASTER_PORT + 1 + servers + local rank` on each).
+    pub node_addrs: Vec<String>,
     /// GPUs per worker: worker `k` on this node gets CUDA_VISIBLE_DEVICES (and
     /// NVIDIA_VISIBLE_DEVICES) ordinals `k·G … k·G+G−1` of this process's own list (or of
     /// 0, 1, … when it has none). 0: the variables are passed through unchanged.
@@ -114,7 +124,9 @@ pub fn visible_devices(visible: Option<&str>, local: usize, per: usize) -> Resul
 /// The variable naming the embedding servers' addresses (comma-separated, shard order).
 pub const SERVERS_VAR: &str = "TUSK_EMBEDDING_SERVERS";
 
-/// Environment for one worker.
+/// Environment for one worker: torchrun's variables (as `torch.distributed.run` sets them with
+/// its static rendezvous: the script's rank 0 hosts the store at MASTER_ADDR:MASTER_PORT),
+/// tusk's own, and torchrun's defaults for threads.
 fn worker_env(
     o: &Options,
     local: usize,
@@ -124,21 +136,60 @@ fn worker_env(
     attempt: usize,
 ) -> Vec<(String, String)> {
     let rank = o.node_rank * o.nproc_per_node + local;
-    [
+    let world = o.nnodes * o.nproc_per_node;
+    let mut env: Vec<(String, String)> = [
         ("RANK", rank.to_string()),
-        ("WORLD_SIZE", (o.nnodes * o.nproc_per_node).to_string()),
+        ("WORLD_SIZE", world.to_string()),
         ("LOCAL_RANK", local.to_string()),
         ("LOCAL_WORLD_SIZE", o.nproc_per_node.to_string()),
         ("GROUP_RANK", o.node_rank.to_string()),
+        ("GROUP_WORLD_SIZE", o.nnodes.to_string()),
+        ("ROLE_RANK", rank.to_string()),
+        ("ROLE_WORLD_SIZE", world.to_string()),
+        ("ROLE_NAME", "default".to_string()),
         ("MASTER_ADDR", addr.to_string()),
         ("MASTER_PORT", port.to_string()),
-        ("TUSK_JOB_SECRET", secret.to_string()),
         ("TORCHELASTIC_RESTART_COUNT", attempt.to_string()),
+        ("TORCHELASTIC_MAX_RESTARTS", o.max_restarts.to_string()),
+        ("TORCHELASTIC_RUN_ID", "none".to_string()),
+        ("TORCHELASTIC_USE_AGENT_STORE", "False".to_string()),
+        ("TUSK_JOB_SECRET", secret.to_string()),
         (PARENT_VAR, std::process::id().to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    .collect();
+    let unset = |k: &str| std::env::var_os(k).is_none();
+    if unset("TORCH_NCCL_ASYNC_ERROR_HANDLING") {
+        env.push(("TORCH_NCCL_ASYNC_ERROR_HANDLING".into(), "1".into()));
+    }
+    // torchrun's default: N workers on one node must not each start a thread per core.
+    if unset("OMP_NUM_THREADS") && o.nproc_per_node > 1 {
+        env.push(("OMP_NUM_THREADS".into(), "1".into()));
+    }
+    // Output is read line by line and prefixed with the rank: a Python worker's print()
+    // should reach it when printed, not when a pipe buffer fills.
+    if unset("PYTHONUNBUFFERED") {
+        env.push(("PYTHONUNBUFFERED".into(), "1".into()));
+    }
+    env
+}
+
+/// `TF_CONFIG` of worker `rank` in a cluster of `workers` (`host:port` per rank).
+pub fn tf_config(workers: &[String], rank: usize) -> String {
+    let list = workers
+        .iter()
+        .map(|w| format!("\"{}\"", w.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(r#"{{"cluster":{{"worker":[{list}]}},"task":{{"type":"worker","index":{rank}}}}}"#)
+}
+
+fn free_port(what: &str) -> Result<u16, Error> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::Usage(format!("finding a free port for {what}: {e}")))
 }
 
 /// A fresh random secret (hex) for a job started here.
@@ -214,18 +265,86 @@ fn describe(s: ExitStatus) -> String {
     }
 }
 
-fn signal(w: &Worker, sig: Signal) {
-    if w.status.is_none()
-        && let Some(pid) = Pid::from_raw(w.child.id() as i32)
-    {
+/// `(pid, parent pid)` of every process on the machine (Linux `/proc`).
+fn process_table() -> Vec<(i32, i32)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // `pid (comm) state ppid …`: comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some((pid, ppid))
+    })
+    .collect()
+}
+
+/// Every descendant of `root` (children, grandchildren, …).
+fn descendants(table: &[(i32, i32)], root: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for &(c, pp) in table {
+            if pp == p && !out.contains(&c) {
+                out.push(c);
+                frontier.push(c);
+            }
+        }
+    }
+    out
+}
+
+fn signal_pid(pid: i32, sig: Signal) {
+    if let Some(pid) = Pid::from_raw(pid) {
         let _ = kill_process(pid, sig);
     }
 }
 
-/// Stop every live worker: SIGTERM, then SIGKILL after `grace`; reap them all.
-fn stop_all(workers: &mut [Worker], grace: Duration) {
+/// Signals a live worker and everything it started (a Python worker's DataLoader processes,
+/// a shell's children): the launcher owns the whole tree.
+fn signal(w: &Worker, sig: Signal) {
+    if w.status.is_none() {
+        let pid = w.child.id() as i32;
+        for d in descendants(&process_table(), pid) {
+            signal_pid(d, sig);
+        }
+        signal_pid(pid, sig);
+    }
+}
+
+/// Processes whose parent died and that YARN's or a shell's habits would leave behind get
+/// this launcher as their new parent (it is a child subreaper): kill and reap them.
+fn reap_orphans(known: &[i32]) {
+    let me = std::process::id() as i32;
+    let table = process_table();
+    let orphans: Vec<i32> = table
+        .iter()
+        .filter(|(p, pp)| *pp == me && !known.contains(p))
+        .map(|(p, _)| *p)
+        .collect();
+    for o in orphans {
+        for d in descendants(&table, o) {
+            signal_pid(d, Signal::KILL);
+        }
+        signal_pid(o, Signal::KILL);
+        if let Some(pid) = Pid::from_raw(o) {
+            let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+        }
+    }
+}
+
+/// Stop every live worker and what it started: `first` (SIGTERM, or the signal the launcher
+/// received), then SIGKILL after `grace`; reap them all.
+fn stop_all(workers: &mut [Worker], grace: Duration, first: Signal) {
     for w in workers.iter() {
-        signal(w, Signal::TERM);
+        signal(w, first);
     }
     let deadline = Instant::now() + grace;
     loop {
@@ -253,6 +372,7 @@ fn stop_all(workers: &mut [Worker], grace: Duration) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    reap_orphans(&[]);
     for w in workers.iter_mut() {
         for p in w.pumps.drain(..) {
             let _ = p.join();
@@ -309,19 +429,22 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
             ));
         }
     };
-    let port = match (o.master_port, o.nnodes) {
-        (Some(p), _) => p,
-        (None, 1) => TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(|e| Error::Usage(format!("finding a free port for rank 0: {e}")))?,
-        (None, _) => 29500,
-    };
-    let stop = Arc::new(AtomicBool::new(false));
+    if o.tf_config && o.nnodes > 1 && o.node_addrs.len() != o.nnodes {
+        return Err(Error::Usage(format!(
+            "--tf-config with --nnodes {}: --node-addrs must list every node's host in node-rank order (got {})",
+            o.nnodes,
+            o.node_addrs.len()
+        )));
+    }
+    // The signal received (SIGINT, SIGTERM), forwarded to the workers as it came.
+    let stop = Arc::new(AtomicUsize::new(0));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())
+        signal_hook::flag::register_usize(sig, stop.clone(), sig as usize)
             .map_err(|e| Error::Usage(format!("installing a signal handler: {e}")))?;
     }
+    // Whatever a worker starts and abandons is re-parented here, not to init, so that it can
+    // be stopped with the group (see `reap_orphans`).
+    let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
     let world = o.nnodes * o.nproc_per_node;
     // Servers run on node 0; every node knows their ports.
     let server_addrs: Vec<(String, u16)> = (0..o.servers)
@@ -366,6 +489,33 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
     }
     let mut failures: Vec<String> = Vec::new();
     for attempt in 0..=o.max_restarts {
+        // With one node and no --master-port: a fresh port for every attempt (the previous
+        // attempt's rank 0 may have left its listening port in TIME_WAIT).
+        let port = match (o.master_port, o.nnodes) {
+            (Some(p), _) => p,
+            (None, 1) => free_port("rank 0")?,
+            (None, _) => 29500,
+        };
+        let tf_workers: Vec<String> = if o.tf_config {
+            if o.nnodes == 1 {
+                (0..o.nproc_per_node)
+                    .map(|k| Ok(format!("{addr}:{}", free_port(&format!("TF worker {k}"))?)))
+                    .collect::<Result<_, Error>>()?
+            } else {
+                (0..world)
+                    .map(|r| {
+                        let (node, local) = (r / o.nproc_per_node, r % o.nproc_per_node);
+                        format!(
+                            "{}:{}",
+                            o.node_addrs[node],
+                            port as usize + 1 + o.servers + local
+                        )
+                    })
+                    .collect()
+            }
+        } else {
+            Vec::new()
+        };
         let mut args = o.args.clone();
         if attempt > 0
             && let Some(extra) = &o.restart_arg
@@ -412,7 +562,7 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
             match spawn(cmd, format!("server {i}"), true) {
                 Ok(w) => workers.push(w),
                 Err(source) => {
-                    stop_all(&mut workers, o.grace);
+                    stop_all(&mut workers, o.grace, Signal::TERM);
                     return Err(Error::Spawn {
                         rank: i,
                         program: o.program.display().to_string(),
@@ -435,6 +585,9 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
             if o.servers > 0 {
                 cmd.env(SERVERS_VAR, &servers_env);
             }
+            if o.tf_config {
+                cmd.env("TF_CONFIG", tf_config(&tf_workers, rank));
+            }
             if let Some(d) = visible {
                 cmd.env("CUDA_VISIBLE_DEVICES", d)
                     .env("NVIDIA_VISIBLE_DEVICES", d);
@@ -442,7 +595,7 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
             match spawn(cmd, format!("rank {rank}"), false) {
                 Ok(w) => workers.push(w),
                 Err(source) => {
-                    stop_all(&mut workers, o.grace);
+                    stop_all(&mut workers, o.grace, Signal::TERM);
                     return Err(Error::Spawn {
                         rank,
                         program: o.program.display().to_string(),
@@ -452,10 +605,17 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
             }
         }
         // Supervise.
+        let started = Instant::now();
         let failed = loop {
-            if stop.load(Ordering::SeqCst) {
-                log("signal received: stopping every worker");
-                stop_all(&mut workers, o.grace);
+            let sig = stop.load(Ordering::SeqCst);
+            if sig != 0 {
+                let (first, name) = if sig == signal_hook::consts::SIGINT as usize {
+                    (Signal::INT, "SIGINT")
+                } else {
+                    (Signal::TERM, "SIGTERM")
+                };
+                log(&format!("{name} received: forwarding it to every worker"));
+                stop_all(&mut workers, o.grace, first);
                 return Err(Error::Interrupted);
             }
             let mut failed = Vec::new();
@@ -501,13 +661,26 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            stop_all(&mut workers, o.grace);
+            stop_all(&mut workers, o.grace, Signal::TERM);
             return Ok(());
         };
         let what = format!("{name} {}", describe(status));
+        let uptime = started.elapsed();
         log(&format!("{what}: stopping the other workers"));
         let t = Instant::now();
-        stop_all(&mut workers, o.grace);
+        stop_all(&mut workers, o.grace, Signal::TERM);
+        // A program that exits with an error as it starts (a typo, a missing module, bad
+        // arguments) would only fail the same way again: no restart storm. Deaths by a
+        // signal (kill -9, the OOM killer) are restarted whenever they come.
+        if status.code().is_some() && uptime < o.startup_window {
+            failures.push(format!("attempt {}: {what}", attempt + 1));
+            return Err(Error::Failed(format!(
+                "{what} {:.1} s after starting, within the start-up window of {:.0} s: not restarting, it would fail the same way ({})",
+                uptime.as_secs_f64(),
+                o.startup_window.as_secs_f64(),
+                failures.join("; ")
+            )));
+        }
         log(&format!(
             "all workers stopped in {:.1}s",
             t.elapsed().as_secs_f64()
@@ -520,6 +693,48 @@ pub fn launch(o: &Options, log: &mut dyn FnMut(&str)) -> Result<(), Error> {
         o.max_restarts,
         failures.join("; ")
     )))
+}
+
+/// In the launcher's child, for a program that is not tusk (`tusk launch -- python train.py`):
+/// ask the kernel to SIGKILL this process when the launcher dies, then become `program`
+/// (the request survives `exec`). A tusk worker watches its launcher itself
+/// ([`exit_with_launcher`]); any other program could not. Returns only on failure.
+pub fn exec_worker(program: &std::ffi::OsStr, args: &[std::ffi::OsString]) -> Error {
+    use std::os::unix::process::CommandExt as _;
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::KILL));
+    // The launcher may have died before the request was made.
+    if let Some(parent) = std::env::var(PARENT_VAR)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+        && rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get()) != parent
+    {
+        return Error::Failed(format!("the launcher (pid {parent}) is gone"));
+    }
+    let e = Command::new(program).args(args).exec();
+    Error::Spawn {
+        rank: std::env::var("RANK")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(0),
+        program: program.to_string_lossy().into_owned(),
+        source: e,
+    }
+}
+
+/// Finds `program` as a shell would: a name with a `/` as it is, any other on `PATH`. Only
+/// executable files count.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return executable(&p).then_some(p);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| executable(p))
 }
 
 /// In a worker started by [`launch`]: exit when the launcher is gone (killed with SIGKILL, it

@@ -773,6 +773,73 @@ fn score_ipc(
 }
 
 /// The compiled module.
+fn location(url: &str) -> PyResult<tusk_storage::Location> {
+    if is_hdfs(url) {
+        hdfs_used();
+    }
+    storage()?.open(url).map_err(|e| storage_err(&e))
+}
+
+/// The whole file at `url`.
+#[pyfunction]
+fn read_bytes<'py>(py: Python<'py>, url: String) -> PyResult<Bound<'py, PyBytes>> {
+    let loc = location(&url)?;
+    let b = py.detach(|| loc.read()).map_err(|e| storage_err(&e))?;
+    Ok(PyBytes::new(py, &b))
+}
+
+/// Writes `data` to `url` atomically (temporary name, then rename), replacing any file
+/// there; with `exclusive`, fails with FileExistsError if one is there (exactly one of
+/// several racing writers succeeds).
+#[pyfunction]
+#[pyo3(signature = (url, data, exclusive=false))]
+fn write_bytes(py: Python<'_>, url: String, data: Vec<u8>, exclusive: bool) -> PyResult<()> {
+    let loc = location(&url)?;
+    let r = py.detach(|| {
+        if exclusive {
+            loc.write_new(data)
+        } else {
+            loc.write(data)
+        }
+    });
+    match r {
+        Err(tusk_storage::Error::AlreadyExists { .. }) => Err(
+            pyo3::exceptions::PyFileExistsError::new_err(format!("{url} exists")),
+        ),
+        r => r.map_err(|e| storage_err(&e)),
+    }
+}
+
+/// Whether a file or directory exists at `url`.
+#[pyfunction]
+fn exists(py: Python<'_>, url: String) -> PyResult<bool> {
+    let loc = location(&url)?;
+    py.detach(|| loc.exists()).map_err(|e| storage_err(&e))
+}
+
+/// The names directly in the directory `url`, sorted (hidden names skipped; a missing
+/// directory lists as empty).
+#[pyfunction]
+fn list_dir(py: Python<'_>, url: String) -> PyResult<Vec<String>> {
+    let loc = location(&url)?;
+    py.detach(|| loc.list_names()).map_err(|e| storage_err(&e))
+}
+
+/// Deletes `url` and everything under it; returns how many files went.
+#[pyfunction]
+fn delete(py: Python<'_>, url: String) -> PyResult<usize> {
+    let loc = location(&url)?;
+    py.detach(|| match loc.delete_all()? {
+        0 => match loc.delete() {
+            Ok(()) => Ok(1),
+            Err(tusk_storage::Error::NotFound { .. }) => Ok(0),
+            Err(e) => Err(e),
+        },
+        n => Ok(n),
+    })
+    .map_err(|e| storage_err(&e))
+}
+
 #[pymodule]
 fn _tusk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -781,6 +848,15 @@ fn _tusk(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Model>()?;
     m.add_class::<ArrowStream>()?;
     m.add_function(wrap_pyfunction!(write_arrow, m)?)?;
+    for f in [
+        wrap_pyfunction!(read_bytes, m)?,
+        wrap_pyfunction!(write_bytes, m)?,
+        wrap_pyfunction!(exists, m)?,
+        wrap_pyfunction!(list_dir, m)?,
+        wrap_pyfunction!(delete, m)?,
+    ] {
+        m.add_function(f)?;
+    }
     m.add("Error", py.get_type::<Error>())?;
     m.add("DataError", py.get_type::<DataError>())?;
     m.add("StorageError", py.get_type::<StorageError>())?;
