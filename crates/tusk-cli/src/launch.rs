@@ -100,6 +100,28 @@ pub struct LaunchArgs {
     /// Seconds a container waits for its peers' addresses.
     #[arg(long, default_value_t = 300, help_heading = "YARN")]
     rendezvous_timeout: u64,
+    /// Local files for every container's working directory (comma separated; each under its
+    /// base name). A program's script, its first argument, goes along by itself.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "FILES",
+        help_heading = "YARN"
+    )]
+    files: Vec<std::path::PathBuf>,
+    /// A packed Python environment for the containers: a tar or tar.gz of a venv (or a
+    /// conda-pack / venv-pack archive), a local file or a URL on HDFS. Unpacked once per node;
+    /// its bin/ leads PATH, so the command's `python` is the environment's.
+    #[arg(
+        long,
+        value_name = "ARCHIVE",
+        help_heading = "YARN",
+        conflicts_with = "python"
+    )]
+    python_env: Option<String>,
+    /// A Python already installed on every node: runs the command's `python`/`python3`.
+    #[arg(long, value_name = "PATH", help_heading = "YARN")]
+    python: Option<String>,
     /// What each worker runs, after `--`: a tusk command (`train job.toml --model URL`) or
     /// any program with its arguments (`python train.py …`).
     #[arg(last = true, required = true, value_name = "COMMAND")]
@@ -201,6 +223,12 @@ fn run_yarn(
             "--yarn places the workers itself: --nnodes, --node-rank, --master-addr and --master-port do not apply"
         );
     }
+    let external = !is_tusk_command(&a.command);
+    if !external && (a.python_env.is_some() || a.python.is_some()) {
+        anyhow::bail!(
+            "--python-env and --python are for a program's workers (`-- python train.py …`), not tusk's own"
+        );
+    }
     let user = yarn_user();
     let staging = match &a.staging {
         Some(s) => s.clone(),
@@ -241,6 +269,11 @@ fn run_yarn(
         binary: a.tusk_binary.clone().unwrap_or(program),
         args: a.command.clone(),
         restart_arg,
+        external,
+        files: a.files.clone(),
+        python_env: a.python_env.clone(),
+        python: a.python.clone(),
+        tf_config: a.tf_config,
         classpath: a
             .yarn_classpath
             .clone()
@@ -264,6 +297,19 @@ pub enum YarnCommand {
         /// The ResourceManager's web address (else $TUSK_YARN).
         #[arg(long)]
         yarn: Option<String>,
+    },
+    /// The output of a job's processes, one application (attempt) of `tusk launch --yarn`:
+    /// each container's process writes it to STAGING/logs/APP/ (rank-K.log, server-K.log)
+    /// when it ends, whether or not the cluster aggregates logs.
+    Logs {
+        /// The application, application_<cluster>_<n>.
+        app: String,
+        /// The job's staging directory (its --staging).
+        #[arg(long)]
+        staging: String,
+        /// Only this process: rank-0, server-1, …
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Kill an application (YARN stops its containers).
     Kill {
@@ -298,6 +344,34 @@ pub fn run_yarn_command(c: YarnCommand) -> Result<()> {
                 }
             );
         }
+        YarnCommand::Logs { app, staging, only } => {
+            let storage = tusk_storage::Storage::new()?;
+            let dir = storage.open(&tusk_yarn::job::logs_url(&staging, &app))?;
+            let names: Vec<String> = dir
+                .list_names()?
+                .into_iter()
+                .filter(|n| n.ends_with(".log"))
+                .filter(|n| {
+                    only.as_ref()
+                        .is_none_or(|o| n.trim_end_matches(".log") == o)
+                })
+                .collect();
+            if names.is_empty() {
+                anyhow::bail!(
+                    "no output of {app} in {}: not a tusk application, a different --staging, or its containers did not start",
+                    dir.url()
+                );
+            }
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            for n in names {
+                let text = dir.join(&n).read()?;
+                let who = n.trim_end_matches(".log");
+                for line in String::from_utf8_lossy(&text).lines() {
+                    writeln!(out, "[{who}] {line}")?;
+                }
+            }
+        }
         YarnCommand::Kill { app, yarn } => {
             let yarn = rm_url(yarn)?;
             tusk_yarn::job::kill(&yarn, &yarn_user(), &app)?;
@@ -316,19 +390,38 @@ pub struct ContainerArgs {
     /// Added to the command when the attempt resumes.
     #[arg(long, allow_hyphen_values = true)]
     restart_arg: Option<String>,
-    /// The tusk command of a worker.
+    /// The command is a program of its own, not a tusk command.
+    #[arg(long)]
+    exec: bool,
+    /// A Python on the node for the command's `python`.
+    #[arg(long)]
+    python: Option<String>,
+    /// A packed Python environment to unpack and put first on PATH.
+    #[arg(long)]
+    python_env: Option<String>,
+    /// Give each worker a TF_CONFIG.
+    #[arg(long)]
+    tf_config: bool,
+    /// The worker's command.
     #[arg(last = true, required = true)]
     command: Vec<String>,
 }
 
 pub fn run_container(a: ContainerArgs) -> Result<()> {
     let program = std::env::current_exe()?;
+    let opts = tusk_yarn::container::Options {
+        rendezvous_timeout: Duration::from_secs(a.rendezvous_timeout),
+        restart_arg: a.restart_arg,
+        external: a.exec,
+        python: a.python,
+        python_env: a.python_env,
+        tf_config: a.tf_config,
+    };
     let code = tusk_yarn::container::run(
         &program,
         &a.command,
         &["embedding-server".to_string()],
-        a.restart_arg.as_deref(),
-        Duration::from_secs(a.rendezvous_timeout),
+        &opts,
         &mut |line| eprintln!("[yarn-container] {line}"),
     )?;
     if code != 0 {

@@ -355,3 +355,265 @@ fn yarn_gpu_requests_and_bad_input() {
     let left = wait_no_containers(Duration::from_secs(30));
     assert!(left.is_empty(), "container processes left: {left:?}");
 }
+
+/// The Python interpreter with torch and the tusk package (scripts/test installs both into
+/// $TUSK_CACHE/venv before the cargo tests); `None` (a loud skip) where there is none, except
+/// in CI.
+fn python_with_torch() -> Option<PathBuf> {
+    let cache = std::env::var_os("TUSK_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/tusk"));
+    let py = std::env::var_os("TUSK_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache.join("venv/bin/python"));
+    let ok = Command::new(&py)
+        .args(["-c", "import torch, tusk, PIL"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Some(py);
+    }
+    let why = format!("{} cannot import torch, tusk and PIL", py.display());
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true: {why} (scripts/test installs them)"
+    );
+    eprintln!("SKIPPED LOUDLY: PyTorch jobs on YARN: {why}");
+    None
+}
+
+/// A packed Python environment, as a user ships one: a venv (made by `python -m venv`) in a
+/// tar.gz. To keep it small here, its site-packages point at the test venv's (a `.pth` file)
+/// instead of holding torch itself; the containers unpack it, put its `bin/` first on PATH and
+/// run the command's `python` from it.
+fn packed_env(py: &std::path::Path, dir: &std::path::Path) -> PathBuf {
+    let env = dir.join("pyenv");
+    let ok = Command::new(py)
+        .args(["-m", "venv", "--without-pip"])
+        .arg(&env)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "python -m venv");
+    let out = Command::new(py)
+        .args([
+            "-c",
+            "import site, sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ])
+        .output()
+        .unwrap();
+    let outer = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let inner = std::fs::read_dir(env.join("lib"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("site-packages");
+    std::fs::write(inner.join("test-venv.pth"), format!("{outer}\n")).unwrap();
+    let archive = dir.join("pyenv.tar.gz");
+    let ok = Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&env)
+        .arg(".")
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "tar");
+    archive
+}
+
+/// An unmodified PyTorch DDP script (the image example's CNN, gloo) on YARN: 2 containers on
+/// 2 NodeManagers, the Python environment shipped as an archive, the script carried along, data
+/// and checkpoints on HDFS. A worker killed with -9 fails the application; the job is resubmitted,
+/// the script resumes from its own checkpoint, and both ranks end with equal parameters. The
+/// output of each attempt's processes is there with `tusk yarn logs`. A file that is not an
+/// archive is refused before anything is submitted.
+#[test]
+fn pytorch_ddp_script_on_yarn_with_a_packed_python_environment() {
+    let _turn = common::yarn::one_cluster_at_a_time();
+    let Some(py) = python_with_torch() else {
+        return;
+    };
+    let Some(dfs) = MiniDfs::start(1) else {
+        return;
+    };
+    let Some(yarn) = MiniYarn::start(2, 0) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let hdfs = format!("{}/yarn-python", dfs.hdfs_url());
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/images");
+    // 1,000 digits as PNG files, normalised straight into TFRecord datasets on HDFS.
+    let png = dir.path().join("png");
+    let ok = Command::new(&py)
+        .arg(examples.join("prepare_digits.py"))
+        .arg(&png)
+        .args(["--count", "1000"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "prepare_digits.py");
+    for split in ["train", "test"] {
+        let out = tusk()
+            .args(["images", "normalize", "--input"])
+            .arg(png.join(split))
+            // Shards below MiniDFS's 1 MiB block: a write that asks for a second block can meet
+            // NotReplicatedYetException, which hdfs-native's streaming writer does not retry.
+            .args(["--output", &format!("{hdfs}/{split}"), "--shards", "4"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let archive = packed_env(&py, dir.path());
+    let cluster = Cluster {
+        yarn,
+        binary: shipped_binary(dir.path()),
+    };
+    let staging = format!("{hdfs}/staging");
+    let params = dir.path().join("params");
+    let ckpt = format!("{hdfs}/ckpt");
+    let script = examples.join("train_cnn.py");
+    let command = [
+        "python",
+        script.to_str().unwrap(),
+        "--train",
+        &format!("{hdfs}/train"),
+        "--test",
+        &format!("{hdfs}/test"),
+        "--checkpoints",
+        &ckpt,
+        "--epochs",
+        "8",
+        "--batch-size",
+        "16",
+        "--params-out",
+        params.to_str().unwrap(),
+    ];
+
+    // Not an archive: one error line, nothing submitted.
+    let bogus = dir.path().join("env.tar.gz");
+    std::fs::write(&bogus, "not an archive").unwrap();
+    let out = cluster
+        .launch(
+            &hdfs,
+            &["-n", "2", "--python-env", bogus.to_str().unwrap()],
+            &command,
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert!(
+        errors.len() == 1 && errors[0].contains("neither a tar nor a tar.gz archive"),
+        "{err}"
+    );
+    assert!(!err.contains("submitted"), "{err}");
+
+    let mut c = cluster.launch(
+        &hdfs,
+        &[
+            "-n",
+            "2",
+            "--max-restarts",
+            "2",
+            "--python-env",
+            archive.to_str().unwrap(),
+        ],
+        &command,
+    );
+    let log_path = dir.path().join("yarn.log");
+    c.stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let mut p = Proc::spawn(&mut c, "a PyTorch job on YARN");
+    let storage = Storage::new().unwrap();
+    let first = storage.open(&format!("{ckpt}/epoch-0001.pt")).unwrap();
+    let t = Instant::now();
+    while !first.exists().unwrap_or(false) {
+        assert!(
+            p.try_status().is_none() && t.elapsed() < Duration::from_secs(600),
+            "{}",
+            std::fs::read_to_string(&log_path).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let victim = tusk_testkit::process_table()
+        .into_iter()
+        .map(|(pid, _, _)| pid)
+        .find(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd).contains("train_cnn.py")
+                && cwd.to_string_lossy().contains("/container_")
+        })
+        .expect("a Python worker in a container");
+    let _ = Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status();
+    let s = p.wait(Duration::from_secs(900));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(s.success(), "{log}");
+    assert!(log.contains("resubmitted tusk as application_"), "{log}");
+    assert!(log.contains("staged the Python environment"), "{log}");
+    let apps: Vec<String> = log
+        .split_whitespace()
+        .filter(|w| w.starts_with("application_"))
+        .map(|w| w.trim_end_matches([':', ',', ')']).to_string())
+        .collect();
+    let last = apps.last().unwrap().clone();
+    assert_ne!(apps[0], last);
+
+    // The resumed attempt's output, through `tusk yarn logs`.
+    let out = tusk()
+        .args(["yarn", "logs", &last, "--staging", &staging])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains("[rank-0] resumed from") && text.contains("[rank-1] resumed from"),
+        "{text}"
+    );
+    assert!(text.contains("restart 1"), "{text}");
+    let acc: f64 = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("[rank-0] test accuracy "))
+        .next_back()
+        .expect("a test accuracy")
+        .parse()
+        .unwrap();
+    assert!(acc >= 0.85, "test accuracy {acc}:\n{text}");
+    // The killed attempt's output is there too, as of its last snapshot (YARN stops the other
+    // containers of a failed application within moments, before they end on their own).
+    let out = tusk()
+        .args([
+            "yarn",
+            "logs",
+            &apps[0],
+            "--staging",
+            &staging,
+            "--only",
+            "rank-0",
+        ])
+        .output()
+        .unwrap();
+    let first_attempt = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        first_attempt.contains("[rank-0] 2 rank(s) on cpu (gloo)")
+            && !first_attempt.contains("[rank-1]"),
+        "{out:?}"
+    );
+
+    // The two ranks' parameters are equal.
+    let same = Command::new(&py)
+        .arg("-c")
+        .arg(format!(
+            "import numpy as np; a=np.load('{0}/rank-0.npz'); b=np.load('{0}/rank-1.npz'); \
+             assert len(a.files)==8 and all(np.array_equal(a[k],b[k]) for k in a.files)",
+            params.display()
+        ))
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(same, "the ranks' parameters differ");
+    assert!(wait_no_containers(Duration::from_secs(30)).is_empty());
+}

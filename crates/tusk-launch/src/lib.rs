@@ -1,9 +1,11 @@
-//! `tusk launch`: start N worker processes on this node with the torchrun environment
-//! (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`,
-//! plus `TUSK_JOB_SECRET`), prefix their output with their rank, and supervise them: when one
-//! dies (non-zero exit or a signal) the others are stopped within seconds and the whole
-//! group starts again, resuming from the newest committed model version, at most
-//! `max_restarts` times.
+//! `tusk launch`: start N worker processes on this node — tusk's own or any program — with
+//! torchrun's environment ([`torchrun_env`]: `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, …,
+//! `TORCHELASTIC_RESTART_COUNT`), `TUSK_JOB_SECRET` and optionally a `TF_CONFIG`, prefix their
+//! output with their rank, and supervise them: when one dies (non-zero exit or a signal) the
+//! others and everything they started are stopped within seconds and the whole group starts
+//! again (tusk's `train` resuming from the newest committed model version, a program with the
+//! restart count raised), at most `max_restarts` times — except after an error exit within
+//! the start-up window, which would only repeat.
 //!
 //! With `servers > 0` the launcher also starts that many embedding servers (on node 0, ports
 //! `MASTER_PORT + 1 …` with several nodes) before the workers, gives every worker their
@@ -13,8 +15,11 @@
 //!
 //! Workers stay in the launcher's process group, so a terminal's Ctrl-C or a supervisor
 //! killing the group reaches all of them; the launcher forwards SIGINT/SIGTERM and, should it
-//! be killed outright, every worker notices within a second that its parent is gone and
-//! exits ([`exit_with_launcher`]). No worker outlives its launcher.
+//! be killed outright, every tusk worker notices within a second that its parent is gone and
+//! exits ([`exit_with_launcher`]), and any other program gets SIGKILL from the kernel
+//! ([`exec_worker`] sets PDEATHSIG before it execs the program). The launcher is a child
+//! subreaper: what a worker abandons is re-parented to it and stopped with the group. No worker
+//! outlives its launcher.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -124,37 +129,53 @@ pub fn visible_devices(visible: Option<&str>, local: usize, per: usize) -> Resul
 /// The variable naming the embedding servers' addresses (comma-separated, shard order).
 pub const SERVERS_VAR: &str = "TUSK_EMBEDDING_SERVERS";
 
-/// Environment for one worker: torchrun's variables (as `torch.distributed.run` sets them with
-/// its static rendezvous: the script's rank 0 hosts the store at MASTER_ADDR:MASTER_PORT),
-/// tusk's own, and torchrun's defaults for threads.
-fn worker_env(
-    o: &Options,
-    local: usize,
-    addr: &str,
-    port: u16,
-    secret: &str,
-    attempt: usize,
-) -> Vec<(String, String)> {
-    let rank = o.node_rank * o.nproc_per_node + local;
-    let world = o.nnodes * o.nproc_per_node;
+/// Where one worker stands: what torchrun tells it.
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// Global rank.
+    pub rank: usize,
+    /// Workers in the job.
+    pub world: usize,
+    /// Rank on this node.
+    pub local_rank: usize,
+    /// Workers on this node.
+    pub local_world: usize,
+    /// This node's index.
+    pub node: usize,
+    /// Nodes in the job.
+    pub nodes: usize,
+    /// Rank 0's host.
+    pub master_addr: String,
+    /// Rank 0's port.
+    pub master_port: u16,
+    /// Restarts so far (0 on the first attempt).
+    pub restart: usize,
+    /// Restarts allowed.
+    pub max_restarts: usize,
+}
+
+/// torchrun's environment for a worker (as `torch.distributed.run` sets it with its static
+/// rendezvous: the script's rank 0 hosts the store at MASTER_ADDR:MASTER_PORT), plus torchrun's
+/// defaults for what this process's environment leaves unset: TORCH_NCCL_ASYNC_ERROR_HANDLING,
+/// OMP_NUM_THREADS=1 with several workers on a node, and PYTHONUNBUFFERED=1 (output is read
+/// line by line and prefixed with the rank: a print() should arrive when printed).
+pub fn torchrun_env(p: &Placement) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
-        ("RANK", rank.to_string()),
-        ("WORLD_SIZE", world.to_string()),
-        ("LOCAL_RANK", local.to_string()),
-        ("LOCAL_WORLD_SIZE", o.nproc_per_node.to_string()),
-        ("GROUP_RANK", o.node_rank.to_string()),
-        ("GROUP_WORLD_SIZE", o.nnodes.to_string()),
-        ("ROLE_RANK", rank.to_string()),
-        ("ROLE_WORLD_SIZE", world.to_string()),
+        ("RANK", p.rank.to_string()),
+        ("WORLD_SIZE", p.world.to_string()),
+        ("LOCAL_RANK", p.local_rank.to_string()),
+        ("LOCAL_WORLD_SIZE", p.local_world.to_string()),
+        ("GROUP_RANK", p.node.to_string()),
+        ("GROUP_WORLD_SIZE", p.nodes.to_string()),
+        ("ROLE_RANK", p.rank.to_string()),
+        ("ROLE_WORLD_SIZE", p.world.to_string()),
         ("ROLE_NAME", "default".to_string()),
-        ("MASTER_ADDR", addr.to_string()),
-        ("MASTER_PORT", port.to_string()),
-        ("TORCHELASTIC_RESTART_COUNT", attempt.to_string()),
-        ("TORCHELASTIC_MAX_RESTARTS", o.max_restarts.to_string()),
+        ("MASTER_ADDR", p.master_addr.clone()),
+        ("MASTER_PORT", p.master_port.to_string()),
+        ("TORCHELASTIC_RESTART_COUNT", p.restart.to_string()),
+        ("TORCHELASTIC_MAX_RESTARTS", p.max_restarts.to_string()),
         ("TORCHELASTIC_RUN_ID", "none".to_string()),
         ("TORCHELASTIC_USE_AGENT_STORE", "False".to_string()),
-        ("TUSK_JOB_SECRET", secret.to_string()),
-        (PARENT_VAR, std::process::id().to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -163,15 +184,38 @@ fn worker_env(
     if unset("TORCH_NCCL_ASYNC_ERROR_HANDLING") {
         env.push(("TORCH_NCCL_ASYNC_ERROR_HANDLING".into(), "1".into()));
     }
-    // torchrun's default: N workers on one node must not each start a thread per core.
-    if unset("OMP_NUM_THREADS") && o.nproc_per_node > 1 {
+    if unset("OMP_NUM_THREADS") && p.local_world > 1 {
         env.push(("OMP_NUM_THREADS".into(), "1".into()));
     }
-    // Output is read line by line and prefixed with the rank: a Python worker's print()
-    // should reach it when printed, not when a pipe buffer fills.
     if unset("PYTHONUNBUFFERED") {
         env.push(("PYTHONUNBUFFERED".into(), "1".into()));
     }
+    env
+}
+
+/// Environment for one local worker: torchrun's, and tusk's own.
+fn worker_env(
+    o: &Options,
+    local: usize,
+    addr: &str,
+    port: u16,
+    secret: &str,
+    attempt: usize,
+) -> Vec<(String, String)> {
+    let mut env = torchrun_env(&Placement {
+        rank: o.node_rank * o.nproc_per_node + local,
+        world: o.nnodes * o.nproc_per_node,
+        local_rank: local,
+        local_world: o.nproc_per_node,
+        node: o.node_rank,
+        nodes: o.nnodes,
+        master_addr: addr.to_string(),
+        master_port: port,
+        restart: attempt,
+        max_restarts: o.max_restarts,
+    });
+    env.push(("TUSK_JOB_SECRET".into(), secret.to_string()));
+    env.push((PARENT_VAR.into(), std::process::id().to_string()));
     env
 }
 
@@ -307,15 +351,20 @@ fn signal_pid(pid: i32, sig: Signal) {
     }
 }
 
+/// Signals process `pid` and all its descendants (found in `/proc`).
+pub fn signal_tree(pid: u32, sig: Signal) {
+    let pid = pid as i32;
+    for d in descendants(&process_table(), pid) {
+        signal_pid(d, sig);
+    }
+    signal_pid(pid, sig);
+}
+
 /// Signals a live worker and everything it started (a Python worker's DataLoader processes,
 /// a shell's children): the launcher owns the whole tree.
 fn signal(w: &Worker, sig: Signal) {
     if w.status.is_none() {
-        let pid = w.child.id() as i32;
-        for d in descendants(&process_table(), pid) {
-            signal_pid(d, sig);
-        }
-        signal_pid(pid, sig);
+        signal_tree(w.child.id(), sig);
     }
 }
 

@@ -81,6 +81,19 @@ pub struct JobSpec {
     pub args: Vec<String>,
     /// Added to a worker's command from the second attempt on (`--resume`).
     pub restart_arg: Option<String>,
+    /// The worker command is a program of its own (`python train.py …`), not a tusk command.
+    /// Its first argument, when a local file (the script), is carried to the containers.
+    pub external: bool,
+    /// Local files carried to every container's working directory, by base name.
+    pub files: Vec<std::path::PathBuf>,
+    /// A packed Python environment (a tar or tar.gz of a venv, conda-pack or venv-pack
+    /// archive): a local file (staged with the job) or a URL. Unpacked once per node; its
+    /// `bin/` leads PATH in the containers.
+    pub python_env: Option<String>,
+    /// A Python already on the nodes: runs a worker command's `python`/`python3`.
+    pub python: Option<String>,
+    /// Give every worker a TF_CONFIG (the workers publish their addresses at the rendezvous).
+    pub tf_config: bool,
     /// The application master's CLASSPATH ([`DEFAULT_CLASSPATH`] on a stock cluster).
     pub classpath: String,
     /// The java the application master runs with.
@@ -104,36 +117,47 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The header of the self-unpacking `worker` script: bash that cuts the config (`config_len`
-/// bytes right after the header) and the binary (the rest) out of the script itself, then
-/// runs `tusk yarn-container` with the job's command.
+/// A file carried inside the `worker` script, unpacked into the container's working directory.
+#[derive(Debug, Clone)]
+pub struct Carried {
+    /// Its name in the working directory.
+    pub name: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// The header of the self-unpacking `worker` script: bash that cuts the carried files (right
+/// after the header, in order) and the tusk binary (the rest) out of the script itself, then
+/// runs `tusk yarn-container CONTAINER_ARGS -- ARGS`.
 pub fn script_header(
-    config_len: usize,
+    carried: &[Carried],
     secret: &str,
+    container_args: &[String],
     args: &[String],
-    restart_arg: Option<&str>,
-    rendezvous_timeout: u64,
 ) -> Vec<u8> {
-    let mut cmd = vec![
-        "./tusk".to_string(),
-        "yarn-container".into(),
-        "--rendezvous-timeout".into(),
-        rendezvous_timeout.to_string(),
-    ];
-    if let Some(r) = restart_arg {
-        cmd.push(format!("--restart-arg={r}"));
-    }
+    let mut cmd = vec!["./tusk".to_string(), "yarn-container".into()];
+    cmd.extend(container_args.iter().cloned());
     cmd.push("--".into());
     cmd.extend(args.iter().cloned());
     let cmd: Vec<String> = cmd.iter().map(|a| quote(a)).collect();
     let header = |h: usize| {
+        let mut unpack = String::new();
+        let mut off = 0usize;
+        for c in carried {
+            unpack.push_str(&format!(
+                "tail -c +$((10#$h + {off} + 1)) \"$0\" | head -c {len} > {name}\n",
+                len = c.bytes.len(),
+                name = quote(&c.name),
+            ));
+            off += c.bytes.len();
+        }
         format!(
             "#!/bin/bash\n\
-             # tusk on YARN, written by `tusk launch --yarn`: unpacks the tusk binary and the\n\
-             # job's config carried after this header, then runs this container's part.\n\
-             h={h:010}; c={config_len:010}\n\
-             tail -c +$((10#$h + 1)) \"$0\" | head -c $((10#$c)) > tusk-job.toml\n\
-             tail -c +$((10#$h + 10#$c + 1)) \"$0\" > tusk\n\
+             # tusk on YARN, written by `tusk launch --yarn`: unpacks the files and the tusk\n\
+             # binary carried after this header, then runs this container's part.\n\
+             h={h:010}\n\
+             {unpack}\
+             tail -c +$((10#$h + {off} + 1)) \"$0\" > tusk\n\
              chmod 700 tusk\n\
              export TUSK_JOB_SECRET={secret}\n\
              exec {cmd}\n\
@@ -145,19 +169,19 @@ pub fn script_header(
     header(len).into_bytes()
 }
 
-/// Writes the whole `worker` script: header, config, binary. A streaming write to HDFS can
-/// meet `NotReplicatedYetException` when it asks for its next block before the DataNode has
-/// reported the last one (hdfs-native does not retry that, Hadoop's own client does): the
+/// Writes the whole `worker` script: header, carried files, binary. A streaming write to HDFS
+/// can meet `NotReplicatedYetException` when it asks for its next block before the DataNode
+/// has reported the last one (hdfs-native does not retry that, Hadoop's own client does): the
 /// file is only published when complete, so the whole write is tried again, with backoff.
 fn write_script(
     to: &Location,
     binary: &std::path::Path,
-    config: Option<&[u8]>,
+    carried: &[Carried],
     header: &[u8],
 ) -> Result<()> {
     let mut wait = Duration::from_millis(500);
     for attempt in 0.. {
-        match write_script_once(to, binary, config, header) {
+        match write_script_once(to, binary, carried, header) {
             Err(e) if attempt < 5 && e.to_string().contains("NotReplicatedYetException") => {
                 std::thread::sleep(wait);
                 wait *= 2;
@@ -171,7 +195,7 @@ fn write_script(
 fn write_script_once(
     to: &Location,
     binary: &std::path::Path,
-    config: Option<&[u8]>,
+    carried: &[Carried],
     header: &[u8],
 ) -> Result<()> {
     use std::io::Write;
@@ -181,8 +205,9 @@ fn write_script_once(
     };
     let mut w = to.writer()?;
     w.write_all(header).map_err(|e| io("writing", e))?;
-    w.write_all(config.unwrap_or(&[]))
-        .map_err(|e| io("writing", e))?;
+    for c in carried {
+        w.write_all(&c.bytes).map_err(|e| io("writing", e))?;
+    }
     let mut f = std::fs::File::open(binary).map_err(|e| Error::Io {
         what: format!("reading the tusk binary {}", binary.display()),
         source: e,
@@ -209,6 +234,8 @@ pub fn submission(
         ("TUSK_YARN_SERVERS", spec.servers.to_string()),
         ("TUSK_YARN_RESUME", u8::from(attempt > 0).to_string()),
         ("TUSK_YARN_ATTEMPT", attempt.to_string()),
+        ("TUSK_YARN_MAX_RESTARTS", spec.max_restarts.to_string()),
+        ("TUSK_YARN_LOGS", logs_url(&spec.staging, app)),
     ];
     let mut command = format!(
         "{java} -Xmx{heap}m {APP_MASTER} --appname {name} --num_containers {n} \
@@ -306,22 +333,142 @@ fn check_limits(spec: &JobSpec, app: &crate::rest::NewApp) -> Result<()> {
     Ok(())
 }
 
-/// Carries a local config file along: `(config bytes, args with the config's name replaced)`.
-fn carried_config(args: &[String]) -> Result<(Option<Vec<u8>>, Vec<String>)> {
-    let mut args = args.to_vec();
-    if args.first().map(String::as_str) == Some("train")
+/// Where the containers of application `app` leave their output (kept after the job).
+pub fn logs_url(staging: &str, app: &str) -> String {
+    format!("{}/logs/{app}", staging.trim_end_matches('/'))
+}
+
+fn read_local(path: &std::path::Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::Io {
+        what: format!("reading {what} {}", path.display()),
+        source: e,
+    })
+}
+
+fn base_name(path: &std::path::Path) -> Result<String> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .ok_or_else(|| Error::Usage(format!("{}: not a file name", path.display())))
+}
+
+/// What the containers get besides the binary: `(files, the worker command as they run it)`.
+/// A local config after `train` goes as `tusk-job.toml`; a program's script (its first
+/// argument, when a local file) and `--files` go under their base names.
+pub fn carried_files(spec: &JobSpec) -> Result<(Vec<Carried>, Vec<String>)> {
+    let mut args = spec.args.clone();
+    let mut carried: Vec<Carried> = Vec::new();
+    let local_file =
+        |a: &str| !a.starts_with('-') && !a.contains("://") && std::path::Path::new(a).is_file();
+    if !spec.external
+        && args.first().map(String::as_str) == Some("train")
         && let Some(cfg) = args.get(1).cloned()
         && !cfg.starts_with('-')
         && !cfg.contains("://")
     {
-        let bytes = std::fs::read(&cfg).map_err(|e| Error::Io {
-            what: format!("reading the job config {cfg}"),
-            source: e,
-        })?;
+        let bytes = read_local(std::path::Path::new(&cfg), "the job config")?;
+        carried.push(Carried {
+            name: "tusk-job.toml".into(),
+            bytes,
+        });
         args[1] = "tusk-job.toml".into();
-        return Ok((Some(bytes), args));
     }
-    Ok((None, args))
+    if spec.external
+        && let Some(script) = args.get(1).cloned()
+        && local_file(&script)
+    {
+        let path = std::path::Path::new(&script);
+        let name = base_name(path)?;
+        carried.push(Carried {
+            name: name.clone(),
+            bytes: read_local(path, "the script")?,
+        });
+        args[1] = name;
+    }
+    for f in &spec.files {
+        if !f.is_file() {
+            return Err(Error::Usage(format!(
+                "--files {}: not a file (carry a directory as an archive, or put it on HDFS)",
+                f.display()
+            )));
+        }
+        let name = base_name(f)?;
+        if carried.iter().any(|c| c.name == name) {
+            return Err(Error::Usage(format!(
+                "--files {}: a second file named {name} (each file lands in the container's working directory under its base name)",
+                f.display()
+            )));
+        }
+        carried.push(Carried {
+            name,
+            bytes: read_local(f, "--files")?,
+        });
+    }
+    Ok((carried, args))
+}
+
+/// Whether the first bytes of a file are a tar archive, plain or gzip-compressed: `Err` names
+/// what it looks like instead.
+pub fn check_archive(head: &[u8]) -> std::result::Result<(), String> {
+    let tar = |b: &[u8]| b.len() >= 262 && &b[257..262] == b"ustar";
+    if head.starts_with(&[0x1f, 0x8b]) {
+        use std::io::Read as _;
+        let mut first = Vec::new();
+        let _ = flate2::read::GzDecoder::new(head)
+            .take(512)
+            .read_to_end(&mut first);
+        return if tar(&first) {
+            Ok(())
+        } else {
+            Err("gzip data, but not a tar archive inside".into())
+        };
+    }
+    if tar(head) {
+        return Ok(());
+    }
+    let shown: String = head
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Err(format!(
+        "neither a tar nor a tar.gz archive (its first bytes: {})",
+        if shown.is_empty() {
+            "none, it is empty"
+        } else {
+            &shown
+        }
+    ))
+}
+
+/// The Python environment archive as the containers fetch it: a local file is checked and
+/// staged under `root`; a URL is checked where it is.
+fn stage_python_env(
+    env: &str,
+    storage: &Storage,
+    root: &Location,
+    log: &mut dyn FnMut(&str),
+) -> Result<String> {
+    let bad = |why: String| Error::Usage(format!("--python-env {env}: {why}"));
+    if env.contains("://") {
+        let loc = storage.open(env)?;
+        let size = loc.head().map_err(|e| bad(e.to_string()))?.size;
+        let head = loc.read_range(0..size.min(64 << 10))?;
+        check_archive(&head).map_err(bad)?;
+        return Ok(env.to_string());
+    }
+    let bytes = read_local(std::path::Path::new(env), "--python-env")?;
+    check_archive(&bytes[..bytes.len().min(64 << 10)]).map_err(bad)?;
+    let to = root.join("python-env.tar");
+    let t = Instant::now();
+    to.write(bytes)?;
+    log(&format!(
+        "staged the Python environment {env} as {} in {:.1} s",
+        to.url(),
+        t.elapsed().as_secs_f64()
+    ));
+    Ok(to.url())
 }
 
 /// What a job on a secured HDFS needs to get delegation tokens.
@@ -409,7 +556,11 @@ pub fn run(spec: &JobSpec, log: &mut dyn FnMut(&str)) -> Result<Outcome> {
         app.max_memory_mb,
         app.max_vcores
     ));
-    let (config, args) = carried_config(&spec.args)?;
+    let (carried, args) = carried_files(spec)?;
+    let config = carried
+        .iter()
+        .find(|c| c.name == "tusk-job.toml" && !spec.external)
+        .map(|c| c.bytes.clone());
     let security = security(spec, &rm, config.as_deref(), log)?;
     let root = storage.open(&format!(
         "{}/tusk-{}",
@@ -418,15 +569,29 @@ pub fn run(spec: &JobSpec, log: &mut dyn FnMut(&str)) -> Result<Outcome> {
     ))?;
     let secret = tusk_launch::new_secret();
     let script = root.join("worker");
+    let mut container_args = vec![
+        "--rendezvous-timeout".to_string(),
+        spec.rendezvous_timeout.to_string(),
+    ];
+    if let Some(r) = &spec.restart_arg {
+        container_args.push(format!("--restart-arg={r}"));
+    }
+    if spec.external {
+        container_args.push("--exec".into());
+    }
+    if spec.tf_config {
+        container_args.push("--tf-config".into());
+    }
+    if let Some(p) = &spec.python {
+        container_args.push(format!("--python={p}"));
+    }
+    if let Some(env) = &spec.python_env {
+        let url = stage_python_env(env, &storage, &root, log)?;
+        container_args.push(format!("--python-env={url}"));
+    }
     let t = Instant::now();
-    let header = script_header(
-        config.as_ref().map_or(0, Vec::len),
-        &secret,
-        &args,
-        spec.restart_arg.as_deref(),
-        spec.rendezvous_timeout,
-    );
-    write_script(&script, &spec.binary, config.as_deref(), &header)?;
+    let header = script_header(&carried, &secret, &container_args, &args);
+    write_script(&script, &spec.binary, &carried, &header)?;
     log(&format!(
         "staged {} ({:.0} MB) in {:.1} s",
         script.url(),
@@ -622,12 +787,21 @@ mod tests {
 
     #[test]
     fn the_script_header_points_at_its_payload() {
+        let carried = [
+            Carried {
+                name: "tusk-job.toml".into(),
+                bytes: b"12345678".to_vec(),
+            },
+            Carried {
+                name: "train.py".into(),
+                bytes: b"print(1)\n".to_vec(),
+            },
+        ];
         let s = script_header(
-            8,
+            &carried,
             "abc",
+            &["--restart-arg=--resume".into()],
             &["train".into(), "tusk-job.toml".into(), "it's".into()],
-            Some("--resume"),
-            300,
         );
         let text = String::from_utf8_lossy(&s);
         let h: usize = text
@@ -638,9 +812,41 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(h, s.len());
-        assert!(text.contains("c=0000000008"));
+        assert!(text.contains("$((10#$h + 0 + 1)) \"$0\" | head -c 8 > 'tusk-job.toml'"));
+        assert!(text.contains("$((10#$h + 8 + 1)) \"$0\" | head -c 9 > 'train.py'"));
+        assert!(text.contains("$((10#$h + 17 + 1)) \"$0\" > tusk"));
         assert!(text.contains("'it'\\''s'"), "{text}");
         assert!(text.contains("'--restart-arg=--resume' '--' 'train'"));
+    }
+
+    #[test]
+    fn archives_are_recognised_by_their_bytes() {
+        let mut tar = vec![0u8; 1024];
+        tar[257..262].copy_from_slice(b"ustar");
+        assert!(check_archive(&tar).is_ok());
+        let mut gz = Vec::new();
+        {
+            use std::io::Write as _;
+            let mut e = flate2::write::GzEncoder::new(&mut gz, flate2::Compression::fast());
+            e.write_all(&tar).unwrap();
+            e.finish().unwrap();
+        }
+        assert!(check_archive(&gz).is_ok());
+        let e = check_archive(b"PK\x03\x04 a zip").unwrap_err();
+        assert!(e.contains("50 4b 03 04"), "{e}");
+        let mut not_tar = Vec::new();
+        {
+            use std::io::Write as _;
+            let mut e = flate2::write::GzEncoder::new(&mut not_tar, flate2::Compression::fast());
+            e.write_all(b"hello").unwrap();
+            e.finish().unwrap();
+        }
+        assert!(
+            check_archive(&not_tar)
+                .unwrap_err()
+                .contains("not a tar archive inside")
+        );
+        assert!(check_archive(b"").unwrap_err().contains("empty"));
     }
 
     #[test]
@@ -663,6 +869,11 @@ mod tests {
             binary: "tusk".into(),
             args: vec![],
             restart_arg: None,
+            external: false,
+            files: vec![],
+            python_env: None,
+            python: None,
+            tf_config: false,
             classpath: DEFAULT_CLASSPATH.into(),
             java: "java".into(),
             rendezvous_timeout: 300,
