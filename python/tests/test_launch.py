@@ -281,3 +281,18 @@ def test_image_pipeline_on_hdfs(tmp_path, tusk_bin, minidfs):
         text = l.text()
     assert accuracy(text) >= HDFS_ACCURACY_FLOOR, text
     assert tusk.list_dir(base + "/ckpt") == [f"epoch-{e:04d}.pt" for e in range(6)]
+
+
+def test_the_cnn_on_gpus_with_nccl(tmp_path, tusk_bin, digits):
+    """One GPU per worker (`--gpus-per-worker 1`), NCCL. Needs CUDA devices: skipped, visibly,
+    where there are none (also in CI, which has no GPU)."""
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"], capture_output=True, text=True, timeout=120)
+    gpus = int(probe.stdout.strip() or 0) if probe.returncode == 0 else 0
+    if gpus == 0:
+        pytest.skip("SKIPPED LOUDLY: no CUDA device here: the CNN on GPUs (NCCL) was not run")
+    n = min(gpus, 2)
+    with Launch(tusk_bin, ["-n", str(n), "--gpus-per-worker", "1", *cnn(digits, "--epochs", "4", "--params-out", str(tmp_path / "params"))], tmp_path / "log") as l:
+        assert l.wait(300) == 0, l.text()
+        text = l.text()
+    assert f"{n} rank(s) on cuda (nccl)" in text, text
+    assert accuracy(text) >= ACCURACY_FLOOR, text
