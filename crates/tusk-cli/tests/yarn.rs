@@ -429,7 +429,8 @@ fn packed_env(py: &std::path::Path, dir: &std::path::Path) -> PathBuf {
 /// and checkpoints on HDFS. A worker killed with -9 fails the application; the job is resubmitted,
 /// the script resumes from its own checkpoint, and both ranks end with equal parameters. The
 /// output of each attempt's processes is there with `tusk yarn logs`. A file that is not an
-/// archive is refused before anything is submitted.
+/// archive is refused before anything is submitted. Then TensorFlow: the Keras example under
+/// MultiWorkerMirroredStrategy with `--tf-config`, both workers ending with equal weights.
 #[test]
 fn pytorch_ddp_script_on_yarn_with_a_packed_python_environment() {
     let _turn = common::yarn::one_cluster_at_a_time();
@@ -616,5 +617,68 @@ fn pytorch_ddp_script_on_yarn_with_a_packed_python_environment() {
         .status()
         .is_ok_and(|s| s.success());
     assert!(same, "the ranks' parameters differ");
+    assert!(wait_no_containers(Duration::from_secs(30)).is_empty());
+
+    // TensorFlow on YARN: each worker publishes an address at the rendezvous and gets the whole
+    // TF_CONFIG; MultiWorkerMirroredStrategy keeps the two workers' weights equal.
+    let weights = dir.path().join("tf-weights");
+    let keras = examples.join("train_keras.py");
+    let (ok, log) = run_logged(
+        cluster.launch(
+            &hdfs,
+            &[
+                "-n",
+                "2",
+                "--tf-config",
+                "--python-env",
+                archive.to_str().unwrap(),
+            ],
+            &[
+                "python",
+                keras.to_str().unwrap(),
+                "--train",
+                &format!("{hdfs}/train"),
+                "--test",
+                &format!("{hdfs}/test"),
+                "--epochs",
+                "2",
+                "--batch-size",
+                "16",
+                "--weights-out",
+                weights.to_str().unwrap(),
+            ],
+        ),
+        "a TensorFlow job on YARN",
+        &dir.path().join("tf.log"),
+        Duration::from_secs(900),
+    );
+    assert!(ok, "{log}");
+    let app = log
+        .split_whitespace()
+        .filter(|w| w.starts_with("application_"))
+        .map(|w| w.trim_end_matches([':', ',', ')']).to_string())
+        .next_back()
+        .unwrap();
+    let out = tusk()
+        .args(["yarn", "logs", &app, "--staging", &staging])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for r in 0..2 {
+        assert!(
+            text.contains(&format!("[rank-{r}] worker {r}: test accuracy")),
+            "{text}"
+        );
+    }
+    let same = Command::new(&py)
+        .arg("-c")
+        .arg(format!(
+            "import numpy as np; a=np.load('{0}/worker-0.npz'); b=np.load('{0}/worker-1.npz'); \
+             assert len(a.files)==8 and all(np.array_equal(a[k],b[k]) for k in a.files)",
+            weights.display()
+        ))
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(same, "the TensorFlow workers' weights differ");
     assert!(wait_no_containers(Duration::from_secs(30)).is_empty());
 }
