@@ -2,13 +2,17 @@
 //! atomic upload, for any backend.
 
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt as _;
 use std::path::Path as FsPath;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use object_store::{MultipartUpload, PutPayload};
+use object_store::path::Path;
+use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 
+use crate::retry::{Backoff, Policy, is_transient};
 use crate::{Error, Result, Storage};
 
 /// Streaming reader returned by [`crate::Location::reader`].
@@ -20,8 +24,10 @@ enum ReaderInner {
     Local(std::fs::File),
     Stream {
         url: String,
-        /// Chunks downloaded ahead by a task on the I/O runtime.
-        chunks: tokio::sync::mpsc::Receiver<object_store::Result<Bytes>>,
+        /// Chunks downloaded ahead by a task on the I/O runtime; `None` marks the end, so a
+        /// channel that closes without it means the task died (a panic in a backend), which
+        /// is an error, not the end of the file.
+        chunks: tokio::sync::mpsc::Receiver<Option<object_store::Result<Bytes>>>,
         chunk: Bytes,
         done: bool,
         /// The download task; aborted when the reader is dropped early.
@@ -49,10 +55,11 @@ impl ObjectReader {
         let task = storage.handle().spawn(async move {
             while let Some(item) = stream.next().await {
                 let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    break;
+                if tx.send(Some(item)).await.is_err() || failed {
+                    return;
                 }
             }
+            let _ = tx.send(None).await;
         });
         ObjectReader {
             inner: ReaderInner::Stream {
@@ -82,11 +89,16 @@ impl Read for ObjectReader {
                         return Ok(0);
                     }
                     match chunks.blocking_recv() {
-                        Some(Ok(b)) => *chunk = b,
-                        Some(Err(e)) => {
+                        Some(Some(Ok(b))) => *chunk = b,
+                        Some(Some(Err(e))) => {
                             return Err(io::Error::other(format!("{url}: read failed: {e}")));
                         }
-                        None => *done = true,
+                        Some(None) => *done = true,
+                        None => {
+                            return Err(io::Error::other(format!(
+                                "{url}: read failed: the download stopped before the end of the file"
+                            )));
+                        }
                     }
                 }
                 let n = buf.len().min(chunk.len());
@@ -111,6 +123,14 @@ const PART_SIZE: usize = 8 << 20;
 
 /// Streaming atomic writer returned by [`crate::Location::writer`]. Call
 /// [`AtomicWriter::finish`] to publish the file; dropping it unfinished discards the data.
+///
+/// On HDFS and WebHDFS the writer also keeps what it sent in a local spool file (an anonymous
+/// temporary file in `$TMPDIR`, gone when the writer is): when the upload fails transiently
+/// (a DataNode dying in the pipeline, a block "not replicated yet", a NameNode failing over),
+/// the unpublished upload is dropped and the whole file is sent again from the spool, with
+/// backoff, until `TUSK_STORAGE_RETRY_SECS`. Nothing is published before the file is complete,
+/// so a retry can never leave a short file behind. `TUSK_WRITE_SPOOL=0` turns the spool off
+/// (a failed upload then fails the write).
 pub struct AtomicWriter {
     url: String,
     inner: Option<WriterInner>,
@@ -125,7 +145,120 @@ enum WriterInner {
         storage: Storage,
         upload: Box<dyn MultipartUpload>,
         buf: Vec<u8>,
+        replay: Option<Replay>,
     },
+}
+
+/// What a whole-file retry needs: where to start a new upload, and every byte sent so far.
+pub(crate) struct Replay {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    service: String,
+    spool: std::fs::File,
+    len: u64,
+    policy: Policy,
+}
+
+impl Replay {
+    /// A spool for an upload to `path`, or `None` (with a warning) where none can be made.
+    pub(crate) fn new(store: Arc<dyn ObjectStore>, path: Path, service: String) -> Option<Replay> {
+        if std::env::var("TUSK_WRITE_SPOOL").is_ok_and(|v| v.trim() == "0") {
+            return None;
+        }
+        match tempfile::tempfile() {
+            Ok(spool) => Some(Replay {
+                store,
+                path,
+                service,
+                spool,
+                len: 0,
+                policy: Policy::from_env(),
+            }),
+            Err(e) => {
+                eprintln!(
+                    "tusk: warning: no spool file for a retry of the upload to {path} ({e}); \
+                     a failed upload will fail the write"
+                );
+                None
+            }
+        }
+    }
+
+    /// Keep a part that is about to be sent. A spool that cannot be written is given up
+    /// (with a warning) rather than failing a write that may well succeed.
+    fn keep(this: &mut Option<Replay>, part: &[u8]) {
+        if let Some(r) = this {
+            if let Err(e) = r.spool.write_all_at(part, r.len) {
+                eprintln!(
+                    "tusk: warning: spool for {} failed ({e}); a failed upload will fail the write",
+                    r.path
+                );
+                *this = None;
+            } else {
+                r.len += part.len() as u64;
+            }
+        }
+    }
+
+    /// After `err`: drop the upload, start a new one and send everything kept again (then
+    /// complete it, when `complete`), with backoff while failures stay transient.
+    async fn resend(
+        &self,
+        upload: &mut Box<dyn MultipartUpload>,
+        mut err: object_store::Error,
+        complete: bool,
+    ) -> object_store::Result<()> {
+        let mut backoff = Backoff::new(self.policy);
+        loop {
+            if !is_transient(&err) {
+                return Err(err);
+            }
+            let what = format!("{}: upload of {}", self.service, self.path);
+            match backoff.pause(&what, &err) {
+                Some(d) => tokio::time::sleep(d).await,
+                None => return Err(backoff.gave_up(err)),
+            }
+            let _ = upload.abort().await;
+            match self.send_all(complete).await {
+                Ok(fresh) => {
+                    *upload = fresh;
+                    return Ok(());
+                }
+                Err(e) => err = e,
+            }
+        }
+    }
+
+    async fn send_all(&self, complete: bool) -> object_store::Result<Box<dyn MultipartUpload>> {
+        let mut upload = self.store.put_multipart(&self.path).await?;
+        let mut off = 0u64;
+        let result = async {
+            while off < self.len {
+                let n = (self.len - off).min(PART_SIZE as u64) as usize;
+                let mut part = vec![0u8; n];
+                self.spool.read_exact_at(&mut part, off).map_err(|e| {
+                    object_store::Error::Generic {
+                        store: "spool",
+                        source: Box::new(e),
+                    }
+                })?;
+                upload.put_part(PutPayload::from(part)).await?;
+                off += n as u64;
+            }
+            if complete {
+                upload.complete().await?;
+            }
+            Ok(())
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(upload),
+            Err(e) => {
+                let _ = upload.abort().await;
+                Err(e)
+            }
+        }
+    }
 }
 
 impl AtomicWriter {
@@ -144,6 +277,7 @@ impl AtomicWriter {
         storage: Storage,
         url: String,
         upload: Box<dyn MultipartUpload>,
+        replay: Option<Replay>,
     ) -> Self {
         AtomicWriter {
             url,
@@ -151,6 +285,7 @@ impl AtomicWriter {
                 storage,
                 upload,
                 buf: Vec::new(),
+                replay,
             }),
         }
     }
@@ -175,15 +310,26 @@ impl AtomicWriter {
                 storage,
                 mut upload,
                 buf,
+                mut replay,
             }) => {
+                if !buf.is_empty() {
+                    Replay::keep(&mut replay, &buf);
+                }
                 let res = storage.handle().block_on(async {
-                    if !buf.is_empty() {
-                        upload.put_part(PutPayload::from(buf)).await?;
+                    let sent = async {
+                        if !buf.is_empty() {
+                            upload.put_part(PutPayload::from(buf)).await?;
+                        }
+                        upload.complete().await.map(|_| ())
                     }
-                    upload.complete().await
+                    .await;
+                    match (sent, &replay) {
+                        (Err(e), Some(r)) => r.resend(&mut upload, e, true).await,
+                        (sent, _) => sent,
+                    }
                 });
                 match res {
-                    Ok(_) => Ok(()),
+                    Ok(()) => Ok(()),
                     Err(e) => {
                         let _ = storage.handle().block_on(upload.abort());
                         Err(Error::from_store(&url, "storage", e))
@@ -203,13 +349,23 @@ impl Write for AtomicWriter {
                 storage,
                 upload,
                 buf,
+                replay,
             }) => {
                 buf.extend_from_slice(data);
                 if buf.len() >= PART_SIZE {
                     let part = std::mem::take(buf);
+                    Replay::keep(replay, &part);
                     storage
                         .handle()
-                        .block_on(upload.put_part(PutPayload::from(part)))
+                        .block_on(async {
+                            match upload.put_part(PutPayload::from(part)).await {
+                                Err(e) => match replay {
+                                    Some(r) => r.resend(upload, e, false).await,
+                                    None => Err(e),
+                                },
+                                ok => ok,
+                            }
+                        })
                         .map_err(|e| {
                             io::Error::other(format!("{}: write failed: {e}", self.url))
                         })?;

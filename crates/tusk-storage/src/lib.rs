@@ -25,6 +25,7 @@
 
 mod error;
 mod io;
+mod retry;
 mod url;
 mod webhdfs;
 
@@ -145,14 +146,25 @@ impl Storage {
             Scheme::Hdfs => {
                 let mut builder = hdfs_native_object_store::HdfsObjectStoreBuilder::new()
                     .with_io_runtime(self.inner.rt.handle().clone());
+                if !user_sets(BEST_EFFORT_KEY) {
+                    // A DataNode lost from a write pipeline with no replacement at hand: go on
+                    // with the others (the NameNode re-replicates the block later) rather
+                    // than fail the block, as Hadoop advises for small clusters.
+                    builder = builder.with_config([(BEST_EFFORT_KEY, "true")]);
+                }
                 if !parsed.authority.is_empty() {
                     builder = builder.with_url(format!("hdfs://{}", parsed.authority));
                 }
                 let _guard = self.inner.rt.enter();
-                Arc::new(builder.build().map_err(|e| Error::InvalidUrl {
+                let hdfs = Arc::new(builder.build().map_err(|e| Error::InvalidUrl {
                     url: url.into(),
                     reason: e.to_string(),
-                })?)
+                })?);
+                Arc::new(retry::RetryStore::new(
+                    hdfs,
+                    retry::Policy::from_env(),
+                    service_name(parsed.scheme, &parsed.base),
+                ))
             }
             Scheme::WebHdfs => {
                 let _guard = self.inner.rt.enter();
@@ -174,6 +186,34 @@ impl Storage {
 
     pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
         self.inner.rt.handle()
+    }
+}
+
+const BEST_EFFORT_KEY: &str = "dfs.client.block.write.replace-datanode-on-failure.best-effort";
+
+/// Does the user's Hadoop configuration (`$HADOOP_CONF_DIR`, else `$HADOOP_HOME/etc/hadoop`,
+/// where hdfs-native reads it) set `key`? Then tusk leaves it alone.
+fn user_sets(key: &str) -> bool {
+    let dir = std::env::var_os("HADOOP_CONF_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HADOOP_HOME")
+                .map(|h| std::path::PathBuf::from(h).join("etc").join("hadoop"))
+        });
+    dir.is_some_and(|d| {
+        ["hdfs-site.xml", "core-site.xml"]
+            .iter()
+            .any(|f| std::fs::read_to_string(d.join(f)).is_ok_and(|text| text.contains(key)))
+    })
+}
+
+/// What to call the service behind a store in messages.
+fn service_name(scheme: Scheme, base: &str) -> String {
+    match scheme {
+        Scheme::Hdfs if base == "hdfs://" => "the default HDFS NameNode".to_string(),
+        Scheme::Hdfs => format!("HDFS NameNode {}", &base["hdfs://".len()..]),
+        Scheme::WebHdfs => format!("WebHDFS at {}", &base["webhdfs://".len()..]),
+        _ => "storage".to_string(),
     }
 }
 
@@ -291,13 +331,7 @@ impl Location {
     }
 
     fn err(&self, e: object_store::Error) -> Error {
-        let service = match self.scheme {
-            Scheme::Hdfs if self.base == "hdfs://" => "the default HDFS NameNode".to_string(),
-            Scheme::Hdfs => format!("HDFS NameNode {}", &self.base["hdfs://".len()..]),
-            Scheme::WebHdfs => format!("WebHDFS at {}", &self.base["webhdfs://".len()..]),
-            _ => "storage".to_string(),
-        };
-        Error::from_store(&self.url(), &service, e)
+        Error::from_store(&self.url(), &service_name(self.scheme, &self.base), e)
     }
 
     /// Size and modification time of the file; [`Error::NotFound`] when there is none.
@@ -363,55 +397,35 @@ impl Location {
         ))
     }
 
-    /// Write the whole file atomically, replacing any previous one.
+    /// Write the whole file atomically, replacing any previous one. On HDFS, transient faults
+    /// are retried (see [`AtomicWriter`]).
     pub fn write(&self, data: impl Into<Bytes>) -> Result<()> {
         let data: Bytes = data.into();
-        self.retry_transient(|| {
-            let mut w = self.writer()?;
-            std::io::Write::write_all(&mut w, &data).map_err(|e| Error::from_io(&self.url(), e))?;
-            w.finish()
-        })
-    }
-
-    /// Retry `write` while HDFS answers that the file's previous block is not replicated yet.
-    /// The NameNode refuses a file's next block (or its completion) until DataNodes report the
-    /// previous one; under load that takes a moment, Hadoop's own client retries it (5 times,
-    /// from 400 ms, doubling) and hdfs-native does not. Only whole-file writes that publish
-    /// nothing before they succeed (temp file + rename) come here, so a retry is safe.
-    fn retry_transient(&self, mut write: impl FnMut() -> Result<()>) -> Result<()> {
-        let mut delay = std::time::Duration::from_millis(400);
-        for _ in 0..5 {
-            match write() {
-                Err(e) if e.to_string().contains("NotReplicatedYetException") => {
-                    std::thread::sleep(delay);
-                    delay *= 2;
-                }
-                done => return done,
-            }
-        }
-        write()
+        let mut w = self.writer()?;
+        std::io::Write::write_all(&mut w, &data).map_err(|e| Error::from_io(&self.url(), e))?;
+        w.finish()
     }
 
     /// Write the whole file atomically, failing with [`Error::AlreadyExists`] if one is there.
-    /// This is the commit primitive: of two racing writers exactly one succeeds.
+    /// This is the commit primitive: of two racing writers exactly one succeeds. On HDFS,
+    /// transient faults are retried until `TUSK_STORAGE_RETRY_SECS`; should a NameNode fail over
+    /// between committing this file and answering, the retry reports the file as existing.
     pub fn write_new(&self, data: impl Into<Bytes>) -> Result<()> {
         let data: Bytes = data.into();
         if let Some(p) = self.local_path() {
             return io::write_local(&p, &data, false).map_err(|e| Error::from_io(&self.url(), e));
         }
-        self.retry_transient(|| {
-            let opts = PutOptions {
-                mode: PutMode::Create,
-                ..Default::default()
-            };
-            self.storage
-                .block_on(
-                    self.store
-                        .put_opts(&self.path, PutPayload::from(data.clone()), opts),
-                )
-                .map(|_| ())
-                .map_err(|e| self.err(e))
-        })
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        self.storage
+            .block_on(
+                self.store
+                    .put_opts(&self.path, PutPayload::from(data), opts),
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     /// A streaming atomic writer: nothing appears here until [`AtomicWriter::finish`]; dropping
@@ -424,10 +438,18 @@ impl Location {
             .storage
             .block_on(self.store.put_multipart(&self.path))
             .map_err(|e| self.err(e))?;
+        let replay = matches!(self.scheme, Scheme::Hdfs | Scheme::WebHdfs).then(|| {
+            io::Replay::new(
+                self.store.clone(),
+                self.path.clone(),
+                service_name(self.scheme, &self.base),
+            )
+        });
         Ok(AtomicWriter::multipart(
             self.storage.clone(),
             self.url(),
             upload,
+            replay.flatten(),
         ))
     }
 

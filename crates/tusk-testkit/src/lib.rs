@@ -103,10 +103,36 @@ fn maven(what: &str) -> Option<PathBuf> {
 /// A running MiniDFSCluster. Dropping it shuts the cluster down.
 pub struct MiniDfs {
     child: Child,
-    /// Port of the NameNode's native RPC (`hdfs://127.0.0.1:PORT`).
+    /// Port of the NameNode's native RPC (`hdfs://127.0.0.1:PORT`; NameNode nn1 in HA).
     pub rpc_port: u16,
     /// Port of the NameNode's HTTP server, which serves WebHDFS.
     pub http_port: u16,
+    /// With [`MiniDfsOptions::ha`]: a client `HADOOP_CONF_DIR` naming the nameservice `ns1`
+    /// and both of its NameNodes (`hdfs://ns1/...`).
+    pub conf_dir: Option<PathBuf>,
+    replies: std::sync::Mutex<mpsc::Receiver<String>>,
+}
+
+/// How to shape a [`MiniDfs`] (the default: one DataNode, 1 MiB blocks, one NameNode).
+#[derive(Debug, Clone)]
+pub struct MiniDfsOptions {
+    /// DataNodes (replication is `min(n, 3)`; with more than one, a stopped DataNode is
+    /// declared dead within seconds).
+    pub data_nodes: usize,
+    /// Block size in bytes.
+    pub block_size: u64,
+    /// Two NameNodes (nn1 active, nn2 standby) in the nameservice `ns1`.
+    pub ha: bool,
+}
+
+impl Default for MiniDfsOptions {
+    fn default() -> Self {
+        MiniDfsOptions {
+            data_nodes: 1,
+            block_size: 1 << 20,
+            ha: false,
+        }
+    }
 }
 
 impl MiniDfs {
@@ -114,31 +140,66 @@ impl MiniDfs {
     /// is missing. Panics if the cluster fails to start where tools are present: that is a
     /// broken environment, not a reason to skip.
     pub fn start(data_nodes: usize) -> Option<MiniDfs> {
+        MiniDfs::start_with(MiniDfsOptions {
+            data_nodes,
+            ..Default::default()
+        })
+    }
+
+    /// Start a cluster shaped by `opts` (see [`MiniDfs::start`] for when it skips).
+    pub fn start_with(opts: MiniDfsOptions) -> Option<MiniDfs> {
         let mvn = maven("a real HDFS (MiniDFSCluster)")?;
         let project = repo_root().join("testing/minidfs");
+        let ha = if opts.ha { " ha" } else { "" };
         let mut child = Command::new(mvn)
             .args(["-q", "-B", "-f"])
             .arg(&project)
             .args(["compile", "exec:java"])
-            .arg(format!("-Dexec.args={data_nodes}"))
+            .arg(format!(
+                "-Dexec.args={} {}{ha}",
+                opts.data_nodes, opts.block_size
+            ))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("failed to spawn mvn for MiniDFS");
-        let ready = ready_line(&mut child, "MiniDFS", Duration::from_secs(600));
+        let (ready, replies) = ready_and_replies(&mut child, "MiniDFS", Duration::from_secs(600));
+        let field = |key: &str| ready.split_whitespace().find_map(|kv| kv.strip_prefix(key));
         let port = |key: &str| -> u16 {
-            ready
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix(key))
+            field(key)
                 .and_then(|v| v.parse().ok())
                 .unwrap_or_else(|| panic!("bad MiniDFS ready line: {ready}"))
         };
         Some(MiniDfs {
             rpc_port: port("hdfs="),
             http_port: port("http="),
+            conf_dir: field("conf=").map(PathBuf::from),
             child,
+            replies: std::sync::Mutex::new(replies),
         })
+    }
+
+    /// Send one fault command to the cluster (`stop-datanode I`, `datanodes PATH`,
+    /// `corrupt PATH I|all`, `stop-namenode I`, `restart-namenode I`, `failover FROM TO`; see
+    /// `testing/minidfs`) and return what follows `ok` in its answer. Panics on an error
+    /// answer or after two minutes without one.
+    pub fn command(&mut self, cmd: &str) -> String {
+        let stdin = self.child.stdin.as_mut().expect("MiniDFS stdin");
+        stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .and_then(|_| stdin.flush())
+            .expect("MiniDFS is gone");
+        let reply = self
+            .replies
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("MiniDFS did not answer `{cmd}`"));
+        match reply.strip_prefix("ok") {
+            Some(rest) => rest.trim().to_string(),
+            None => panic!("MiniDFS refused `{cmd}`: {reply}"),
+        }
     }
 
     /// `hdfs://127.0.0.1:PORT` (no trailing slash).
@@ -406,15 +467,32 @@ impl Drop for MiniYarn {
 /// Waits for the `Ready! …` line a test cluster prints on stdout; panics with its last
 /// output if it exits first or takes longer than `limit`.
 fn ready_line(child: &mut Child, what: &str, limit: Duration) -> String {
+    ready_and_replies(child, what, limit).0
+}
+
+/// Wait for the child's `Ready! ...` line (returned without the prefix); later lines that
+/// start with `ok` or `error` (answers to commands) arrive on the receiver. The child's
+/// stdout is drained to its end so it never blocks on a full pipe.
+fn ready_and_replies(
+    child: &mut Child,
+    what: &str,
+    limit: Duration,
+) -> (String, mpsc::Receiver<String>) {
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();
+    let (reply_tx, replies) = mpsc::channel();
     std::thread::spawn(move || {
         let mut tail = Vec::new();
+        let mut ready = false;
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             if let Some(rest) = line.strip_prefix("Ready! ") {
+                ready = true;
                 let _ = tx.send(Ok(rest.to_string()));
-                // keep draining so the JVM never blocks on a full pipe
+                continue;
+            }
+            if ready && (line.starts_with("ok") || line.starts_with("error")) {
+                let _ = reply_tx.send(line);
                 continue;
             }
             tail.push(line);
@@ -425,7 +503,7 @@ fn ready_line(child: &mut Child, what: &str, limit: Duration) -> String {
         let _ = tx.send(Err(tail.join("\n")));
     });
     match rx.recv_timeout(limit) {
-        Ok(Ok(r)) => r,
+        Ok(Ok(r)) => (r, replies),
         Ok(Err(tail)) => {
             let _ = child.kill();
             panic!("{what} exited before it was ready; last output:\n{tail}");

@@ -1,0 +1,375 @@
+//! Riding out transient storage faults: a NameNode failing over or restarting, a DataNode
+//! dying in a write pipeline, HDFS's "not replicated yet".
+//!
+//! Two pieces. [`RetryStore`] wraps an HDFS `ObjectStore` and retries calls that failed
+//! transiently, with backoff, until a deadline (`TUSK_STORAGE_RETRY_SECS`, default 60): a
+//! NameNode that is back within it costs a pause, one that is not gives one error line, never
+//! a hang, because every metadata call also has a time limit (`TUSK_STORAGE_CALL_TIMEOUT_SECS`,
+//! default 60). Streaming writes are retried whole by [`crate::AtomicWriter`], which keeps a
+//! local spool of what it wrote; both use [`is_transient`] and [`Policy`].
+//!
+//! hdfs-native tries each NameNode of an HA pair once per call and retries `complete` but not
+//! `addBlock`; Hadoop's own client keeps trying a failover for about a minute (15 attempts with
+//! backoff) and retries `addBlock` five times. This module gives tusk that same patience on
+//! every path, DataFusion's included (it reads through the wrapped store).
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::{self, BoxStream};
+use hdfs_native::HdfsError;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+};
+
+/// How long to keep retrying, and how long one call may take.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    /// Give up retrying after this long (from the first failure).
+    pub deadline: Duration,
+    /// One metadata call (not a data transfer) taking longer than this has failed.
+    pub call_timeout: Duration,
+}
+
+impl Policy {
+    /// From `TUSK_STORAGE_RETRY_SECS` and `TUSK_STORAGE_CALL_TIMEOUT_SECS` (defaults 60 and 60).
+    pub fn from_env() -> Policy {
+        let secs = |key: &str, default: f64| {
+            std::env::var(key)
+                .ok()
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .map(Duration::from_secs_f64)
+                .unwrap_or(Duration::from_secs_f64(default))
+        };
+        Policy {
+            deadline: secs("TUSK_STORAGE_RETRY_SECS", 60.0),
+            call_timeout: secs("TUSK_STORAGE_CALL_TIMEOUT_SECS", 60.0),
+        }
+    }
+}
+
+/// Backoff between attempts: 200 ms doubling, at most 5 s.
+pub(crate) struct Backoff {
+    start: Instant,
+    next: Duration,
+    policy: Policy,
+    warned: bool,
+}
+
+impl Backoff {
+    pub fn new(policy: Policy) -> Backoff {
+        Backoff {
+            start: Instant::now(),
+            next: Duration::from_millis(200),
+            policy,
+            warned: false,
+        }
+    }
+
+    /// The pause before the next attempt, or `None` when the deadline has passed. Says once on
+    /// stderr that tusk is waiting, so a pause is never silent.
+    pub fn pause(&mut self, what: &str, err: &dyn fmt::Display) -> Option<Duration> {
+        let elapsed = self.start.elapsed();
+        if elapsed + self.next > self.policy.deadline {
+            return None;
+        }
+        if !self.warned {
+            self.warned = true;
+            eprintln!(
+                "tusk: {what}: {err}; retrying for up to {} s",
+                self.policy.deadline.as_secs()
+            );
+        }
+        let d = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(5));
+        Some(d)
+    }
+
+    /// The final error after giving up: says how long tusk tried.
+    pub fn gave_up(&self, err: object_store::Error) -> object_store::Error {
+        if !self.warned {
+            return err;
+        }
+        object_store::Error::Generic {
+            store: "HDFS",
+            source: format!(
+                "gave up after {:.0} s of retries: {}",
+                self.start.elapsed().as_secs_f64(),
+                chain(&err)
+            )
+            .into(),
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+/// HDFS exceptions that mean "try again shortly" (Hadoop's client retries these too).
+const RETRIABLE_EXCEPTIONS: &[&str] = &[
+    "StandbyException",
+    "RetriableException",
+    "SafeModeException",
+    "NotReplicatedYetException",
+    "ObserverRetryOnActiveException",
+];
+
+/// Is this a failure that may pass by itself: a connection refused or reset (a NameNode or
+/// DataNode restarting, failing over), a DataNode pipeline error, a NameNode in standby or
+/// safe mode, a block not yet reported? Never a missing file, an existing one, a permission
+/// or a bad path.
+pub(crate) fn is_transient(err: &object_store::Error) -> bool {
+    match err {
+        object_store::Error::NotFound { .. }
+        | object_store::Error::AlreadyExists { .. }
+        | object_store::Error::Precondition { .. }
+        | object_store::Error::NotModified { .. }
+        | object_store::Error::InvalidPath { .. }
+        | object_store::Error::NotSupported { .. }
+        | object_store::Error::NotImplemented { .. }
+        | object_store::Error::PermissionDenied { .. }
+        | object_store::Error::Unauthenticated { .. } => return false,
+        _ => {}
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(h) = e.downcast_ref::<HdfsError>() {
+            return match h {
+                HdfsError::IOError(_) | HdfsError::DataTransferError(_) => true,
+                HdfsError::RPCError(exc, _) | HdfsError::FatalRPCError(exc, _) => {
+                    RETRIABLE_EXCEPTIONS.iter().any(|r| exc.ends_with(r))
+                }
+                HdfsError::OperationFailed(msg) => msg.contains("complete file in time"),
+                _ => false,
+            };
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return matches!(
+                io.kind(),
+                ConnectionRefused
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | NotConnected
+                    | BrokenPipe
+                    | TimedOut
+                    | UnexpectedEof
+            );
+        }
+        if let Some(r) = e.downcast_ref::<reqwest::Error>() {
+            return r.is_connect() || r.is_timeout();
+        }
+        cur = e.source();
+    }
+    let text = err.to_string();
+    RETRIABLE_EXCEPTIONS.iter().any(|r| text.contains(r)) || text.contains("timed out after")
+}
+
+/// An `ObjectStore` that retries another's transient failures (see the module docs).
+#[derive(Debug)]
+pub(crate) struct RetryStore {
+    inner: Arc<dyn ObjectStore>,
+    policy: Policy,
+    /// What to call the service in messages, e.g. `HDFS NameNode ns1`.
+    service: String,
+}
+
+impl RetryStore {
+    pub fn new(inner: Arc<dyn ObjectStore>, policy: Policy, service: String) -> RetryStore {
+        RetryStore {
+            inner,
+            policy,
+            service,
+        }
+    }
+
+    /// Run `call` until it succeeds, fails for good, or the deadline passes; each attempt is
+    /// limited to the policy's call timeout.
+    async fn retry<T, F, Fut>(&self, what: &str, mut call: F) -> object_store::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = object_store::Result<T>>,
+    {
+        let mut backoff = Backoff::new(self.policy);
+        loop {
+            let result = match tokio::time::timeout(self.policy.call_timeout, call()).await {
+                Ok(r) => r,
+                Err(_) => Err(object_store::Error::Generic {
+                    store: "HDFS",
+                    source: format!(
+                        "{} did not answer ({what} timed out after {} s)",
+                        self.service,
+                        self.policy.call_timeout.as_secs()
+                    )
+                    .into(),
+                }),
+            };
+            match result {
+                Err(e) if is_transient(&e) => match backoff.pause(&self.service, &e) {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => return Err(backoff.gave_up(e)),
+                },
+                done => return done,
+            }
+        }
+    }
+}
+
+impl fmt::Display for RetryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.inner)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for RetryStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        // A payload is a list of shared buffers: cloning it per attempt copies no data.
+        self.retry("write", || {
+            self.inner.put_opts(location, payload.clone(), opts.clone())
+        })
+        .await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.retry("create", || {
+            self.inner.put_multipart_opts(location, opts.clone())
+        })
+        .await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.retry("open", || self.inner.get_opts(location, options.clone()))
+            .await
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[std::ops::Range<u64>],
+    ) -> object_store::Result<Vec<bytes::Bytes>> {
+        // Whole transfers: no call timeout (a big range may take long), but transient failures
+        // are retried.
+        let mut backoff = Backoff::new(self.policy);
+        loop {
+            match self.inner.get_ranges(location, ranges).await {
+                Err(e) if is_transient(&e) => match backoff.pause(&self.service, &e) {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => return Err(backoff.gave_up(e)),
+                },
+                done => return done,
+            }
+        }
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let inner = self.inner.clone();
+        let policy = self.policy;
+        let service = self.service.clone();
+        locations
+            .then(move |p| {
+                let inner = inner.clone();
+                let service = service.clone();
+                async move {
+                    let p = p?;
+                    let store = RetryStore::new(inner, policy, service);
+                    store
+                        .retry("delete", || {
+                            let one = stream::iter([Ok(p.clone())]).boxed();
+                            let mut out = store.inner.delete_stream(one);
+                            let done = p.clone();
+                            async move { out.next().await.unwrap_or(Ok(done)) }
+                        })
+                        .await
+                }
+            })
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        // Collected with retries, then handed out: a listing that fails half-way is redone.
+        let inner = self.inner.clone();
+        let policy = self.policy;
+        let service = self.service.clone();
+        let prefix = prefix.cloned();
+        stream::once(async move {
+            let store = RetryStore::new(inner, policy, service);
+            store
+                .retry("list", || {
+                    let s = store.inner.list(prefix.as_ref());
+                    async move {
+                        use futures::TryStreamExt;
+                        s.try_collect::<Vec<_>>().await
+                    }
+                })
+                .await
+        })
+        .flat_map(|r| match r {
+            Ok(v) => stream::iter(v.into_iter().map(Ok)).boxed(),
+            Err(e) => stream::iter([Err(e)]).boxed(),
+        })
+        .boxed()
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.retry("list", || self.inner.list_with_delimiter(prefix))
+            .await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.retry("copy", || self.inner.copy_opts(from, to, options.clone()))
+            .await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: RenameOptions,
+    ) -> object_store::Result<()> {
+        self.retry("rename", || {
+            self.inner.rename_opts(from, to, options.clone())
+        })
+        .await
+    }
+}
