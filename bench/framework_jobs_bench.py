@@ -57,6 +57,15 @@ def run(cmd, env=None):
     return first, statistics.median(rates[1:]) if len(rates) > 1 else float("nan")
 
 
+def free_port():
+    """A port nobody listens on now (torchrun's `--master-port 0` hangs its workers)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=3)
@@ -76,7 +85,7 @@ def main():
         res = {"tusk launch": [], "torchrun": []}
         for _ in range(a.rounds):
             res["tusk launch"].append(run([a.tusk, "launch", "-n", "2", "--", sys.executable, *script, *data], env))
-            res["torchrun"].append(run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0", *script, *data], env))
+            res["torchrun"].append(run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()), *script, *data], env))
         print(f"\n1. DDP CNN, 2 workers (gloo), {a.rounds} rounds, medians")
         print(f"{'launcher':<14}{'start → first step (s)':>24}{'steady samples/s':>20}")
         med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in res.items()}
