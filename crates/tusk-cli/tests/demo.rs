@@ -110,6 +110,51 @@ fn demo_on_hdfs() {
     assert!(model > pop, "{out}");
 }
 
+/// The demo with everything on S3 (a real S3-compatible server, configured by the usual
+/// `AWS_*` variables): the same pipeline, the model beats popularity.
+#[test]
+fn demo_on_s3() {
+    let Some(s3) = tusk_testkit::S3Server::start() else {
+        return;
+    };
+    s3.create_bucket("tusk-demo");
+    let o = Command::new(env!("CARGO_BIN_EXE_tusk"))
+        .args([
+            "demo",
+            "--storage",
+            "s3://tusk-demo/run",
+            "--events",
+            "40000",
+        ])
+        .args(["--users", "800", "--items", "300", "--epochs", "2"])
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (model, pop) = aucs(&out);
+    assert!(model > pop, "{out}");
+    // Bad input: the bucket missing, one clear line.
+    let o = Command::new(env!("CARGO_BIN_EXE_tusk"))
+        .args([
+            "demo",
+            "--storage",
+            "s3://no-such-bucket/run",
+            "--events",
+            "1000",
+        ])
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("the bucket 'no-such-bucket' does not exist"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 /// Issue 11: the demo's model trained by 2 workers against 2 embedding servers, sync and
 /// async (staleness 4), on the demo's own features and config: async's test AUC is within
 /// 0.005 of sync's.

@@ -52,6 +52,16 @@ pub enum Error {
         #[source]
         source: object_store::Error,
     },
+    /// An `s3://` bucket that does not exist.
+    #[error("{url}: the bucket '{bucket}' does not exist at {service}")]
+    NoSuchBucket {
+        /// The URL being accessed.
+        url: String,
+        /// The bucket.
+        bucket: String,
+        /// Where it was looked for, e.g. `http://127.0.0.1:9000`.
+        service: String,
+    },
     /// A glob pattern that does not parse.
     #[error("invalid glob pattern '{pattern}': {source}")]
     Glob {

@@ -161,8 +161,14 @@ pub(crate) struct Replay {
 
 impl Replay {
     /// A spool for an upload to `path`, or `None` (with a warning) where none can be made.
-    pub(crate) fn new(store: Arc<dyn ObjectStore>, path: Path, service: String) -> Option<Replay> {
-        if std::env::var("TUSK_WRITE_SPOOL").is_ok_and(|v| v.trim() == "0") {
+    pub(crate) fn new(
+        store: Arc<dyn ObjectStore>,
+        path: Path,
+        service: String,
+        policy: Policy,
+        spool: bool,
+    ) -> Option<Replay> {
+        if !spool {
             return None;
         }
         match tempfile::tempfile() {
@@ -172,7 +178,7 @@ impl Replay {
                 service,
                 spool,
                 len: 0,
-                policy: Policy::from_env(),
+                policy,
             }),
             Err(e) => {
                 eprintln!(

@@ -5,6 +5,7 @@
 //! | `data/x`, `/abs/x`, `file:///abs/x` | local directory (the embedded default: nothing to set up) |
 //! | `hdfs://namenode:8020/x` (`hdfs:///x` uses `fs.defaultFS`) | HDFS native RPC (`hdfs-native`) |
 //! | `webhdfs://namenode:9870/x` | HDFS over the WebHDFS REST API |
+//! | `s3://bucket/x` | Amazon S3 or an S3-compatible server, configured by `AWS_*` variables |
 //! | `memory://name/x` | in memory, shared by everything opened from one [`Storage`] |
 //!
 //! Writes are atomic on every backend: data goes to a hidden temporary file next to the target
@@ -57,6 +58,8 @@ pub enum Backend {
     Hdfs,
     /// HDFS over WebHDFS.
     WebHdfs,
+    /// Amazon S3 or an S3-compatible server.
+    S3,
 }
 
 /// Entry point: owns the I/O runtime and the stores opened so far. Cheap to clone.
@@ -68,6 +71,8 @@ pub struct Storage {
 struct StorageInner {
     rt: tokio::runtime::Runtime,
     stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
+    /// Settings that take the place of environment variables of the same name.
+    options: HashMap<String, String>,
 }
 
 impl fmt::Debug for Storage {
@@ -78,7 +83,19 @@ impl fmt::Debug for Storage {
 
 impl Storage {
     /// Start the storage layer (a small I/O runtime; nothing is connected until used).
+    /// Settings come from the environment (see [`Storage::with_options`]).
     pub fn new() -> Result<Storage> {
+        Storage::with_options(std::iter::empty::<(String, String)>())
+    }
+
+    /// [`Storage::new`], with settings that take the place of environment variables of the same
+    /// name: `AWS_*` for `s3://` (see the README's Storage section), `TUSK_STORAGE_RETRY_SECS`
+    /// (60: how long transient HDFS faults are retried), `TUSK_STORAGE_CONNECT_SECS` (10: the
+    /// same for a NameNode that has not answered yet), `TUSK_STORAGE_CALL_TIMEOUT_SECS` (60: one
+    /// NameNode call), `TUSK_WRITE_SPOOL` (`0`: no local spool for whole-file write retries).
+    pub fn with_options<K: Into<String>, V: Into<String>>(
+        options: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Storage> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("tusk-io")
@@ -89,8 +106,26 @@ impl Storage {
             inner: Arc::new(StorageInner {
                 rt,
                 stores: Mutex::new(HashMap::new()),
+                options: options
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
             }),
         })
+    }
+
+    /// A setting: from [`Storage::with_options`], else the environment; empty counts as unset.
+    fn option(&self, key: &str) -> Option<String> {
+        self.inner
+            .options
+            .get(key)
+            .cloned()
+            .or_else(|| std::env::var(key).ok())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn policy(&self) -> retry::Policy {
+        retry::Policy::from_lookup(&|k| self.option(k))
     }
 
     /// Resolve `url` (see the crate docs for the forms) to a [`Location`].
@@ -162,7 +197,7 @@ impl Storage {
                 })?);
                 Arc::new(retry::RetryStore::new(
                     hdfs,
-                    retry::Policy::from_env(),
+                    self.policy(),
                     service_name(parsed.scheme, &parsed.base),
                 ))
             }
@@ -170,6 +205,15 @@ impl Storage {
                 let _guard = self.inner.rt.enter();
                 Arc::new(
                     WebHdfs::new(&parsed.authority, None).map_err(|e| Error::InvalidUrl {
+                        url: url.into(),
+                        reason: e.to_string(),
+                    })?,
+                )
+            }
+            Scheme::S3 => {
+                let _guard = self.inner.rt.enter();
+                Arc::new(
+                    s3_store(self, &parsed.authority).map_err(|e| Error::InvalidUrl {
                         url: url.into(),
                         reason: e.to_string(),
                     })?,
@@ -187,6 +231,49 @@ impl Storage {
     pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
         self.inner.rt.handle()
     }
+}
+
+/// An S3 store for `bucket`, configured like the AWS tools: `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`/`AWS_DEFAULT_REGION`,
+/// `AWS_ENDPOINT_URL` (an S3-compatible server; `http://` endpoints are allowed as given), and
+/// every other `AWS_*` key object_store knows. tusk adds what safe commits need: create-only
+/// writes by `If-None-Match: *` (conditional put) and create-only renames by a multipart copy
+/// completed with `If-None-Match: *`, unless `AWS_CONDITIONAL_PUT` / `AWS_COPY_IF_NOT_EXISTS`
+/// say otherwise; and retries end after `TUSK_STORAGE_RETRY_SECS`.
+fn s3_store(storage: &Storage, bucket: &str) -> object_store::Result<object_store::aws::AmazonS3> {
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3CopyIfNotExists};
+    let mut b = AmazonS3Builder::from_env();
+    for (k, v) in &storage.inner.options {
+        if let Some(key) = k.strip_prefix("AWS_")
+            && let Ok(key) =
+                format!("aws_{}", key.to_ascii_lowercase()).parse::<AmazonS3ConfigKey>()
+        {
+            b = b.with_config(key, v);
+        }
+    }
+    b = b.with_bucket_name(bucket);
+    let set = |k: &str| storage.option(k).is_some();
+    if !set("AWS_COPY_IF_NOT_EXISTS") {
+        b = b.with_copy_if_not_exists(S3CopyIfNotExists::Multipart);
+    }
+    let endpoint = s3_endpoint(storage).unwrap_or_default();
+    if endpoint.starts_with("http://") && !set("AWS_ALLOW_HTTP") {
+        b = b.with_allow_http(true);
+    }
+    if !set("AWS_REGION") && !set("AWS_DEFAULT_REGION") {
+        b = b.with_region("us-east-1");
+    }
+    b = b.with_retry(object_store::RetryConfig {
+        retry_timeout: storage.policy().deadline,
+        ..Default::default()
+    });
+    b.build()
+}
+
+fn s3_endpoint(storage: &Storage) -> Option<String> {
+    storage
+        .option("AWS_ENDPOINT_URL")
+        .or_else(|| storage.option("AWS_ENDPOINT"))
 }
 
 const BEST_EFFORT_KEY: &str = "dfs.client.block.write.replace-datanode-on-failure.best-effort";
@@ -213,6 +300,7 @@ fn service_name(scheme: Scheme, base: &str) -> String {
         Scheme::Hdfs if base == "hdfs://" => "the default HDFS NameNode".to_string(),
         Scheme::Hdfs => format!("HDFS NameNode {}", &base["hdfs://".len()..]),
         Scheme::WebHdfs => format!("WebHDFS at {}", &base["webhdfs://".len()..]),
+        Scheme::S3 => format!("S3 bucket {}", &base["s3://".len()..]),
         _ => "storage".to_string(),
     }
 }
@@ -275,6 +363,7 @@ impl Location {
             Scheme::Memory => Backend::Memory,
             Scheme::Hdfs => Backend::Hdfs,
             Scheme::WebHdfs => Backend::WebHdfs,
+            Scheme::S3 => Backend::S3,
         }
     }
 
@@ -331,7 +420,19 @@ impl Location {
     }
 
     fn err(&self, e: object_store::Error) -> Error {
-        Error::from_store(&self.url(), &service_name(self.scheme, &self.base), e)
+        let mut service = service_name(self.scheme, &self.base);
+        if self.scheme == Scheme::S3 {
+            let endpoint = s3_endpoint(&self.storage).unwrap_or_else(|| "AWS".into());
+            if format!("{e:?}").contains("NoSuchBucket") {
+                return Error::NoSuchBucket {
+                    url: self.url(),
+                    bucket: self.base["s3://".len()..].to_string(),
+                    service: endpoint,
+                };
+            }
+            service.push_str(&format!(" at {endpoint}"));
+        }
+        Error::from_store(&self.url(), &service, e)
     }
 
     /// Size and modification time of the file; [`Error::NotFound`] when there is none.
@@ -443,6 +544,8 @@ impl Location {
                 self.store.clone(),
                 self.path.clone(),
                 service_name(self.scheme, &self.base),
+                self.storage.policy(),
+                self.storage.option("TUSK_WRITE_SPOOL").as_deref() != Some("0"),
             )
         });
         Ok(AtomicWriter::multipart(

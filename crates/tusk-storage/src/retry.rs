@@ -16,6 +16,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -33,24 +34,38 @@ use object_store::{
 pub(crate) struct Policy {
     /// Give up retrying after this long (from the first failure).
     pub deadline: Duration,
+    /// The same for a service that has not answered once yet in this process: most likely a
+    /// wrong address, so give up sooner (Hadoop's client tries a refused connection for about
+    /// 10 s).
+    pub first_contact: Duration,
     /// One metadata call (not a data transfer) taking longer than this has failed.
     pub call_timeout: Duration,
 }
 
 impl Policy {
-    /// From `TUSK_STORAGE_RETRY_SECS` and `TUSK_STORAGE_CALL_TIMEOUT_SECS` (defaults 60 and 60).
-    pub fn from_env() -> Policy {
+    /// From `TUSK_STORAGE_RETRY_SECS`, `TUSK_STORAGE_CONNECT_SECS` and
+    /// `TUSK_STORAGE_CALL_TIMEOUT_SECS` (defaults 60, 10 and 60), looked up by `lookup`.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Policy {
         let secs = |key: &str, default: f64| {
-            std::env::var(key)
-                .ok()
+            lookup(key)
                 .and_then(|v| v.trim().parse::<f64>().ok())
                 .filter(|v| v.is_finite() && *v >= 0.0)
                 .map(Duration::from_secs_f64)
                 .unwrap_or(Duration::from_secs_f64(default))
         };
+        let deadline = secs("TUSK_STORAGE_RETRY_SECS", 60.0);
         Policy {
-            deadline: secs("TUSK_STORAGE_RETRY_SECS", 60.0),
+            deadline,
+            first_contact: secs("TUSK_STORAGE_CONNECT_SECS", 10.0).min(deadline),
             call_timeout: secs("TUSK_STORAGE_CALL_TIMEOUT_SECS", 60.0),
+        }
+    }
+
+    /// This policy for a service that has not answered yet: the first-contact deadline.
+    fn before_contact(self) -> Policy {
+        Policy {
+            deadline: self.first_contact,
+            ..self
         }
     }
 }
@@ -185,12 +200,14 @@ pub(crate) fn is_transient(err: &object_store::Error) -> bool {
 }
 
 /// An `ObjectStore` that retries another's transient failures (see the module docs).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct RetryStore {
     inner: Arc<dyn ObjectStore>,
     policy: Policy,
     /// What to call the service in messages, e.g. `HDFS NameNode ns1`.
-    service: String,
+    service: Arc<str>,
+    /// Whether the service has answered once: until then, the first-contact deadline holds.
+    contacted: Arc<AtomicBool>,
 }
 
 impl RetryStore {
@@ -198,7 +215,24 @@ impl RetryStore {
         RetryStore {
             inner,
             policy,
-            service,
+            service: service.into(),
+            contacted: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn policy(&self) -> Policy {
+        if self.contacted.load(Ordering::Relaxed) {
+            self.policy
+        } else {
+            self.policy.before_contact()
+        }
+    }
+
+    /// Note the outcome of a call: any answer from the service (a missing file included)
+    /// shows it is there.
+    fn answered<T>(&self, r: &object_store::Result<T>) {
+        if r.as_ref().map_or_else(|e| !is_transient(e), |_| true) {
+            self.contacted.store(true, Ordering::Relaxed);
         }
     }
 
@@ -209,7 +243,7 @@ impl RetryStore {
         F: FnMut() -> Fut,
         Fut: Future<Output = object_store::Result<T>>,
     {
-        let mut backoff = Backoff::new(self.policy);
+        let mut backoff = Backoff::new(self.policy());
         loop {
             let result = match tokio::time::timeout(self.policy.call_timeout, call()).await {
                 Ok(r) => r,
@@ -223,6 +257,7 @@ impl RetryStore {
                     .into(),
                 }),
             };
+            self.answered(&result);
             match result {
                 Err(e) if is_transient(&e) => match backoff.pause(&self.service, &e) {
                     Some(d) => tokio::time::sleep(d).await,
@@ -282,9 +317,11 @@ impl ObjectStore for RetryStore {
     ) -> object_store::Result<Vec<bytes::Bytes>> {
         // Whole transfers: no call timeout (a big range may take long), but transient failures
         // are retried.
-        let mut backoff = Backoff::new(self.policy);
+        let mut backoff = Backoff::new(self.policy());
         loop {
-            match self.inner.get_ranges(location, ranges).await {
+            let result = self.inner.get_ranges(location, ranges).await;
+            self.answered(&result);
+            match result {
                 Err(e) if is_transient(&e) => match backoff.pause(&self.service, &e) {
                     Some(d) => tokio::time::sleep(d).await,
                     None => return Err(backoff.gave_up(e)),
@@ -298,16 +335,12 @@ impl ObjectStore for RetryStore {
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        let inner = self.inner.clone();
-        let policy = self.policy;
-        let service = self.service.clone();
+        let this = self.clone();
         locations
             .then(move |p| {
-                let inner = inner.clone();
-                let service = service.clone();
+                let store = this.clone();
                 async move {
                     let p = p?;
-                    let store = RetryStore::new(inner, policy, service);
                     store
                         .retry("delete", || {
                             let one = stream::iter([Ok(p.clone())]).boxed();
@@ -323,12 +356,9 @@ impl ObjectStore for RetryStore {
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         // Collected with retries, then handed out: a listing that fails half-way is redone.
-        let inner = self.inner.clone();
-        let policy = self.policy;
-        let service = self.service.clone();
+        let store = self.clone();
         let prefix = prefix.cloned();
         stream::once(async move {
-            let store = RetryStore::new(inner, policy, service);
             store
                 .retry("list", || {
                     let s = store.inner.list(prefix.as_ref());

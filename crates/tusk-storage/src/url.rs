@@ -10,6 +10,7 @@ pub(crate) enum Scheme {
     Memory,
     Hdfs,
     WebHdfs,
+    S3,
 }
 
 #[derive(Debug, Clone)]
@@ -114,8 +115,34 @@ pub(crate) fn parse(url: &str) -> Result<Parsed> {
                 raw_path: raw_path.to_string(),
             })
         }
+        "s3" | "s3a" => {
+            // The authority is a bucket name (S3's rules: 3-63 lower-case letters, digits,
+            // dots and hyphens).
+            let ok = (3..=63).contains(&authority.len())
+                && authority
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+            if !ok {
+                return Err(invalid(&format!(
+                    "'{authority}' is not an S3 bucket name: expected s3://bucket/path"
+                )));
+            }
+            Ok(Parsed {
+                scheme: Scheme::S3,
+                base: format!("s3://{authority}"),
+                authority: authority.to_string(),
+                path: store_path(url, raw_path)?,
+                raw_path: raw_path.to_string(),
+            })
+        }
+        "gs" | "gcs" | "abfs" | "abfss" | "az" | "adl" | "wasb" | "wasbs" => {
+            Err(invalid(&format!(
+                "'{scheme}://' is not supported by this build of tusk: the storage URLs are local \
+             paths, file://, hdfs://, webhdfs://, s3:// and memory:// (see the README's Storage section)"
+            )))
+        }
         other => Err(invalid(&format!(
-            "unsupported scheme '{other}': expected a local path, file://, hdfs://, webhdfs:// or memory://"
+            "unsupported scheme '{other}': expected a local path, file://, hdfs://, webhdfs://, s3:// or memory://"
         ))),
     }
 }
@@ -174,6 +201,9 @@ mod tests {
         assert_eq!(p.path.as_ref(), "tmp/z");
         let p = parse("memory://t/a").unwrap();
         assert_eq!((p.base.as_str(), p.path.as_ref()), ("memory://t", "a"));
+        let p = parse("s3://my-bucket/a/b.parquet").unwrap();
+        assert_eq!((p.scheme, p.base.as_str()), (Scheme::S3, "s3://my-bucket"));
+        assert_eq!(p.path.as_ref(), "a/b.parquet");
         let rel = parse("rel/x").unwrap();
         assert!(rel.raw_path.ends_with("/rel/x"));
     }
@@ -181,7 +211,10 @@ mod tests {
     #[test]
     fn rejects_bad_urls_with_reasons() {
         for (url, needle) in [
-            ("s3://b/k", "unsupported scheme 's3'"),
+            ("ftp://h/k", "unsupported scheme 'ftp'"),
+            ("gs://b/k", "not supported by this build"),
+            ("s3://Bad_Bucket/k", "not an S3 bucket name"),
+            ("s3:///k", "not an S3 bucket name"),
             ("webhdfs:///x", "missing host"),
             ("hdfs://nn:port/x", "bad port"),
             ("file://host/x", "file:///absolute"),

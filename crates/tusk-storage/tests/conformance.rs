@@ -1,5 +1,6 @@
 //! One storage conformance suite, run unchanged against every backend: local, memory, and a
-//! real MiniDFSCluster over both hdfs:// (native RPC) and webhdfs://.
+//! real MiniDFSCluster over both hdfs:// (native RPC) and webhdfs://, and a real S3-compatible
+//! server (moto) over s3://.
 
 use std::io::{Read, Write};
 
@@ -273,4 +274,49 @@ fn hdfs_and_webhdfs_on_minidfs() {
         .open(&format!("{}/shared/f.txt", dfs.webhdfs_url()))
         .unwrap();
     assert_eq!(&via_web.read().unwrap()[..], b"via rpc");
+}
+
+/// S3 against a real S3-compatible server (moto): the same suite (create-only writes by
+/// conditional put, exclusive renames by a multipart copy completed with If-None-Match), then
+/// bad input: a missing bucket, an endpoint that is down.
+#[test]
+fn s3_on_a_real_server() {
+    let Some(mut s3) = tusk_testkit::S3Server::start() else {
+        return;
+    };
+    s3.create_bucket("tusk-conformance");
+    let storage = Storage::with_options(s3.env()).unwrap();
+    let base = storage.open("s3://tusk-conformance/base").unwrap();
+    conformance(&storage, &base);
+
+    // A bucket that does not exist: one error naming it.
+    let err = storage
+        .open("s3://no-such-bucket/x.bin")
+        .unwrap()
+        .write(&b"1"[..])
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("s3://no-such-bucket/x.bin"), "{text}");
+    assert!(matches!(err, Error::NoSuchBucket { .. }), "{err:?}");
+    assert!(
+        text.contains("the bucket 'no-such-bucket' does not exist"),
+        "{text}"
+    );
+    assert!(!text.contains('\n'), "{text}");
+
+    // The endpoint down: a clear "cannot reach", after a short retry budget.
+    let mut opts = s3.env();
+    opts.push(("TUSK_STORAGE_RETRY_SECS".into(), "2".into()));
+    let quick = Storage::with_options(opts).unwrap();
+    let f = quick.open("s3://tusk-conformance/base/x.bin").unwrap();
+    s3.stop();
+    let t0 = std::time::Instant::now();
+    let err = f.read().unwrap_err();
+    assert!(t0.elapsed().as_secs() < 30, "took {:?}", t0.elapsed());
+    let text = err.to_string();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+    assert!(
+        text.contains("S3 bucket tusk-conformance at http://127.0.0.1:"),
+        "{text}"
+    );
 }

@@ -11,6 +11,7 @@
 //!   fail in CI (`CI=true`) or when the matching `TUSK_REQUIRE_*` variable is set.
 //! - [`python_with_tensorflow`]: the Python interpreter that has TensorFlow, for the
 //!   compatibility tests in both directions.
+//! - [`S3Server`]: a real S3-compatible server (moto's server mode) for `s3://`.
 //! - [`Proc`]: a child process in its own process group, waited for with a limit and killed
 //!   (the whole group) on drop, so a failing test leaves nothing running.
 
@@ -545,6 +546,120 @@ pub fn python_with_tensorflow() -> Option<PathBuf> {
         "TUSK_REQUIRE_TF",
         found.ok_or_else(|| "no Python with `import tensorflow` (run .ci/run)".to_string()),
     )
+}
+
+/// The first Python (`$TUSK_PYTHON`, the `.ci/run` venv, `python3`) for which `import {module}`
+/// works.
+fn python_with(module: &str) -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("TUSK_PYTHON") {
+        candidates.push(PathBuf::from(p));
+    }
+    let cache = std::env::var_os("TUSK_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tusk")));
+    if let Some(c) = cache {
+        candidates.push(c.join("venv/bin/python"));
+    }
+    candidates.push(PathBuf::from("python3"));
+    candidates.into_iter().find(|py| {
+        Command::new(py)
+            .args(["-c", &format!("import {module}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+}
+
+/// A real S3-compatible server: moto's server mode (from `python/requirements-test.txt`) on a
+/// free port, with signature checks, conditional writes (`If-None-Match: *` on puts and on
+/// completing multipart uploads) and multipart copies. Stopped on drop.
+pub struct S3Server {
+    proc: Proc,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+impl S3Server {
+    /// Start one, or skip (see [`require`], `TUSK_REQUIRE_S3`) where no Python has moto.
+    pub fn start() -> Option<S3Server> {
+        let py = require(
+            "an S3 server (moto)",
+            "TUSK_REQUIRE_S3",
+            python_with("moto.server")
+                .ok_or_else(|| "no Python with moto[server] (run .ci/run)".to_string()),
+        )?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut cmd = Command::new(py);
+        cmd.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let mut proc = Proc::spawn(&mut cmd, "moto S3 server");
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(st) = proc.try_status() {
+                panic!("the moto S3 server exited at start: {st}");
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the moto S3 server did not listen within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(S3Server {
+            proc,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    /// The settings that point tusk (or any AWS client) at this server: the endpoint and test
+    /// credentials, for `Storage::with_options` or a child's environment.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// Create a bucket (a plain `PUT /name`, as S3's CreateBucket).
+    pub fn create_bucket(&self, name: &str) {
+        use std::io::Read as _;
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).expect("connect to the S3 server");
+        write!(
+            s,
+            "PUT /{name} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        assert!(
+            reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200"),
+            "CreateBucket {name}: {}",
+            reply.lines().next().unwrap_or("no answer")
+        );
+    }
+
+    /// Stop the server now (an endpoint that is down).
+    pub fn stop(&mut self) {
+        self.proc.kill();
+    }
 }
 
 /// `(pid, parent pid, process group)` of every process in `/proc` (zombies excluded).

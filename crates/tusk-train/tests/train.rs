@@ -420,6 +420,23 @@ fn racing_writers_leave_one_history() {
     }
 }
 
+/// The same race on S3 (a real S3-compatible server): commits there are conditional puts and
+/// multipart copies completed with If-None-Match, and exactly one history survives as well.
+#[test]
+fn racing_writers_on_s3_leave_one_history() {
+    let Some(s3) = tusk_testkit::S3Server::start() else {
+        return;
+    };
+    s3.create_bucket("tusk-race");
+    let data = data_dir();
+    let local = Storage::new().unwrap();
+    let ck = tiny_checkpoint(&local, data.path());
+    let storage = Storage::with_options(s3.env()).unwrap();
+    for round in 0..3 {
+        writers_race(&storage, &format!("s3://tusk-race/model{round}"), &ck);
+    }
+}
+
 /// A first save killed after writing its files (manifest included) but before creating
 /// `ROOT`: the model holds no version, and `--resume` starts from scratch past that
 /// directory — it is not mistaken for versions of an older tusk (found by the MovieLens
