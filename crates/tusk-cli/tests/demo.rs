@@ -149,7 +149,7 @@ fn demo_on_s3() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(
-        err.contains("the bucket 'no-such-bucket' does not exist"),
+        err.contains("the bucket or container 'no-such-bucket' does not exist"),
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");

@@ -52,12 +52,12 @@ pub enum Error {
         #[source]
         source: object_store::Error,
     },
-    /// An `s3://` bucket that does not exist.
-    #[error("{url}: the bucket '{bucket}' does not exist at {service}")]
+    /// An `s3://` bucket or an Azure container that does not exist.
+    #[error("{url}: the bucket or container '{bucket}' does not exist at {service}")]
     NoSuchBucket {
         /// The URL being accessed.
         url: String,
-        /// The bucket.
+        /// The bucket or container.
         bucket: String,
         /// Where it was looked for, e.g. `http://127.0.0.1:9000`.
         service: String,

@@ -143,6 +143,8 @@ enum WriterInner {
     },
     Multipart {
         storage: Storage,
+        /// Where the file goes, for the backend's own error messages.
+        location: crate::Location,
         upload: Box<dyn MultipartUpload>,
         buf: Vec<u8>,
         replay: Option<Replay>,
@@ -280,15 +282,15 @@ impl AtomicWriter {
     }
 
     pub(crate) fn multipart(
-        storage: Storage,
-        url: String,
+        location: crate::Location,
         upload: Box<dyn MultipartUpload>,
         replay: Option<Replay>,
     ) -> Self {
         AtomicWriter {
-            url,
+            url: location.url(),
             inner: Some(WriterInner::Multipart {
-                storage,
+                storage: location.storage.clone(),
+                location,
                 upload,
                 buf: Vec::new(),
                 replay,
@@ -314,6 +316,7 @@ impl AtomicWriter {
             }
             Some(WriterInner::Multipart {
                 storage,
+                location,
                 mut upload,
                 buf,
                 mut replay,
@@ -338,7 +341,7 @@ impl AtomicWriter {
                     Ok(()) => Ok(()),
                     Err(e) => {
                         let _ = storage.handle().block_on(upload.abort());
-                        Err(Error::from_store(&url, "storage", e))
+                        Err(location.err(e))
                     }
                 }
             }
@@ -353,6 +356,7 @@ impl Write for AtomicWriter {
             Some(WriterInner::Local { file, .. }) => file.write(data),
             Some(WriterInner::Multipart {
                 storage,
+                location,
                 upload,
                 buf,
                 replay,
@@ -372,9 +376,9 @@ impl Write for AtomicWriter {
                                 ok => ok,
                             }
                         })
-                        .map_err(|e| {
-                            io::Error::other(format!("{}: write failed: {e}", self.url))
-                        })?;
+                        // The storage error itself travels inside: `Location::write` and
+                        // callers that downcast get it whole.
+                        .map_err(|e| io::Error::other(location.err(e)))?;
                 }
                 Ok(data.len())
             }

@@ -6,6 +6,7 @@
 //! | `hdfs://namenode:8020/x` (`hdfs:///x` uses `fs.defaultFS`) | HDFS native RPC (`hdfs-native`) |
 //! | `webhdfs://namenode:9870/x` | HDFS over the WebHDFS REST API |
 //! | `s3://bucket/x` | Amazon S3 or an S3-compatible server, configured by `AWS_*` variables |
+//! | `az://container/x`, `abfs[s]://container@account.dfs.core.windows.net/x` | Azure Blob / ADLS Gen2, configured by `AZURE_*` variables |
 //! | `memory://name/x` | in memory, shared by everything opened from one [`Storage`] |
 //!
 //! Writes are atomic on every backend: data goes to a hidden temporary file next to the target
@@ -60,6 +61,8 @@ pub enum Backend {
     WebHdfs,
     /// Amazon S3 or an S3-compatible server.
     S3,
+    /// Azure Blob Storage / Data Lake Storage Gen2.
+    Azure,
 }
 
 /// Entry point: owns the I/O runtime and the stores opened so far. Cheap to clone.
@@ -219,6 +222,15 @@ impl Storage {
                     })?,
                 )
             }
+            Scheme::Azure => {
+                let _guard = self.inner.rt.enter();
+                Arc::new(
+                    azure_store(self, &parsed.authority).map_err(|e| Error::InvalidUrl {
+                        url: url.into(),
+                        reason: e.to_string(),
+                    })?,
+                )
+            }
         };
         stores.insert(parsed.base.clone(), store.clone());
         Ok(store)
@@ -270,6 +282,53 @@ fn s3_store(storage: &Storage, bucket: &str) -> object_store::Result<object_stor
     b.build()
 }
 
+/// An Azure Blob / ADLS Gen2 store for `container` or `container@account.host`, configured
+/// like Azure's tools and Hadoop's ABFS: `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`
+/// (or a SAS in `AZURE_STORAGE_SAS_KEY`, or a service principal in `AZURE_CLIENT_ID`,
+/// `AZURE_CLIENT_SECRET`, `AZURE_TENANT_ID`), `AZURE_STORAGE_ENDPOINT` for another endpoint (an
+/// `http://` one is allowed as given), `AZURE_STORAGE_USE_EMULATOR=true` for Azurite at
+/// `AZURITE_BLOB_STORAGE_URL` (default `http://127.0.0.1:10000`), and every other `AZURE_*`
+/// key object_store knows. Create-only writes and renames use `If-None-Match: *`,
+/// which Azure Blob has always had.
+fn azure_store(
+    storage: &Storage,
+    authority: &str,
+) -> object_store::Result<object_store::azure::MicrosoftAzure> {
+    use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+    let mut b = MicrosoftAzureBuilder::from_env();
+    for (k, v) in &storage.inner.options {
+        if let Some(key) = k.strip_prefix("AZURE_")
+            && let Ok(key) = format!("azure_{}", key.to_ascii_lowercase()).parse::<AzureConfigKey>()
+        {
+            b = b.with_config(key, v);
+        }
+    }
+    let (container, host) = match authority.split_once('@') {
+        Some((c, h)) => (c, Some(h)),
+        None => (authority, None),
+    };
+    b = b.with_container_name(container);
+    if let Some(account) = host.and_then(|h| h.split('.').next()) {
+        b = b.with_account(account);
+    }
+    if azure_endpoint(storage).is_some_and(|e| e.starts_with("http://"))
+        && storage.option("AZURE_ALLOW_HTTP").is_none()
+    {
+        b = b.with_allow_http(true);
+    }
+    b = b.with_retry(object_store::RetryConfig {
+        retry_timeout: storage.policy().deadline,
+        ..Default::default()
+    });
+    b.build()
+}
+
+fn azure_endpoint(storage: &Storage) -> Option<String> {
+    storage
+        .option("AZURE_STORAGE_ENDPOINT")
+        .or_else(|| storage.option("AZURE_ENDPOINT"))
+}
+
 fn s3_endpoint(storage: &Storage) -> Option<String> {
     storage
         .option("AWS_ENDPOINT_URL")
@@ -301,6 +360,10 @@ fn service_name(scheme: Scheme, base: &str) -> String {
         Scheme::Hdfs => format!("HDFS NameNode {}", &base["hdfs://".len()..]),
         Scheme::WebHdfs => format!("WebHDFS at {}", &base["webhdfs://".len()..]),
         Scheme::S3 => format!("S3 bucket {}", &base["s3://".len()..]),
+        Scheme::Azure => format!(
+            "Azure container {}",
+            base.split_once("://").map_or(base, |(_, a)| a)
+        ),
         _ => "storage".to_string(),
     }
 }
@@ -364,6 +427,7 @@ impl Location {
             Scheme::Hdfs => Backend::Hdfs,
             Scheme::WebHdfs => Backend::WebHdfs,
             Scheme::S3 => Backend::S3,
+            Scheme::Azure => Backend::Azure,
         }
     }
 
@@ -432,7 +496,40 @@ impl Location {
             }
             service.push_str(&format!(" at {endpoint}"));
         }
+        if self.scheme == Scheme::Azure {
+            let endpoint = azure_endpoint(&self.storage)
+                .or_else(|| {
+                    self.storage.option("AZURE_STORAGE_USE_EMULATOR").map(|_| {
+                        self.storage
+                            .option("AZURITE_BLOB_STORAGE_URL")
+                            .unwrap_or_else(|| "http://127.0.0.1:10000".into())
+                    })
+                })
+                .unwrap_or_else(|| "Azure".into());
+            if format!("{e:?}").contains("ContainerNotFound") {
+                let authority = self.base.split_once("://").map_or("", |(_, a)| a);
+                return Error::NoSuchBucket {
+                    url: self.url(),
+                    bucket: authority.split('@').next().unwrap_or(authority).to_string(),
+                    service: endpoint,
+                };
+            }
+            service.push_str(&format!(" at {endpoint}"));
+        }
         Error::from_store(&self.url(), &service, e)
+    }
+
+    /// An I/O error from one of this location's adapters: the storage error it carries, if
+    /// any, else a local I/O error naming the URL.
+    fn io_err(&self, e: std::io::Error) -> Error {
+        if !e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            return Error::from_io(&self.url(), e);
+        }
+        match e.into_inner().map(|inner| inner.downcast::<Error>()) {
+            Some(Ok(err)) => *err,
+            // not reached: the check above saw a storage error inside
+            _ => Error::from_io(&self.url(), std::io::Error::other("write failed")),
+        }
     }
 
     /// Size and modification time of the file; [`Error::NotFound`] when there is none.
@@ -503,7 +600,7 @@ impl Location {
     pub fn write(&self, data: impl Into<Bytes>) -> Result<()> {
         let data: Bytes = data.into();
         let mut w = self.writer()?;
-        std::io::Write::write_all(&mut w, &data).map_err(|e| Error::from_io(&self.url(), e))?;
+        std::io::Write::write_all(&mut w, &data).map_err(|e| self.io_err(e))?;
         w.finish()
     }
 
@@ -549,8 +646,7 @@ impl Location {
             )
         });
         Ok(AtomicWriter::multipart(
-            self.storage.clone(),
-            self.url(),
+            self.clone(),
             upload,
             replay.flatten(),
         ))

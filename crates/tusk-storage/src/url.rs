@@ -11,6 +11,7 @@ pub(crate) enum Scheme {
     Hdfs,
     WebHdfs,
     S3,
+    Azure,
 }
 
 #[derive(Debug, Clone)]
@@ -135,14 +136,43 @@ pub(crate) fn parse(url: &str) -> Result<Parsed> {
                 raw_path: raw_path.to_string(),
             })
         }
-        "gs" | "gcs" | "abfs" | "abfss" | "az" | "adl" | "wasb" | "wasbs" => {
-            Err(invalid(&format!(
-                "'{scheme}://' is not supported by this build of tusk: the storage URLs are local \
-             paths, file://, hdfs://, webhdfs://, s3:// and memory:// (see the README's Storage section)"
-            )))
+        "az" | "azure" | "abfs" | "abfss" => {
+            // az://container/path (the account from AZURE_STORAGE_ACCOUNT_NAME), or
+            // abfs[s]://container@account.dfs.core.windows.net/path as Hadoop's ABFS writes it.
+            let (container, host) = match authority.split_once('@') {
+                Some((c, h)) => (c, Some(h)),
+                None => (authority, None),
+            };
+            let ok = (3..=63).contains(&container.len())
+                && container
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !ok {
+                return Err(invalid(&format!(
+                    "'{container}' is not an Azure container name: expected az://container/path \
+                     or abfs://container@account.dfs.core.windows.net/path"
+                )));
+            }
+            if matches!(scheme.as_str(), "abfs" | "abfss") && host.is_none() {
+                return Err(invalid(
+                    "expected abfs://container@account.dfs.core.windows.net/path",
+                ));
+            }
+            Ok(Parsed {
+                scheme: Scheme::Azure,
+                base: format!("{scheme}://{authority}"),
+                authority: authority.to_string(),
+                path: store_path(url, raw_path)?,
+                raw_path: raw_path.to_string(),
+            })
         }
+        "gs" | "gcs" | "adl" | "wasb" | "wasbs" => Err(invalid(&format!(
+            "'{scheme}://' is not supported by this build of tusk: the storage URLs are local \
+             paths, file://, hdfs://, webhdfs://, s3://, az:// or abfs://, and memory:// (see the \
+             README's Storage section)"
+        ))),
         other => Err(invalid(&format!(
-            "unsupported scheme '{other}': expected a local path, file://, hdfs://, webhdfs://, s3:// or memory://"
+            "unsupported scheme '{other}': expected a local path, file://, hdfs://, webhdfs://, s3://, az://, abfs:// or memory://"
         ))),
     }
 }
@@ -204,6 +234,14 @@ mod tests {
         let p = parse("s3://my-bucket/a/b.parquet").unwrap();
         assert_eq!((p.scheme, p.base.as_str()), (Scheme::S3, "s3://my-bucket"));
         assert_eq!(p.path.as_ref(), "a/b.parquet");
+        let p = parse("abfss://data@acct.dfs.core.windows.net/a/b").unwrap();
+        assert_eq!(
+            (p.scheme, p.authority.as_str()),
+            (Scheme::Azure, "data@acct.dfs.core.windows.net")
+        );
+        assert_eq!(p.path.as_ref(), "a/b");
+        let p = parse("az://data/x").unwrap();
+        assert_eq!((p.base.as_str(), p.path.as_ref()), ("az://data", "x"));
         let rel = parse("rel/x").unwrap();
         assert!(rel.raw_path.ends_with("/rel/x"));
     }
@@ -215,6 +253,8 @@ mod tests {
             ("gs://b/k", "not supported by this build"),
             ("s3://Bad_Bucket/k", "not an S3 bucket name"),
             ("s3:///k", "not an S3 bucket name"),
+            ("az://A_B/k", "not an Azure container name"),
+            ("abfs://data/k", "expected abfs://container@account"),
             ("webhdfs:///x", "missing host"),
             ("hdfs://nn:port/x", "bad port"),
             ("file://host/x", "file:///absolute"),

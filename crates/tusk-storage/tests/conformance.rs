@@ -299,7 +299,7 @@ fn s3_on_a_real_server() {
     assert!(text.contains("s3://no-such-bucket/x.bin"), "{text}");
     assert!(matches!(err, Error::NoSuchBucket { .. }), "{err:?}");
     assert!(
-        text.contains("the bucket 'no-such-bucket' does not exist"),
+        text.contains("the bucket or container 'no-such-bucket' does not exist"),
         "{text}"
     );
     assert!(!text.contains('\n'), "{text}");
@@ -318,5 +318,55 @@ fn s3_on_a_real_server() {
     assert!(
         text.contains("S3 bucket tusk-conformance at http://127.0.0.1:"),
         "{text}"
+    );
+}
+
+/// Azure Blob (`az://` and `abfs://`) against Azurite, Microsoft's emulator, with shared-key
+/// authentication: the same suite, then a missing container and an endpoint that is down.
+#[test]
+fn azure_on_azurite() {
+    let Some(mut az) = tusk_testkit::Azurite::start() else {
+        return;
+    };
+    az.create_container("tusk-conformance");
+    let storage = Storage::with_options(az.env()).unwrap();
+    let base = storage.open("az://tusk-conformance/base").unwrap();
+    conformance(&storage, &base);
+    // Hadoop's ABFS form names the same place.
+    storage
+        .open("az://tusk-conformance/shared.txt")
+        .unwrap()
+        .write(&b"via az"[..])
+        .unwrap();
+    let abfs = storage
+        .open("abfs://tusk-conformance@devstoreaccount1.dfs.core.windows.net/shared.txt")
+        .unwrap();
+    assert_eq!(&abfs.read().unwrap()[..], b"via az");
+
+    let err = storage
+        .open("az://no-such-bucket/x.bin")
+        .unwrap()
+        .write(&b"1"[..])
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::NoSuchBucket { .. }), "{err:?}");
+    assert!(
+        text.contains("the bucket or container 'no-such-bucket' does not exist"),
+        "{text}"
+    );
+
+    let mut opts = az.env();
+    opts.push(("TUSK_STORAGE_RETRY_SECS".into(), "2".into()));
+    let quick = Storage::with_options(opts).unwrap();
+    let f = quick.open("az://tusk-conformance/shared.txt").unwrap();
+    az.stop();
+    let t0 = std::time::Instant::now();
+    let err = f.read().unwrap_err();
+    assert!(t0.elapsed().as_secs() < 30, "took {:?}", t0.elapsed());
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("Azure container tusk-conformance at http://127.0.0.1:"),
+        "{err}"
     );
 }

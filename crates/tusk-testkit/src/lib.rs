@@ -11,7 +11,8 @@
 //!   fail in CI (`CI=true`) or when the matching `TUSK_REQUIRE_*` variable is set.
 //! - [`python_with_tensorflow`]: the Python interpreter that has TensorFlow, for the
 //!   compatibility tests in both directions.
-//! - [`S3Server`]: a real S3-compatible server (moto's server mode) for `s3://`.
+//! - [`S3Server`]: a real S3-compatible server (moto's server mode) for `s3://`; [`Azurite`]:
+//!   Microsoft's Azure Blob emulator for `az://` / `abfs://`.
 //! - [`Proc`]: a child process in its own process group, waited for with a limit and killed
 //!   (the whole group) on drop, so a failing test leaves nothing running.
 
@@ -653,6 +654,133 @@ impl S3Server {
             reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200"),
             "CreateBucket {name}: {}",
             reply.lines().next().unwrap_or("no answer")
+        );
+    }
+
+    /// Stop the server now (an endpoint that is down).
+    pub fn stop(&mut self) {
+        self.proc.kill();
+    }
+}
+
+/// Azurite's well-known development account and key (public: the emulator accepts only them).
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// A real Azure Blob endpoint: Azurite, Microsoft's storage emulator (from npm; `.ci/run`
+/// installs it under `$TUSK_CACHE/azurite`), on a free port with its data in a temporary
+/// directory, shared-key authentication enforced. Stopped on drop.
+pub struct Azurite {
+    proc: Proc,
+    _data: tempfile::TempDir,
+    /// `http://127.0.0.1:PORT/devstoreaccount1`.
+    pub endpoint: String,
+}
+
+impl Azurite {
+    /// Start one, or skip (see [`require`], `TUSK_REQUIRE_AZURE`) where it is not installed.
+    pub fn start() -> Option<Azurite> {
+        let bin = require(
+            "an Azure Blob server (Azurite)",
+            "TUSK_REQUIRE_AZURE",
+            Azurite::find().ok_or_else(|| {
+                "azurite-blob not found ($TUSK_AZURITE, $TUSK_CACHE/azurite or PATH; run .ci/run)"
+                    .to_string()
+            }),
+        )?;
+        let data = tempfile::tempdir().expect("a directory for Azurite's data");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut cmd = Command::new(bin);
+        cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .arg("--location")
+            .arg(data.path())
+            .args(["--silent", "--skipApiVersionCheck"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut proc = Proc::spawn(&mut cmd, "Azurite");
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(st) = proc.try_status() {
+                panic!("Azurite exited at start: {st}");
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "Azurite did not listen within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(Azurite {
+            proc,
+            _data: data,
+            endpoint: format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"),
+        })
+    }
+
+    fn find() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("TUSK_AZURITE") {
+            return Some(PathBuf::from(p));
+        }
+        let cache = std::env::var_os("TUSK_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tusk")));
+        cache
+            .map(|c| c.join("azurite/node_modules/.bin/azurite-blob"))
+            .filter(|p| p.is_file())
+            .or_else(|| which("azurite-blob"))
+    }
+
+    /// The settings that point tusk at this server as at any Azure account (account name,
+    /// key, endpoint), for `Storage::with_options` or a child's environment.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AZURE_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT),
+            ("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY),
+            ("AZURE_STORAGE_ENDPOINT", self.endpoint.as_str()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    /// Create a container (Create Container, signed with the account's shared key by a few
+    /// lines of Node.js, which Azurite runs on anyway).
+    pub fn create_container(&self, name: &str) {
+        let script = r#"
+const crypto = require('crypto'), http = require('http');
+const [endpoint, account, key, name] = process.argv.slice(1);
+const u = new URL(endpoint + '/' + name + '?restype=container');
+const date = new Date().toUTCString(), version = '2021-08-06';
+const toSign = ['PUT', '', '', '', '', '', '', '', '', '', '', '',
+  'x-ms-date:' + date + '\nx-ms-version:' + version,
+  '/' + account + u.pathname + '\nrestype:container'].join('\n');
+const sig = crypto.createHmac('sha256', Buffer.from(key, 'base64')).update(toSign, 'utf8').digest('base64');
+const req = http.request({host: u.hostname, port: u.port, path: u.pathname + u.search, method: 'PUT',
+  headers: {'x-ms-date': date, 'x-ms-version': version, 'Content-Length': 0,
+            'Authorization': 'SharedKey ' + account + ':' + sig}}, res => {
+  let body = ''; res.on('data', d => body += d);
+  res.on('end', () => { if (res.statusCode !== 201) { console.error(res.statusCode + ' ' + body); process.exit(1); } });
+});
+req.end();
+"#;
+        let out = Command::new("node")
+            .args([
+                "-e",
+                script,
+                &self.endpoint,
+                AZURITE_ACCOUNT,
+                AZURITE_KEY,
+                name,
+            ])
+            .output()
+            .expect("run node");
+        assert!(
+            out.status.success(),
+            "Create Container {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 
