@@ -166,10 +166,13 @@ pub(crate) fn parse(url: &str) -> Result<Parsed> {
                 raw_path: raw_path.to_string(),
             })
         }
-        "gs" | "gcs" | "adl" | "wasb" | "wasbs" => Err(invalid(&format!(
-            "'{scheme}://' is not supported by this build of tusk: the storage URLs are local \
-             paths, file://, hdfs://, webhdfs://, s3://, az:// or abfs://, and memory:// (see the \
-             README's Storage section)"
+        "gs" | "gcs" => Err(invalid(
+            "gs:// is not supported: Google Cloud Storage could not be tested here (the one \
+             emulator installable from the package registries, fake-gcs-server, lacks the \
+             multipart upload API tusk streams writes with); see the README's Storage section",
+        )),
+        "adl" | "wasb" | "wasbs" => Err(invalid(&format!(
+            "'{scheme}://' is not supported (a retired Azure driver): use abfs:// or az://"
         ))),
         other => Err(invalid(&format!(
             "unsupported scheme '{other}': expected a local path, file://, hdfs://, webhdfs://, s3://, az://, abfs:// or memory://"
@@ -250,7 +253,8 @@ mod tests {
     fn rejects_bad_urls_with_reasons() {
         for (url, needle) in [
             ("ftp://h/k", "unsupported scheme 'ftp'"),
-            ("gs://b/k", "not supported by this build"),
+            ("gs://b/k", "gs:// is not supported"),
+            ("wasb://b/k", "use abfs:// or az://"),
             ("s3://Bad_Bucket/k", "not an S3 bucket name"),
             ("s3:///k", "not an S3 bucket name"),
             ("az://A_B/k", "not an Azure container name"),
