@@ -6,6 +6,7 @@
 mod collective;
 mod datagen;
 mod demo;
+mod fs;
 mod images;
 mod launch;
 mod preprocess;
@@ -19,8 +20,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// tusk: storage, record formats, preprocessing, training and serving of recommendation
-/// models over HDFS or a local directory. Every path argument is a URL: a plain
-/// path or file:///… (local), hdfs://namenode:port/…, webhdfs://namenode:port/… or memory://….
+/// models over HDFS, object stores or a local directory. Every path argument is a URL: a plain
+/// path or file:///… (local), hdfs://namenode:port/…, webhdfs://namenode:port/…, s3://bucket/…,
+/// az://container/… or abfs://container@account.dfs.core.windows.net/…, or memory://….
 #[derive(Debug, Parser)]
 #[command(name = "tusk", version, propagate_version = true, max_term_width = 100)]
 struct Cli {
@@ -30,6 +32,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Files on any storage URL: ls, cp (between any two backends), cat, rm.
+    #[command(subcommand)]
+    Fs(fs::FsCommand),
     /// Inspect and convert TFRecord / Parquet record files and datasets.
     #[command(subcommand)]
     Records(records::RecordsCommand),
@@ -94,6 +99,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Fs(cmd) => fs::run(cmd),
         Command::Records(cmd) => records::run(cmd),
         Command::Datagen(cmd) => datagen::run(cmd),
         Command::Preprocess(cmd) => preprocess::run(cmd),

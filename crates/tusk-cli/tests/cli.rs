@@ -207,8 +207,20 @@ fn bad_inputs_give_one_clear_error_line() {
     let o = tusk(&["records", "cat", "webhdfs://127.0.0.1:1/data/x.tfrecord"]);
     assert_fails(&o, &["cannot reach WebHDFS at 127.0.0.1:1"]);
     // unsupported URL scheme
-    let o = tusk(&["records", "cat", "s3://bucket/x.tfrecord"]);
-    assert_fails(&o, &["unsupported scheme 's3'"]);
+    let o = tusk(&["records", "cat", "ftp://host/x.tfrecord"]);
+    assert_fails(&o, &["unsupported scheme 'ftp'"]);
+    let o = tusk(&["records", "cat", "gs://bucket/x.tfrecord"]);
+    assert_fails(&o, &["gs:// is not supported"]);
+    // S3 with no credentials anywhere (no AWS_* variables, no instance role here)
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tusk"));
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
+        c.env_remove(k);
+    }
+    let o = c
+        .args(["records", "cat", "s3://some-bucket/x.tfrecord"])
+        .output()
+        .unwrap();
+    assert_fails(&o, &["s3://some-bucket/x.tfrecord", "no AWS credentials"]);
     // glob matching nothing
     let pattern = format!("{}/*.tfrecord", dir.path().join("empty").display());
     let o = tusk(&["records", "cat", &pattern]);

@@ -62,6 +62,14 @@ pub enum Error {
         /// Where it was looked for, e.g. `http://127.0.0.1:9000`.
         service: String,
     },
+    /// An object store that found no credentials, or refused the ones given.
+    #[error("{url}: {reason}")]
+    Credentials {
+        /// The URL being accessed.
+        url: String,
+        /// What is missing or refused, and what to set.
+        reason: String,
+    },
     /// A glob pattern that does not parse.
     #[error("invalid glob pattern '{pattern}': {source}")]
     Glob {

@@ -216,7 +216,7 @@ impl Replay {
         mut err: object_store::Error,
         complete: bool,
     ) -> object_store::Result<()> {
-        let mut backoff = Backoff::new(self.policy);
+        let mut backoff = Backoff::new(self.policy, true);
         loop {
             if !is_transient(&err) {
                 return Err(err);

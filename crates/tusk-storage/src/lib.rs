@@ -487,6 +487,40 @@ impl Location {
         let mut service = service_name(self.scheme, &self.base);
         if self.scheme == Scheme::S3 {
             let endpoint = s3_endpoint(&self.storage).unwrap_or_else(|| "AWS".into());
+            let text = format!("{e:?}");
+            if text.contains("169.254.169.254") {
+                return Error::Credentials {
+                    url: self.url(),
+                    reason: "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                             (or AWS_WEB_IDENTITY_TOKEN_FILE, or run with a container or instance \
+                             role); the instance metadata service did not answer"
+                        .into(),
+                };
+            }
+            if [
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+                "AccessDenied",
+            ]
+            .iter()
+            .any(|c| text.contains(c))
+            {
+                return Error::Credentials {
+                    url: self.url(),
+                    reason: format!(
+                        "S3 at {endpoint} refused the credentials (AWS_ACCESS_KEY_ID / \
+                         AWS_SECRET_ACCESS_KEY): {}",
+                        [
+                            "InvalidAccessKeyId",
+                            "SignatureDoesNotMatch",
+                            "AccessDenied"
+                        ]
+                        .iter()
+                        .find(|c| text.contains(**c))
+                        .unwrap_or(&"denied")
+                    ),
+                };
+            }
             if format!("{e:?}").contains("NoSuchBucket") {
                 return Error::NoSuchBucket {
                     url: self.url(),
@@ -506,7 +540,24 @@ impl Location {
                     })
                 })
                 .unwrap_or_else(|| "Azure".into());
-            if format!("{e:?}").contains("ContainerNotFound") {
+            let text = format!("{e:?}");
+            if [
+                "AuthenticationFailed",
+                "AuthorizationFailure",
+                "AuthorizationPermissionMismatch",
+            ]
+            .iter()
+            .any(|c| text.contains(c))
+            {
+                return Error::Credentials {
+                    url: self.url(),
+                    reason: format!(
+                        "Azure at {endpoint} refused the credentials (AZURE_STORAGE_ACCOUNT_KEY, \
+                         a SAS or a service principal)"
+                    ),
+                };
+            }
+            if text.contains("ContainerNotFound") {
                 let authority = self.base.split_once("://").map_or("", |(_, a)| a);
                 return Error::NoSuchBucket {
                     url: self.url(),

@@ -76,25 +76,30 @@ pub(crate) struct Backoff {
     next: Duration,
     policy: Policy,
     warned: bool,
+    retried: bool,
 }
 
 impl Backoff {
-    pub fn new(policy: Policy) -> Backoff {
+    /// With `announce`, the first pause is said on stderr (a running job pausing); without, the
+    /// retries are silent and only the final error is shown (a service never reached yet: most
+    /// likely bad input, which gets one error line).
+    pub fn new(policy: Policy, announce: bool) -> Backoff {
         Backoff {
             start: Instant::now(),
             next: Duration::from_millis(200),
             policy,
-            warned: false,
+            warned: !announce,
+            retried: false,
         }
     }
 
-    /// The pause before the next attempt, or `None` when the deadline has passed. Says once on
-    /// stderr that tusk is waiting, so a pause is never silent.
+    /// The pause before the next attempt, or `None` when the deadline has passed.
     pub fn pause(&mut self, what: &str, err: &dyn fmt::Display) -> Option<Duration> {
         let elapsed = self.start.elapsed();
         if elapsed + self.next > self.policy.deadline {
             return None;
         }
+        self.retried = true;
         if !self.warned {
             self.warned = true;
             eprintln!(
@@ -109,7 +114,7 @@ impl Backoff {
 
     /// The final error after giving up: says how long tusk tried.
     pub fn gave_up(&self, err: object_store::Error) -> object_store::Error {
-        if !self.warned {
+        if !self.retried {
             return err;
         }
         object_store::Error::Generic {
@@ -243,7 +248,7 @@ impl RetryStore {
         F: FnMut() -> Fut,
         Fut: Future<Output = object_store::Result<T>>,
     {
-        let mut backoff = Backoff::new(self.policy());
+        let mut backoff = Backoff::new(self.policy(), self.contacted.load(Ordering::Relaxed));
         loop {
             let result = match tokio::time::timeout(self.policy.call_timeout, call()).await {
                 Ok(r) => r,
@@ -317,7 +322,7 @@ impl ObjectStore for RetryStore {
     ) -> object_store::Result<Vec<bytes::Bytes>> {
         // Whole transfers: no call timeout (a big range may take long), but transient failures
         // are retried.
-        let mut backoff = Backoff::new(self.policy());
+        let mut backoff = Backoff::new(self.policy(), self.contacted.load(Ordering::Relaxed));
         loop {
             let result = self.inner.get_ranges(location, ranges).await;
             self.answered(&result);

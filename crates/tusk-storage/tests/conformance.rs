@@ -355,6 +355,28 @@ fn azure_on_azurite() {
         "{text}"
     );
 
+    // A wrong account key: one line saying the credentials were refused.
+    let wrong: Vec<(String, String)> = az
+        .env()
+        .into_iter()
+        .map(|(k, v)| {
+            let v = if k == "AZURE_STORAGE_ACCOUNT_KEY" {
+                "d3Jvbmcga2V5IGZvciBhIHRlc3Q=".to_string()
+            } else {
+                v
+            };
+            (k, v)
+        })
+        .collect();
+    let err = Storage::with_options(wrong)
+        .unwrap()
+        .open("az://tusk-conformance/shared.txt")
+        .unwrap()
+        .read()
+        .unwrap_err();
+    assert!(matches!(err, Error::Credentials { .. }), "{err:?}");
+    assert!(err.to_string().contains("refused the credentials"), "{err}");
+
     let mut opts = az.env();
     opts.push(("TUSK_STORAGE_RETRY_SECS".into(), "2".into()));
     let quick = Storage::with_options(opts).unwrap();
