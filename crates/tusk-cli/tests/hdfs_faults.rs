@@ -2,7 +2,7 @@
 //! restarts (commands pause, then finish), one that stays away (one clear error line after
 //! `TUSK_STORAGE_RETRY_SECS`, never a hang), and an HA pair (`hdfs://ns1/…` resolved from
 //! `HADOOP_CONF_DIR`) failing over back and forth under a running `tusk demo` (data, training
-//! and model on HDFS) and repeated `tusk sql` queries. DataNode faults and corrupt replicas are
+//! and model on HDFS), repeated `tusk sql` queries, then `tusk serve` polling the model. DataNode faults and corrupt replicas are
 //! in `tusk-storage/tests/hdfs_faults.rs`.
 
 use std::path::Path;
@@ -211,13 +211,68 @@ fn ha_failover_under_a_running_demo_and_sql() {
         queries += 1;
     }
     let (ok, out, err, secs) = demo.join().unwrap();
-    stop.store(true, Ordering::SeqCst);
-    let flips = flipper.join().unwrap();
     assert!(ok, "the demo failed across failovers: {err}");
     assert!(out.contains("batch scoring"), "{out}");
-    assert!(
-        flips >= 2,
-        "only {flips} failovers happened during the demo"
+
+    // `tusk serve` on the demo's model, polling HDFS for new versions every 0.2 s while the
+    // NameNodes keep failing over: it stays up and answers every request.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut c = with_conf(tusk());
+    c.args(["serve", "--model", "clicks=hdfs://ns1/demo/model"])
+        .args([
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--poll-interval",
+            "0.2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut serve = Proc::spawn(&mut c, "tusk serve");
+    let t0 = Instant::now();
+    let mut answered = 0;
+    while t0.elapsed() < Duration::from_secs(12) {
+        assert!(
+            serve.try_status().is_none(),
+            "tusk serve exited during failovers"
+        );
+        if get(port, "/v1/models/clicks").is_some_and(|b| b.contains("AVAILABLE")) {
+            answered += 1;
+        } else {
+            assert!(
+                answered == 0,
+                "tusk serve stopped answering after {answered} requests"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let flips = flipper.join().unwrap();
+    assert!(answered > 20, "tusk serve answered {answered} times");
+    assert!(serve.try_status().is_none(), "tusk serve exited");
+    serve.kill();
+    assert!(flips >= 4, "only {flips} failovers happened");
+    eprintln!(
+        "demo took {secs:.0} s; {flips} failovers in all; {queries} sql queries beside the demo; \
+         serve answered {answered} status requests"
     );
-    eprintln!("demo took {secs:.0} s with {flips} failovers; {queries} sql queries ran beside it");
+}
+
+/// A plain HTTP GET on 127.0.0.1:`port`: the body of a 200 answer.
+fn get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.starts_with("HTTP/1.1 200")
+        .then(|| out.split_once("\r\n\r\n").map_or("", |x| x.1).to_string())
 }

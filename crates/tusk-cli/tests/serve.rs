@@ -131,3 +131,76 @@ fn bad_flags_are_one_clear_line() {
     ]);
     assert!(e.contains("--tls-cert /x/cert.pem"), "{e}");
 }
+
+/// A model on S3 (a real S3-compatible server): `tusk serve` loads it, and a version committed
+/// while it runs (`tusk train --resume` with more epochs) is picked up by its polling.
+#[test]
+fn serves_from_s3_and_loads_new_versions() {
+    let Some(s3) = tusk_testkit::S3Server::start() else {
+        return;
+    };
+    s3.create_bucket("tusk-serve");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::small_job(dir.path(), 400);
+    let model = "s3://tusk-serve/clicks";
+    let train = |extra: &[&str]| {
+        let o = tusk()
+            .args(["train", &cfg, "--model", model, "--epochs"])
+            .args(extra)
+            .envs(s3.env())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    train(&["1"]);
+    let port = free_port();
+    let mut c = tusk();
+    c.args(["serve", "--model", &format!("clicks={model}")])
+        .args([
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--poll-interval",
+            "0.2",
+        ])
+        .envs(s3.env())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut p = Proc::spawn(&mut c, "tusk serve");
+    let newest = |p: &mut Proc| -> u64 {
+        let t = Instant::now();
+        loop {
+            if let Some((200, body)) = http(port, "GET", "/v1/models/clicks", "") {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                return v["model_version_status"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|s| s["version"].as_str()?.parse().ok())
+                    .max()
+                    .unwrap();
+            }
+            assert!(t.elapsed() < Duration::from_secs(60), "never ready");
+            assert!(p.try_status().is_none(), "tusk serve exited");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let first = newest(&mut p);
+    let (code, body) = http(
+        port,
+        "POST",
+        "/v1/models/clicks:predict",
+        r#"{"instances": [{"user_id": 3, "item_id": 7}]}"#,
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{body}");
+    train(&["3", "--resume"]);
+    let t = Instant::now();
+    while newest(&mut p) <= first {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the new version on S3 was not loaded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    p.kill();
+}

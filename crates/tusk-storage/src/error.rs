@@ -156,3 +156,19 @@ fn is_connect_error(err: &(dyn StdError + 'static)) -> bool {
     }
     false
 }
+
+/// `e` and all its sources, joined with `": "`, each cause once (reqwest's own message omits
+/// the cause, e.g. "connection refused").
+pub(crate) fn error_chain(e: &dyn StdError) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let s_str = s.to_string();
+        if !out.contains(&s_str) {
+            out.push_str(": ");
+            out.push_str(&s_str);
+        }
+        cur = s.source();
+    }
+    out
+}

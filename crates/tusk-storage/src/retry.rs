@@ -122,26 +122,11 @@ impl Backoff {
             source: format!(
                 "gave up after {:.0} s of retries: {}",
                 self.start.elapsed().as_secs_f64(),
-                chain(&err)
+                crate::error::error_chain(&err)
             )
             .into(),
         }
     }
-}
-
-/// The error and its causes on one line.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 /// HDFS exceptions that mean "try again shortly" (Hadoop's client retries these too).
@@ -243,24 +228,43 @@ impl RetryStore {
 
     /// Run `call` until it succeeds, fails for good, or the deadline passes; each attempt is
     /// limited to the policy's call timeout.
-    async fn retry<T, F, Fut>(&self, what: &str, mut call: F) -> object_store::Result<T>
+    async fn retry<T, F, Fut>(&self, what: &str, call: F) -> object_store::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = object_store::Result<T>>,
+    {
+        self.retry_within(what, Some(self.policy.call_timeout), call)
+            .await
+    }
+
+    /// [`RetryStore::retry`], each attempt limited to `limit` (none for whole transfers, which
+    /// may take long).
+    async fn retry_within<T, F, Fut>(
+        &self,
+        what: &str,
+        limit: Option<Duration>,
+        mut call: F,
+    ) -> object_store::Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = object_store::Result<T>>,
     {
         let mut backoff = Backoff::new(self.policy(), self.contacted.load(Ordering::Relaxed));
         loop {
-            let result = match tokio::time::timeout(self.policy.call_timeout, call()).await {
-                Ok(r) => r,
-                Err(_) => Err(object_store::Error::Generic {
-                    store: "HDFS",
-                    source: format!(
-                        "{} did not answer ({what} timed out after {} s)",
-                        self.service,
-                        self.policy.call_timeout.as_secs()
-                    )
-                    .into(),
-                }),
+            let result = match limit {
+                None => call().await,
+                Some(limit) => match tokio::time::timeout(limit, call()).await {
+                    Ok(r) => r,
+                    Err(_) => Err(object_store::Error::Generic {
+                        store: "HDFS",
+                        source: format!(
+                            "{} did not answer ({what} timed out after {} s)",
+                            self.service,
+                            limit.as_secs()
+                        )
+                        .into(),
+                    }),
+                },
             };
             self.answered(&result);
             match result {
@@ -322,18 +326,8 @@ impl ObjectStore for RetryStore {
     ) -> object_store::Result<Vec<bytes::Bytes>> {
         // Whole transfers: no call timeout (a big range may take long), but transient failures
         // are retried.
-        let mut backoff = Backoff::new(self.policy(), self.contacted.load(Ordering::Relaxed));
-        loop {
-            let result = self.inner.get_ranges(location, ranges).await;
-            self.answered(&result);
-            match result {
-                Err(e) if is_transient(&e) => match backoff.pause(&self.service, &e) {
-                    Some(d) => tokio::time::sleep(d).await,
-                    None => return Err(backoff.gave_up(e)),
-                },
-                done => return done,
-            }
-        }
+        self.retry_within("read", None, || self.inner.get_ranges(location, ranges))
+            .await
     }
 
     fn delete_stream(

@@ -33,6 +33,8 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use crate::error::error_chain;
+
 /// Store name used in [`object_store::Error::Generic`].
 const STORE: &str = "WebHDFS";
 
@@ -146,22 +148,6 @@ fn transport(context: String, e: reqwest::Error) -> object_store::Error {
             source: e,
         }),
     }
-}
-
-/// `e` and all its sources, joined with `": "` (reqwest's own message omits the cause, e.g.
-/// "connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let s_str = s.to_string();
-        if !out.contains(&s_str) {
-            out.push_str(": ");
-            out.push_str(&s_str);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 /// Object-store form of an HDFS path, for error messages (`/a/b` → `a/b`).

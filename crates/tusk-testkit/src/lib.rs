@@ -573,6 +573,33 @@ fn python_with(module: &str) -> Option<PathBuf> {
     })
 }
 
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Start a server (output discarded) and wait, at most a minute, until it accepts
+/// connections on `port`; panics if it exits or never listens.
+fn spawn_listening(cmd: &mut Command, what: &str, port: u16) -> Proc {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut proc = Proc::spawn(cmd, what);
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(st) = proc.try_status() {
+            panic!("{what} exited at start: {st}");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{what} did not listen within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    proc
+}
+
 /// A real S3-compatible server: moto's server mode (from `python/requirements-test.txt`) on a
 /// free port, with signature checks, conditional writes (`If-None-Match: *` on puts and on
 /// completing multipart uploads) and multipart copies. Stopped on drop.
@@ -591,10 +618,7 @@ impl S3Server {
             python_with("moto.server")
                 .ok_or_else(|| "no Python with moto[server] (run .ci/run)".to_string()),
         )?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let mut cmd = Command::new(py);
         cmd.args([
             "-m",
@@ -603,21 +627,8 @@ impl S3Server {
             "127.0.0.1",
             "-p",
             &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        let mut proc = Proc::spawn(&mut cmd, "moto S3 server");
-        let t0 = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(st) = proc.try_status() {
-                panic!("the moto S3 server exited at start: {st}");
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "the moto S3 server did not listen within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        ]);
+        let proc = spawn_listening(&mut cmd, "the moto S3 server", port);
         Some(S3Server {
             proc,
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -690,29 +701,13 @@ impl Azurite {
             }),
         )?;
         let data = tempfile::tempdir().expect("a directory for Azurite's data");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let mut cmd = Command::new(bin);
         cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
             .arg("--location")
             .arg(data.path())
-            .args(["--silent", "--skipApiVersionCheck"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut proc = Proc::spawn(&mut cmd, "Azurite");
-        let t0 = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(st) = proc.try_status() {
-                panic!("Azurite exited at start: {st}");
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(60),
-                "Azurite did not listen within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            .args(["--silent", "--skipApiVersionCheck"]);
+        let proc = spawn_listening(&mut cmd, "Azurite", port);
         Some(Azurite {
             proc,
             _data: data,
