@@ -204,65 +204,31 @@ impl FileWriter {
     }
 
     async fn create_block_writer(&mut self) -> Result<()> {
-        // tusk patch: a block is asked for again, with the DataNode that refused its pipeline
-        // excluded, after that block is abandoned (up to 3 times, as Hadoop's client does with
-        // `dfs.client.block.write.retries`); before, a dead DataNode that the NameNode had not
-        // yet declared dead failed every write it was chosen for.
-        let previous = if let Some(last_block) = self.last_block.take() {
+        let new_block = if let Some(last_block) = self.last_block.take() {
             // Append operation on first write. Erasure code appends always just create a new block.
             if last_block.b.num_bytes() < self.status.blocksize() && self.status.ec_policy.is_none()
             {
                 // The last block isn't full, just write data to it
-                let block_writer = self.block_writer_for(last_block).await?;
-                self.block_writer = Some(block_writer);
-                return Ok(());
+                last_block
+            } else {
+                // The last block is full, so create a new block to write to
+                self.add_block_with_retry(Some(last_block.b)).await?.block
             }
-            // The last block is full, so create a new block to write to
-            Some(last_block.b)
         } else {
             // Not appending to an existing block, just create a new one
             // If there's an existing block writer, close it first
-            if let Some(block_writer) = self.block_writer.take() {
+            let extended_block = if let Some(block_writer) = self.block_writer.take() {
                 Some(block_writer.close().await?)
             } else {
                 None
-            }
+            };
+
+            self.add_block_with_retry(extended_block).await?.block
         };
 
-        let mut excluded = Vec::new();
-        loop {
-            let new_block = self
-                .add_block_with_retry(previous.clone(), &excluded)
-                .await?
-                .block;
-            match self.block_writer_for(new_block.clone()).await {
-                Ok(block_writer) => {
-                    self.block_writer = Some(block_writer);
-                    return Ok(());
-                }
-                Err(e @ (HdfsError::IOError(_) | HdfsError::DataTransferError(_)))
-                    if excluded.len() < 3
-                        && self.status.ec_policy.is_none()
-                        && !new_block.locs.is_empty() =>
-                {
-                    warn!(
-                        "Pipeline setup failed for {:?} ({}); abandoning the block and excluding the DataNode",
-                        new_block.locs[0].id, e
-                    );
-                    self.protocol
-                        .abandon_block(new_block.b.clone(), &self.src, self.status.file_id)
-                        .await?;
-                    excluded.push(new_block.locs[0].clone());
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    async fn block_writer_for(&self, block: hdfs::LocatedBlockProto) -> Result<BlockWriter> {
-        BlockWriter::new(
+        let block_writer = BlockWriter::new(
             Arc::clone(&self.protocol),
-            block,
+            new_block,
             self.protocol.get_cached_server_defaults().await?,
             Arc::clone(&self.config),
             self.handle.clone(),
@@ -275,7 +241,10 @@ impl FileWriter {
             &self.src,
             &self.status,
         )
-        .await
+        .await?;
+
+        self.block_writer = Some(block_writer);
+        Ok(())
     }
 
     /// tusk patch: `addBlock`, retried while the NameNode answers that the previous block is
@@ -284,14 +253,13 @@ impl FileWriter {
     async fn add_block_with_retry(
         &self,
         previous: Option<hdfs::ExtendedBlockProto>,
-        excluded: &[hdfs::DatanodeInfoProto],
     ) -> Result<hdfs::AddBlockResponseProto> {
         let mut delay = Duration::from_millis(400);
         let mut retries = 0;
         loop {
             match self
                 .protocol
-                .add_block(&self.src, previous.clone(), self.status.file_id, excluded)
+                .add_block(&self.src, previous.clone(), self.status.file_id)
                 .await
             {
                 Err(HdfsError::RPCError(exception, _))
