@@ -132,8 +132,8 @@ fn bad_flags_are_one_clear_line() {
     assert!(e.contains("--tls-cert /x/cert.pem"), "{e}");
 }
 
-/// A model on S3 (a real S3-compatible server): `tusk serve` loads it, and a version committed
-/// while it runs (`tusk train --resume` with more epochs) is picked up by its polling.
+/// A model on S3 (a real S3-compatible server): `tusk serve` started before the model has any
+/// version polls S3 and loads the versions `tusk train` commits there, up to the last one.
 #[test]
 fn serves_from_s3_and_loads_new_versions() {
     let Some(s3) = tusk_testkit::S3Server::start() else {
@@ -143,16 +143,6 @@ fn serves_from_s3_and_loads_new_versions() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = common::small_job(dir.path(), 400);
     let model = "s3://tusk-serve/clicks";
-    let train = |extra: &[&str]| {
-        let o = tusk()
-            .args(["train", &cfg, "--model", model, "--epochs"])
-            .args(extra)
-            .envs(s3.env())
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    };
-    train(&["1"]);
     let port = free_port();
     let mut c = tusk();
     c.args(["serve", "--model", &format!("clicks={model}")])
@@ -166,25 +156,50 @@ fn serves_from_s3_and_loads_new_versions() {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut p = Proc::spawn(&mut c, "tusk serve");
-    let newest = |p: &mut Proc| -> u64 {
+    // The newest AVAILABLE version, once the server answers (None: nothing loaded yet).
+    let newest = |p: &mut Proc| -> Option<u64> {
         let t = Instant::now();
         loop {
-            if let Some((200, body)) = http(port, "GET", "/v1/models/clicks", "") {
+            assert!(p.try_status().is_none(), "tusk serve exited");
+            if let Some((code, body)) = http(port, "GET", "/v1/models/clicks", "") {
+                if code != 200 {
+                    return None;
+                }
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap();
                 return v["model_version_status"]
                     .as_array()
                     .unwrap()
                     .iter()
+                    .filter(|s| s["state"] == "AVAILABLE")
                     .filter_map(|s| s["version"].as_str()?.parse().ok())
-                    .max()
-                    .unwrap();
+                    .max();
             }
-            assert!(t.elapsed() < Duration::from_secs(60), "never ready");
-            assert!(p.try_status().is_none(), "tusk serve exited");
+            assert!(t.elapsed() < Duration::from_secs(60), "never answered");
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    let first = newest(&mut p);
+    assert_eq!(newest(&mut p), None);
+    let o = tusk()
+        .args(["train", &cfg, "--model", model, "--epochs", "3"])
+        .envs(s3.env())
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    let last: u64 = log
+        .split("version ")
+        .last()
+        .and_then(|r| r.get(..6))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no version in {log}"));
+    let t = Instant::now();
+    while newest(&mut p) != Some(last) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "version {last} on S3 was not loaded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (code, body) = http(
         port,
         "POST",
@@ -193,14 +208,5 @@ fn serves_from_s3_and_loads_new_versions() {
     )
     .unwrap();
     assert_eq!(code, 200, "{body}");
-    train(&["3", "--resume"]);
-    let t = Instant::now();
-    while newest(&mut p) <= first {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the new version on S3 was not loaded"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     p.kill();
 }
