@@ -99,7 +99,7 @@ def timed(cmd, env=None, timeout=1800):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                          env={**os.environ, **(env or {})})
     if out.returncode != 0:
-        sys.exit("failed: %s\n%s" % (" ".join(cmd), out.stderr[-3000:]))
+        sys.exit("failed: %s\n%s" % (" ".join(cmd)[-300:], out.stderr[-3000:]))
     return time.time() - t, out.stdout + out.stderr
 
 
@@ -110,7 +110,13 @@ def hadoop_classpath():
                     "dependency:build-classpath", "-Dmdep.outputFile=" + f.name], check=True)
     cp = open(f.name).read().strip()
     os.unlink(f.name)
-    return cp + ":" + os.path.join(REPO, "testing/minidfs/target/classes")
+    # An empty client configuration first on the classpath (the test jars on it name a
+    # core-site.xml that FsShell then fails to load).
+    conf = tempfile.mkdtemp(prefix="tusk-bench-conf-")
+    for name in ("core-site.xml", "hdfs-site.xml"):
+        with open(os.path.join(conf, name), "w") as out:
+            out.write('<?xml version="1.0"?>\n<configuration></configuration>\n')
+    return conf + ":" + cp + ":" + os.path.join(REPO, "testing/minidfs/target/classes")
 
 
 def best_mbs(size_mb, runs):
