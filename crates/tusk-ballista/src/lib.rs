@@ -6,7 +6,8 @@
 //! Flight. tusk embeds all three so a cluster needs only the tusk binary:
 //!
 //! - [`server::run_scheduler`] (`tusk sql-scheduler`) plans over tusk's storage: it lists
-//!   table directories on `hdfs://`, `webhdfs://` and local paths through [`stores::TuskStores`];
+//!   table directories on `hdfs://`, `webhdfs://`, `s3://`, `az://`/`abfs://` and local paths
+//!   through [`stores::TuskStores`];
 //! - [`server::run_executor`] (`tusk sql-executor`) reads the tables' files where they live,
 //!   through the same registry, so rows never pass through the client or the scheduler;
 //! - [`client::session`] gives a [`tusk_preprocess::sql::SqlSession`] whose queries run on

@@ -10,8 +10,9 @@ use tusk_storage::Storage;
 use url::Url;
 
 /// DataFusion's registry (local files, and stores registered by hand) plus every
-/// `hdfs://NAMENODE` and `webhdfs://HOST:PORT` a plan names, opened through tusk's storage
-/// the first time it is asked for (the same HDFS and WebHDFS clients as the rest of tusk).
+/// `hdfs://NAMENODE`, `webhdfs://HOST:PORT`, `s3://BUCKET`, `az://CONTAINER` and
+/// `abfs[s]://CONTAINER@ACCOUNT…` a plan names, opened through tusk's storage the first time it
+/// is asked for (the same clients, settings and retries as the rest of tusk).
 #[derive(Debug)]
 pub struct TuskStores {
     storage: Storage,
@@ -46,11 +47,12 @@ impl ObjectStoreRegistry for TuskStores {
             return Ok(store);
         }
         match url.scheme() {
-            "hdfs" | "webhdfs" => {
+            "hdfs" | "webhdfs" | "s3" | "s3a" | "az" | "azure" | "abfs" | "abfss" => {
+                // abfs:// names its container as the URL's user: keep it.
                 let base = format!(
                     "{}://{}/",
                     url.scheme(),
-                    &url[url::Position::BeforeHost..url::Position::AfterPort]
+                    &url[url::Position::BeforeUsername..url::Position::AfterPort]
                 );
                 let loc = self
                     .storage

@@ -42,6 +42,15 @@ impl SqlCluster {
     /// `hide`: run every process in a mount namespace of its own where `hide.1` shows the
     /// contents of `hide.0` (this process sees `hide.1` as it is).
     fn start(executors: usize, hide: Option<(&Path, &Path)>) -> SqlCluster {
+        SqlCluster::start_with(executors, hide, &[])
+    }
+
+    /// [`SqlCluster::start`], every process with `env` added to its environment.
+    fn start_with(
+        executors: usize,
+        hide: Option<(&Path, &Path)>,
+        env: &[(String, String)],
+    ) -> SqlCluster {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = dir.path().join("scheduler.log");
@@ -67,7 +76,8 @@ impl SqlCluster {
             let f = std::fs::File::create(out).unwrap();
             c.stdout(f.try_clone().unwrap())
                 .stderr(f)
-                .env("TUSK_SQL_LOG", "info");
+                .env("TUSK_SQL_LOG", "info")
+                .envs(env.iter().map(|(k, v)| (k, v)));
             c
         };
         let scheduler = Proc::spawn(
@@ -290,6 +300,96 @@ fn clickstream_on_a_cluster_equals_the_embedded_engine_row_for_row() {
     assert!(
         storage.open(&scratch).unwrap().list().unwrap().is_empty(),
         "scratch on HDFS left behind"
+    );
+    assert!(
+        cluster
+            .scheduler_log()
+            .contains("Job finished successfully")
+    );
+}
+
+/// Tables on S3 (a real S3-compatible server): the executors read the generated logs from the
+/// bucket, the materialised tables go to a scratch prefix there and are removed, and the
+/// samples equal the embedded engine's.
+#[test]
+fn clickstream_on_a_cluster_reads_s3() {
+    let Some(s3) = tusk_testkit::S3Server::start() else {
+        return;
+    };
+    s3.create_bucket("tusk-sql");
+    let env = s3.env();
+    let cluster = SqlCluster::start_with(2, None, &env);
+    let run = |args: &[&str]| -> Output {
+        Command::new(TUSK)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap()
+    };
+    ok(&run(&[
+        "datagen",
+        "clickstream",
+        "--out",
+        "s3://tusk-sql/logs",
+        "--users",
+        "300",
+        "--items",
+        "200",
+        "--events",
+        "20000",
+        "--days",
+        "3",
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let (local, remote) = (dir.path().join("local"), dir.path().join("remote"));
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "preprocess",
+            "clickstream",
+            "--input",
+            "s3://tusk-sql/logs",
+            "--output",
+            &out.to_string_lossy(),
+            "--negatives",
+            "3",
+            "--shards",
+            "2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let embedded = args(&local);
+    ok(&run(&embedded
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()));
+    let mut on_cluster = args(&remote);
+    on_cluster.extend(
+        [
+            "--cluster",
+            &cluster.url(),
+            "--scratch",
+            "s3://tusk-sql/scratch",
+        ]
+        .map(String::from),
+    );
+    ok(&run(&on_cluster
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()));
+    let a = shard_bytes(&local);
+    assert_eq!(a.len(), 6, "2 + 2 sample shards and 2 entity tables");
+    assert_eq!(a, shard_bytes(&remote), "S3 samples differ on the cluster");
+    let storage = tusk_storage::Storage::with_options(env.clone()).unwrap();
+    assert!(
+        storage
+            .open("s3://tusk-sql/scratch")
+            .unwrap()
+            .list()
+            .unwrap()
+            .is_empty(),
+        "scratch on S3 left behind"
     );
     assert!(
         cluster
