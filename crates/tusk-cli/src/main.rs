@@ -52,7 +52,8 @@ enum Command {
     #[command(name = "sql-scheduler")]
     SqlScheduler(preprocess::SchedulerArgs),
     /// A Ballista executor: runs query stages, reading tables where they live (local paths,
-    /// hdfs://, webhdfs://) and serving shuffle data and results over Arrow Flight.
+    /// hdfs://, webhdfs://, s3://, az://, abfs://) and serving shuffle data and results over
+    /// Arrow Flight.
     #[command(name = "sql-executor")]
     SqlExecutor(preprocess::ExecutorArgs),
     /// The image map job: PNG/JPEG → normalised float tensors in a sharded TFRecord dataset.

@@ -155,6 +155,29 @@ fn demo_on_s3() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// The demo on Azure Blob (Azurite, shared-key auth, configured by `AZURE_*` variables),
+/// through Hadoop's `abfs://container@account.dfs.core.windows.net` form.
+#[test]
+fn demo_on_azure() {
+    let Some(az) = tusk_testkit::Azurite::start() else {
+        return;
+    };
+    az.create_container("tusk-demo");
+    let o = Command::new(env!("CARGO_BIN_EXE_tusk"))
+        .args(["demo", "--storage"])
+        .arg("abfs://tusk-demo@devstoreaccount1.dfs.core.windows.net/run")
+        .args([
+            "--events", "40000", "--users", "800", "--items", "300", "--epochs", "2",
+        ])
+        .envs(az.env())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (model, pop) = aucs(&out);
+    assert!(model > pop, "{out}");
+}
+
 /// Issue 11: the demo's model trained by 2 workers against 2 embedding servers, sync and
 /// async (staleness 4), on the demo's own features and config: async's test AUC is within
 /// 0.005 of sync's.
