@@ -1,6 +1,7 @@
 //! Blocking streaming adapters: `std::io::Read` over a download and `std::io::Write` over an
 //! atomic upload, for any backend.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt as _;
 use std::path::Path as FsPath;
@@ -148,7 +149,39 @@ enum WriterInner {
         upload: Box<dyn MultipartUpload>,
         buf: Vec<u8>,
         replay: Option<Replay>,
+        /// Parts on their way, oldest first: up to [`PARTS_IN_FLIGHT`] upload while the caller
+        /// produces the next one.
+        inflight: VecDeque<tokio::task::JoinHandle<object_store::Result<()>>>,
     },
+}
+
+/// How many upload parts (of [`PART_SIZE`]) may be on their way at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// Wait for parts on their way, oldest first, until at most `keep` remain; the first failure
+/// stops the rest (they are aborted) and is returned.
+async fn drain(
+    inflight: &mut VecDeque<tokio::task::JoinHandle<object_store::Result<()>>>,
+    keep: usize,
+) -> object_store::Result<()> {
+    while inflight.len() > keep {
+        let Some(part) = inflight.pop_front() else {
+            break;
+        };
+        let result = part.await.unwrap_or_else(|e| {
+            Err(object_store::Error::Generic {
+                store: "upload",
+                source: Box::new(e),
+            })
+        });
+        if let Err(e) = result {
+            for p in inflight.drain(..) {
+                p.abort();
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// What a whole-file retry needs: where to start a new upload, and every byte sent so far.
@@ -294,6 +327,7 @@ impl AtomicWriter {
                 upload,
                 buf: Vec::new(),
                 replay,
+                inflight: VecDeque::new(),
             }),
         }
     }
@@ -320,6 +354,7 @@ impl AtomicWriter {
                 mut upload,
                 buf,
                 mut replay,
+                mut inflight,
             }) => {
                 if !buf.is_empty() {
                     Replay::keep(&mut replay, &buf);
@@ -327,8 +362,10 @@ impl AtomicWriter {
                 let res = storage.handle().block_on(async {
                     let sent = async {
                         if !buf.is_empty() {
-                            upload.put_part(PutPayload::from(buf)).await?;
+                            let part = upload.put_part(PutPayload::from(buf));
+                            inflight.push_back(storage.handle().spawn(part));
                         }
+                        drain(&mut inflight, 0).await?;
                         upload.complete().await.map(|_| ())
                     }
                     .await;
@@ -360,15 +397,20 @@ impl Write for AtomicWriter {
                 upload,
                 buf,
                 replay,
+                inflight,
             }) => {
                 buf.extend_from_slice(data);
                 if buf.len() >= PART_SIZE {
                     let part = std::mem::take(buf);
                     Replay::keep(replay, &part);
+                    let sending = upload.put_part(PutPayload::from(part));
+                    inflight.push_back(storage.handle().spawn(sending));
                     storage
                         .handle()
                         .block_on(async {
-                            match upload.put_part(PutPayload::from(part)).await {
+                            match drain(inflight, PARTS_IN_FLIGHT - 1).await {
+                                // `resend` starts over from the spool: every part so far,
+                                // including the ones that were still on their way.
                                 Err(e) => match replay {
                                     Some(r) => r.resend(upload, e, false).await,
                                     None => Err(e),
@@ -401,9 +443,13 @@ impl Drop for AtomicWriter {
         if let Some(WriterInner::Multipart {
             storage,
             mut upload,
+            inflight,
             ..
         }) = self.inner.take()
         {
+            for p in inflight {
+                p.abort();
+            }
             let _ = storage.handle().block_on(upload.abort());
         }
     }
