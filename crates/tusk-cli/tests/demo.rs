@@ -1,10 +1,16 @@
-//! `tusk demo` end to end, on a local directory and on a real HDFS (MiniDFS).
+//! `tusk demo` end to end, on a local directory, a real HDFS (MiniDFS), S3 (moto) and Azure
+//! Blob (Azurite).
 
 use std::process::Command;
 
 mod common;
 
 fn demo(storage: &str) -> String {
+    demo_env(storage, &[])
+}
+
+/// The small demo at `storage`, with `env` added to tusk's environment; its summary.
+fn demo_env(storage: &str, env: &[(String, String)]) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_tusk"))
         .args([
             "demo",
@@ -16,6 +22,7 @@ fn demo(storage: &str) -> String {
             "800",
         ])
         .args(["--items", "300", "--epochs", "2"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -118,20 +125,7 @@ fn demo_on_s3() {
         return;
     };
     s3.create_bucket("tusk-demo");
-    let o = Command::new(env!("CARGO_BIN_EXE_tusk"))
-        .args([
-            "demo",
-            "--storage",
-            "s3://tusk-demo/run",
-            "--events",
-            "40000",
-        ])
-        .args(["--users", "800", "--items", "300", "--epochs", "2"])
-        .envs(s3.env())
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = demo_env("s3://tusk-demo/run", &s3.env());
     let (model, pop) = aucs(&out);
     assert!(model > pop, "{out}");
     // Bad input: the bucket missing, one clear line.
@@ -163,17 +157,10 @@ fn demo_on_azure() {
         return;
     };
     az.create_container("tusk-demo");
-    let o = Command::new(env!("CARGO_BIN_EXE_tusk"))
-        .args(["demo", "--storage"])
-        .arg("abfs://tusk-demo@devstoreaccount1.dfs.core.windows.net/run")
-        .args([
-            "--events", "40000", "--users", "800", "--items", "300", "--epochs", "2",
-        ])
-        .envs(az.env())
-        .output()
-        .unwrap();
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = demo_env(
+        "abfs://tusk-demo@devstoreaccount1.dfs.core.windows.net/run",
+        &az.env(),
+    );
     let (model, pop) = aucs(&out);
     assert!(model > pop, "{out}");
 }

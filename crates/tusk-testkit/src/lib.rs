@@ -521,31 +521,11 @@ fn ready_and_replies(
 /// `.ci/run` makes (`$TUSK_CACHE/venv`, default `~/.cache/tusk/venv`), else `python3`.
 /// Skips (or fails in CI / with `TUSK_REQUIRE_TF=1`) when none has TensorFlow.
 pub fn python_with_tensorflow() -> Option<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Some(p) = std::env::var_os("TUSK_PYTHON") {
-        candidates.push(PathBuf::from(p));
-    }
-    let cache = std::env::var_os("TUSK_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tusk")));
-    if let Some(c) = cache {
-        candidates.push(c.join("venv/bin/python"));
-    }
-    candidates.push(PathBuf::from("python3"));
-    let found = candidates.into_iter().find(|py| {
-        Command::new(py)
-            .args(["-c", "import tensorflow"])
-            .env("TF_CPP_MIN_LOG_LEVEL", "3")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    });
     require(
         "TensorFlow (Python)",
         "TUSK_REQUIRE_TF",
-        found.ok_or_else(|| "no Python with `import tensorflow` (run .ci/run)".to_string()),
+        python_with("tensorflow")
+            .ok_or_else(|| "no Python with `import tensorflow` (run .ci/run)".to_string()),
     )
 }
 
