@@ -29,8 +29,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+
+from storage_bench import MiniDfs  # testing/minidfs, started as tusk-testkit does
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,47 +55,6 @@ def find_tusk(arg):
         if os.path.isfile(c) and os.access(c, os.X_OK):
             return os.path.abspath(c)
     sys.exit("tusk binary not found (tried %s); pass --tusk PATH" % ", ".join(candidates))
-
-
-class MiniDfs:
-    """testing/minidfs started the way tusk-testkit starts it, but with HDFS's default 128 MB
-    blocks (the tests use 1 MB to exercise multi-block files; with those, hdfs-native, which does
-    not retry a NameNode's NotReplicatedYetException at a block boundary as Hadoop's client
-    does, fails streaming writes of release-speed tusk now and then); stopped on exit."""
-
-    def __init__(self):
-        self.proc = subprocess.Popen(
-            ["mvn", "-q", "-B", "-f", os.path.join(REPO, "testing/minidfs"), "compile",
-             "exec:java", "-Dexec.args=1 134217728"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            text=True, start_new_session=True)
-        ready = []
-
-        def read():
-            for line in self.proc.stdout:
-                if line.startswith("Ready! ") and not ready:
-                    ready.append(line)
-        t = threading.Thread(target=read, daemon=True)
-        t.start()
-        deadline = time.time() + 600
-        while not ready and time.time() < deadline and self.proc.poll() is None:
-            time.sleep(0.1)
-        if not ready:
-            self.stop()
-            sys.exit("MiniDFS did not start")
-        self.url = "hdfs://127.0.0.1:%s" % re.search(r"hdfs=(\d+)", ready[0]).group(1)
-
-    def stop(self):
-        try:
-            self.proc.stdin.write("\n")
-            self.proc.stdin.flush()
-            self.proc.wait(timeout=15)
-        except Exception:
-            try:
-                os.killpg(self.proc.pid, 9)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=15)
 
 
 def run(cmd, timeout=900):
@@ -145,7 +105,8 @@ def main():
     example = build_example()
     work = tempfile.mkdtemp(prefix="tusk-store-bench-")
     log("starting MiniDFS")
-    dfs = MiniDfs()
+    # HDFS's default 128 MB blocks (the tests use 1 MB to exercise multi-block files).
+    dfs = MiniDfs(1, 134217728)
     try:
         # 1. The demo, alternating local and HDFS.
         rows = {"local": [], "hdfs": []}

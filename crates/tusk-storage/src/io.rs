@@ -13,7 +13,7 @@ use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 
-use crate::retry::{Backoff, Policy, is_transient};
+use crate::retry::{Backoff, is_transient};
 use crate::{Error, Result, Storage};
 
 /// Streaming reader returned by [`crate::Location::reader`].
@@ -143,8 +143,7 @@ enum WriterInner {
         target: std::path::PathBuf,
     },
     Multipart {
-        storage: Storage,
-        /// Where the file goes, for the backend's own error messages.
+        /// Where the file goes: its store, path, storage settings and error messages.
         location: crate::Location,
         upload: Box<dyn MultipartUpload>,
         buf: Vec<u8>,
@@ -184,40 +183,20 @@ async fn drain(
     Ok(())
 }
 
-/// What a whole-file retry needs: where to start a new upload, and every byte sent so far.
+/// What a whole-file retry needs beside the location: every byte sent so far.
 pub(crate) struct Replay {
-    store: Arc<dyn ObjectStore>,
-    path: Path,
-    service: String,
     spool: std::fs::File,
     len: u64,
-    policy: Policy,
 }
 
 impl Replay {
-    /// A spool for an upload to `path`, or `None` (with a warning) where none can be made.
-    pub(crate) fn new(
-        store: Arc<dyn ObjectStore>,
-        path: Path,
-        service: String,
-        policy: Policy,
-        spool: bool,
-    ) -> Option<Replay> {
-        if !spool {
-            return None;
-        }
+    /// A spool for an upload to `url`, or `None` (with a warning) where none can be made.
+    pub(crate) fn new(url: &str) -> Option<Replay> {
         match tempfile::tempfile() {
-            Ok(spool) => Some(Replay {
-                store,
-                path,
-                service,
-                spool,
-                len: 0,
-                policy,
-            }),
+            Ok(spool) => Some(Replay { spool, len: 0 }),
             Err(e) => {
                 eprintln!(
-                    "tusk: warning: no spool file for a retry of the upload to {path} ({e}); \
+                    "tusk: warning: no spool file for a retry of the upload to {url} ({e}); \
                      a failed upload will fail the write"
                 );
                 None
@@ -227,12 +206,11 @@ impl Replay {
 
     /// Keep a part that is about to be sent. A spool that cannot be written is given up
     /// (with a warning) rather than failing a write that may well succeed.
-    fn keep(this: &mut Option<Replay>, part: &[u8]) {
+    fn keep(this: &mut Option<Replay>, part: &[u8], url: &str) {
         if let Some(r) = this {
             if let Err(e) = r.spool.write_all_at(part, r.len) {
                 eprintln!(
-                    "tusk: warning: spool for {} failed ({e}); a failed upload will fail the write",
-                    r.path
+                    "tusk: warning: spool for {url} failed ({e}); a failed upload will fail the write"
                 );
                 *this = None;
             } else {
@@ -245,22 +223,24 @@ impl Replay {
     /// complete it, when `complete`), with backoff while failures stay transient.
     async fn resend(
         &self,
+        to: &crate::Location,
         upload: &mut Box<dyn MultipartUpload>,
         mut err: object_store::Error,
         complete: bool,
     ) -> object_store::Result<()> {
-        let mut backoff = Backoff::new(self.policy, true);
+        let mut backoff = Backoff::new(to.storage.policy(), true);
+        let (store, path) = to.object_store();
         loop {
             if !is_transient(&err) {
                 return Err(err);
             }
-            let what = format!("{}: upload of {}", self.service, self.path);
+            let what = format!("{}: upload of {path}", to.service());
             match backoff.pause(&what, &err) {
                 Some(d) => tokio::time::sleep(d).await,
                 None => return Err(backoff.gave_up(err)),
             }
             let _ = upload.abort().await;
-            match self.send_all(complete).await {
+            match self.send_all(&store, &path, complete).await {
                 Ok(fresh) => {
                     *upload = fresh;
                     return Ok(());
@@ -270,8 +250,13 @@ impl Replay {
         }
     }
 
-    async fn send_all(&self, complete: bool) -> object_store::Result<Box<dyn MultipartUpload>> {
-        let mut upload = self.store.put_multipart(&self.path).await?;
+    async fn send_all(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        path: &Path,
+        complete: bool,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        let mut upload = store.put_multipart(path).await?;
         let mut off = 0u64;
         let result = async {
             while off < self.len {
@@ -322,7 +307,6 @@ impl AtomicWriter {
         AtomicWriter {
             url: location.url(),
             inner: Some(WriterInner::Multipart {
-                storage: location.storage.clone(),
                 location,
                 upload,
                 buf: Vec::new(),
@@ -349,7 +333,6 @@ impl AtomicWriter {
                 Ok(())
             }
             Some(WriterInner::Multipart {
-                storage,
                 location,
                 mut upload,
                 buf,
@@ -357,8 +340,9 @@ impl AtomicWriter {
                 mut inflight,
             }) => {
                 if !buf.is_empty() {
-                    Replay::keep(&mut replay, &buf);
+                    Replay::keep(&mut replay, &buf, &url);
                 }
+                let storage = &location.storage;
                 let res = storage.handle().block_on(async {
                     let sent = async {
                         if !buf.is_empty() {
@@ -370,7 +354,7 @@ impl AtomicWriter {
                     }
                     .await;
                     match (sent, &replay) {
-                        (Err(e), Some(r)) => r.resend(&mut upload, e, true).await,
+                        (Err(e), Some(r)) => r.resend(&location, &mut upload, e, true).await,
                         (sent, _) => sent,
                     }
                 });
@@ -392,7 +376,6 @@ impl Write for AtomicWriter {
         match self.inner.as_mut() {
             Some(WriterInner::Local { file, .. }) => file.write(data),
             Some(WriterInner::Multipart {
-                storage,
                 location,
                 upload,
                 buf,
@@ -402,7 +385,8 @@ impl Write for AtomicWriter {
                 buf.extend_from_slice(data);
                 if buf.len() >= PART_SIZE {
                     let part = std::mem::take(buf);
-                    Replay::keep(replay, &part);
+                    Replay::keep(replay, &part, &self.url);
+                    let storage = &location.storage;
                     let sending = upload.put_part(PutPayload::from(part));
                     inflight.push_back(storage.handle().spawn(sending));
                     storage
@@ -412,7 +396,7 @@ impl Write for AtomicWriter {
                                 // `resend` starts over from the spool: every part so far,
                                 // including the ones that were still on their way.
                                 Err(e) => match replay {
-                                    Some(r) => r.resend(upload, e, false).await,
+                                    Some(r) => r.resend(location, upload, e, false).await,
                                     None => Err(e),
                                 },
                                 ok => ok,
@@ -441,7 +425,7 @@ impl Drop for AtomicWriter {
     fn drop(&mut self) {
         // Unfinished: discard. The local temp file deletes itself on drop.
         if let Some(WriterInner::Multipart {
-            storage,
+            location,
             mut upload,
             inflight,
             ..
@@ -450,7 +434,7 @@ impl Drop for AtomicWriter {
             for p in inflight {
                 p.abort();
             }
-            let _ = storage.handle().block_on(upload.abort());
+            let _ = location.storage.handle().block_on(upload.abort());
         }
     }
 }

@@ -76,6 +76,10 @@ struct StorageInner {
     stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
     /// Settings that take the place of environment variables of the same name.
     options: HashMap<String, String>,
+    /// Retry deadlines and call limit, read once from the settings.
+    policy: retry::Policy,
+    /// Whether remote streaming writes keep a local spool for a whole-file resend.
+    spool: bool,
 }
 
 impl fmt::Debug for Storage {
@@ -105,30 +109,48 @@ impl Storage {
             .enable_all()
             .build()
             .map_err(Error::Runtime)?;
+        let options: HashMap<String, String> = options
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        let lookup = |k: &str| setting(&options, k);
+        let policy = retry::Policy::from_lookup(&lookup);
+        let spool = lookup("TUSK_WRITE_SPOOL").as_deref() != Some("0");
         Ok(Storage {
             inner: Arc::new(StorageInner {
                 rt,
                 stores: Mutex::new(HashMap::new()),
-                options: options
-                    .into_iter()
-                    .map(|(k, v)| (k.into(), v.into()))
-                    .collect(),
+                options,
+                policy,
+                spool,
             }),
         })
     }
 
     /// A setting: from [`Storage::with_options`], else the environment; empty counts as unset.
     fn option(&self, key: &str) -> Option<String> {
-        self.inner
-            .options
-            .get(key)
-            .cloned()
-            .or_else(|| std::env::var(key).ok())
-            .filter(|v| !v.is_empty())
+        setting(&self.inner.options, key)
     }
 
     fn policy(&self) -> retry::Policy {
-        retry::Policy::from_lookup(&|k| self.option(k))
+        self.inner.policy
+    }
+
+    /// object_store's retries, ending with tusk's own deadline.
+    fn retry_config(&self) -> object_store::RetryConfig {
+        object_store::RetryConfig {
+            retry_timeout: self.policy().deadline,
+            ..Default::default()
+        }
+    }
+
+    /// The settings given to [`Storage::with_options`] whose names start with `prefix`
+    /// (`AWS_`, `AZURE_`), as object_store's lower-case config keys (`aws_region`).
+    fn store_options(&self, prefix: &str) -> impl Iterator<Item = (String, &String)> {
+        self.inner.options.iter().filter_map(move |(k, v)| {
+            k.strip_prefix(prefix)
+                .map(|rest| (format!("{prefix}{rest}").to_ascii_lowercase(), v))
+        })
     }
 
     /// Resolve `url` (see the crate docs for the forms) to a [`Location`].
@@ -255,11 +277,8 @@ impl Storage {
 fn s3_store(storage: &Storage, bucket: &str) -> object_store::Result<object_store::aws::AmazonS3> {
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3CopyIfNotExists};
     let mut b = AmazonS3Builder::from_env();
-    for (k, v) in &storage.inner.options {
-        if let Some(key) = k.strip_prefix("AWS_")
-            && let Ok(key) =
-                format!("aws_{}", key.to_ascii_lowercase()).parse::<AmazonS3ConfigKey>()
-        {
+    for (key, v) in storage.store_options("AWS_") {
+        if let Ok(key) = key.parse::<AmazonS3ConfigKey>() {
             b = b.with_config(key, v);
         }
     }
@@ -275,11 +294,7 @@ fn s3_store(storage: &Storage, bucket: &str) -> object_store::Result<object_stor
     if !set("AWS_REGION") && !set("AWS_DEFAULT_REGION") {
         b = b.with_region("us-east-1");
     }
-    b = b.with_retry(object_store::RetryConfig {
-        retry_timeout: storage.policy().deadline,
-        ..Default::default()
-    });
-    b.build()
+    b.with_retry(storage.retry_config()).build()
 }
 
 /// An Azure Blob / ADLS Gen2 store for `container` or `container@account.host`, configured
@@ -296,10 +311,8 @@ fn azure_store(
 ) -> object_store::Result<object_store::azure::MicrosoftAzure> {
     use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
     let mut b = MicrosoftAzureBuilder::from_env();
-    for (k, v) in &storage.inner.options {
-        if let Some(key) = k.strip_prefix("AZURE_")
-            && let Ok(key) = format!("azure_{}", key.to_ascii_lowercase()).parse::<AzureConfigKey>()
-        {
+    for (key, v) in storage.store_options("AZURE_") {
+        if let Ok(key) = key.parse::<AzureConfigKey>() {
             b = b.with_config(key, v);
         }
     }
@@ -316,11 +329,7 @@ fn azure_store(
     {
         b = b.with_allow_http(true);
     }
-    b = b.with_retry(object_store::RetryConfig {
-        retry_timeout: storage.policy().deadline,
-        ..Default::default()
-    });
-    b.build()
+    b.with_retry(storage.retry_config()).build()
 }
 
 fn azure_endpoint(storage: &Storage) -> Option<String> {
@@ -333,6 +342,15 @@ fn s3_endpoint(storage: &Storage) -> Option<String> {
     storage
         .option("AWS_ENDPOINT_URL")
         .or_else(|| storage.option("AWS_ENDPOINT"))
+}
+
+/// `key` from `options`, else the environment; empty counts as unset.
+fn setting(options: &HashMap<String, String>, key: &str) -> Option<String> {
+    options
+        .get(key)
+        .cloned()
+        .or_else(|| std::env::var(key).ok())
+        .filter(|v| !v.is_empty())
 }
 
 const BEST_EFFORT_KEY: &str = "dfs.client.block.write.replace-datanode-on-failure.best-effort";
@@ -483,12 +501,59 @@ impl Location {
         (self.scheme == Scheme::Local).then(|| std::path::PathBuf::from(self.url()))
     }
 
+    /// What to call the service behind this location in messages, with the endpoint for
+    /// object stores (`S3 bucket b at http://…`).
+    fn service(&self) -> String {
+        let name = service_name(self.scheme, &self.base);
+        match self.endpoint() {
+            Some(endpoint) => format!("{name} at {endpoint}"),
+            None => name,
+        }
+    }
+
+    /// The endpoint of an object store, as configured (or the cloud's own).
+    fn endpoint(&self) -> Option<String> {
+        match self.scheme {
+            Scheme::S3 => Some(s3_endpoint(&self.storage).unwrap_or_else(|| "AWS".into())),
+            Scheme::Azure => Some(
+                azure_endpoint(&self.storage)
+                    .or_else(|| {
+                        self.storage.option("AZURE_STORAGE_USE_EMULATOR").map(|_| {
+                            self.storage
+                                .option("AZURITE_BLOB_STORAGE_URL")
+                                .unwrap_or_else(|| "http://127.0.0.1:10000".into())
+                        })
+                    })
+                    .unwrap_or_else(|| "Azure".into()),
+            ),
+            _ => None,
+        }
+    }
+
     fn err(&self, e: object_store::Error) -> Error {
-        let mut service = service_name(self.scheme, &self.base);
-        if self.scheme == Scheme::S3 {
-            let endpoint = s3_endpoint(&self.storage).unwrap_or_else(|| "AWS".into());
+        if let Some(endpoint) = self.endpoint() {
+            // Object stores answer with codes in the body; name the common ones plainly.
             let text = format!("{e:?}");
-            if text.contains("169.254.169.254") {
+            let has = |codes: &[&'static str]| codes.iter().copied().find(|c| text.contains(c));
+            let (refused, missing) = match self.scheme {
+                Scheme::S3 => (
+                    &[
+                        "InvalidAccessKeyId",
+                        "SignatureDoesNotMatch",
+                        "AccessDenied",
+                    ][..],
+                    &["NoSuchBucket"][..],
+                ),
+                _ => (
+                    &[
+                        "AuthenticationFailed",
+                        "AuthorizationFailure",
+                        "AuthorizationPermissionMismatch",
+                    ][..],
+                    &["ContainerNotFound"][..],
+                ),
+            };
+            if self.scheme == Scheme::S3 && text.contains("169.254.169.254") {
                 return Error::Credentials {
                     url: self.url(),
                     reason: "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
@@ -497,67 +562,13 @@ impl Location {
                         .into(),
                 };
             }
-            if [
-                "InvalidAccessKeyId",
-                "SignatureDoesNotMatch",
-                "AccessDenied",
-            ]
-            .iter()
-            .any(|c| text.contains(c))
-            {
+            if let Some(code) = has(refused) {
                 return Error::Credentials {
                     url: self.url(),
-                    reason: format!(
-                        "S3 at {endpoint} refused the credentials (AWS_ACCESS_KEY_ID / \
-                         AWS_SECRET_ACCESS_KEY): {}",
-                        [
-                            "InvalidAccessKeyId",
-                            "SignatureDoesNotMatch",
-                            "AccessDenied"
-                        ]
-                        .iter()
-                        .find(|c| text.contains(**c))
-                        .unwrap_or(&"denied")
-                    ),
+                    reason: format!("{} refused the credentials: {code}", self.service()),
                 };
             }
-            if format!("{e:?}").contains("NoSuchBucket") {
-                return Error::NoSuchBucket {
-                    url: self.url(),
-                    bucket: self.base["s3://".len()..].to_string(),
-                    service: endpoint,
-                };
-            }
-            service.push_str(&format!(" at {endpoint}"));
-        }
-        if self.scheme == Scheme::Azure {
-            let endpoint = azure_endpoint(&self.storage)
-                .or_else(|| {
-                    self.storage.option("AZURE_STORAGE_USE_EMULATOR").map(|_| {
-                        self.storage
-                            .option("AZURITE_BLOB_STORAGE_URL")
-                            .unwrap_or_else(|| "http://127.0.0.1:10000".into())
-                    })
-                })
-                .unwrap_or_else(|| "Azure".into());
-            let text = format!("{e:?}");
-            if [
-                "AuthenticationFailed",
-                "AuthorizationFailure",
-                "AuthorizationPermissionMismatch",
-            ]
-            .iter()
-            .any(|c| text.contains(c))
-            {
-                return Error::Credentials {
-                    url: self.url(),
-                    reason: format!(
-                        "Azure at {endpoint} refused the credentials (AZURE_STORAGE_ACCOUNT_KEY, \
-                         a SAS or a service principal)"
-                    ),
-                };
-            }
-            if text.contains("ContainerNotFound") {
+            if has(missing).is_some() {
                 let authority = self.base.split_once("://").map_or("", |(_, a)| a);
                 return Error::NoSuchBucket {
                     url: self.url(),
@@ -565,9 +576,8 @@ impl Location {
                     service: endpoint,
                 };
             }
-            service.push_str(&format!(" at {endpoint}"));
         }
-        Error::from_store(&self.url(), &service, e)
+        Error::from_store(&self.url(), &self.service(), e)
     }
 
     /// An I/O error from one of this location's adapters: the storage error it carries, if
@@ -687,20 +697,11 @@ impl Location {
             .storage
             .block_on(self.store.put_multipart(&self.path))
             .map_err(|e| self.err(e))?;
-        let replay = matches!(self.scheme, Scheme::Hdfs | Scheme::WebHdfs).then(|| {
-            io::Replay::new(
-                self.store.clone(),
-                self.path.clone(),
-                service_name(self.scheme, &self.base),
-                self.storage.policy(),
-                self.storage.option("TUSK_WRITE_SPOOL").as_deref() != Some("0"),
-            )
-        });
-        Ok(AtomicWriter::multipart(
-            self.clone(),
-            upload,
-            replay.flatten(),
-        ))
+        let replay = (matches!(self.scheme, Scheme::Hdfs | Scheme::WebHdfs)
+            && self.storage.inner.spool)
+            .then(|| io::Replay::new(&self.url()))
+            .flatten();
+        Ok(AtomicWriter::multipart(self.clone(), upload, replay))
     }
 
     /// The names directly in this directory (files and subdirectories), sorted, hidden names

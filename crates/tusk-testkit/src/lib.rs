@@ -553,6 +553,19 @@ fn python_with(module: &str) -> Option<PathBuf> {
     })
 }
 
+/// Run `step` until it succeeds, for at most 15 s (a server that has just started listening
+/// may still drop its first connections); panics with the last failure.
+fn until_ok(what: &str, mut step: impl FnMut() -> Result<(), String>) {
+    let t0 = std::time::Instant::now();
+    loop {
+        match step() {
+            Ok(()) => return,
+            Err(e) if t0.elapsed() > Duration::from_secs(15) => panic!("{what}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
 /// A port nobody listens on now.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -632,20 +645,23 @@ impl S3Server {
     /// Create a bucket (a plain `PUT /name`, as S3's CreateBucket).
     pub fn create_bucket(&self, name: &str) {
         use std::io::Read as _;
-        let addr = self.endpoint.trim_start_matches("http://");
-        let mut s = std::net::TcpStream::connect(addr).expect("connect to the S3 server");
-        write!(
-            s,
-            "PUT /{name} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut reply = String::new();
-        let _ = s.read_to_string(&mut reply);
-        assert!(
-            reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200"),
-            "CreateBucket {name}: {}",
-            reply.lines().next().unwrap_or("no answer")
-        );
+        let addr = self.endpoint.trim_start_matches("http://").to_string();
+        until_ok(&format!("CreateBucket {name}"), || {
+            let mut s = std::net::TcpStream::connect(&addr).map_err(|e| e.to_string())?;
+            write!(
+                s,
+                "PUT /{name} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .map_err(|e| e.to_string())?;
+            let mut reply = String::new();
+            let _ = s.read_to_string(&mut reply);
+            let status = reply.lines().next().unwrap_or("no answer").to_string();
+            if status.starts_with("HTTP/1.1 200") || status.starts_with("HTTP/1.0 200") {
+                Ok(())
+            } else {
+                Err(status)
+            }
+        });
     }
 
     /// Stop the server now (an endpoint that is down).
@@ -739,24 +755,27 @@ const req = http.request({host: u.hostname, port: u.port, path: u.pathname + u.s
   let body = ''; res.on('data', d => body += d);
   res.on('end', () => { if (res.statusCode !== 201) { console.error(res.statusCode + ' ' + body); process.exit(1); } });
 });
+req.on('error', e => { console.error(e.message); process.exit(2); });
 req.end();
 "#;
-        let out = Command::new("node")
-            .args([
-                "-e",
-                script,
-                &self.endpoint,
-                AZURITE_ACCOUNT,
-                AZURITE_KEY,
-                name,
-            ])
-            .output()
-            .expect("run node");
-        assert!(
-            out.status.success(),
-            "Create Container {name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        until_ok(&format!("Create Container {name}"), || {
+            let out = Command::new("node")
+                .args([
+                    "-e",
+                    script,
+                    &self.endpoint,
+                    AZURITE_ACCOUNT,
+                    AZURITE_KEY,
+                    name,
+                ])
+                .output()
+                .map_err(|e| format!("run node: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        });
     }
 
     /// Stop the server now (an endpoint that is down).
