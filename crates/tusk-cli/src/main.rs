@@ -6,6 +6,7 @@
 mod collective;
 mod datagen;
 mod demo;
+mod export;
 mod fs;
 mod images;
 mod launch;
@@ -92,6 +93,9 @@ enum Command {
     /// Serve stored model versions over HTTP: TF Serving REST (/v1) and the Open Inference
     /// Protocol (/v2), reloading new versions as they are committed.
     Serve(serve::ServeArgs),
+    /// Copy a model version's entity rows and embeddings into an online store (HBase).
+    #[command(subcommand)]
+    Export(export::ExportCommand),
     /// The whole pipeline end to end: generate logs → SQL features → train → evaluate
     /// against popularity → store → batch-score, with a summary table.
     Demo(demo::DemoArgs),
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
         Command::Predict(a) => train::run_predict(a),
         Command::Report(a) => train::run_report(a),
         Command::Serve(a) => serve::run(a),
+        Command::Export(c) => export::run(c),
         Command::Demo(a) => demo::run(a),
     };
     match result {

@@ -54,6 +54,20 @@ pub struct ServeArgs {
     /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1; with --tls-cert).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Live entity features from HBase (hbase://HOST:PORT/TABLE, HOST:PORT being the REST
+    /// gateway, the table as `tusk export hbase` lays it out): the columns a request lacks are
+    /// read from the rows of the entities it names, one multi-get per request, instead of the
+    /// version's tables. A lookup that fails or runs over --features-budget is answered from
+    /// the version's tables (header x-tusk-features: fallback).
+    #[arg(long, value_name = "hbase://HOST:PORT/TABLE")]
+    features: Option<String>,
+    /// With --features: how long a request waits for HBase, milliseconds.
+    #[arg(long, default_value_t = 50.0)]
+    features_budget: f64,
+    /// With --features: seconds a looked-up row (or its absence) is reused (0: every request
+    /// reads HBase).
+    #[arg(long, default_value_t = 0.0)]
+    features_ttl: f64,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -97,7 +111,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         max_batch: a.max_batch,
         timeout: Duration::from_secs_f64(a.batch_timeout / 1e3),
     });
-    let server = Arc::new(Server::new(
+    let mut server = Server::new(
         registry,
         Limits {
             max_body: a.max_body,
@@ -106,7 +120,27 @@ pub fn run(a: ServeArgs) -> Result<()> {
             access_log: a.access_log,
         },
         batching,
-    ));
+    );
+    if let Some(url) = &a.features {
+        if !(a.features_budget.is_finite() && a.features_budget > 0.0) {
+            bail!("--features-budget must be a positive number of milliseconds");
+        }
+        if !(a.features_ttl.is_finite() && a.features_ttl >= 0.0) {
+            bail!("--features-ttl must be a non-negative number of seconds");
+        }
+        let store = tusk_hbase::online::Online::new(
+            url,
+            Duration::from_secs_f64(a.features_budget / 1e3),
+            Duration::from_secs_f64(a.features_ttl),
+        )
+        .map_err(|e| anyhow::anyhow!("--features {e}"))?;
+        eprintln!(
+            "features ← {url} (budget {} ms, cache {} s)",
+            a.features_budget, a.features_ttl
+        );
+        server = server.with_features(store);
+    }
+    let server = Arc::new(server);
     let stop = tusk_serve::start_polling(&server, Duration::from_secs_f64(a.poll_interval));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

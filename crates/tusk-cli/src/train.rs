@@ -121,6 +121,11 @@ pub struct PredictArgs {
     /// Model version to load (default: the newest committed one).
     #[arg(long = "model-version", value_name = "N")]
     model_version: Option<u64>,
+    /// Entity features from HBase (hbase://HOST:PORT/TABLE, HOST:PORT being the REST gateway):
+    /// the rows of the entities the input names are read from that table (as `tusk export
+    /// hbase` lays it out) over the version's own tables.
+    #[arg(long, value_name = "hbase://HOST:PORT/TABLE")]
+    features: Option<String>,
 }
 
 /// HTML page with the loss and metric curves of a training run.
@@ -454,7 +459,10 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
 
 pub fn run_predict(a: PredictArgs) -> Result<()> {
     let storage = Storage::new()?;
-    let scorer = Scorer::load(&storage, &a.model, a.model_version)?;
+    let mut scorer = Scorer::load(&storage, &a.model, a.model_version)?;
+    if let Some(url) = &a.features {
+        crate::export::overlay_features(&storage, &mut scorer, &a.input, url)?;
+    }
     let pb = crate::records::progress_bar("scoring");
     let n = tusk_train::predict::predict(&storage, &scorer, &a.input, &a.output, |r| {
         pb.set_position(r)

@@ -88,6 +88,24 @@ impl Entities {
         self.tables.get(key)?.get(id)
     }
 
+    /// Set columns of entity `id` in table `key` (a live store's values over the version's),
+    /// creating the row, with its key, when the table lacks it.
+    pub fn set_columns(
+        &mut self,
+        key: &str,
+        id: &str,
+        columns: impl IntoIterator<Item = (String, Kind)>,
+    ) {
+        let table = self.tables.entry(key.to_string()).or_default();
+        let ex = table.entry(id.to_string()).or_insert_with(|| {
+            example::from_features(text_kind(Cell::Text(id)).map(|k| (key.to_string(), k)))
+        });
+        let feats = &mut ex.features.get_or_insert_with(Default::default).feature;
+        for (c, k) in columns {
+            feats.insert(c, example::Feature { kind: Some(k) });
+        }
+    }
+
     /// `row` with the columns it lacks taken from the rows of the entities it names.
     pub fn fill<'a>(&'a self, row: &'a dyn Row) -> Filled<'a> {
         let mut found = Vec::new();

@@ -6,6 +6,7 @@
 //! [`app`] builds the router over a [`Server`] (tested without a socket); [`serve`] binds it.
 
 pub mod batching;
+pub mod features;
 pub mod metrics;
 pub mod recommend;
 pub mod registry;
@@ -64,6 +65,8 @@ pub struct Server {
     pub metrics: metrics::Metrics,
     /// Dynamic batching of predict requests, when on.
     pub batcher: Option<batching::Batcher>,
+    /// Live entity features (`--features hbase://…`), when on.
+    pub features: Option<Arc<tusk_hbase::online::Online>>,
 }
 
 impl Server {
@@ -78,6 +81,28 @@ impl Server {
             limits,
             metrics: metrics::Metrics::default(),
             batcher: batching.map(batching::Batcher::start),
+            features: None,
+        }
+    }
+
+    /// Fill the columns requests lack from `store` (see [`features`]).
+    pub fn with_features(mut self, store: tusk_hbase::online::Online) -> Server {
+        self.features = Some(Arc::new(store));
+        self
+    }
+
+    /// The columns `rows` lack, from the live feature store when there is one.
+    async fn fill(
+        &self,
+        sc: &tusk_train::Scorer,
+        rows: &mut [ReqRow],
+    ) -> Result<Option<features::Source>, ApiError> {
+        match &self.features {
+            None => Ok(None),
+            Some(store) => features::fill(store, sc, rows)
+                .await
+                .map(Some)
+                .map_err(|m| err(StatusCode::BAD_GATEWAY, m)),
         }
     }
 
@@ -322,6 +347,15 @@ fn with_version(mut r: Response, model: &str, version: u64, api: &'static str) -
     r
 }
 
+/// Say where the entity columns came from (`x-tusk-features`), when a store is configured.
+fn with_features(mut r: Response, source: Option<features::Source>) -> Response {
+    if let Some(src) = source {
+        r.headers_mut()
+            .insert("x-tusk-features", HeaderValue::from_static(src.header()));
+    }
+    r
+}
+
 /// Auth, then the request; then metrics and the access log.
 async fn observe(State(s): State<Arc<Server>>, req: Request, next: Next) -> Response {
     let t = Instant::now();
@@ -535,26 +569,37 @@ async fn v1_post(
     let sc = e.get(&want).map_err(|m| err(StatusCode::NOT_FOUND, m))?;
     let bad = |m: String| err(StatusCode::BAD_REQUEST, m);
     if recommending {
-        let out = recommend::answer(&sc, &req, s.limits.max_instances).map_err(bad)?;
-        return Ok(with_version(
-            axum::Json(out).into_response(),
-            &e.name,
-            sc.version,
-            "v1_recommend",
+        let mut user = [recommend::user_row(&req).map_err(bad)?];
+        let given = user[0].0.len();
+        let source = s.fill(&sc, &mut user).await?;
+        let out = recommend::answer(&sc, &req, s.limits.max_instances, &user[0].0[given..])
+            .map_err(bad)?;
+        return Ok(with_features(
+            with_version(
+                axum::Json(out).into_response(),
+                &e.name,
+                sc.version,
+                "v1_recommend",
+            ),
+            source,
         ));
     }
-    let (rows, key) = v1_rows(&req).map_err(bad)?;
+    let (mut rows, key) = v1_rows(&req).map_err(bad)?;
+    let source = s.fill(&sc, &mut rows).await?;
     let unknown = rows::unknown_entities(&sc, &rows);
     let scores = s.score(&sc, rows).await?;
     let mut out = json!({ key: scores, "model_version": sc.version.to_string() });
     if !unknown.is_empty() {
         out["unknown_entities"] = Value::Array(unknown);
     }
-    Ok(with_version(
-        axum::Json(out).into_response(),
-        &e.name,
-        sc.version,
-        "v1_predict",
+    Ok(with_features(
+        with_version(
+            axum::Json(out).into_response(),
+            &e.name,
+            sc.version,
+            "v1_predict",
+        ),
+        source,
     ))
 }
 
@@ -736,7 +781,8 @@ async fn v2_post(
     let req = read_body(s, body).await?;
     let sc = e.get(&want).map_err(|m| err(StatusCode::NOT_FOUND, m))?;
     let bad = |m: String| err(StatusCode::BAD_REQUEST, m);
-    let rows = v2_rows(&req).map_err(bad)?;
+    let mut rows = v2_rows(&req).map_err(bad)?;
+    let source = s.fill(&sc, &mut rows).await?;
     let unknown = rows::unknown_entities(&sc, &rows);
     let scores = s.score(&sc, rows).await?;
     let mut out = json!({
@@ -755,11 +801,14 @@ async fn v2_post(
     if !unknown.is_empty() {
         out["parameters"] = json!({ "unknown_entities": unknown });
     }
-    Ok(with_version(
-        axum::Json(out).into_response(),
-        &e.name,
-        sc.version,
-        "v2_infer",
+    Ok(with_features(
+        with_version(
+            axum::Json(out).into_response(),
+            &e.name,
+            sc.version,
+            "v2_infer",
+        ),
+        source,
     ))
 }
 
@@ -933,6 +982,9 @@ async fn metrics_text(State(s): State<Arc<Server>>) -> Response {
                 v.load(Relaxed)
             ));
         }
+    }
+    if let Some(f) = &s.features {
+        text.push_str(&f.stats.render());
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

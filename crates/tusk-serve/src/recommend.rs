@@ -30,9 +30,32 @@ const OPTIONS: [&str; 3] = ["k", "exclude_seen", "candidates"];
 /// The user entity column naming the items to leave out with `exclude_seen`.
 pub const SEEN: &str = "seen";
 
-/// The response to a recommend request `req`; the error is a 400's message. At most
-/// `max_candidates` explicit candidates are taken (the catalogue is not limited).
-pub fn answer(sc: &Scorer, req: &Value, max_candidates: usize) -> Result<Value, String> {
+/// The user's side of a recommend request: every field but the options.
+pub fn user_row(req: &Value) -> Result<ReqRow, String> {
+    let obj = req
+        .as_object()
+        .ok_or("the body must be a JSON object such as {\"user_id\": 7, \"k\": 10}")?;
+    let mut user = ReqRow::default();
+    for (c, v) in obj {
+        if OPTIONS.contains(&c.as_str()) {
+            continue;
+        }
+        if let Some(val) = rows::value(c, v)? {
+            user.0.push((c.clone(), val));
+        }
+    }
+    Ok(user)
+}
+
+/// The response to a recommend request `req`, the user's side completed by `extra` (columns
+/// from a live feature store); the error is a 400's message. At most `max_candidates` explicit
+/// candidates are taken (the catalogue is not limited).
+pub fn answer(
+    sc: &Scorer,
+    req: &Value,
+    max_candidates: usize,
+    extra: &[(String, Val)],
+) -> Result<Value, String> {
     let obj = req
         .as_object()
         .ok_or("the body must be a JSON object such as {\"user_id\": 7, \"k\": 10}")?;
@@ -47,18 +70,11 @@ pub fn answer(sc: &Scorer, req: &Value, max_candidates: usize) -> Result<Value, 
         None => false,
         Some(v) => v.as_bool().ok_or("`exclude_seen` must be true or false")?,
     };
-    let mut user = ReqRow::default();
-    for (c, v) in obj {
-        if OPTIONS.contains(&c.as_str()) {
-            continue;
-        }
-        if let Some(val) = rows::value(c, v)? {
-            user.0.push((c.clone(), val));
-        }
-    }
+    let mut user = user_row(req)?;
     if user.0.is_empty() {
         return Err("name the user, e.g. {\"user_id\": 7}".into());
     }
+    user.0.extend_from_slice(extra);
     let item = item_column(sc, &user)?;
     if user.get(&item).is_some() {
         return Err(format!(

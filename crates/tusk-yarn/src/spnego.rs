@@ -322,3 +322,36 @@ pub fn authorization(host: &str) -> Result<String, String> {
         base64::engine::general_purpose::STANDARD.encode(bytes)
     ))
 }
+
+/// The `hadoop.auth` cookie (hadoop-auth's signed token, set once a SPNEGO token was
+/// accepted) in a `Set-Cookie` value: `Some(Some("hadoop.auth=…"))` to keep, `Some(None)` when
+/// the server clears it (an empty value), `None` for other cookies.
+pub fn hadoop_auth_cookie(set_cookie: &str) -> Option<Option<String>> {
+    let pair = set_cookie.split(';').next()?.trim();
+    let (name, value) = pair.split_once('=')?;
+    if name.trim() != "hadoop.auth" {
+        return None;
+    }
+    let v = value.trim();
+    Some((!v.is_empty() && v != "\"\"").then(|| format!("hadoop.auth={v}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hadoop_auth_cookie_is_kept_and_cleared() {
+        assert_eq!(
+            super::hadoop_auth_cookie(
+                r#"hadoop.auth="u=tusk&p=tusk@EXAMPLE.COM&t=kerberos&e=1&s=x="; Path=/; HttpOnly"#
+            ),
+            Some(Some(
+                r#"hadoop.auth="u=tusk&p=tusk@EXAMPLE.COM&t=kerberos&e=1&s=x=""#.to_string()
+            ))
+        );
+        assert_eq!(
+            super::hadoop_auth_cookie("hadoop.auth=; Path=/; HttpOnly"),
+            Some(None)
+        );
+        assert_eq!(super::hadoop_auth_cookie("JSESSIONID=abc; Path=/"), None);
+    }
+}

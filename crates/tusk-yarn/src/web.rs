@@ -49,18 +49,6 @@ struct Answer {
     text: String,
 }
 
-/// The `hadoop.auth` cookie in a `Set-Cookie` value: `Some(Some("hadoop.auth=…"))` to keep,
-/// `Some(None)` when the server clears it (an empty value), `None` for other cookies.
-fn hadoop_auth_cookie(set_cookie: &str) -> Option<Option<String>> {
-    let pair = set_cookie.split(';').next()?.trim();
-    let (name, value) = pair.split_once('=')?;
-    if name.trim() != "hadoop.auth" {
-        return None;
-    }
-    let v = value.trim();
-    Some((!v.is_empty() && v != "\"\"").then(|| format!("hadoop.auth={v}")))
-}
-
 /// An error and its sources, on one line.
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -182,7 +170,7 @@ impl Web {
                     .headers()
                     .get_all("Set-Cookie")
                     .iter()
-                    .filter_map(|v| v.to_str().ok().and_then(hadoop_auth_cookie))
+                    .filter_map(|v| v.to_str().ok().and_then(crate::spnego::hadoop_auth_cookie))
                     .collect();
                 let s = r.status().as_u16();
                 Ok::<_, reqwest::Error>((s, negotiate, cookies, r.text().await?))
@@ -276,27 +264,5 @@ impl Web {
             reason: format!("no {what}"),
             body: v.to_string().chars().take(300).collect(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hadoop_auth_cookie_is_kept_and_cleared() {
-        assert_eq!(
-            hadoop_auth_cookie(
-                r#"hadoop.auth="u=tusk&p=tusk@EXAMPLE.COM&t=kerberos&e=1&s=x="; Path=/; HttpOnly"#
-            ),
-            Some(Some(
-                r#"hadoop.auth="u=tusk&p=tusk@EXAMPLE.COM&t=kerberos&e=1&s=x=""#.to_string()
-            ))
-        );
-        assert_eq!(
-            hadoop_auth_cookie("hadoop.auth=; Path=/; HttpOnly"),
-            Some(None)
-        );
-        assert_eq!(hadoop_auth_cookie("JSESSIONID=abc; Path=/"), None);
     }
 }
