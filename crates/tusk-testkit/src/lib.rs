@@ -2,6 +2,9 @@
 //!
 //! - [`MiniDfs`]: a real HDFS (Hadoop's `MiniDFSCluster`, NameNode + DataNodes with native RPC and
 //!   WebHDFS) started from the Maven project in `testing/minidfs`, killed on drop.
+//! - [`MiniHBase`]: a real HBase (HBase's own mini cluster: ZooKeeper, a master, one region
+//!   server) with its REST gateway and its Thrift gateway in the same JVM, from
+//!   `testing/minihbase`, shut down on drop.
 //! - [`MiniYarn`]: a real YARN (Hadoop's `MiniYARNCluster`: the ResourceManager with its REST
 //!   API in one JVM, each NodeManager in a JVM of its own) from `testing/miniyarn`, stopped on
 //!   drop; [`MiniYarn::start_kerberized`] puts its web services behind Kerberos (SPNEGO) with a
@@ -89,11 +92,12 @@ fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Maven (with Java beside it) for a Hadoop test cluster, or `None` (skip, see [`require`]).
-fn maven(what: &str) -> Option<PathBuf> {
+/// Maven (with Java beside it) for a test cluster built from `testing/`, or `None` (skip, see
+/// [`require`]; `env_var` is the `TUSK_REQUIRE_*` variable that makes it a failure instead).
+fn maven(what: &str, env_var: &str) -> Option<PathBuf> {
     require(
         what,
-        "TUSK_REQUIRE_HDFS",
+        env_var,
         match (which("mvn"), which("java")) {
             (Some(m), Some(_)) => Ok(m),
             (None, _) => Err("`mvn` not found on PATH".into()),
@@ -104,7 +108,7 @@ fn maven(what: &str) -> Option<PathBuf> {
 
 /// A running MiniDFSCluster. Dropping it shuts the cluster down.
 pub struct MiniDfs {
-    child: Child,
+    harness: Harness,
     /// Port of the NameNode's native RPC (`hdfs://127.0.0.1:PORT`; NameNode nn1 in HA).
     pub rpc_port: u16,
     /// Port of the NameNode's HTTP server, which serves WebHDFS.
@@ -112,7 +116,6 @@ pub struct MiniDfs {
     /// With [`MiniDfsOptions::ha`]: a client `HADOOP_CONF_DIR` naming the nameservice `ns1`
     /// and both of its NameNodes (`hdfs://ns1/...`).
     pub conf_dir: Option<PathBuf>,
-    replies: std::sync::Mutex<mpsc::Receiver<String>>,
 }
 
 /// How to shape a [`MiniDfs`] (the default: one DataNode, 1 MiB blocks, one NameNode).
@@ -150,7 +153,7 @@ impl MiniDfs {
 
     /// Start a cluster shaped by `opts` (see [`MiniDfs::start`] for when it skips).
     pub fn start_with(opts: MiniDfsOptions) -> Option<MiniDfs> {
-        let mvn = maven("a real HDFS (MiniDFSCluster)")?;
+        let mvn = maven("a real HDFS (MiniDFSCluster)", "TUSK_REQUIRE_HDFS")?;
         let project = repo_root().join("testing/minidfs");
         let ha = if opts.ha { " ha" } else { "" };
         let mut child = Command::new(mvn)
@@ -177,8 +180,12 @@ impl MiniDfs {
             rpc_port: port("hdfs="),
             http_port: port("http="),
             conf_dir: field("conf=").map(PathBuf::from),
-            child,
-            replies: std::sync::Mutex::new(replies),
+            harness: Harness {
+                child,
+                replies: std::sync::Mutex::new(replies),
+                what: "MiniDFS",
+                grace: Duration::from_secs(5),
+            },
         })
     }
 
@@ -187,21 +194,7 @@ impl MiniDfs {
     /// `testing/minidfs`) and return what follows `ok` in its answer. Panics on an error
     /// answer or after two minutes without one.
     pub fn command(&mut self, cmd: &str) -> String {
-        let stdin = self.child.stdin.as_mut().expect("MiniDFS stdin");
-        stdin
-            .write_all(format!("{cmd}\n").as_bytes())
-            .and_then(|_| stdin.flush())
-            .expect("MiniDFS is gone");
-        let reply = self
-            .replies
-            .lock()
-            .unwrap()
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| panic!("MiniDFS did not answer `{cmd}`"));
-        match reply.strip_prefix("ok") {
-            Some(rest) => rest.trim().to_string(),
-            None => panic!("MiniDFS refused `{cmd}`: {reply}"),
-        }
+        self.harness.command(cmd)
     }
 
     /// `hdfs://127.0.0.1:PORT` (no trailing slash).
@@ -215,13 +208,48 @@ impl MiniDfs {
     }
 }
 
-impl Drop for MiniDfs {
+/// A test cluster's JVM driven over stdin/stdout: one command a line, one answer a line
+/// (`ok ...` or `error ...`); an empty line (or stdin closing) shuts it down. Dropping it asks
+/// for that, waits `grace`, then kills the JVM.
+struct Harness {
+    child: Child,
+    replies: std::sync::Mutex<mpsc::Receiver<String>>,
+    /// Names the cluster in panics.
+    what: &'static str,
+    grace: Duration,
+}
+
+impl Harness {
+    /// Send `cmd` and return what follows `ok` in the answer. Panics on an error answer or
+    /// after two minutes without one.
+    fn command(&mut self, cmd: &str) -> String {
+        let what = self.what;
+        let stdin = self.child.stdin.as_mut().expect("piped stdin");
+        stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .and_then(|_| stdin.flush())
+            .unwrap_or_else(|e| panic!("{what} is gone: {e}"));
+        let reply = self
+            .replies
+            .lock()
+            .unwrap()
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("{what} did not answer `{cmd}`"));
+        match reply.strip_prefix("ok") {
+            Some(rest) => rest.trim().to_string(),
+            None => panic!("{what} refused `{cmd}`: {reply}"),
+        }
+    }
+}
+
+impl Drop for Harness {
     fn drop(&mut self) {
         if let Some(mut stdin) = self.child.stdin.take() {
             let _ = stdin.write_all(b"\n");
         }
         // Give the cluster a moment to shut down cleanly, then make sure it is gone.
-        for _ in 0..50 {
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < self.grace {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
             }
@@ -229,6 +257,100 @@ impl Drop for MiniDfs {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A running HBase: HBase's own mini cluster (ZooKeeper, a master and one region server, its
+/// data in a temporary directory) with the REST gateway and the Thrift gateway in the same JVM,
+/// all on 127.0.0.1, from `testing/minihbase`. Dropping it shuts everything down.
+pub struct MiniHBase {
+    harness: Harness,
+    /// Port of the REST gateway ([`MiniHBase::rest_url`]).
+    pub rest_port: u16,
+    /// Port of the Thrift gateway: HBase's Thrift 1 API (the `Hbase` service, what happybase
+    /// speaks) with the buffered (unframed) transport and the binary protocol, happybase's
+    /// defaults.
+    pub thrift_port: u16,
+    /// ZooKeeper's client port, for HBase's own clients (`hbase.zookeeper.quorum`
+    /// `127.0.0.1:PORT`).
+    pub zk_port: u16,
+}
+
+impl MiniHBase {
+    /// Start one, or skip (see [`require`], `TUSK_REQUIRE_HBASE`) when Java or Maven is
+    /// missing. Panics if it fails to start where they are present.
+    pub fn start() -> Option<MiniHBase> {
+        let mvn = maven(
+            "a real HBase (HBase's mini cluster with its REST and Thrift gateways)",
+            "TUSK_REQUIRE_HBASE",
+        )?;
+        let project = repo_root().join("testing/minihbase");
+        // Built once per test process, so that one test's `mvn compile` never rewrites
+        // target/ while another's JVM starts from it.
+        static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+        let built = BUILT.get_or_init(|| {
+            let o = Command::new(&mvn)
+                .args(["-q", "-B", "-f"])
+                .arg(&project)
+                .arg("compile")
+                .output()
+                .map_err(|e| format!("failed to run mvn for MiniHBase: {e}"))?;
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "building testing/minihbase failed:\n{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                ))
+            }
+        });
+        if let Err(e) = built {
+            panic!("{e}");
+        }
+        // exec:java runs the cluster in Maven's own JVM; testing/minihbase/.mvn/jvm.config
+        // gives it the flags HBase needs on Java 17.
+        let mut child = Command::new(mvn)
+            .args(["-q", "-B", "-f"])
+            .arg(&project)
+            .arg("exec:java")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("failed to spawn mvn for MiniHBase");
+        let (ready, replies) = ready_and_replies(&mut child, "MiniHBase", Duration::from_secs(600));
+        let port = |key: &str| -> u16 {
+            ready
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("bad MiniHBase ready line: {ready}"))
+        };
+        Some(MiniHBase {
+            rest_port: port("rest="),
+            thrift_port: port("thrift="),
+            zk_port: port("zk="),
+            harness: Harness {
+                child,
+                replies: std::sync::Mutex::new(replies),
+                what: "MiniHBase",
+                grace: Duration::from_secs(60),
+            },
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`, the REST gateway (no trailing slash).
+    pub fn rest_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.rest_port)
+    }
+
+    /// Send one fault command (`stop-rest`: stop the REST gateway, the cluster keeps running;
+    /// `start-rest`: start it again on the same port; `pause-rest MS`: for MS milliseconds it
+    /// accepts connections but holds every request; see `testing/minihbase`) and return what
+    /// follows `ok` in its answer. Panics on an error answer or after two minutes without one.
+    pub fn command(&mut self, cmd: &str) -> String {
+        self.harness.command(cmd)
     }
 }
 
@@ -360,7 +482,7 @@ impl MiniYarn {
     /// Build and start the harness; `kerberos` is the mode after `rm NODES GPUS` (`kerberos` or
     /// `secure`) and the directory for the MiniKdc's files.
     fn launch(nodes: usize, gpus: usize, kerberos: Option<(&str, &Path)>) -> Option<MiniYarn> {
-        let mvn = maven("a real YARN (MiniYARNCluster)")?;
+        let mvn = maven("a real YARN (MiniYARNCluster)", "TUSK_REQUIRE_HDFS")?;
         let project = repo_root().join("testing/miniyarn");
         // Built once per test process: tests running side by side each ran `mvn compile`, and
         // one JVM could start while the other build rewrote target/ (seen once: the JVM exited
@@ -488,6 +610,9 @@ fn ready_and_replies(
         let mut ready = false;
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
+            // Maven writes an ANSI reset (ESC [0m) before the program's first output even in
+            // batch mode, so a cluster that prints nothing else starts its ready line with it.
+            let line = line.trim_start_matches("\x1b[0m").to_string();
             if let Some(rest) = line.strip_prefix("Ready! ") {
                 ready = true;
                 let _ = tx.send(Ok(rest.to_string()));
