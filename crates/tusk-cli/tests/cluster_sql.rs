@@ -21,13 +21,7 @@ fn ok(o: &Output) -> String {
     err
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use tusk_testkit::free_port;
 
 /// A scheduler and executors, each a process group of its own, killed on drop.
 struct SqlCluster {

@@ -3,7 +3,6 @@
 //! restarts (bit-for-bit the undisturbed result), and every failure ending in bounded time
 //! with a clear message and no process left behind.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -292,13 +291,7 @@ fn sigterm_stops_every_worker() {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use tusk_testkit::free_port;
 
 /// `tusk train` as rank `r` of `n`, started by hand (as a scheduler would).
 fn rank(

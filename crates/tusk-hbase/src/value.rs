@@ -60,7 +60,7 @@ pub fn f32s(v: &[f32]) -> Vec<u8> {
 
 /// The f32s of an embedding cell.
 pub fn from_f32s(b: &[u8]) -> Result<Vec<f32>, String> {
-    if b.len() % 4 != 0 {
+    if !b.len().is_multiple_of(4) {
         return Err(format!(
             "{} bytes: not a whole number of little-endian f32s",
             b.len()

@@ -52,8 +52,14 @@ pub fn val(v: &Kind) -> Val {
     }
 }
 
-/// Fill the columns `rows` lack from `store`; the error is a bad cell's message (a 502).
-pub async fn fill(store: &Online, sc: &Scorer, rows: &mut [ReqRow]) -> Result<Source, String> {
+/// Fill the columns `rows` lack from `store`: those the model reads, and `also`; the error is
+/// a bad cell's message (a 502).
+pub async fn fill(
+    store: &Online,
+    sc: &Scorer,
+    rows: &mut [ReqRow],
+    also: &[&str],
+) -> Result<Source, String> {
     let Some(ents) = &sc.entities else {
         return Ok(Source::Version);
     };
@@ -64,6 +70,7 @@ pub async fn fill(store: &Online, sc: &Scorer, rows: &mut [ReqRow]) -> Result<So
         .iter()
         .chain(f.dense.iter())
         .map(String::as_str)
+        .chain(also.iter().copied())
         .filter(|c| !keys.contains(c))
         .collect();
     // per row: the entity row keys it needs

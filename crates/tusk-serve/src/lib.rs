@@ -96,10 +96,11 @@ impl Server {
         &self,
         sc: &tusk_train::Scorer,
         rows: &mut [ReqRow],
+        also: &[&str],
     ) -> Result<Option<features::Source>, ApiError> {
         match &self.features {
             None => Ok(None),
-            Some(store) => features::fill(store, sc, rows)
+            Some(store) => features::fill(store, sc, rows, also)
                 .await
                 .map(Some)
                 .map_err(|m| err(StatusCode::BAD_GATEWAY, m)),
@@ -571,7 +572,7 @@ async fn v1_post(
     if recommending {
         let mut user = [recommend::user_row(&req).map_err(bad)?];
         let given = user[0].0.len();
-        let source = s.fill(&sc, &mut user).await?;
+        let source = s.fill(&sc, &mut user, &[recommend::SEEN]).await?;
         let out = recommend::answer(&sc, &req, s.limits.max_instances, &user[0].0[given..])
             .map_err(bad)?;
         return Ok(with_features(
@@ -585,7 +586,7 @@ async fn v1_post(
         ));
     }
     let (mut rows, key) = v1_rows(&req).map_err(bad)?;
-    let source = s.fill(&sc, &mut rows).await?;
+    let source = s.fill(&sc, &mut rows, &[]).await?;
     let unknown = rows::unknown_entities(&sc, &rows);
     let scores = s.score(&sc, rows).await?;
     let mut out = json!({ key: scores, "model_version": sc.version.to_string() });
@@ -782,7 +783,7 @@ async fn v2_post(
     let sc = e.get(&want).map_err(|m| err(StatusCode::NOT_FOUND, m))?;
     let bad = |m: String| err(StatusCode::BAD_REQUEST, m);
     let mut rows = v2_rows(&req).map_err(bad)?;
-    let source = s.fill(&sc, &mut rows).await?;
+    let source = s.fill(&sc, &mut rows, &[]).await?;
     let unknown = rows::unknown_entities(&sc, &rows);
     let scores = s.score(&sc, rows).await?;
     let mut out = json!({

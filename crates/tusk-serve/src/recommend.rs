@@ -74,7 +74,8 @@ pub fn answer(
     if user.0.is_empty() {
         return Err("name the user, e.g. {\"user_id\": 7}".into());
     }
-    user.0.extend_from_slice(extra);
+    user.0
+        .extend(extra.iter().filter(|(c, _)| c != SEEN).cloned());
     let item = item_column(sc, &user)?;
     if user.get(&item).is_some() {
         return Err(format!(
@@ -115,8 +116,18 @@ pub fn answer(
         .flat_map(|f| f.unknown.iter())
         .map(|(c, id)| json!({ "column": c, "id": id }))
         .collect();
+    // `seen` from a live store is not a model column: it only leaves items out.
+    let live_seen = extra.iter().find(|(c, _)| c == SEEN).map(|(c, v)| {
+        let mut r = ReqRow::default();
+        r.0.push((c.clone(), v.clone()));
+        r
+    });
     let seen: HashSet<String> = if exclude_seen {
-        match filled.as_ref().and_then(|f| f.get(SEEN)) {
+        let cell = match &live_seen {
+            Some(r) => r.get(SEEN),
+            None => filled.as_ref().and_then(|f| f.get(SEEN)),
+        };
+        match cell {
             Some(Cell::Ints(v)) => v.iter().map(i64::to_string).collect(),
             // From CSV tables: "3 17 42".
             Some(Cell::Bytes(v)) => v

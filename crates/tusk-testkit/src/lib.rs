@@ -692,7 +692,7 @@ fn until_ok(what: &str, mut step: impl FnMut() -> Result<(), String>) {
 }
 
 /// A port nobody listens on now.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")

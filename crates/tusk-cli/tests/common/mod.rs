@@ -180,3 +180,28 @@ pub fn score_column(csv: &Path) -> Vec<String> {
         .map(|l| l.rsplit(',').next().unwrap().to_string())
         .collect()
 }
+
+/// One HTTP/1.1 exchange with the server on 127.0.0.1:`port`: (status, response head, body);
+/// `None` when the connection fails.
+pub fn http_full(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.get(9..12)?.parse().ok()?;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    Some((code, head.to_string(), body.to_string()))
+}
+
+/// [`http_full`] without the head.
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    http_full(port, method, path, body).map(|(c, _, b)| (c, b))
+}
