@@ -4,11 +4,11 @@
 //! Layout: row key `COLUMN:ID` (`user_id:42`); family `f`, one cell per feature column holding a
 //! serialized `tf.train.Feature`; family `e`, the entity's embedding row(s) as little-endian
 //! f32s (qualifier: the embedding's column); every cell stamped with the model version. The
-//! rows are written in a fixed order, in batches, a few batches in flight; after each batch the
-//! progress row (`_tusk:export`, `m:vN`) records how many rows are written, so a re-run after a
-//! kill continues from there (rewriting a row writes the same cells at the same timestamp:
-//! nothing is duplicated). Then the pointer row `_tusk:current` is set to the version — once:
-//! a re-run of a finished export changes nothing.
+//! rows are written in a fixed order, in batches, a few batches in flight; every second (and at
+//! the end) the progress row (`_tusk:export`, `m:vN`) records how many rows are written, so a
+//! re-run after a kill continues from there (rewriting a row writes the same cells at the same
+//! timestamp: nothing is duplicated). Then the pointer row `_tusk:current` is set to the
+//! version — once: a re-run of a finished export changes nothing.
 
 use futures::StreamExt as _;
 
@@ -96,6 +96,9 @@ pub async fn ensure_table(client: &HBase, table: &str) -> Result<bool> {
         }
     }
 }
+
+/// How often the progress row is written.
+const RECORD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn progress_column(version: u64) -> Vec<u8> {
     format!("{META}:v{version}").into_bytes()
@@ -206,10 +209,17 @@ pub async fn export(
         .buffered(opts.in_flight.max(1));
     let mut written = 0u64;
     let col = progress_column(version);
+    let mut recorded = std::time::Instant::now();
     while let Some(n) = puts.next().await {
         written += n?;
         let at = resumed_from + written;
-        // Batches finish in order here: `at` rows are all written.
+        progress(at);
+        // Batches finish in order here: `at` rows are all written. Recorded once a second
+        // (a re-run rewrites at most a second's rows) and at the end.
+        if at < total && recorded.elapsed() < RECORD_EVERY {
+            continue;
+        }
+        recorded = std::time::Instant::now();
         client
             .put(
                 table,
@@ -223,7 +233,6 @@ pub async fn export(
                 }],
             )
             .await?;
-        progress(at);
     }
     if !current {
         client
