@@ -4,7 +4,8 @@
 //!   WebHDFS) started from the Maven project in `testing/minidfs`, killed on drop.
 //! - [`MiniHBase`]: a real HBase (HBase's own mini cluster: ZooKeeper, a master, one region
 //!   server) with its REST gateway and its Thrift gateway in the same JVM, from
-//!   `testing/minihbase`, shut down on drop.
+//!   `testing/minihbase`, shut down on drop; [`MiniHBase::start_kerberized`] puts the REST
+//!   gateway behind Kerberos (SPNEGO) with a MiniKdc ([`MiniKerberos`]).
 //! - [`MiniYarn`]: a real YARN (Hadoop's `MiniYARNCluster`: the ResourceManager with its REST
 //!   API in one JVM, each NodeManager in a JVM of its own) from `testing/miniyarn`, stopped on
 //!   drop; [`MiniYarn::start_kerberized`] puts its web services behind Kerberos (SPNEGO) with a
@@ -264,6 +265,7 @@ impl Drop for Harness {
 /// data in a temporary directory) with the REST gateway and the Thrift gateway in the same JVM,
 /// all on 127.0.0.1, from `testing/minihbase`. Dropping it shuts everything down.
 pub struct MiniHBase {
+    // Dropped first: the JVM (and its KDC) stops before the KDC's directory is removed.
     harness: Harness,
     /// Port of the REST gateway ([`MiniHBase::rest_url`]).
     pub rest_port: u16,
@@ -274,12 +276,30 @@ pub struct MiniHBase {
     /// ZooKeeper's client port, for HBase's own clients (`hbase.zookeeper.quorum`
     /// `127.0.0.1:PORT`).
     pub zk_port: u16,
+    /// The KDC and the user's keytab when the REST gateway requires Kerberos
+    /// ([`MiniHBase::start_kerberized`]).
+    pub kerberos: Option<MiniKerberos>,
 }
 
 impl MiniHBase {
     /// Start one, or skip (see [`require`], `TUSK_REQUIRE_HBASE`) when Java or Maven is
     /// missing. Panics if it fails to start where they are present.
     pub fn start() -> Option<MiniHBase> {
+        MiniHBase::launch(false)
+    }
+
+    /// Start one whose REST gateway, and only it, requires Kerberos (SPNEGO, HBase's
+    /// `hbase.rest.authentication.type=kerberos` with the service principal `HTTP/localhost`),
+    /// with a MiniKdc in the cluster's JVM ([`MiniHBase::kerberos`]: the `tusk` user's keytab,
+    /// a krb5.conf for MIT's tools). The cluster, its RPC and the Thrift gateway stay
+    /// unsecured. Skips like [`MiniHBase::start`], and (see [`require`],
+    /// `TUSK_REQUIRE_KERBEROS`) when MIT's `kinit` (Debian: krb5-user) is missing.
+    pub fn start_kerberized() -> Option<MiniHBase> {
+        MiniHBase::launch(true)
+    }
+
+    /// Build and start the harness, with the REST gateway behind SPNEGO when `kerberized`.
+    fn launch(kerberized: bool) -> Option<MiniHBase> {
         let mvn = maven(
             "a real HBase (HBase's mini cluster with its REST and Thrift gateways)",
             "TUSK_REQUIRE_HBASE",
@@ -308,12 +328,20 @@ impl MiniHBase {
         if let Err(e) = built {
             panic!("{e}");
         }
+        let kdc = match kerberized {
+            true => Some(KdcDir::create("minihbase")?),
+            false => None,
+        };
         // exec:java runs the cluster in Maven's own JVM; testing/minihbase/.mvn/jvm.config
         // gives it the flags HBase needs on Java 17.
         let mut child = Command::new(mvn)
             .args(["-q", "-B", "-f"])
             .arg(&project)
             .arg("exec:java")
+            .args(
+                kdc.as_ref()
+                    .map(|d| format!("-Dexec.args=kerberos {}", d.0.display())),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -331,6 +359,7 @@ impl MiniHBase {
             rest_port: port("rest="),
             thrift_port: port("thrift="),
             zk_port: port("zk="),
+            kerberos: kdc.map(|d| MiniKerberos::from_ready(d, &ready)),
             harness: Harness {
                 child,
                 replies: std::sync::Mutex::new(replies),
@@ -340,9 +369,15 @@ impl MiniHBase {
         })
     }
 
-    /// `http://127.0.0.1:PORT`, the REST gateway (no trailing slash).
+    /// The REST gateway (no trailing slash): `http://127.0.0.1:PORT`, or, kerberized,
+    /// `http://localhost:PORT` (a SPNEGO client names the service after the host it calls, and
+    /// the gateway's key is `HTTP/localhost`).
     pub fn rest_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.rest_port)
+        let host = match self.kerberos {
+            Some(_) => "localhost",
+            None => "127.0.0.1",
+        };
+        format!("http://{host}:{}", self.rest_port)
     }
 
     /// Send one fault command (`stop-rest`: stop the REST gateway, the cluster keeps running;
@@ -386,10 +421,13 @@ pub struct MiniYarn {
 /// cluster: a MiniKdc (Apache Kerby, in the ResourceManager's JVM) with the principals
 /// `HTTP/localhost` (the SPNEGO key of the ResourceManager's and the NameNode's web servers),
 /// `tusk` (the user) and, secured, `hdfs/localhost` (the services: NameNode, DataNode,
-/// ResourceManager, NodeManagers; the renewer to name in delegation tokens). Its files live in
-/// a temporary directory removed when the cluster is dropped.
+/// ResourceManager, NodeManagers; the renewer to name in delegation tokens). Of a
+/// [`MiniHBase::start_kerberized`] cluster: a MiniKdc in HBase's JVM with `HTTP/localhost`
+/// (the REST gateway's key) and `tusk`. Its files live in a temporary directory removed when
+/// the cluster is dropped.
 pub struct MiniKerberos {
-    dir: PathBuf,
+    /// Held to remove it on drop.
+    _dir: KdcDir,
     /// A krb5.conf for MIT's tools and libraries (`KRB5_CONFIG`): the KDC over TCP, host
     /// names as written (no DNS canonicalization).
     pub krb5_conf: PathBuf,
@@ -401,7 +439,59 @@ pub struct MiniKerberos {
     pub keytab: PathBuf,
 }
 
+/// A fresh directory for a MiniKdc's files (`krb5.conf`, keytabs, the KDC's database),
+/// removed on drop.
+struct KdcDir(PathBuf);
+
+impl KdcDir {
+    /// Make one for `cluster`'s KDC, or skip (see [`require`], `TUSK_REQUIRE_KERBEROS`) when
+    /// MIT's `kinit` is missing: the tests get their tickets with it.
+    fn create(cluster: &str) -> Option<KdcDir> {
+        require(
+            "MIT Kerberos' kinit (Debian: krb5-user)",
+            "TUSK_REQUIRE_KERBEROS",
+            which("kinit")
+                .map(|_| ())
+                .ok_or_else(|| "`kinit` not found on PATH".to_string()),
+        )?;
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tusk-{cluster}-krb-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a directory for the MiniKdc");
+        Some(KdcDir(dir))
+    }
+}
+
+impl Drop for KdcDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl MiniKerberos {
+    /// The KDC whose files are in `dir`, as a cluster's `Ready! …` line names them
+    /// (`krb5=… realm=… principal=… keytab=…`).
+    fn from_ready(dir: KdcDir, ready: &str) -> MiniKerberos {
+        let field = |key: &str| -> String {
+            ready
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in the ready line: {ready}"))
+                .to_string()
+        };
+        MiniKerberos {
+            krb5_conf: PathBuf::from(field("krb5=")),
+            realm: field("realm="),
+            principal: field("principal="),
+            keytab: PathBuf::from(field("keytab=")),
+            _dir: dir,
+        }
+    }
+
     /// `kinit` the user from its keytab into the ticket cache file `cache` (what
     /// `KRB5CCNAME=FILE:<cache>` then names).
     pub fn kinit(&self, cache: &Path) -> Result<(), String> {
@@ -457,31 +547,13 @@ impl MiniYarn {
     /// [`MiniYarn::launch`] in `mode` (`kerberos` or `secure`) with a fresh directory for the
     /// MiniKdc's files, or skip when `kinit` is missing.
     fn with_kdc(nodes: usize, mode: &str) -> Option<MiniYarn> {
-        require(
-            "MIT Kerberos' kinit (Debian: krb5-user)",
-            "TUSK_REQUIRE_KERBEROS",
-            which("kinit")
-                .map(|_| ())
-                .ok_or_else(|| "`kinit` not found on PATH".to_string()),
-        )?;
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tusk-miniyarn-krb-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("a directory for the MiniKdc");
-        let yarn = MiniYarn::launch(nodes, 0, Some((mode, &dir)));
-        if yarn.is_none() {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        yarn
+        let dir = KdcDir::create("miniyarn")?;
+        MiniYarn::launch(nodes, 0, Some((mode, dir)))
     }
 
     /// Build and start the harness; `kerberos` is the mode after `rm NODES GPUS` (`kerberos` or
     /// `secure`) and the directory for the MiniKdc's files.
-    fn launch(nodes: usize, gpus: usize, kerberos: Option<(&str, &Path)>) -> Option<MiniYarn> {
+    fn launch(nodes: usize, gpus: usize, kerberos: Option<(&str, KdcDir)>) -> Option<MiniYarn> {
         let mvn = maven("a real YARN (MiniYARNCluster)", "TUSK_REQUIRE_HDFS")?;
         let project = repo_root().join("testing/miniyarn");
         // Built once per test process: tests running side by side each ran `mvn compile`, and
@@ -524,7 +596,8 @@ impl MiniYarn {
             ])
             .args(
                 kerberos
-                    .map(|(mode, d)| [mode.as_ref(), d.as_os_str()])
+                    .as_ref()
+                    .map(|(mode, d)| [mode.as_ref(), d.0.as_os_str()])
                     .into_iter()
                     .flatten(),
             )
@@ -545,13 +618,7 @@ impl MiniYarn {
                 .to_string()
         };
         let secured = matches!(kerberos, Some(("secure", _)));
-        let kerberos = kerberos.map(|(_, dir)| MiniKerberos {
-            dir: dir.to_path_buf(),
-            krb5_conf: PathBuf::from(field("krb5=")),
-            realm: field("realm="),
-            principal: field("principal="),
-            keytab: PathBuf::from(field("keytab=")),
-        });
+        let kerberos = kerberos.map(|(_, dir)| MiniKerberos::from_ready(dir, &ready));
         Some(MiniYarn {
             rm_url: field("rm="),
             classpath: format!("{}:{deps}", field("conf=")),
@@ -582,9 +649,7 @@ impl Drop for MiniYarn {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Some(k) = &self.kerberos {
-            let _ = std::fs::remove_dir_all(&k.dir);
-        }
+        // Then the fields: `kerberos` removes the MiniKdc's directory.
     }
 }
 

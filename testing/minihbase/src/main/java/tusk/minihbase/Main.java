@@ -11,6 +11,7 @@ import java.net.Socket;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.util.Comparator;
+import java.util.Properties;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.stream.Stream;
 import javax.servlet.Filter;
@@ -27,7 +28,9 @@ import org.apache.hadoop.hbase.HConstants;
 import org.apache.hadoop.hbase.StartMiniClusterOption;
 import org.apache.hadoop.hbase.rest.RESTServer;
 import org.apache.hadoop.hbase.rest.filter.GzipFilter;
+import org.apache.hadoop.hbase.security.UserProvider;
 import org.apache.hadoop.hbase.thrift.ThriftServer;
+import org.apache.hadoop.minikdc.MiniKdc;
 
 /**
  * Starts HBase's mini cluster (ZooKeeper, one master, one region server; data on the local file
@@ -48,11 +51,25 @@ import org.apache.hadoop.hbase.thrift.ThriftServer;
  *   <li>{@code pause-rest MS}: for the next MS milliseconds the REST gateway accepts connections
  *       but holds every request until the pause is over.
  * </ul>
+ *
+ * <p>Program arguments {@code kerberos DIR}: the REST gateway, and only it, requires Kerberos
+ * (SPNEGO), with HBase's own {@code AuthFilter} ({@code hbase.rest.authentication.type=kerberos},
+ * the service principal {@code HTTP/localhost}). A MiniKdc (Apache Kerby) runs in this JVM; DIR
+ * receives {@code krb5.conf} (for MIT's tools and libraries: TCP to the KDC, no DNS
+ * canonicalization), {@code http.keytab} ({@code HTTP/localhost}, the gateway's) and
+ * {@code tusk.keytab} (the user {@code tusk}), as in {@code testing/miniyarn}'s kerberos mode. The
+ * Ready line adds {@code krb5=… realm=… principal=… keytab=…}. Clients must name the gateway
+ * {@code localhost} (the host in the service principal). The cluster, its RPC and the Thrift
+ * gateway stay unsecured; see {@link RestKerberosOnly} for how the gateway is told otherwise.
  */
 public final class Main {
   private Main() {}
 
   public static void main(String[] args) throws Exception {
+    File krbDir = args.length > 1 && args[0].equals("kerberos") ? new File(args[1]) : null;
+    if (args.length > 0 && krbDir == null) {
+      throw new IllegalArgumentException("usage: Main [kerberos DIR]");
+    }
     File base = Files.createTempDirectory("tusk-minihbase").toFile();
     // HBaseTestingUtility homes everything (root dir, WALs, ZooKeeper, hadoop.tmp.dir) here.
     System.setProperty(HBaseCommonTestingUtility.BASE_TEST_DIRECTORY_KEY, base.getAbsolutePath());
@@ -75,7 +92,57 @@ public final class Main {
     int zk = util.getZkCluster().getClientPort();
 
     Configuration gateways = new Configuration(util.getConfiguration());
-    Rest rest = new Rest(gateways);
+    MiniKdc kdc = null;
+    Properties restAuth = new Properties();
+    String kerberosReady = "";
+    if (krbDir != null) {
+      krbDir.mkdirs();
+      Properties kdcConf = MiniKdc.createConf();
+      kdcConf.setProperty(MiniKdc.KDC_BIND_ADDRESS, "localhost");
+      File kdcDir = new File(krbDir, "kdc");
+      kdcDir.mkdirs();
+      kdc = new MiniKdc(kdcConf, kdcDir);
+      kdc.start();
+      String realm = kdc.getRealm();
+      File httpKeytab = new File(krbDir, "http.keytab");
+      File userKeytab = new File(krbDir, "tusk.keytab");
+      kdc.createPrincipal(httpKeytab, "HTTP/localhost");
+      kdc.createPrincipal(userKeytab, "tusk");
+      // MIT's client: TCP only (the KDC does not listen on UDP), and the service host taken as
+      // written (HTTP/localhost), not canonicalized through DNS.
+      String krb5 = "[libdefaults]\n"
+          + "  default_realm = " + realm + "\n"
+          + "  dns_lookup_kdc = false\n"
+          + "  dns_lookup_realm = false\n"
+          + "  dns_canonicalize_hostname = false\n"
+          + "  rdns = false\n"
+          + "  udp_preference_limit = 1\n"
+          + "[realms]\n"
+          + "  " + realm + " = {\n"
+          + "    kdc = " + kdc.getHost() + ":" + kdc.getPort() + "\n"
+          + "  }\n"
+          + "[domain_realm]\n"
+          + "  localhost = " + realm + "\n";
+      File krb5Conf = new File(krbDir, "krb5.conf");
+      Files.writeString(krb5Conf.toPath(), krb5);
+      String http = "HTTP/localhost@" + realm;
+      // RESTServer puts its AuthFilter in front of every resource only when security is on
+      // (see RestKerberosOnly), and then wants a keytab and principal of its own: the HTTP ones
+      // (it logs in with them only where Hadoop's RPC is secured, which it is not here).
+      restAuth.setProperty("hbase.rest.keytab.file", httpKeytab.getAbsolutePath());
+      restAuth.setProperty("hbase.rest.kerberos.principal", http);
+      restAuth.setProperty(RESTServer.SKIP_LOGIN_KEY, "true");
+      // The filter: hadoop-auth's KerberosAuthenticationHandler (SPNEGO) with this key, its
+      // signed hadoop.auth cookie afterwards.
+      restAuth.setProperty("hbase.rest.authentication.type", "kerberos");
+      restAuth.setProperty("hbase.rest.authentication.kerberos.principal", http);
+      restAuth.setProperty(
+          "hbase.rest.authentication.kerberos.keytab", httpKeytab.getAbsolutePath());
+      restAuth.setProperty("hbase.rest.authentication.kerberos.name.rules", "DEFAULT");
+      kerberosReady = " krb5=" + krb5Conf.getAbsolutePath() + " realm=" + realm
+          + " principal=tusk@" + realm + " keytab=" + userKeytab.getAbsolutePath();
+    }
+    Rest rest = new Rest(gateways, restAuth);
     rest.start(0);
 
     Configuration tc = new Configuration(gateways);
@@ -102,6 +169,7 @@ public final class Main {
         + ": buffered transport, binary protocol");
 
     AtomicBoolean down = new AtomicBoolean();
+    MiniKdc kdcToStop = kdc;
     Runnable shutdown = () -> {
       if (down.getAndSet(true)) {
         return;
@@ -121,11 +189,15 @@ public final class Main {
       } catch (Throwable t) {
         // best effort on the way out
       }
+      if (kdcToStop != null) {
+        kdcToStop.stop();
+      }
       delete(base);
     };
     Runtime.getRuntime().addShutdownHook(new Thread(shutdown));
 
-    System.out.println("Ready! rest=" + rest.port + " thrift=" + thriftPort + " zk=" + zk);
+    System.out.println(
+        "Ready! rest=" + rest.port + " thrift=" + thriftPort + " zk=" + zk + kerberosReady);
     System.out.flush();
 
     BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
@@ -160,14 +232,19 @@ public final class Main {
     }
   }
 
-  /** The REST gateway: stopped and started again on the port it first got. */
+  /**
+   * The REST gateway: stopped and started again on the port it first got; behind SPNEGO when
+   * {@code auth} holds the {@code hbase.rest.*} Kerberos settings.
+   */
   private static final class Rest {
     private final Configuration conf;
+    private final Properties auth;
     private RESTServer server;
     int port;
 
-    Rest(Configuration conf) {
+    Rest(Configuration conf, Properties auth) {
       this.conf = conf;
+      this.auth = auth;
     }
 
     synchronized void start(int onPort) throws Exception {
@@ -180,7 +257,16 @@ public final class Main {
       c.setInt("hbase.rest.info.port", -1);
       c.setInt("hbase.rest.threads.min", 2);
       c.set("hbase.rest.filter.classes", GzipFilter.class.getName() + "," + Pause.class.getName());
+      for (String key : auth.stringPropertyNames()) {
+        c.set(key, auth.getProperty(key));
+      }
+      if (!auth.isEmpty()) {
+        UserProvider.setUserProviderForTesting(c, RestKerberosOnly.class);
+      }
       RESTServer s = new RESTServer(c);
+      // Only the RESTServer just made has that provider: the gateway's HBase connections
+      // (made from this same configuration) get the plain one, and stay unsecured.
+      c.unset(USER_PROVIDER_KEY);
       s.run();
       server = s;
       port = s.getPort();
@@ -193,6 +279,32 @@ public final class Main {
       RESTServer s = server;
       server = null;
       s.stop();
+    }
+  }
+
+  /** Where {@link UserProvider#instantiate} finds the provider class. */
+  private static final String USER_PROVIDER_KEY = "hbase.client.userprovider.class";
+
+  /**
+   * The REST gateway's user provider in the kerberos mode. HBase's RESTServer installs its
+   * SPNEGO filter ({@code AuthFilter}, configured by {@code hbase.rest.authentication.*}) only
+   * when its provider says that both Hadoop's security ({@code UserGroupInformation}: JVM-wide,
+   * RPC included) and HBase's ({@code hbase.security.authentication=kerberos}: the gateway's own
+   * RPC to the region servers) are Kerberos, as in a fully secured deployment. Here the cluster
+   * and its RPC are not secured, so this provider says yes to both questions for the gateway
+   * alone: the filter is installed and the cluster behind it stays as it is. What a client sees
+   * of the gateway, a 401 with {@code WWW-Authenticate: Negotiate}, the SPNEGO exchange and the
+   * {@code hadoop.auth} cookie, is HBase's and hadoop-auth's own code, unchanged.
+   */
+  public static final class RestKerberosOnly extends UserProvider {
+    @Override
+    public boolean isHadoopSecurityEnabled() {
+      return true;
+    }
+
+    @Override
+    public boolean isHBaseSecurityEnabled() {
+      return true;
     }
   }
 
