@@ -66,7 +66,9 @@ fn embedding(scorer: &Scorer, key: &str, id: &str) -> Option<Vec<f32>> {
 
 fn run_hbase(a: HbaseArgs) -> Result<()> {
     let storage = Storage::new()?;
+    let t0 = std::time::Instant::now();
     let scorer = Scorer::load(&storage, &a.model, a.model_version)?;
+    let loaded = t0.elapsed();
     let Some(ents) = scorer.entities.clone() else {
         bail!(
             "{} version {} keeps no entity tables (data.entities): nothing to export",
@@ -116,6 +118,7 @@ fn run_hbase(a: HbaseArgs) -> Result<()> {
     });
     let pb = crate::records::progress_bar("exporting");
     pb.set_length(total);
+    let t1 = std::time::Instant::now();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -133,6 +136,7 @@ fn run_hbase(a: HbaseArgs) -> Result<()> {
         |n| pb.set_position(n),
     ))?;
     pb.finish_and_clear();
+    let secs = t1.elapsed().as_secs_f64();
     if report.created {
         eprintln!("created HBase table {} (families f, e, m)", a.table);
     }
@@ -149,9 +153,16 @@ fn run_hbase(a: HbaseArgs) -> Result<()> {
             );
         }
         eprintln!(
-            "exported version {} of {}: {} entity rows ({} written now) → HBase table {}; \
-             _tusk:current → {}",
-            scorer.version, a.model, report.rows, report.written, a.table, scorer.version
+            "exported version {} of {}: {} entity rows ({} written now, {:.0} rows/s; the \
+             version loaded in {:.1} s) → HBase table {}; _tusk:current → {}",
+            scorer.version,
+            a.model,
+            report.rows,
+            report.written,
+            report.written as f64 / secs.max(1e-9),
+            loaded.as_secs_f64(),
+            a.table,
+            scorer.version
         );
     }
     Ok(())

@@ -119,6 +119,9 @@ fn copy(storage: &Storage, src: &str, dst: &str) -> Result<()> {
 
 /// Stream one file: never more than a buffer (and the writer's upload part) in memory.
 fn copy_one(from: &Location, to: &Location) -> Result<u64> {
+    if let (Some(src), Some(dst)) = (from.local_path(), to.local_path()) {
+        return copy_local(&src, &dst);
+    }
     let mut r = from.reader()?;
     let mut w = to.writer()?;
     let mut buf = vec![0u8; 4 << 20];
@@ -132,6 +135,38 @@ fn copy_one(from: &Location, to: &Location) -> Result<u64> {
         n += k as u64;
     }
     w.finish()?;
+    Ok(n)
+}
+
+/// Local to local: the kernel copies (`copy_file_range`, as `cp` does) into a hidden file
+/// beside the destination, which is then renamed over it (published atomically, like every
+/// other write).
+fn copy_local(src: &std::path::Path, dst: &std::path::Path) -> Result<u64> {
+    let dir = dst.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = dst.file_name().map_or_else(
+        || std::ffi::OsString::from("file"),
+        std::ffi::OsStr::to_os_string,
+    );
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(&name);
+    tmp_name.push(format!(".tusk-tmp-{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let n = match std::fs::copy(src, &tmp) {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(anyhow::Error::new(e).context(format!(
+                "copying {} to {}",
+                src.display(),
+                dst.display()
+            )));
+        }
+    };
+    if let Err(e) = std::fs::rename(&tmp, dst) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow::Error::new(e).context(format!("publishing {}", dst.display())));
+    }
     Ok(n)
 }
 

@@ -4,6 +4,8 @@ use std::io::IsTerminal;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use std::io::Write as _;
+
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::time::Duration;
 
@@ -180,6 +182,17 @@ impl Observer for Bars {
     fn epoch_end(&mut self, r: &EpochRecord) {
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
+        }
+        if std::env::var_os("TUSK_TUNE_REPORT").is_some_and(|v| v == "1") {
+            // `tusk tune`'s protocol: the epoch's validation metrics as NAME=VALUE lines.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "train_loss={}", r.train_loss);
+            if let Some(m) = r.metrics.get("validation") {
+                for (k, v) in m.iter().filter(|(k, _)| *k != "rows" && *k != "groups") {
+                    let _ = writeln!(out, "{k}={v}");
+                }
+            }
+            let _ = out.flush();
         }
         if self.quiet {
             return;

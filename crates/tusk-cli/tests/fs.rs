@@ -79,3 +79,45 @@ fn copy_through_s3_and_back() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
     }
 }
+
+/// Local to local (the kernel's copy): a directory comes back byte for byte, an existing file
+/// is replaced, no hidden temporary file is left, and a missing source is one clear line.
+#[test]
+fn local_copy_replaces_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("a/b")).unwrap();
+    let mut next = tusk_testkit::splitmix(3);
+    let big: Vec<u8> = (0..(3 << 20) / 8)
+        .flat_map(|_| next().to_le_bytes())
+        .collect();
+    std::fs::write(src.join("a/b/big.bin"), &big).unwrap();
+    std::fs::write(src.join("top.txt"), b"new").unwrap();
+    let dst = dir.path().join("dst");
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::write(dst.join("top.txt"), b"old and longer").unwrap();
+    let o = tusk(
+        &["fs", "cp", src.to_str().unwrap(), dst.to_str().unwrap()],
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(dst.join("a/b/big.bin")).unwrap() == big);
+    assert_eq!(std::fs::read(dst.join("top.txt")).unwrap(), b"new");
+    let mut names = Vec::new();
+    for d in [dst.clone(), dst.join("a"), dst.join("a/b")] {
+        for e in std::fs::read_dir(d).unwrap() {
+            names.push(e.unwrap().file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    assert_eq!(names, ["a", "b", "big.bin", "top.txt"]);
+    let missing = dir.path().join("nope.bin");
+    let o = tusk(
+        &["fs", "cp", missing.to_str().unwrap(), dst.to_str().unwrap()],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("nope.bin"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

@@ -343,7 +343,7 @@ fn hbase_online_store_end_to_end() {
                     .map(|c| String::from_utf8_lossy(&c.value).parse::<u64>().unwrap())
             })
             .unwrap_or(0);
-        if done >= 200 {
+        if done >= 100 {
             break;
         }
         assert!(

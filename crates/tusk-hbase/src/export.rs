@@ -4,8 +4,8 @@
 //! Layout: row key `COLUMN:ID` (`user_id:42`); family `f`, one cell per feature column holding a
 //! serialized `tf.train.Feature`; family `e`, the entity's embedding row(s) as little-endian
 //! f32s (qualifier: the embedding's column); every cell stamped with the model version. The
-//! rows are written in a fixed order, in batches, a few batches in flight; every second (and at
-//! the end) the progress row (`_tusk:export`, `m:vN`) records how many rows are written, so a
+//! rows are written in a fixed order, in batches, a few batches in flight; every 10 batches or
+//! every second (and at the end) the progress row (`_tusk:export`, `m:vN`) records how many rows are written, so a
 //! re-run after a kill continues from there (rewriting a row writes the same cells at the same
 //! timestamp: nothing is duplicated). Then the pointer row `_tusk:current` is set to the
 //! version — once: a re-run of a finished export changes nothing.
@@ -209,17 +209,19 @@ pub async fn export(
         .buffered(opts.in_flight.max(1));
     let mut written = 0u64;
     let col = progress_column(version);
-    let mut recorded = std::time::Instant::now();
+    let mut recorded = (std::time::Instant::now(), 0usize);
     while let Some(n) = puts.next().await {
         written += n?;
         let at = resumed_from + written;
         progress(at);
-        // Batches finish in order here: `at` rows are all written. Recorded once a second
-        // (a re-run rewrites at most a second's rows) and at the end.
-        if at < total && recorded.elapsed() < RECORD_EVERY {
+        recorded.1 += 1;
+        // Batches finish in order here: `at` rows are all written. Recorded every 10 batches
+        // or once a second, whichever comes first, and at the end (a re-run rewrites at most
+        // that much).
+        if at < total && recorded.1 < 10 && recorded.0.elapsed() < RECORD_EVERY {
             continue;
         }
-        recorded = std::time::Instant::now();
+        recorded = (std::time::Instant::now(), 0);
         client
             .put(
                 table,

@@ -148,14 +148,21 @@ enum WriterInner {
         upload: Box<dyn MultipartUpload>,
         buf: Vec<u8>,
         replay: Option<Replay>,
-        /// Parts on their way, oldest first: up to [`PARTS_IN_FLIGHT`] upload while the caller
+        /// Parts on their way, oldest first: up to [`parts_in_flight`] upload while the caller
         /// produces the next one.
         inflight: VecDeque<tokio::task::JoinHandle<object_store::Result<()>>>,
     },
 }
 
-/// How many upload parts (of [`PART_SIZE`]) may be on their way at once.
-const PARTS_IN_FLIGHT: usize = 4;
+/// How many upload parts (of [`PART_SIZE`]) may be on their way at once: 4 for HDFS and
+/// WebHDFS (8 overwhelmed 3 busy DataNodes: "could only be written to 0 of the 1
+/// minReplication nodes"), 10 for object stores, as boto3's transfer manager sends.
+fn parts_in_flight(location: &crate::Location) -> usize {
+    match location.scheme {
+        crate::url::Scheme::S3 | crate::url::Scheme::Azure => 10,
+        _ => 4,
+    }
+}
 
 /// Wait for parts on their way, oldest first, until at most `keep` remain; the first failure
 /// stops the rest (they are aborted) and is returned.
@@ -392,7 +399,7 @@ impl Write for AtomicWriter {
                     storage
                         .handle()
                         .block_on(async {
-                            match drain(inflight, PARTS_IN_FLIGHT - 1).await {
+                            match drain(inflight, parts_in_flight(location) - 1).await {
                                 // `resend` starts over from the spool: every part so far,
                                 // including the ones that were still on their way.
                                 Err(e) => match replay {
