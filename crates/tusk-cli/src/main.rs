@@ -15,6 +15,7 @@ mod ps;
 mod records;
 mod serve;
 mod train;
+mod tune;
 
 use std::process::ExitCode;
 
@@ -93,6 +94,10 @@ enum Command {
     /// Serve stored model versions over HTTP: TF Serving REST (/v1) and the Open Inference
     /// Protocol (/v2), reloading new versions as they are committed.
     Serve(serve::ServeArgs),
+    /// Hyper-parameter search over `tusk train` or any program: random or TPE sampling, ASHA
+    /// or median pruning, parallel trials, a resumable study on any storage, the best model
+    /// promoted to STUDY/best.
+    Tune(tune::TuneArgs),
     /// Copy a model version's entity rows and embeddings into an online store (HBase).
     #[command(subcommand)]
     Export(export::ExportCommand),
@@ -125,6 +130,7 @@ fn main() -> ExitCode {
         Command::Report(a) => train::run_report(a),
         Command::Serve(a) => serve::run(a),
         Command::Export(c) => export::run(c),
+        Command::Tune(a) => tune::run(a),
         Command::Demo(a) => demo::run(a),
     };
     match result {
