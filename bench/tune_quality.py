@@ -31,8 +31,9 @@ smoothing of choices was revised once after a first full run, from a failing syn
 test): read the tabular rows as held out.
 
 Methods, each run sequentially (one trial at a time) for --trials trials per seed:
-- tusk TPE (the default: one estimator per parameter), tusk TPE mv. (`TpeSettings {
-  multivariate: true }`: one product kernel per observation over all parameters) and tusk
+- tusk TPE (independent: `TpeSettings { multivariate: false }`, one estimator per parameter),
+  tusk TPE mv. (the default since this benchmark, `multivariate: true`: one product kernel per
+  observation over all parameters) and tusk
   random: `crates/tusk-tune/examples/suggest` (release build), one process for all runs, one
   JSON request per trial carrying the whole history;
 - Optuna TPE (default): `TPESampler(seed=s)`: in Optuna 4/5 that is the multivariate TPE

@@ -37,7 +37,7 @@ pub(crate) mod pb {
 
 pub use error::{Error, Result};
 pub use reader::{Scalar, event_files, is_event_file, read_scalars};
-pub use report::{escape, group_of, render_report, utc_time, write_report};
+pub use report::{Panel, escape, group_of, render_panels, render_report, utc_time, write_report};
 pub use writer::{DEFAULT_FLUSH_INTERVAL, EventWriter, FILE_VERSION};
 
 #[cfg(test)]

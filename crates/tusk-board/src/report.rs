@@ -568,3 +568,203 @@ mod tests {
         assert_eq!(utc_time(1_700_000_000.5), "2023-11-14 22:13:20");
     }
 }
+
+/// One panel of a study page: points (x, y) with an axis label; `categories` names the x
+/// positions 0, 1, … of a categorical parameter; `log_x` draws x on a log scale.
+#[derive(Debug, Clone, Default)]
+pub struct Panel {
+    /// The chart's title.
+    pub title: String,
+    /// What x is.
+    pub x_label: String,
+    /// The points.
+    pub points: Vec<(f64, f64)>,
+    /// Draw them joined in x order (a best-so-far curve) rather than as a scatter.
+    pub line: bool,
+    /// x on a log scale.
+    pub log_x: bool,
+    /// Names of x = 0, 1, … for a categorical parameter.
+    pub categories: Vec<String>,
+}
+
+/// A hyper-parameter study as a self-contained HTML page: a table (`rows`, first row the
+/// header), then one inline SVG chart per panel (best-so-far against trials, each parameter
+/// against the metric).
+pub fn render_panels(title: &str, source: &str, rows: &[Vec<String>], panels: &[Panel]) -> String {
+    let mut html = String::with_capacity(16 * 1024);
+    let t = escape(title);
+    let _ = write!(
+        html,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{t}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{t}</h1>\n\
+         <p class=\"meta\">from <code>{}</code></p>\n<div class=\"charts\">\n",
+        escape(source)
+    );
+    for p in panels {
+        html.push_str("<figure>\n");
+        scatter(&mut html, p);
+        html.push_str("</figure>\n");
+    }
+    html.push_str("</div>\n");
+    if let Some((head, body)) = rows.split_first() {
+        html.push_str("<h2>Trials</h2>\n<table>\n<tr>");
+        for h in head {
+            let _ = write!(html, "<th>{}</th>", escape(h));
+        }
+        html.push_str("</tr>\n");
+        for r in body {
+            html.push_str("<tr>");
+            for c in r {
+                let _ = write!(html, "<td class=\"num\">{}</td>", escape(c));
+            }
+            html.push_str("</tr>\n");
+        }
+        html.push_str("</table>\n");
+    }
+    html.push_str("</body>\n</html>\n");
+    html
+}
+
+/// One panel as an inline SVG chart.
+fn scatter(html: &mut String, p: &Panel) {
+    let t = escape(&p.title);
+    let _ = writeln!(
+        html,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
+         viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"{t}\">\n\
+         <text class=\"title\" x=\"{LEFT}\" y=\"18\">{t}</text>"
+    );
+    let (x0, x1) = (LEFT, WIDTH - RIGHT);
+    let (y0, y1) = (HEIGHT - BOTTOM, TOP);
+    let tx = |x: f64| if p.log_x { x.log10() } else { x };
+    let mut pts: Vec<(f64, f64)> = p
+        .points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite() && (!p.log_x || *x > 0.0))
+        .collect();
+    if pts.is_empty() {
+        let _ = writeln!(
+            html,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">no finished trials</text>\n</svg>",
+            (x0 + x1) / 2.0,
+            (y0 + y1) / 2.0
+        );
+        return;
+    }
+    pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let span = |lo: f64, hi: f64| {
+        if lo == hi {
+            let pad = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
+            (lo - pad, hi + pad)
+        } else {
+            (lo, hi)
+        }
+    };
+    let (xmin, xmax) = if p.categories.is_empty() {
+        span(tx(pts[0].0), tx(pts[pts.len() - 1].0))
+    } else {
+        (-0.5, p.categories.len() as f64 - 0.5)
+    };
+    let ymin = pts.iter().map(|q| q.1).fold(f64::INFINITY, f64::min);
+    let ymax = pts.iter().map(|q| q.1).fold(f64::NEG_INFINITY, f64::max);
+    let (ymin, ymax) = span(ymin, ymax);
+    let ystep = nice_step(ymax - ymin, 5);
+    let (lo, hi) = (
+        (ymin / ystep).floor() * ystep,
+        (ymax / ystep).ceil() * ystep,
+    );
+    let px = |x: f64| x0 + (tx(x) - xmin) / (xmax - xmin) * (x1 - x0);
+    let pxc = |x: f64| x0 + (x - xmin) / (xmax - xmin) * (x1 - x0);
+    let py = |v: f64| y0 - (v - lo) / (hi - lo) * (y0 - y1);
+    let n = ((hi - lo) / ystep).round() as i64;
+    for i in 0..=n {
+        let v = lo + i as f64 * ystep;
+        let y = py(v);
+        let _ = writeln!(
+            html,
+            "<line class=\"grid\" x1=\"{x0}\" x2=\"{x1}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            x0 - 6.0,
+            y + 4.0,
+            fmt_tick(v, ystep, lo.abs().max(hi.abs()))
+        );
+    }
+    // x ticks: category names, powers of ten on a log axis, round numbers otherwise.
+    let ticks: Vec<(f64, String)> = if !p.categories.is_empty() {
+        p.categories
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (pxc(i as f64), c.clone()))
+            .collect()
+    } else {
+        let step = if p.log_x {
+            1.0
+        } else {
+            nice_step(xmax - xmin, 6)
+        };
+        let (first, last) = ((xmin / step).ceil() as i64, (xmax / step).floor() as i64);
+        (first..=last)
+            .map(|k| {
+                let v = k as f64 * step;
+                let label = if p.log_x {
+                    format!("1e{k}")
+                } else {
+                    fmt_tick(v, step, xmin.abs().max(xmax.abs()))
+                };
+                (pxc(v), label)
+            })
+            .collect()
+    };
+    for (x, label) in ticks {
+        let _ = writeln!(
+            html,
+            "<line class=\"axis\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{y0}\" y2=\"{:.1}\"/>\
+             <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            y0 + 4.0,
+            y0 + 16.0,
+            escape(&label)
+        );
+    }
+    let _ = writeln!(
+        html,
+        "<line class=\"axis\" x1=\"{x0}\" x2=\"{x1}\" y1=\"{y0}\" y2=\"{y0}\"/>\
+         <line class=\"axis\" x1=\"{x0}\" x2=\"{x0}\" y1=\"{y0}\" y2=\"{y1}\"/>\
+         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+        (x0 + x1) / 2.0,
+        HEIGHT - 6.0,
+        escape(&p.x_label)
+    );
+    let xpos = |x: f64| {
+        if p.categories.is_empty() {
+            px(x)
+        } else {
+            pxc(x)
+        }
+    };
+    if p.line {
+        html.push_str("<polyline class=\"line\" points=\"");
+        for (x, y) in &pts {
+            let _ = write!(html, "{:.1},{:.1} ", xpos(*x), py(*y));
+        }
+        html.push_str("\"/>\n");
+    }
+    for (x, y) in &pts {
+        let shown = if p.categories.is_empty() {
+            fmt_value(*x)
+        } else {
+            p.categories.get(*x as usize).cloned().unwrap_or_default()
+        };
+        let _ = writeln!(
+            html,
+            "<circle class=\"pt\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\"><title>{}: {}\n{}</title></circle>",
+            xpos(*x),
+            py(*y),
+            escape(&p.x_label),
+            escape(&shown),
+            escape(&fmt_value(*y))
+        );
+    }
+    html.push_str("</svg>\n");
+}

@@ -133,8 +133,9 @@ pub struct PredictArgs {
 /// HTML page with the loss and metric curves of a training run.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// The model URL of the run (its events/ directory is read) or a directory of
-    /// TensorBoard event files.
+    /// The model URL of the run (its events/ directory is read), a directory of TensorBoard
+    /// event files, or a `tusk tune` study (best-so-far against trials, each parameter
+    /// against the metric).
     run_dir: String,
     /// Where to write the page (default: RUN_DIR/report.html).
     #[arg(long)]
@@ -500,6 +501,16 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
 pub fn run_report(a: ReportArgs) -> Result<()> {
     let storage = Storage::new()?;
     let root = storage.open(&a.run_dir)?;
+    if root.join("study.json").head().is_ok() {
+        let html = crate::tune::study_report(&storage, &a.run_dir)?;
+        let out = match &a.output {
+            Some(o) => storage.open(o)?,
+            None => root.join("report.html"),
+        };
+        out.write(html.into_bytes())?;
+        eprintln!("wrote {}", out.url());
+        return Ok(());
+    }
     let events = root.join("events");
     let dir = if events.list().map(|l| !l.is_empty()).unwrap_or(false) {
         events

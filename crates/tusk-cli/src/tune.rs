@@ -385,3 +385,113 @@ fn print_status(study: &Study) -> Result<()> {
     }
     Ok(())
 }
+
+/// `tusk report STUDY`: best-so-far against trials and each parameter against the metric, as
+/// one self-contained HTML page.
+pub fn study_report(storage: &Storage, url: &str) -> Result<String> {
+    use tusk_board::Panel;
+    let study = Study::open(storage, url)?;
+    let mode = study.spec.mode;
+    let metric = study.spec.metric.clone();
+    let trials = study.trials()?;
+    let done: Vec<(&tusk_tune::study::Trial, f64)> = trials
+        .values()
+        .filter_map(|t| {
+            let o = t.outcome.as_ref()?;
+            (o.state == "complete").then_some(())?;
+            Some((t, o.value?))
+        })
+        .collect();
+    let mut best: Option<f64> = None;
+    let mut curve = Vec::new();
+    for (t, v) in &done {
+        best = Some(match best {
+            Some(b) if !mode.better(*v, b) => b,
+            _ => *v,
+        });
+        curve.push((t.number as f64, best.unwrap_or(*v)));
+    }
+    let mut panels = vec![
+        Panel {
+            title: format!("best {metric} so far"),
+            x_label: "trial".into(),
+            points: curve,
+            line: true,
+            ..Default::default()
+        },
+        Panel {
+            title: format!("{metric} of each complete trial"),
+            x_label: "trial".into(),
+            points: done.iter().map(|(t, v)| (t.number as f64, *v)).collect(),
+            ..Default::default()
+        },
+    ];
+    let space = study.spec.space.as_object().cloned().unwrap_or_default();
+    for (key, dist) in &space {
+        let kind = dist
+            .as_object()
+            .and_then(|o| o.keys().next().cloned())
+            .unwrap_or_default();
+        let values: Vec<(tusk_tune::space::Value, f64)> = done
+            .iter()
+            .filter_map(|(t, v)| Some((t.params.as_ref()?.get(key)?.clone(), *v)))
+            .collect();
+        let mut panel = Panel {
+            title: format!("{metric} by {key}"),
+            x_label: key.clone(),
+            log_x: kind == "loguniform",
+            ..Default::default()
+        };
+        if kind == "choice" {
+            let mut cats: Vec<String> = values.iter().map(|(p, _)| p.render()).collect();
+            cats.sort();
+            cats.dedup();
+            panel.points = values
+                .iter()
+                .map(|(p, v)| {
+                    let r = p.render();
+                    (cats.iter().position(|c| *c == r).unwrap_or(0) as f64, *v)
+                })
+                .collect();
+            panel.categories = cats;
+        } else {
+            panel.points = values
+                .iter()
+                .filter_map(|(p, v)| Some((p.as_f64()?, *v)))
+                .collect();
+        }
+        panels.push(panel);
+    }
+    let mut rows = vec![vec![
+        "trial".to_string(),
+        "state".into(),
+        format!("best {metric}"),
+        "steps".into(),
+        "params".into(),
+    ]];
+    for t in trials.values() {
+        let o = t.outcome.as_ref();
+        rows.push(vec![
+            t.number.to_string(),
+            o.map_or("running".into(), |o| o.state.clone()),
+            o.and_then(|o| o.value)
+                .map_or("-".into(), |v| format!("{v:.6}")),
+            t.reports.len().to_string(),
+            t.params
+                .as_ref()
+                .map(|p| {
+                    p.iter()
+                        .map(|(k, v)| format!("{k}={}", v.render()))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default(),
+        ]);
+    }
+    Ok(tusk_board::render_panels(
+        &format!("tusk tune study: {metric}"),
+        &study.url(),
+        &rows,
+        &panels,
+    ))
+}
