@@ -38,6 +38,8 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+from serve_bench import free_port, wait_ready  # noqa: E402  (the same helpers)
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/tusk/target"))
 
 
@@ -86,28 +88,6 @@ class MiniHBase:
         except Exception:
             os.killpg(self.p.pid, 9)
             self.p.wait()
-
-
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_ready(port, proc, limit=120):
-    t = time.time()
-    while time.time() - t < limit:
-        if proc.poll() is not None:
-            raise SystemExit("tusk serve exited")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2):
-                return
-        except Exception:
-            time.sleep(0.2)
-    raise SystemExit("tusk serve never became ready")
 
 
 def run(cmd, **kw):

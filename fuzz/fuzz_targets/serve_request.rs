@@ -79,7 +79,7 @@ fn main() {
         {
             check(rows::score(sc, &r), r.len());
         }
-        if let Ok(out) = recommend::answer(sc, &req, MAX) {
+        if let Ok(out) = recommend::answer(sc, &req, MAX, &[]) {
             assert!(out["items"].is_array());
         }
     });

@@ -220,20 +220,7 @@ fn chart(html: &mut String, tag: &str, series: &[Scalar]) {
     let px = |step: f64| x0 + (step - smin) / (smax - smin) * (x1 - x0);
     let py = |v: f64| y0 - (v - lo) / (hi - lo) * (y0 - y1);
 
-    // Grid and y tick labels.
-    let n = ((hi - lo) / ystep).round() as i64;
-    for i in 0..=n {
-        let v = lo + i as f64 * ystep;
-        let y = py(v);
-        let _ = writeln!(
-            html,
-            "<line class=\"grid\" x1=\"{x0}\" x2=\"{x1}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            x0 - 6.0,
-            y + 4.0,
-            fmt_tick(v, ystep, lo.abs().max(hi.abs()))
-        );
-    }
+    y_grid(html, (lo, hi, ystep), (x0, x1), py);
     // x tick labels.
     let first = (smin / xstep).ceil() as i64;
     let last = (smax / xstep).floor() as i64;
@@ -300,6 +287,28 @@ fn chart(html: &mut String, tag: &str, series: &[Scalar]) {
         );
     }
     html.push_str("</svg>\n");
+}
+
+/// Horizontal grid lines and y tick labels from `lo` to `hi` every `step`, across `x0..x1`.
+fn y_grid(
+    html: &mut String,
+    (lo, hi, step): (f64, f64, f64),
+    (x0, x1): (f64, f64),
+    py: impl Fn(f64) -> f64,
+) {
+    let n = ((hi - lo) / step).round() as i64;
+    for i in 0..=n {
+        let v = lo + i as f64 * step;
+        let y = py(v);
+        let _ = writeln!(
+            html,
+            "<line class=\"grid\" x1=\"{x0}\" x2=\"{x1}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            x0 - 6.0,
+            y + 4.0,
+            fmt_tick(v, step, lo.abs().max(hi.abs()))
+        );
+    }
 }
 
 /// The points of one pixel column: indices to draw, in order, and the last one.
@@ -678,19 +687,7 @@ fn scatter(html: &mut String, p: &Panel) {
     let px = |x: f64| x0 + (tx(x) - xmin) / (xmax - xmin) * (x1 - x0);
     let pxc = |x: f64| x0 + (x - xmin) / (xmax - xmin) * (x1 - x0);
     let py = |v: f64| y0 - (v - lo) / (hi - lo) * (y0 - y1);
-    let n = ((hi - lo) / ystep).round() as i64;
-    for i in 0..=n {
-        let v = lo + i as f64 * ystep;
-        let y = py(v);
-        let _ = writeln!(
-            html,
-            "<line class=\"grid\" x1=\"{x0}\" x2=\"{x1}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            x0 - 6.0,
-            y + 4.0,
-            fmt_tick(v, ystep, lo.abs().max(hi.abs()))
-        );
-    }
+    y_grid(html, (lo, hi, ystep), (x0, x1), py);
     // x ticks: category names, powers of ten on a log axis, round numbers otherwise.
     let ticks: Vec<(f64, String)> = if !p.categories.is_empty() {
         p.categories

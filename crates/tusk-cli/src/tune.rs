@@ -12,7 +12,7 @@ use tusk_train::ModelStore;
 use tusk_tune::pruner::{Pruner, PrunerKind};
 use tusk_tune::run::{self, Launcher};
 use tusk_tune::sampler::{Sampler, SamplerKind};
-use tusk_tune::space::{Params, Space};
+use tusk_tune::space::{Params, Space, assignments};
 use tusk_tune::study::{Mode, Spec, Study};
 
 /// Arguments of `tusk tune`.
@@ -86,9 +86,9 @@ impl Launcher for TuneLauncher {
     fn command(&self, n: u64, params: &Params, _attempt: u32, resume: bool) -> Command {
         let mut c = Command::new(&self.exe);
         c.env(tusk_launch::PARENT_VAR, std::process::id().to_string());
-        let sets = params
-            .iter()
-            .flat_map(|(k, v)| ["--set".into(), format!("{k}={}", v.render())]);
+        let sets = assignments(params)
+            .into_iter()
+            .flat_map(|a| ["--set".to_string(), a]);
         if self.train {
             if self.launch.is_empty() {
                 c.args(["launch-exec", "--"]).arg(&self.exe);
@@ -162,7 +162,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
             }
         }
         let probe = Sampler::new(SamplerKind::Random, a.seed).sample(&space, &[], 0);
-        sets.extend(probe.iter().map(|(k, v)| format!("{k}={}", v.render())));
+        sets.extend(assignments(&probe));
         let text = std::fs::read_to_string(config).with_context(|| format!("reading {config}"))?;
         let cfg = tusk_train::config::Config::parse(config, &text, &sets)
             .map_err(|e| anyhow::anyhow!("the space does not fit {config}: {e}"))?;
@@ -370,12 +370,7 @@ fn print_status(study: &Study) -> Result<()> {
         let params = t
             .params
             .as_ref()
-            .map(|p| {
-                p.iter()
-                    .map(|(k, v)| format!("{k}={}", v.render()))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
+            .map(|p| assignments(p).join(" "))
             .unwrap_or_default();
         println!(
             "| {} | {state} | {value} | {step} | {} | {params} |",
@@ -479,12 +474,7 @@ pub fn study_report(storage: &Storage, url: &str) -> Result<String> {
             t.reports.len().to_string(),
             t.params
                 .as_ref()
-                .map(|p| {
-                    p.iter()
-                        .map(|(k, v)| format!("{k}={}", v.render()))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
+                .map(|p| assignments(p).join(" "))
                 .unwrap_or_default(),
         ]);
     }

@@ -119,14 +119,7 @@ fn recommend(s: &Server, user: u64) -> (String, Value) {
 
 #[test]
 fn hbase_online_store_end_to_end() {
-    let udata = tusk_testkit::repo_root().join("../shared/data/movielens-100k/u.data");
-    let found = if udata.exists() {
-        Ok(udata.clone())
-    } else {
-        Err(format!("{} not found", udata.display()))
-    };
-    let Some(udata) = tusk_testkit::require("MovieLens-100K", "TUSK_REQUIRE_MOVIELENS", found)
-    else {
+    let Some(udata) = common::movielens() else {
         return;
     };
     let Some(mut hb) = MiniHBase::start() else {

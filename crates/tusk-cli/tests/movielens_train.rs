@@ -9,14 +9,7 @@ mod common;
 
 #[test]
 fn neumf_on_movielens_reaches_the_target() {
-    let udata = tusk_testkit::repo_root().join("../shared/data/movielens-100k/u.data");
-    let found = if udata.exists() {
-        Ok(udata.clone())
-    } else {
-        Err(format!("{} not found", udata.display()))
-    };
-    let Some(udata) = tusk_testkit::require("MovieLens-100K", "TUSK_REQUIRE_MOVIELENS", found)
-    else {
+    let Some(udata) = common::movielens() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -168,17 +161,6 @@ fn prepare(udata: &std::path::Path, dir: &std::path::Path) -> (std::path::PathBu
     (data, sets)
 }
 
-/// MovieLens-100K's u.data, or `None` (skip) outside CI.
-fn movielens() -> Option<std::path::PathBuf> {
-    let udata = tusk_testkit::repo_root().join("../shared/data/movielens-100k/u.data");
-    let found = if udata.exists() {
-        Ok(udata.clone())
-    } else {
-        Err(format!("{} not found", udata.display()))
-    };
-    tusk_testkit::require("MovieLens-100K", "TUSK_REQUIRE_MOVIELENS", found)
-}
-
 /// Issue 9: the MovieLens example (early stopping on HR@10) killed with SIGKILL at random
 /// moments across the whole run — before and after its best epoch — and resumed each time,
 /// ends with exactly the tensors of a run that was never killed: locally and with the model on
@@ -187,7 +169,7 @@ fn movielens() -> Option<std::path::PathBuf> {
 fn movielens_killed_anywhere_resumes_to_the_uninterrupted_model() {
     use std::time::{Duration, Instant};
     use tusk_testkit::Proc;
-    let Some(udata) = movielens() else {
+    let Some(udata) = common::movielens() else {
         return;
     };
     let tusk = env!("CARGO_BIN_EXE_tusk");
@@ -317,7 +299,7 @@ fn movielens_killed_anywhere_resumes_to_the_uninterrupted_model() {
 /// records the furthest lead it allowed; the run reports the maximum).
 #[test]
 fn movielens_async_servers_reach_the_sync_quality() {
-    let Some(udata) = movielens() else {
+    let Some(udata) = common::movielens() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

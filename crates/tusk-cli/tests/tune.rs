@@ -3,6 +3,8 @@
 //! tuner and resume, two tuners sharing one study, bad input, and the MovieLens example tuned
 //! with `train` trials (needs MovieLens-100K: skipped without it, except in CI).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -315,14 +317,7 @@ fn bad_input_is_one_clear_error_and_failing_trials_are_recorded() {
 /// trained the same 3 epochs, on validation HR@10.
 #[test]
 fn tunes_the_movielens_example_with_train_trials() {
-    let udata = tusk_testkit::repo_root().join("../shared/data/movielens-100k/u.data");
-    let found = if udata.exists() {
-        Ok(udata.clone())
-    } else {
-        Err(format!("{} not found", udata.display()))
-    };
-    let Some(udata) = tusk_testkit::require("MovieLens-100K", "TUSK_REQUIRE_MOVIELENS", found)
-    else {
+    let Some(udata) = common::movielens() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -17,6 +17,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::pb;
+use tusk_yarn::error_chain as chain;
 
 /// Errors of HBase calls; each names the gateway, and the table, row or column where known.
 #[derive(Debug, thiserror::Error)]
@@ -166,21 +167,6 @@ pub fn escape(b: &[u8]) -> String {
         } else {
             s.push_str(&format!("%{c:02X}"));
         }
-    }
-    s
-}
-
-/// An error and its sources, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
     }
     s
 }

@@ -200,10 +200,7 @@ pub fn run(
             if resume {
                 summary.resumed += 1;
             }
-            let shown: Vec<String> = params
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.render()))
-                .collect();
+            let shown = crate::space::assignments(&params);
             say(&format!(
                 "trial {n}{}: {}",
                 if resume {

@@ -375,6 +375,14 @@ impl std::fmt::Display for Value {
 /// One trial's parameters, by key.
 pub type Params = BTreeMap<String, Value>;
 
+/// `KEY=VALUE` per parameter, as `--set` takes them (and as tusk shows them).
+pub fn assignments(params: &Params) -> Vec<String> {
+    params
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.render()))
+        .collect()
+}
+
 fn render_into(v: &toml::Value, out: &mut String) {
     match v {
         toml::Value::String(s) => quote(s, out),

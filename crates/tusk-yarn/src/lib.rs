@@ -27,6 +27,8 @@ pub mod spnego;
 pub mod tokens;
 mod web;
 
+pub use web::chain as error_chain;
+
 /// Everything that can go wrong in `tusk-yarn`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -49,8 +49,8 @@ struct Answer {
     text: String,
 }
 
-/// An error and its sources, on one line.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources, on one line (each source once: reqwest repeats itself).
+pub fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

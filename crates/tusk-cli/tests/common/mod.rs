@@ -205,3 +205,15 @@ pub fn http_full(port: u16, method: &str, path: &str, body: &str) -> Option<(u16
 pub fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     http_full(port, method, path, body).map(|(c, _, b)| (c, b))
 }
+
+/// MovieLens-100K's u.data (`../shared/data/movielens-100k/`, not redistributable), or `None`
+/// (a loud skip) outside CI.
+pub fn movielens() -> Option<std::path::PathBuf> {
+    let udata = tusk_testkit::repo_root().join("../shared/data/movielens-100k/u.data");
+    let found = if udata.exists() {
+        Ok(udata.clone())
+    } else {
+        Err(format!("{} not found", udata.display()))
+    };
+    tusk_testkit::require("MovieLens-100K", "TUSK_REQUIRE_MOVIELENS", found)
+}
