@@ -39,7 +39,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from serve_bench import free_port, wait_ready  # noqa: E402  (the same helpers)
+from serve_bench import _ld, _varint, free_port, wait_ready  # noqa: E402  (the same helpers)
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/tusk/target"))
 
 
@@ -163,21 +163,8 @@ def latency(args, hb, work):
 def feature_bytes(kind, values):
     """A serialized tf.train.Feature: kind 'int64' (packed varints)."""
     assert kind == "int64"
-    payload = b"".join(_varint(v & (2**64 - 1)) for v in values)
-    inner = b"\x0a" + _varint(len(payload)) + payload  # Int64List.value, packed
-    return b"\x1a" + _varint(len(inner)) + inner  # Feature.int64_list
-
-
-def _varint(x):
-    out = bytearray()
-    while True:
-        b = x & 0x7F
-        x >>= 7
-        if x:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+    payload = b"".join(_varint(v) for v in values)
+    return _ld(3, _ld(1, payload))  # Feature.int64_list { Int64List.value (packed) }
 
 
 def export(args, hb, work):

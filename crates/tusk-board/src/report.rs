@@ -44,14 +44,7 @@ pub fn write_report(run_dir: &Location, title: &str) -> Result<String> {
 /// by the tag prefix before the first `/`. `source` (the run directory) is shown under the
 /// title. All text is HTML-escaped; non-finite values are listed but not drawn.
 pub fn render_report(title: &str, source: &str, scalars: &BTreeMap<String, Vec<Scalar>>) -> String {
-    let mut html = String::with_capacity(16 * 1024);
-    let t = escape(title);
-    let _ = write!(
-        html,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{t}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{t}</h1>\n"
-    );
+    let mut html = page_head(title);
     let times = scalars.values().flatten().map(|s| s.wall_time);
     let span = times.clone().reduce(f64::min).zip(times.reduce(f64::max));
     let _ = write!(
@@ -287,6 +280,19 @@ fn chart(html: &mut String, tag: &str, series: &[Scalar]) {
         );
     }
     html.push_str("</svg>\n");
+}
+
+/// The start of a page titled `title`, up to and including its heading.
+fn page_head(title: &str) -> String {
+    let mut html = String::with_capacity(16 * 1024);
+    let t = escape(title);
+    let _ = write!(
+        html,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{t}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{t}</h1>\n"
+    );
+    html
 }
 
 /// Horizontal grid lines and y tick labels from `lo` to `hi` every `step`, across `x0..x1`.
@@ -600,14 +606,10 @@ pub struct Panel {
 /// header), then one inline SVG chart per panel (best-so-far against trials, each parameter
 /// against the metric).
 pub fn render_panels(title: &str, source: &str, rows: &[Vec<String>], panels: &[Panel]) -> String {
-    let mut html = String::with_capacity(16 * 1024);
-    let t = escape(title);
+    let mut html = page_head(title);
     let _ = write!(
         html,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{t}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{t}</h1>\n\
-         <p class=\"meta\">from <code>{}</code></p>\n<div class=\"charts\">\n",
+        "<p class=\"meta\">from <code>{}</code></p>\n<div class=\"charts\">\n",
         escape(source)
     );
     for p in panels {
