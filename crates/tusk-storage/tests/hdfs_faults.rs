@@ -1,6 +1,8 @@
 //! HDFS under faults, on a real MiniDFSCluster with 3 DataNodes, replication 3 and 1 MiB
 //! blocks: corrupt replicas on disk, and a DataNode stopped while a multi-block file is being
-//! written. (NameNode restarts and HA failover are tested through the `tusk` binary in
+//! written. The NameNode declares a stopped DataNode dead only after HDFS's default 10 minutes,
+//! as on a real cluster: until then it keeps placing new blocks on it, and the writer has to
+//! route around it on its own. (NameNode restarts and HA failover are tested through the `tusk` binary in
 //! `tusk-cli/tests/hdfs_faults.rs`.)
 
 use std::io::Write;
@@ -43,6 +45,7 @@ fn all_objects(storage: &Storage, url: &str) -> Vec<String> {
 fn corrupt_replicas_and_a_datanode_lost_mid_write() {
     let Some(mut dfs) = MiniDfs::start_with(MiniDfsOptions {
         data_nodes: 3,
+        slow_dead: true,
         ..Default::default()
     }) else {
         return;
@@ -98,8 +101,10 @@ fn corrupt_replicas_and_a_datanode_lost_mid_write() {
     assert!(text.contains("all-bad.bin"), "{text}");
 
     // A DataNode stopped while a 24-block file is being written: the write completes (the
-    // pipeline goes on without it, or the whole unpublished file is sent again) and the bytes
-    // read back are identical; no temporary is left behind.
+    // pipeline goes on without it, and each later block the NameNode places on it is abandoned
+    // and asked for again without it) and the bytes read back are identical; no temporary is
+    // left behind. Replication equals the number of DataNodes, so every block lands on the
+    // stopped one until the writer excludes it.
     let data = Arc::new(bytes(24 << 20, 3));
     let handed = Arc::new(AtomicU64::new(0));
     let url = format!("{base}/big/survivor.bin");
@@ -141,7 +146,7 @@ fn corrupt_replicas_and_a_datanode_lost_mid_write() {
         vec!["faults/big/survivor.bin".to_string()]
     );
 
-    // And writing goes on with one DataNode fewer.
+    // And writing goes on with one DataNode fewer, which the NameNode still counts as live.
     let after = storage.open(&format!("{base}/after.bin")).unwrap();
     let more = bytes(5 << 20, 4);
     after.write(more.clone()).unwrap();

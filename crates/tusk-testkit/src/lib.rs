@@ -129,6 +129,9 @@ pub struct MiniDfsOptions {
     pub block_size: u64,
     /// Two NameNodes (nn1 active, nn2 standby) in the nameservice `ns1`.
     pub ha: bool,
+    /// A stopped DataNode is declared dead only after HDFS's default 10 minutes (as on a real
+    /// cluster) instead of within seconds: writers must route around it themselves.
+    pub slow_dead: bool,
 }
 
 impl Default for MiniDfsOptions {
@@ -137,6 +140,7 @@ impl Default for MiniDfsOptions {
             data_nodes: 1,
             block_size: 1 << 20,
             ha: false,
+            slow_dead: false,
         }
     }
 }
@@ -157,12 +161,13 @@ impl MiniDfs {
         let mvn = maven("a real HDFS (MiniDFSCluster)", "TUSK_REQUIRE_HDFS")?;
         let project = repo_root().join("testing/minidfs");
         let ha = if opts.ha { " ha" } else { "" };
+        let slow_dead = if opts.slow_dead { " slow-dead" } else { "" };
         let mut child = Command::new(mvn)
             .args(["-q", "-B", "-f"])
             .arg(&project)
             .args(["compile", "exec:java"])
             .arg(format!(
-                "-Dexec.args={} {}{ha}",
+                "-Dexec.args={} {}{ha}{slow_dead}",
                 opts.data_nodes, opts.block_size
             ))
             .stdin(Stdio::piped())

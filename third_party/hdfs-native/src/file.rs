@@ -177,6 +177,8 @@ pub struct FileWriter {
     last_block: Option<hdfs::LocatedBlockProto>,
     closed: bool,
     bytes_written: usize,
+    /// tusk patch: DataNodes this file's pipelines could not be set up with.
+    excluded: Vec<hdfs::DatanodeInfoProto>,
 }
 
 impl FileWriter {
@@ -200,51 +202,97 @@ impl FileWriter {
             last_block,
             closed: false,
             bytes_written: 0,
+            excluded: Vec::new(),
         }
     }
 
     async fn create_block_writer(&mut self) -> Result<()> {
-        let new_block = if let Some(last_block) = self.last_block.take() {
+        let ec_schema = self
+            .status
+            .ec_policy
+            .as_ref()
+            .map(resolve_ec_policy)
+            .transpose()?;
+        let server_defaults = self.protocol.get_cached_server_defaults().await?;
+        if let Some(last_block) = self.last_block.take() {
             // Append operation on first write. Erasure code appends always just create a new block.
             if last_block.b.num_bytes() < self.status.blocksize() && self.status.ec_policy.is_none()
             {
                 // The last block isn't full, just write data to it
-                last_block
-            } else {
-                // The last block is full, so create a new block to write to
-                self.add_block_with_retry(Some(last_block.b)).await?.block
+                let block_writer = BlockWriter::new(
+                    Arc::clone(&self.protocol),
+                    last_block,
+                    server_defaults,
+                    Arc::clone(&self.config),
+                    self.handle.clone(),
+                    ec_schema.as_ref(),
+                    &self.src,
+                    &self.status,
+                )
+                .await?;
+                self.block_writer = Some(block_writer);
+                return Ok(());
             }
+            // The last block is full, so create a new block to write to
+            return self
+                .new_block_writer(Some(last_block.b), ec_schema, server_defaults)
+                .await;
+        }
+        // Not appending to an existing block, just create a new one
+        // If there's an existing block writer, close it first
+        let previous = if let Some(block_writer) = self.block_writer.take() {
+            Some(block_writer.close().await?)
         } else {
-            // Not appending to an existing block, just create a new one
-            // If there's an existing block writer, close it first
-            let extended_block = if let Some(block_writer) = self.block_writer.take() {
-                Some(block_writer.close().await?)
-            } else {
-                None
-            };
-
-            self.add_block_with_retry(extended_block).await?.block
+            None
         };
+        self.new_block_writer(previous, ec_schema, server_defaults)
+            .await
+    }
 
-        let block_writer = BlockWriter::new(
-            Arc::clone(&self.protocol),
-            new_block,
-            self.protocol.get_cached_server_defaults().await?,
-            Arc::clone(&self.config),
-            self.handle.clone(),
-            self.status
-                .ec_policy
-                .as_ref()
-                .map(resolve_ec_policy)
-                .transpose()?
-                .as_ref(),
-            &self.src,
-            &self.status,
-        )
-        .await?;
-
-        self.block_writer = Some(block_writer);
-        Ok(())
+    /// tusk patch: a new block and its pipeline. When the pipeline cannot be set up (a
+    /// DataNode died and the NameNode has not noticed yet), the block is abandoned and another
+    /// asked for without that DataNode, up to 3 times, as Hadoop's client does
+    /// (`dfs.client.block.write.retries`); the DataNodes stay excluded for the rest of the file.
+    async fn new_block_writer(
+        &mut self,
+        previous: Option<hdfs::ExtendedBlockProto>,
+        ec_schema: Option<EcSchema>,
+        server_defaults: hdfs::FsServerDefaultsProto,
+    ) -> Result<()> {
+        let mut retries = 0;
+        loop {
+            let block = self.add_block_with_retry(previous.clone()).await?.block;
+            match BlockWriter::new(
+                Arc::clone(&self.protocol),
+                block.clone(),
+                server_defaults.clone(),
+                Arc::clone(&self.config),
+                self.handle.clone(),
+                ec_schema.as_ref(),
+                &self.src,
+                &self.status,
+            )
+            .await
+            {
+                Ok(block_writer) => {
+                    self.block_writer = Some(block_writer);
+                    return Ok(());
+                }
+                Err(failure) if retries < 3 && failure.bad_node < block.locs.len() => {
+                    let bad = block.locs[failure.bad_node].clone();
+                    warn!(
+                        "{}: excluding DataNode {}:{} after a failed pipeline setup: {}",
+                        self.src, bad.id.ip_addr, bad.id.xfer_port, failure.error
+                    );
+                    self.protocol
+                        .abandon_block(block.b, &self.src, self.status.file_id)
+                        .await?;
+                    self.excluded.push(bad);
+                    retries += 1;
+                }
+                Err(failure) => return Err(failure.error),
+            }
+        }
     }
 
     /// tusk patch: `addBlock`, retried while the NameNode answers that the previous block is
@@ -259,7 +307,12 @@ impl FileWriter {
         loop {
             match self
                 .protocol
-                .add_block(&self.src, previous.clone(), self.status.file_id)
+                .add_block(
+                    &self.src,
+                    previous.clone(),
+                    self.status.file_id,
+                    &self.excluded,
+                )
                 .await
             {
                 Err(HdfsError::RPCError(exception, _))

@@ -25,6 +25,20 @@ const HEARTBEAT_INTERVAL_SECONDS: u64 = 30;
 // The number of packets and acks to queue up on writes
 const WRITE_PACKET_BUFFER_LEN: usize = 100;
 
+/// tusk patch: a pipeline that could not be set up, and the index (in the block's locations)
+/// of the DataNode to blame: the first one when it could not be reached, or the one the first
+/// named as its `firstBadLink`. The writer abandons the block and asks for another without it.
+pub(crate) struct SetupFailure {
+    pub(crate) error: HdfsError,
+    pub(crate) bad_node: usize,
+}
+
+impl From<SetupFailure> for HdfsError {
+    fn from(failure: SetupFailure) -> Self {
+        failure.error
+    }
+}
+
 /// Wrapper around both types of block writers. This was simpler than trying to
 /// do dynamic dispatch with a BlockWriter trait.
 pub(crate) enum BlockWriter {
@@ -43,7 +57,7 @@ impl BlockWriter {
         ec_schema: Option<&EcSchema>,
         src: &str,
         status: &hdfs::HdfsFileStatusProto,
-    ) -> Result<Self> {
+    ) -> std::result::Result<Self, SetupFailure> {
         let block_writer = if let Some(ec_schema) = ec_schema {
             Self::Striped(StripedBlockWriter::new(
                 protocol,
@@ -338,7 +352,7 @@ impl ReplicatedBlockWriter {
         config: Arc<Configuration>,
         handle: Handle,
         status: &hdfs::HdfsFileStatusProto,
-    ) -> Result<Self> {
+    ) -> std::result::Result<Self, SetupFailure> {
         let pipeline = Self::setup_pipeline(
             &protocol,
             &block,
@@ -393,6 +407,55 @@ impl ReplicatedBlockWriter {
         packets_to_replay: Vec<WritePacket>,
         next_packet: Option<&WritePacket>,
     ) -> Result<()> {
+        // tusk patch: when the rebuilt pipeline cannot be set up either (a failed ack read
+        // blames the first DataNode, which may only have been the messenger of a dead one
+        // further down), drop the DataNode it names too and try again, as Hadoop's client does.
+        let mut failed_nodes = failed_nodes;
+        let mut attempts = 0;
+        let (old_block, pipeline) = loop {
+            match self
+                .rebuild_pipeline(failed_nodes, &packets_to_replay, next_packet)
+                .await?
+            {
+                Ok(rebuilt) => break rebuilt,
+                Err(failure) if attempts < 3 => {
+                    warn!("Pipeline recovery failed, retrying: {}", failure.error);
+                    failed_nodes = vec![failure.bad_node];
+                    attempts += 1;
+                }
+                Err(failure) => return Err(failure.error),
+            }
+        };
+
+        for packet in packets_to_replay {
+            pipeline.send_packet(packet).await.map_err(|_| {
+                HdfsError::DataTransferError("Failed to replay packets during recovery".to_string())
+            })?;
+        }
+
+        self.protocol
+            .update_pipeline(
+                old_block.b,
+                self.block.b.clone(),
+                self.block.locs.iter().map(|l| l.id.clone()).collect(),
+                self.block.storage_i_ds.clone(),
+            )
+            .await?;
+
+        self.pipeline = Some(pipeline);
+
+        Ok(())
+    }
+
+    /// The block's pipeline without `failed_nodes` (or with replacements), under a new
+    /// generation stamp: the block as it was, and the new pipeline, or why it could not be set
+    /// up.
+    async fn rebuild_pipeline(
+        &mut self,
+        failed_nodes: Vec<usize>,
+        packets_to_replay: &[WritePacket],
+        next_packet: Option<&WritePacket>,
+    ) -> Result<std::result::Result<(hdfs::LocatedBlockProto, Pipeline), SetupFailure>> {
         debug!(
             "Failed nodes: {:?}, block locs: {:?}",
             failed_nodes, self.block.locs
@@ -481,28 +544,14 @@ impl ReplicatedBlockWriter {
             &self.config,
             &self.handle,
         )
-        .await?;
+        .await;
+        let pipeline = match pipeline {
+            Ok(pipeline) => pipeline,
+            Err(failure) => return Ok(Err(failure)),
+        };
 
         self.block.b.generation_stamp = updated_block.block.b.generation_stamp;
-
-        for packet in packets_to_replay {
-            pipeline.send_packet(packet).await.map_err(|_| {
-                HdfsError::DataTransferError("Failed to replay packets during recovery".to_string())
-            })?;
-        }
-
-        self.protocol
-            .update_pipeline(
-                old_block.b,
-                self.block.b.clone(),
-                self.block.locs.iter().map(|l| l.id.clone()).collect(),
-                self.block.storage_i_ds.clone(),
-            )
-            .await?;
-
-        self.pipeline = Some(pipeline);
-
-        Ok(())
+        Ok(Ok((old_block, pipeline)))
     }
 
     async fn setup_pipeline(
@@ -513,16 +562,24 @@ impl ReplicatedBlockWriter {
         bytes_acked: Option<u64>,
         config: &Configuration,
         handle: &Handle,
-    ) -> Result<Pipeline> {
+    ) -> std::result::Result<Pipeline, SetupFailure> {
+        let first = |error: HdfsError| SetupFailure {
+            error,
+            bad_node: 0,
+        };
         let datanode = &block.locs[0].id;
         let mut connection = DatanodeConnection::connect(
             datanode,
             &block.block_token,
-            protocol.get_cached_data_encryption_key().await?,
+            protocol
+                .get_cached_data_encryption_key()
+                .await
+                .map_err(first)?,
             config,
             handle,
         )
-        .await?;
+        .await
+        .map_err(first)?;
 
         let checksum = hdfs::ChecksumProto {
             r#type: hdfs::ChecksumTypeProto::ChecksumCrc32c as i32,
@@ -555,8 +612,36 @@ impl ReplicatedBlockWriter {
         };
 
         debug!("Block write request: {:?}", &message);
-        let response = connection.send(Op::WriteBlock, &message).await?;
+        let response = connection
+            .send(Op::WriteBlock, &message)
+            .await
+            .map_err(first)?;
         debug!("Block write response: {:?}", response);
+        // tusk patch: a DataNode that could not reach the next one answers with an error and
+        // the next one's address; the pipeline is not usable then.
+        if response.status() != hdfs::Status::Success {
+            let bad_link = response.first_bad_link.clone().unwrap_or_default();
+            let bad_node = block
+                .locs
+                .iter()
+                .position(|loc| {
+                    !bad_link.is_empty()
+                        && format!("{}:{}", loc.id.ip_addr, loc.id.xfer_port) == bad_link
+                })
+                .unwrap_or(0);
+            return Err(SetupFailure {
+                error: HdfsError::DataTransferError(format!(
+                    "pipeline setup for block {} failed: {:?}{}{}{}{}",
+                    block.b.block_id,
+                    response.status(),
+                    if bad_link.is_empty() { "" } else { ", first bad link " },
+                    bad_link,
+                    if response.message.is_some() { ": " } else { "" },
+                    response.message.as_deref().unwrap_or_default()
+                )),
+                bad_node,
+            });
+        }
 
         Ok(Pipeline::new(connection, handle))
     }
@@ -923,7 +1008,8 @@ impl StripedBlockWriter {
                         self.handle.clone(),
                         &self.status,
                     )
-                    .await,
+                    .await
+                    .map_err(HdfsError::from),
                 )
             }
 

@@ -218,16 +218,36 @@ impl NamenodeProtocol {
         src: &str,
         previous: Option<hdfs::ExtendedBlockProto>,
         file_id: Option<u64>,
+        // tusk patch: DataNodes the writer could not set a pipeline up with
+        exclude_nodes: &[hdfs::DatanodeInfoProto],
     ) -> Result<hdfs::AddBlockResponseProto> {
         let message = hdfs::AddBlockRequestProto {
             src: src.to_string(),
             client_name: self.client_name.clone(),
             previous,
             file_id,
+            exclude_nodes: exclude_nodes.to_vec(),
             ..Default::default()
         };
 
         self.call("addBlock", message, true).await
+    }
+
+    /// tusk patch: give a block back whose pipeline could not be set up, as Hadoop's client
+    /// does before it asks for another one.
+    pub(crate) async fn abandon_block(
+        &self,
+        b: hdfs::ExtendedBlockProto,
+        src: &str,
+        file_id: Option<u64>,
+    ) -> Result<hdfs::AbandonBlockResponseProto> {
+        let message = hdfs::AbandonBlockRequestProto {
+            b,
+            src: src.to_string(),
+            holder: self.client_name.clone(),
+            file_id,
+        };
+        self.call("abandonBlock", message, true).await
     }
 
     pub(crate) async fn update_block_for_pipeline(

@@ -44,7 +44,11 @@ public final class Main {
 
   public static void main(String[] args) throws Exception {
     int dataNodes = args.length > 0 && !args[0].isEmpty() ? Integer.parseInt(args[0]) : 1;
-    boolean ha = args.length > 2 && args[2].equals("ha");
+    java.util.List<String> flags = java.util.Arrays.asList(args).subList(Math.min(2, args.length), args.length);
+    boolean ha = flags.contains("ha");
+    // "slow-dead": the NameNode declares a DataNode dead after HDFS's default 10 minutes, as
+    // on a real cluster, so a writer must route around a dead DataNode on its own.
+    boolean slowDead = flags.contains("slow-dead");
     File base = Files.createTempDirectory("tusk-minidfs").toFile();
     Configuration conf = new Configuration();
     conf.set(MiniDFSCluster.HDFS_MINIDFS_BASEDIR, base.getAbsolutePath());
@@ -63,7 +67,9 @@ public final class Main {
       // A stopped DataNode is declared dead within seconds, not HDFS's ten minutes, so that
       // fault tests see the NameNode route around it.
       conf.setLong(DFSConfigKeys.DFS_HEARTBEAT_INTERVAL_KEY, 1);
-      conf.setInt(DFSConfigKeys.DFS_NAMENODE_HEARTBEAT_RECHECK_INTERVAL_KEY, 2000);
+      if (!slowDead) {
+        conf.setInt(DFSConfigKeys.DFS_NAMENODE_HEARTBEAT_RECHECK_INTERVAL_KEY, 2000);
+      }
     }
 
     MiniDFSCluster.Builder builder = new MiniDFSCluster.Builder(conf).numDataNodes(dataNodes);
