@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
 
 /// Start N workers of a data-parallel job on this node (and, with --servers S, S embedding
@@ -90,6 +90,15 @@ pub struct LaunchArgs {
     /// /user/$USER/.tusk-staging on the HDFS of the --model URL.
     #[arg(long, help_heading = "YARN")]
     staging: Option<String>,
+    /// Copy this process's output (rank-0, server-1, …) to stdout while the job runs, as its
+    /// container keeps it on the staging file system (about every second; up to its last
+    /// 8 MB). `tusk tune --yarn` reads trial metrics this way.
+    #[arg(long, value_name = "PROCESS", help_heading = "YARN")]
+    follow: Option<String>,
+    /// Set KEY=VALUE in every container's environment (repeatable): YARN containers do not
+    /// inherit this process's environment, as local workers do.
+    #[arg(long = "env", value_name = "KEY=VALUE", help_heading = "YARN")]
+    env: Vec<String>,
     /// The application master's CLASSPATH (else $TUSK_YARN_CLASSPATH, else YARN's default
     /// yarn.application.classpath: a stock Hadoop install has DistributedShell there).
     #[arg(long, help_heading = "YARN")]
@@ -156,6 +165,11 @@ pub fn run(a: LaunchArgs) -> Result<()> {
         (a.command.first().map(String::as_str) == Some("train")).then(|| "--resume".to_string());
     if let Some(rm) = &a.yarn {
         return run_yarn(rm, &a, program, restart_arg);
+    }
+    if a.follow.is_some() || !a.env.is_empty() {
+        bail!(
+            "--follow and --env are for --yarn jobs: local workers inherit this environment and print their output as it comes"
+        );
     }
     // Any other program starts through `tusk launch-exec`, which makes the kernel stop it if
     // this launcher is killed outright, then becomes the program.
@@ -282,6 +296,15 @@ fn run_yarn(
         java: "{{JAVA_HOME}}/bin/java".into(),
         rendezvous_timeout: a.rendezvous_timeout,
         poll: Duration::from_millis(500),
+        follow: a.follow.clone(),
+        env: a
+            .env
+            .iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                _ => Err(anyhow::anyhow!("--env {kv}: expected KEY=VALUE")),
+            })
+            .collect::<Result<_>>()?,
     };
     tusk_yarn::job::run(&spec, &mut |line| eprintln!("[yarn] {line}"))?;
     Ok(())

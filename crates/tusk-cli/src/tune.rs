@@ -54,8 +54,15 @@ pub struct TuneArgs {
     seed: u64,
     /// Run each `train` trial as a data-parallel `tusk launch` job with these options (e.g.
     /// "-n 2").
-    #[arg(long, value_name = "OPTIONS")]
+    #[arg(long, value_name = "OPTIONS", allow_hyphen_values = true)]
     launch: Option<String>,
+    /// Run each trial as a YARN application of `tusk launch --yarn RM` (with the --launch
+    /// options, e.g. "-n 2 --staging hdfs://…"); its rank 0's output is followed for the
+    /// metric, and a pruned trial's application is killed. The study, and so each trial's
+    /// model, must be on storage the NodeManagers reach (HDFS). --parallel defaults to 1 here:
+    /// tune does not see the queue's free capacity.
+    #[arg(long, value_name = "RM")]
+    yarn: Option<String>,
     /// The trial command: `train CONFIG [--set …]` (tusk's own; each trial gets its own
     /// `--model STUDY/models/N`) or any program, which gets `--set KEY=VALUE` arguments and
     /// prints `METRIC=VALUE` lines on stdout, one per step.
@@ -78,6 +85,7 @@ struct TuneLauncher {
     command: Vec<OsString>,
     train: bool,
     launch: Vec<String>,
+    yarn: Option<String>,
     study: Arc<Study>,
     storage: Storage,
 }
@@ -89,14 +97,23 @@ impl Launcher for TuneLauncher {
         let sets = assignments(params)
             .into_iter()
             .flat_map(|a| ["--set".to_string(), a]);
+        // Every trial starts through `tusk launch-exec` (the kernel stops it if tune dies);
+        // as a `tusk launch` job when asked: on YARN in the foreground, following rank 0's
+        // output, with the pruner's SIGTERM killing the application.
+        c.args(["launch-exec", "--"]);
+        if let Some(rm) = &self.yarn {
+            c.arg(&self.exe).arg("launch");
+            c.args(["--yarn", rm, "--follow", "rank-0"]);
+            c.args(["--env", "TUSK_TUNE_REPORT=1"]);
+            c.args(&self.launch).arg("--");
+        } else if self.train && !self.launch.is_empty() {
+            c.arg(&self.exe).arg("launch");
+            c.args(&self.launch).arg("--");
+        } else if self.train {
+            c.arg(&self.exe);
+        }
+        c.args(&self.command).args(sets);
         if self.train {
-            if self.launch.is_empty() {
-                c.args(["launch-exec", "--"]).arg(&self.exe);
-            } else {
-                c.args(["launch-exec", "--"]).arg(&self.exe).arg("launch");
-                c.args(&self.launch).arg("--");
-            }
-            c.args(&self.command).args(sets);
             let model = self.study.model_url(n);
             c.args(["--model", &model]);
             let has_versions = ModelStore::open(&self.storage, &model)
@@ -106,8 +123,6 @@ impl Launcher for TuneLauncher {
                 c.arg("--resume");
             }
             c.env("TUSK_TUNE_REPORT", "1");
-        } else {
-            c.args(["launch-exec", "--"]).args(&self.command).args(sets);
         }
         c
     }
@@ -193,12 +208,16 @@ pub fn run(a: TuneArgs) -> Result<()> {
         .as_deref()
         .map(|l| l.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default();
-    if !launch.is_empty() && !train {
-        bail!("--launch runs `train` trials as tusk launch jobs; other programs run as they are");
+    if !launch.is_empty() && !train && a.yarn.is_none() {
+        bail!(
+            "--launch runs `train` trials as tusk launch jobs (or, with --yarn, any trial); other programs run as they are"
+        );
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let workers = launch_workers(&launch);
-    let parallel = a.parallel.unwrap_or(if train {
+    let parallel = a.parallel.unwrap_or(if a.yarn.is_some() {
+        1
+    } else if train {
         (cores / (2 * workers)).max(1)
     } else {
         cores
@@ -237,6 +256,7 @@ pub fn run(a: TuneArgs) -> Result<()> {
         command: a.command.clone(),
         train,
         launch,
+        yarn: a.yarn.clone(),
         study: study.clone(),
         storage: storage.clone(),
     };

@@ -316,6 +316,89 @@ fn yarn_gpu_requests_and_bad_input() {
         "{e}"
     );
 
+    // `tusk tune --yarn`: every trial a YARN application, its metric read from rank 0's
+    // followed output, the study on HDFS; the median pruner kills the applications of the
+    // trials it stops.
+    std::fs::write(
+        dir.path().join("objective.py"),
+        "import os, sys, time\n\
+         x = float(sys.argv[2].split('=', 1)[1])\n\
+         for s in range(1, int(os.environ['STEPS']) + 1):\n\
+         \x20   print(f'loss={(x - 0.3) ** 2 + 1 / s}', flush=True)\n\
+         \x20   time.sleep(0.5)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("space.toml"),
+        "x = { uniform = [0.0, 1.0] }\n",
+    )
+    .unwrap();
+    let study = format!("{hdfs}/study");
+    let storage = Storage::new().unwrap();
+    let launch = format!(
+        "-n 1 --worker-memory 512m --am-memory 256m --staging {hdfs}/staging --tusk-binary {} --yarn-classpath {} --env STEPS=6",
+        cluster.binary.display(),
+        cluster.yarn.classpath
+    );
+    let mut c = tusk();
+    c.arg("tune")
+        .arg(dir.path().join("space.toml"))
+        .args(["--study", &study, "--metric", "loss", "--trials", "5"])
+        .args([
+            "--parallel",
+            "2",
+            "--sampler",
+            "random",
+            "--pruner",
+            "median",
+        ])
+        .args(["--yarn", &cluster.yarn.rm_url, "--launch", &launch])
+        .arg("--")
+        .arg("python3")
+        .arg(dir.path().join("objective.py"));
+    let (ok, log) = run_logged(
+        c,
+        "tune on yarn",
+        &dir.path().join("tune.log"),
+        Duration::from_secs(600),
+    );
+    assert!(ok, "{log}");
+    let o = tusk().args(["tune", "status", &study]).output().unwrap();
+    let table = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: Vec<Vec<String>> = table
+        .lines()
+        .skip(2)
+        .map(|l| l.split('|').map(|c| c.trim().to_string()).collect())
+        .collect();
+    assert_eq!(rows.len(), 5, "{table}\n{log}");
+    for r in &rows {
+        assert!(r[2] == "complete" || r[2] == "pruned", "{table}\n{log}");
+        if r[2] == "complete" {
+            // the last of 6 steps: (x - 0.3)² + 1/6, with x from the trial's parameters
+            let x: f64 = r
+                .iter()
+                .find_map(|c| c.strip_prefix("x="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no x in {r:?}"));
+            let best: f64 = r[3].parse().unwrap();
+            assert!(
+                (best - ((x - 0.3).powi(2) + 1.0 / 6.0)).abs() < 1e-4,
+                "{table}"
+            );
+        }
+    }
+    assert!(
+        storage
+            .open(&format!("{study}/best/tune.json"))
+            .unwrap()
+            .exists()
+            .unwrap(),
+        "{log}"
+    );
+    let left = wait_no_containers(Duration::from_secs(30));
+    assert!(left.is_empty(), "container processes left: {left:?}");
+
     // Killed from outside: the launcher reports it and no container is left.
     let mut c = cluster.launch(
         &hdfs,

@@ -102,6 +102,13 @@ pub struct JobSpec {
     pub rendezvous_timeout: u64,
     /// How often the application is polled.
     pub poll: Duration,
+    /// A process whose output (its log, e.g. `rank-0`) is copied to this process's stdout
+    /// while the job runs, from the snapshots the container keeps on the staging file system
+    /// (about every second).
+    pub follow: Option<String>,
+    /// More environment for every container's process (containers do not inherit the
+    /// submitting process's environment).
+    pub env: Vec<(String, String)>,
 }
 
 /// What a finished job leaves behind.
@@ -253,7 +260,8 @@ pub fn submission(
             c.container_resources()
         ));
     }
-    for (k, v) in &env {
+    let more = spec.env.iter().map(|(k, v)| (k.as_str(), v.clone()));
+    for (k, v) in env.into_iter().chain(more) {
         command.push_str(&format!(" --shell_env {}", quote(&format!("{k}={v}"))));
     }
     command.push_str(" 1><LOG_DIR>/AppMaster.stdout 2><LOG_DIR>/AppMaster.stderr");
@@ -674,7 +682,11 @@ fn attempts(
             },
             spec.queue
         ));
-        let report = follow(rm, &app.id, stop, spec.poll, log)?;
+        let mut tail = spec.follow.as_ref().map(|name| LogTail {
+            log: root_log(spec, &app.id, name),
+            printed: 0,
+        });
+        let report = follow(rm, &app.id, stop, spec.poll, tail.as_mut(), log)?;
         outcome.placements = placements(&rendezvous, spec);
         for p in &outcome.placements {
             log(p);
@@ -704,17 +716,51 @@ fn attempts(
     unreachable!("the loop returns on its last attempt")
 }
 
+fn root_log(spec: &JobSpec, app: &str, name: &str) -> Option<Location> {
+    Storage::new()
+        .and_then(|s| s.open(&format!("{}/{name}.log", logs_url(&spec.staging, app))))
+        .ok()
+}
+
+/// One process's kept output, copied to stdout as its snapshots grow.
+struct LogTail {
+    log: Option<Location>,
+    printed: usize,
+}
+
+impl LogTail {
+    fn pump(&mut self) {
+        use std::io::Write as _;
+        let Some(log) = &self.log else { return };
+        // Missing until the process has written something; a failed read is tried again at
+        // the next poll.
+        let Ok(bytes) = log.read() else { return };
+        if bytes.len() < self.printed {
+            // The kept tail (the last 8 MB) moved on: start again from its beginning.
+            self.printed = 0;
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&bytes[self.printed..]);
+        let _ = out.flush();
+        self.printed = bytes.len();
+    }
+}
+
 /// Polls until the application ends, logging each change of state.
 fn follow(
     rm: &ResourceManager,
     id: &str,
     stop: &Arc<AtomicBool>,
     poll: Duration,
+    mut tail: Option<&mut LogTail>,
     log: &mut dyn FnMut(&str),
 ) -> Result<AppReport> {
     let mut last: Option<(String, String)> = None;
     let mut unreachable_since: Option<Instant> = None;
     loop {
+        if let Some(t) = tail.as_deref_mut() {
+            t.pump();
+        }
         if stop.load(Ordering::SeqCst) {
             log(&format!("signal received: killing {id}"));
             rm.kill(id)?;
@@ -738,6 +784,10 @@ fn follow(
                     last = Some(now);
                 }
                 if r.is_final() {
+                    // The container writes its last snapshot before it exits.
+                    if let Some(t) = tail.as_deref_mut() {
+                        t.pump();
+                    }
                     return Ok(r);
                 }
             }
@@ -878,6 +928,8 @@ mod tests {
             java: "java".into(),
             rendezvous_timeout: 300,
             poll: Duration::from_secs(1),
+            follow: None,
+            env: Vec::new(),
         };
         let app = crate::rest::NewApp {
             id: "application_1_0001".into(),
