@@ -17,7 +17,8 @@
 //!   trials that reported nothing come last. So pruned trials mostly land among the bad ones
 //!   and still teach the sampler where not to look. Failed trials, completed ones without a
 //!   finite value, and running ones are ignored. Ties are broken by the parameters' canonical
-//!   JSON, so the result does not depend on the order of `history`.
+//!   JSON, so the ranking does not depend on the order of `history` (only the multivariate
+//!   estimator's age weights do).
 //!
 //! **Estimators.** Numeric parameters live on an internal scale: the value itself for
 //! `uniform`, its natural log for `loguniform`, and for `int` the integers as reals on
@@ -31,13 +32,18 @@
 //!
 //! **Multivariate** ([`TpeSettings::multivariate`], the default: on 17 benchmark problems it
 //! roughly halved the regret of the independent estimator, see docs/BENCHMARKS.md): instead of
-//! one estimator
-//! per parameter, each observation becomes one product kernel over all parameters (the same
-//! per-parameter bandwidths; for a choice, the observation's own choice plus a pseudo-count of
-//! `1/(n + 1)` on every choice, `n` the group's size), the prior one more kernel. A candidate
-//! draws one kernel, then every parameter from it, so values that worked together are tried
-//! together. Only observations holding every parameter take part; if the good or the bad
-//! group has none, parameters are sampled one at a time as above.
+//! one estimator per parameter, each observation becomes one product kernel over all
+//! parameters, the prior one more kernel. A numeric parameter's bandwidth in a kernel is the
+//! larger gap to its neighbours on the sorted axis (bounds included, the prior's mean not; the
+//! lowest and highest points take their inner gap), clipped to `[range / min(100, n + 2),
+//! range]`; a choice keeps the observation's own choice plus a pseudo-count of `1/(n + 1)` on
+//! every choice, `n` the group's size. Kernels weigh 1 each, except that in a group of more
+//! than 25 the older observations (by their order in the history) ramp from `1/n` up to 1, so
+//! the bad group follows where the search is now. A candidate draws one kernel, then every
+//! parameter from it, so values that worked together are tried together. Only observations
+//! holding every parameter take part; if the good or the bad group has none, parameters are
+//! sampled one at a time as above. These are the rules of Optuna 5.1's default TPE, read from
+//! its source after the first benchmark run (the code is ours).
 //!
 //! **Randomness.** A SplitMix64 stream per (seed, trial, parameter key): the same inputs give
 //! the same parameters (bit for bit where `ln`/`exp`/`cos` round alike, i.e. with the same
@@ -209,8 +215,9 @@ impl Sampler {
         self.seed
     }
 
-    /// Params for trial number `trial` (0-based) given every observation so far (any order;
-    /// running trials are ignored). Deterministic in (seed, trial, history).
+    /// Params for trial number `trial` (0-based) given every observation so far, in the
+    /// order the trials were made (the multivariate estimator weighs old ones less; running
+    /// trials are ignored). Deterministic in (seed, trial, history).
     pub fn sample(&self, space: &Space, history: &[Observation], trial: u64) -> Params {
         let ranked = match self.kind {
             SamplerKind::Random => Vec::new(),
@@ -230,7 +237,7 @@ impl Sampler {
         };
         if !random
             && self.tpe.multivariate
-            && let Some(params) = self.sample_joint(space, good, bad, trial)
+            && let Some(params) = self.sample_joint(space, history, good, bad, trial)
         {
             return params;
         }
@@ -316,11 +323,13 @@ impl Sampler {
     fn sample_joint(
         &self,
         space: &Space,
+        history: &[Observation],
         good: &[&Observation],
         bad: &[&Observation],
         trial: u64,
     ) -> Option<Params> {
-        let full = |obs: &[&Observation]| -> Vec<Params> {
+        // (position in the history, params) of the observations holding every parameter
+        let full = |obs: &[&Observation]| -> (Vec<usize>, Vec<Params>) {
             obs.iter()
                 .filter(|o| {
                     space
@@ -328,10 +337,13 @@ impl Sampler {
                         .iter()
                         .all(|p| o.params.get(&p.key).is_some_and(|v| p.dist.contains(v)))
                 })
-                .map(|o| o.params.clone())
-                .collect()
+                .map(|o| {
+                    let at = history.iter().position(|h| std::ptr::eq(h, *o));
+                    (at.unwrap_or(0), o.params.clone())
+                })
+                .unzip()
         };
-        let (good, bad) = (full(good), full(bad));
+        let ((good_at, good), (bad_at, bad)) = (full(good), full(bad));
         if good.is_empty() || bad.is_empty() {
             return None;
         }
@@ -346,8 +358,8 @@ impl Sampler {
             .iter()
             .map(|p| Marginal::fit(&p.dist, &p.key, &bad, w))
             .collect();
-        let (l_w, l_logw) = component_weights(good.len(), w);
-        let (_, g_logw) = component_weights(bad.len(), w);
+        let (l_w, l_logw) = component_weights(&age_weights(&good_at), w);
+        let (_, g_logw) = component_weights(&age_weights(&bad_at), w);
         let log_density = |dims: &[Marginal], logw: &[f64], x: &[f64]| {
             log_sum_exp((0..logw.len()).map(|k| {
                 logw[k]
@@ -390,11 +402,33 @@ impl Sampler {
     }
 }
 
-/// Weights of `n` point components (1 each) and the prior (`prior_weight`), normalised, and
-/// their logs.
-fn component_weights(n: usize, prior_weight: f64) -> (Vec<f64>, Vec<f64>) {
-    let total = n as f64 + prior_weight;
-    let mut w = vec![1.0 / total; n];
+/// Weights of observations by age, given each one's position in the history: 1 each for up
+/// to 25; beyond that the newest 25 weigh 1 and the older ones ramp linearly from `1/n` (the
+/// oldest) up to 1, so that a group's estimator follows where the search is now.
+fn age_weights(at: &[usize]) -> Vec<f64> {
+    let n = at.len();
+    let mut w = vec![1.0; n];
+    if n > 25 {
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| at[i]);
+        let old = n - 25;
+        let lo = 1.0 / n as f64;
+        for (r, &i) in order[..old].iter().enumerate() {
+            w[i] = if old == 1 {
+                lo
+            } else {
+                lo + (1.0 - lo) * r as f64 / (old - 1) as f64
+            };
+        }
+    }
+    w
+}
+
+/// Weights of point components (`point_weights`) and the prior (`prior_weight`), normalised,
+/// and their logs.
+fn component_weights(point_weights: &[f64], prior_weight: f64) -> (Vec<f64>, Vec<f64>) {
+    let total = point_weights.iter().sum::<f64>() + prior_weight;
+    let mut w: Vec<f64> = point_weights.iter().map(|x| x / total).collect();
     w.push(prior_weight / total);
     let logw = w.iter().map(|x| x.ln()).collect();
     (w, logw)
@@ -452,7 +486,7 @@ impl<'a> Marginal<'a> {
                             .unwrap_or(0.5 * (scale.a + scale.b))
                     })
                     .collect();
-                let parzen = Parzen::fit(&points, scale.a, scale.b, prior_weight);
+                let parzen = Parzen::fit_joint(&points, scale.a, scale.b, prior_weight);
                 Marginal::Numeric { scale, parzen }
             }
         }
@@ -621,10 +655,9 @@ const LN_SQRT_2PI: f64 = 0.918_938_533_204_672_8;
 impl Parzen {
     /// Components at `points` plus the prior; bandwidths as in the module docs.
     fn fit(points: &[f64], a: f64, b: f64, prior_weight: f64) -> Parzen {
-        let prior_weight = prior_weight.max(1e-9);
         let range = b - a;
         let mid = 0.5 * (a + b);
-        let mut mus: Vec<f64> = points.iter().map(|x| x.clamp(a, b)).collect();
+        let mus: Vec<f64> = points.iter().map(|x| x.clamp(a, b)).collect();
         // Neighbours on the sorted axis, the prior's mean and the bounds included.
         let mut axis = mus.clone();
         axis.push(mid);
@@ -641,10 +674,55 @@ impl Parzen {
             let s = (m - left).max(right - m);
             sigmas.push(s.clamp(min_sigma, range));
         }
-        mus.push(mid);
-        sigmas.push(range);
-        let total = points.len() as f64 + prior_weight;
-        let mut weights = vec![1.0 / total; points.len()];
+        Parzen::with_sigmas(mus, sigmas, a, b, prior_weight)
+    }
+
+    /// One parameter's components in a multivariate estimator: each point's bandwidth is the
+    /// larger gap to its neighbours on the sorted axis, the bounds included, except that the
+    /// lowest and highest points (given at least two) take their inner gap, so a point near a
+    /// bound is not made wide by the empty stretch beyond it; clipped to
+    /// `[range / min(100, n + 2), range]`. The prior's mean is not a neighbour here.
+    fn fit_joint(points: &[f64], a: f64, b: f64, prior_weight: f64) -> Parzen {
+        let range = b - a;
+        let mus: Vec<f64> = points.iter().map(|x| x.clamp(a, b)).collect();
+        let mut order: Vec<usize> = (0..mus.len()).collect();
+        order.sort_by(|&i, &j| mus[i].total_cmp(&mus[j]));
+        let mut axis = Vec::with_capacity(mus.len() + 2);
+        axis.push(a);
+        axis.extend(order.iter().map(|&i| mus[i]));
+        axis.push(b);
+        let n = mus.len();
+        let min_sigma = range / (100.0f64).min(n as f64 + 2.0);
+        let mut sigmas = vec![0.0; n];
+        for (r, &i) in order.iter().enumerate() {
+            let (left, x, right) = (axis[r], axis[r + 1], axis[r + 2]);
+            let s = if n >= 2 && r == 0 {
+                right - x
+            } else if n >= 2 && r == n - 1 {
+                x - left
+            } else {
+                (x - left).max(right - x)
+            };
+            sigmas[i] = s.clamp(min_sigma, range);
+        }
+        Parzen::with_sigmas(mus, sigmas, a, b, prior_weight)
+    }
+
+    /// The mixture of components at `mus` with bandwidths `sigmas`, weight 1 each, plus the
+    /// prior (the middle, the whole range as bandwidth, weight `prior_weight`).
+    fn with_sigmas(
+        mut mus: Vec<f64>,
+        mut sigmas: Vec<f64>,
+        a: f64,
+        b: f64,
+        prior_weight: f64,
+    ) -> Parzen {
+        let prior_weight = prior_weight.max(1e-9);
+        let n = mus.len();
+        mus.push(0.5 * (a + b));
+        sigmas.push(b - a);
+        let total = n as f64 + prior_weight;
+        let mut weights = vec![1.0 / total; n];
         weights.push(prior_weight / total);
         let log_w = weights.iter().map(|w| w.ln()).collect();
         let log_norm = mus
