@@ -410,6 +410,9 @@ pub struct HashedTable {
     pending_keys: Vec<u64>,
     pending_counts: Vec<u32>,
     pending_index: KeyMap<usize>,
+    /// Scratch, not state: per row, the last call of [`HashedTable::distinct`] that saw it.
+    marks: Vec<u32>,
+    mark_epoch: u32,
 }
 
 impl HashedTable {
@@ -430,6 +433,8 @@ impl HashedTable {
             pending_keys: Vec::new(),
             pending_counts: Vec::new(),
             pending_index: KeyMap::default(),
+            marks: Vec::new(),
+            mark_epoch: 0,
         }
     }
 
@@ -579,6 +584,8 @@ impl HashedTable {
             pending_keys: s.pending_keys,
             pending_counts: s.pending_counts,
             pending_index,
+            marks: Vec::new(),
+            mark_epoch: 0,
         })
     }
 
@@ -644,6 +651,64 @@ impl HashedTable {
         }
     }
 
+    /// True when no row appears twice in `rows` (one pass over a per-row mark).
+    fn distinct(&mut self, rows: &[usize]) -> bool {
+        self.mark_epoch = self.mark_epoch.wrapping_add(1);
+        if self.mark_epoch == 0 {
+            self.marks.iter_mut().for_each(|m| *m = 0);
+            self.mark_epoch = 1;
+        }
+        self.marks.resize(self.keys.len(), 0);
+        for &r in rows {
+            if self.marks[r] == self.mark_epoch {
+                return false;
+            }
+            self.marks[r] = self.mark_epoch;
+        }
+        true
+    }
+
+    /// One row's sparse optimiser step with gradient `g` (the loops are written over zipped
+    /// slices so that they vectorise; the arithmetic is the same per element).
+    fn update_row(&mut self, r: usize, g: &[f32]) {
+        let d = self.dim;
+        let w = &mut self.values[r * d..(r + 1) * d];
+        match self.optimizer {
+            Optimizer::Sgd { lr } => {
+                for (w, g) in w.iter_mut().zip(g) {
+                    *w -= lr * g;
+                }
+            }
+            Optimizer::Adagrad { lr, eps, .. } => {
+                let acc = &mut self.state[r * d..(r + 1) * d];
+                for ((w, g), a) in w.iter_mut().zip(g).zip(acc.iter_mut()) {
+                    *a += g * g;
+                    *w -= lr * g / (a.sqrt() + eps);
+                }
+            }
+            Optimizer::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                ..
+            } => {
+                self.steps[r] += 1;
+                let t = self.steps[r] as i32;
+                let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
+                let st = &mut self.state[r * 2 * d..(r + 1) * 2 * d];
+                let (m, v) = st.split_at_mut(d);
+                for (((w, m), v), g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+                    *m = beta1 * *m + (1.0 - beta1) * g;
+                    *v = beta2 * *v + (1.0 - beta2) * g * g;
+                    let mh = *m / c1;
+                    let vh = *v / c2;
+                    *w -= lr * mh / (vh.sqrt() + eps);
+                }
+            }
+        }
+    }
+
     fn row(&mut self, key: u64) -> usize {
         if let Some(&r) = self.index.get(&key) {
             return r;
@@ -698,6 +763,25 @@ impl EmbeddingStore for HashedTable {
                 dim: d,
                 expected: keys.len() * d,
             });
+        }
+        let dense_adam = matches!(self.optimizer, Optimizer::Adam { dense: true, .. });
+        if self.min_count == 1 && !dense_adam {
+            // The usual case, distinct keys: each gradient goes to its row as it is, with no
+            // map of the batch's keys and no copy of the gradients. Rows are created in key
+            // order, as the general path below creates them (first occurrences).
+            if let Some(i) = grads
+                .chunks_exact(d.max(1))
+                .position(|g| g.iter().any(|x| !x.is_finite()))
+            {
+                return Err(EmbeddingError::NonFinite(keys[i]));
+            }
+            let rows: Vec<usize> = keys.iter().map(|&k| self.row(k)).collect();
+            if self.distinct(&rows) {
+                for (i, &r) in rows.iter().enumerate() {
+                    self.update_row(r, &grads[i * d..(i + 1) * d]);
+                }
+                return Ok(());
+            }
         }
         // Sum the gradients of repeated keys (first-occurrence order, for determinism).
         let mut slot: KeyMap<usize> =
@@ -777,43 +861,8 @@ impl EmbeddingStore for HashedTable {
             if !admitted[j] {
                 continue;
             }
-            let g = &summed[j * d..(j + 1) * d];
             let r = self.row(k);
-            let w = &mut self.values[r * d..(r + 1) * d];
-            match self.optimizer {
-                Optimizer::Sgd { lr } => {
-                    for (w, g) in w.iter_mut().zip(g) {
-                        *w -= lr * g;
-                    }
-                }
-                Optimizer::Adagrad { lr, eps, .. } => {
-                    let acc = &mut self.state[r * d..(r + 1) * d];
-                    for ((w, g), a) in w.iter_mut().zip(g).zip(acc.iter_mut()) {
-                        *a += g * g;
-                        *w -= lr * g / (a.sqrt() + eps);
-                    }
-                }
-                Optimizer::Adam {
-                    lr,
-                    beta1,
-                    beta2,
-                    eps,
-                    ..
-                } => {
-                    self.steps[r] += 1;
-                    let t = self.steps[r] as i32;
-                    let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
-                    let st = &mut self.state[r * 2 * d..(r + 1) * 2 * d];
-                    let (m, v) = st.split_at_mut(d);
-                    for i in 0..d {
-                        m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
-                        v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
-                        let mh = m[i] / c1;
-                        let vh = v[i] / c2;
-                        w[i] -= lr * mh / (vh.sqrt() + eps);
-                    }
-                }
-            }
+            self.update_row(r, &summed[j * d..(j + 1) * d]);
         }
         Ok(())
     }
