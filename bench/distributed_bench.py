@@ -69,11 +69,13 @@ def json_lines(text):
 def part_allreduce(tusk):
     sizes = [4 << 20, 64 << 20]
     rows = {}
-    log("allreduce: tusk TCP, 2 ranks")
-    o = subprocess.run([tusk, "launch", "-n", "2", "--", "allreduce-perf", "--json", "--sizes",
-                        ",".join(str(s) for s in sizes)], capture_output=True, text=True, check=True)
-    for r in json_lines(o.stdout):
-        rows[("tusk TCP ring", r["bytes"])] = r["median_s"]
+    for name, shm in [("tusk, shared memory", "1"), ("tusk, TCP (TUSK_SHM=0)", "0")]:
+        log(f"allreduce: {name}, 2 ranks")
+        o = subprocess.run([tusk, "launch", "-n", "2", "--", "allreduce-perf", "--json", "--sizes",
+                            ",".join(str(s) for s in sizes)], capture_output=True, text=True,
+                           check=True, env={**os.environ, "TUSK_SHM": shm})
+        for r in json_lines(o.stdout):
+            rows[(name, r["bytes"])] = r["median_s"]
     env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
     for name, btl in [("OpenMPI shared memory", "self,vader"), ("OpenMPI TCP", "self,tcp")]:
         log(f"allreduce: {name}")
@@ -87,7 +89,8 @@ def part_allreduce(tusk):
     print("|---|---|---:|---:|")
     for size in sizes:
         shm = rows.get(("OpenMPI shared memory", size))
-        for name in ["tusk TCP ring", "OpenMPI shared memory", "OpenMPI TCP"]:
+        for name in ["tusk, shared memory", "tusk, TCP (TUSK_SHM=0)", "OpenMPI shared memory",
+                     "OpenMPI TCP"]:
             t = rows.get((name, size))
             if t is None:
                 continue

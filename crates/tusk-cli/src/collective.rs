@@ -61,6 +61,7 @@ pub(crate) fn tcp_options(rendezvous: Duration, collective: Duration) -> Result<
         rendezvous_timeout: rendezvous,
         collective_timeout: collective.max(Duration::from_secs(1)),
         fingerprint: Default::default(),
+        shared_memory: tcp::shared_memory_from_env(),
     })
 }
 

@@ -147,6 +147,16 @@ fn workers(launcher: u32, n: usize, limit: Duration) -> Option<Vec<u32>> {
     None
 }
 
+fn dev_shm() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[test]
 fn killed_workers_restart_from_the_newest_version_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,6 +167,9 @@ fn killed_workers_restart_from_the_newest_version_bit_for_bit() {
         40_000,
         "epochs = 50\nbatch_size = 64\nshuffle_buffer = 500\ncheckpoint_every = 300",
     );
+    // Workers on one host reach each other through shared memory: memory files with no
+    // name (memfd), so a killed worker leaves nothing behind in /dev/shm.
+    let shm_before = dev_shm();
     let calm = dir.path().join("calm");
     let t_calm = Instant::now();
     run_ok(
@@ -213,6 +226,8 @@ fn killed_workers_restart_from_the_newest_version_bit_for_bit() {
     assert!(children_of(launcher).is_empty());
     let live: Vec<u32> = group_members(launcher);
     assert!(live.is_empty(), "left running: {live:?}");
+    let left: Vec<String> = dev_shm().difference(&shm_before).cloned().collect();
+    assert!(left.is_empty(), "left in /dev/shm: {left:?}");
     let (a, b) = (load(&m), load(&calm));
     assert_eq!(
         a.params, b.params,

@@ -12,6 +12,7 @@ pub mod error;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 mod ring;
+mod shm;
 pub mod tcp;
 pub mod threads;
 pub mod world;
@@ -121,6 +122,12 @@ pub trait Link {
     /// The next frame from `peer` into `into` (replacing its contents), waiting at most the
     /// collective timeout.
     fn recv(&mut self, peer: usize, into: &mut Vec<u8>, op: &'static str) -> Result<()>;
+    /// Wait until everything sent has left this rank's hands (a link that may keep part of
+    /// a send, to write it while it waits for something else, writes it now). Called at the
+    /// end of every collective.
+    fn flush(&mut self, _op: &'static str) -> Result<()> {
+        Ok(())
+    }
     /// Tell every peer that this rank failed (best effort).
     fn abort(&mut self, _message: &str) {}
 }

@@ -143,6 +143,7 @@ impl<L: Link> Communicator for Ring<L> {
                 }
             }
         }
+        self.link.flush(OP)?;
         if op == ReduceOp::Mean {
             let d = n as f32;
             buf.iter_mut().for_each(|x| *x /= d);
@@ -165,7 +166,7 @@ impl<L: Link> Communicator for Ring<L> {
             for seg in buf.chunks(SEGMENT_BYTES) {
                 self.link.send(next, seg, OP)?;
             }
-            return Ok(());
+            return self.link.flush(OP);
         }
         let mut frame = Vec::new();
         self.link.recv(prev, &mut frame, OP)?;
@@ -192,7 +193,7 @@ impl<L: Link> Communicator for Ring<L> {
                 self.link.send(next, &frame, OP)?;
             }
         }
-        Ok(())
+        self.link.flush(OP)
     }
 
     fn all_gather(&mut self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
@@ -215,6 +216,7 @@ impl<L: Link> Communicator for Ring<L> {
             }
             blocks[c] = frame;
         }
+        self.link.flush(OP)?;
         Ok(blocks)
     }
 

@@ -18,6 +18,15 @@
 //! failure message. Each connection has a writer thread fed by a queue, so a rank can send
 //! and receive at once (a ring step does both) and a large send never deadlocks against the
 //! peer's.
+//!
+//! **Shared memory.** Once the mesh is up, every pair of ranks on the same host (hostname,
+//! boot id and network namespace agree, `TUSK_SHM` is not `0`, and each can open the other's
+//! mailbox) moves its data frames through shared-memory rings instead (see `shm`); the TCP
+//! connection stays for failure messages and to notice the peer's death. A send writes what
+//! fits into the peer's ring and keeps the rest; a rank pushes what it kept whenever it waits
+//! (and, before it returns from a collective, until all of it is written),
+//! meanwhile setting aside what peers wrote to it, so two ranks sending to each other at once
+//! never both wait on full rings.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
@@ -32,6 +41,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
+use crate::shm::Mailbox;
 use crate::{Error, Link, Result, Ring, World};
 
 const MAGIC: &[u8; 8] = b"TUSKv1\0\0";
@@ -57,6 +67,14 @@ pub struct Options {
     /// Key → value pairs every rank must agree on; rank 0 refuses a rank whose pairs differ,
     /// naming the first differing key.
     pub fingerprint: BTreeMap<String, String>,
+    /// Move data through shared memory between ranks on the same host (both must say so);
+    /// [`shared_memory_from_env`] gives the usual setting.
+    pub shared_memory: bool,
+}
+
+/// Shared memory unless `TUSK_SHM=0`.
+pub fn shared_memory_from_env() -> bool {
+    std::env::var("TUSK_SHM").map_or(true, |v| v != "0")
 }
 
 /// Join the job described by `world`: rendezvous, authenticate, connect the mesh.
@@ -75,7 +93,13 @@ pub fn connect(world: &World, opts: &Options) -> Result<Ring<TcpLink>> {
     } else {
         rendezvous_peer(world, opts, &master, deadline, &mut streams)?;
     }
-    TcpLink::new(world.rank, streams, opts.collective_timeout).map(Ring::new)
+    TcpLink::new(
+        world.rank,
+        streams,
+        opts.collective_timeout,
+        opts.shared_memory,
+    )
+    .map(Ring::new)
 }
 
 fn rdv(master: &str, message: impl Into<String>) -> Error {
@@ -677,6 +701,20 @@ struct Peer {
     /// Items handed to the writer thread and not yet in the kernel: while 0, the caller may
     /// write itself without reordering anything.
     queued: Arc<AtomicUsize>,
+    /// Data frames go through shared memory (a peer on the same host).
+    shm: Option<ShmPeer>,
+}
+
+/// A same-host peer's side of the shared-memory path.
+struct ShmPeer {
+    /// The peer's mailbox, holding the ring this rank writes to.
+    theirs: Mailbox,
+    /// Bytes sent but not yet written into the peer's ring (from `pending_off`).
+    pending: Vec<u8>,
+    pending_off: usize,
+    /// Bytes taken out of this rank's ring from the peer before a receive asked for them.
+    early: Vec<u8>,
+    early_off: usize,
 }
 
 impl Peer {
@@ -691,6 +729,8 @@ pub struct TcpLink {
     rank: usize,
     peers: Vec<Option<Peer>>,
     timeout: Duration,
+    /// This rank's mailbox, while some peer writes to it.
+    mailbox: Option<Mailbox>,
 }
 
 fn writer_loop(stream: TcpStream, rx: Receiver<Out>, queued: Arc<AtomicUsize>) {
@@ -718,7 +758,13 @@ fn writer_loop(stream: TcpStream, rx: Receiver<Out>, queued: Arc<AtomicUsize>) {
 }
 
 impl TcpLink {
-    fn new(rank: usize, streams: Vec<Option<TcpStream>>, timeout: Duration) -> Result<TcpLink> {
+    fn new(
+        rank: usize,
+        mut streams: Vec<Option<TcpStream>>,
+        timeout: Duration,
+        shared_memory: bool,
+    ) -> Result<TcpLink> {
+        let (mailbox, mut shared) = shm_handshake(rank, &mut streams, shared_memory)?;
         let mut peers = Vec::with_capacity(streams.len());
         for (p, s) in streams.into_iter().enumerate() {
             let Some(s) = s else {
@@ -749,13 +795,266 @@ impl TcpLink {
                 writer: Some(writer),
                 stream: s,
                 queued,
+                shm: shared[p].take().map(|theirs| ShmPeer {
+                    theirs,
+                    pending: Vec::new(),
+                    pending_off: 0,
+                    early: Vec::new(),
+                    early_off: 0,
+                }),
             }));
         }
         Ok(TcpLink {
             rank,
             peers,
             timeout,
+            mailbox,
         })
+    }
+
+    /// Push what was kept of earlier sends into the peers' rings; true while some remains.
+    fn progress(&mut self) -> bool {
+        let me = self.rank;
+        let mut left = false;
+        for s in self
+            .peers
+            .iter_mut()
+            .flatten()
+            .filter_map(|p| p.shm.as_mut())
+        {
+            if s.pending_off < s.pending.len() {
+                let n = s.theirs.push(me, &s.pending[s.pending_off..]);
+                if n > 0 {
+                    s.theirs.ring();
+                }
+                s.pending_off += n;
+                if s.pending_off == s.pending.len() {
+                    s.pending.clear();
+                    s.pending_off = 0;
+                } else {
+                    left = true;
+                }
+            }
+        }
+        left
+    }
+
+    /// Set aside what every same-host peer has written to this rank (so that a peer waiting
+    /// for room in its ring can go on); true if anything moved.
+    fn drain(&mut self) -> bool {
+        let Some(own) = self.mailbox.as_ref() else {
+            return false;
+        };
+        let mut moved = false;
+        for (p, peer) in self.peers.iter_mut().enumerate() {
+            let Some(s) = peer.as_mut().and_then(|p| p.shm.as_mut()) else {
+                continue;
+            };
+            let n = own.available(p);
+            if n > 0 {
+                let at = s.early.len();
+                s.early.resize(at + n, 0);
+                let got = own.pull(p, &mut s.early[at..]);
+                s.early.truncate(at + got);
+                s.theirs.ring();
+                moved = true;
+            }
+        }
+        moved
+    }
+
+    /// Up to `dst.len()` bytes from `peer`: first what was set aside, then its ring.
+    fn take(&mut self, peer: usize, dst: &mut [u8]) -> usize {
+        let Some(own) = self.mailbox.as_ref() else {
+            return 0;
+        };
+        let Some(s) = self.peers[peer].as_mut().and_then(|p| p.shm.as_mut()) else {
+            return 0;
+        };
+        let mut n = 0;
+        if s.early_off < s.early.len() {
+            n = (s.early.len() - s.early_off).min(dst.len());
+            dst[..n].copy_from_slice(&s.early[s.early_off..s.early_off + n]);
+            s.early_off += n;
+            if s.early_off == s.early.len() {
+                s.early.clear();
+                s.early_off = 0;
+            }
+        }
+        if n < dst.len() {
+            let m = own.pull(peer, &mut dst[n..]);
+            if m > 0 {
+                s.theirs.ring();
+            }
+            n += m;
+        }
+        n
+    }
+
+    /// Nothing moved: spin a little, then sleep on this rank's doorbell until a peer writes
+    /// or makes room; every sleep also checks that `peer` is alive and the time spent against
+    /// the collective timeout. `drain` says whether data from any peer counts as work (a
+    /// flush sets it aside) or only data from `peer` (a receive).
+    fn pause(
+        &mut self,
+        peer: usize,
+        op: &'static str,
+        since: Instant,
+        idle: &mut u32,
+        drain: bool,
+    ) -> Result<()> {
+        *idle += 1;
+        if *idle < 200 {
+            std::hint::spin_loop();
+            return Ok(());
+        }
+        if *idle < 220 {
+            std::thread::yield_now();
+            return Ok(());
+        }
+        let me = self.rank;
+        if let Some(own) = self.mailbox.as_ref() {
+            let ticket = own.ticket();
+            let mut work = false;
+            for (p, s) in self.peers.iter().enumerate() {
+                let Some(s) = s.as_ref().and_then(|s| s.shm.as_ref()) else {
+                    continue;
+                };
+                work |= (p == peer || drain) && own.available(p) > 0;
+                work |= s.pending_off < s.pending.len() && s.theirs.free(me) > 0;
+            }
+            if work {
+                own.awake();
+                return Ok(());
+            }
+            own.sleep(ticket);
+        }
+        self.check_alive(peer, op)?;
+        if since.elapsed() > self.timeout {
+            return Err(Error::Timeout {
+                peer,
+                op,
+                timeout: self.timeout,
+            });
+        }
+        Ok(())
+    }
+
+    /// A same-host peer's TCP connection carries only its failure message or its end.
+    fn check_alive(&mut self, peer: usize, op: &'static str) -> Result<()> {
+        self.peer(peer)?;
+        let mut b = [0u8; 1];
+        let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+        let unread = self.mailbox.as_ref().map_or(0, |own| own.available(peer));
+        let p = self.peers[peer].as_mut().expect("a connected peer");
+        match rustix::net::recv(&p.stream, &mut b, flags) {
+            // What it wrote before it went is still to be read.
+            Ok((0, _)) if unread > 0 => Ok(()),
+            Ok((0, _)) => Err(Error::PeerGone { peer, op }),
+            Ok(_) => {
+                let mut m = Vec::new();
+                match read_frame(&mut p.reader, &mut m) {
+                    Ok(KIND_ABORT) => Err(Error::PeerFailed {
+                        peer,
+                        message: String::from_utf8_lossy(&m).into_owned(),
+                    }),
+                    Ok(_) => Err(Error::Protocol {
+                        peer,
+                        message: "a data frame on the connection of a shared-memory peer".into(),
+                    }),
+                    Err(_) => Err(Error::PeerGone { peer, op }),
+                }
+            }
+            Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::INTR => Ok(()),
+            Err(_) => Err(Error::PeerGone { peer, op }),
+        }
+    }
+
+    /// Wait until everything kept from sends is in the peers' rings, setting aside what
+    /// they write meanwhile.
+    fn flush_shm(&mut self, op: &'static str) -> Result<()> {
+        let since = Instant::now();
+        let mut idle = 0;
+        while self.progress() {
+            if self.drain() {
+                idle = 0;
+                continue;
+            }
+            let waiting = self
+                .peers
+                .iter()
+                .enumerate()
+                .find_map(|(i, p)| {
+                    p.as_ref()
+                        .and_then(|p| p.shm.as_ref())
+                        .filter(|s| s.pending_off < s.pending.len())
+                        .map(|_| i)
+                })
+                .unwrap_or(self.rank);
+            self.pause(waiting, op, since, &mut idle, true)?;
+        }
+        Ok(())
+    }
+
+    fn shm_send(&mut self, peer: usize, frame: &[u8]) {
+        let me = self.rank;
+        let Some(s) = self.peers[peer].as_mut().and_then(|p| p.shm.as_mut()) else {
+            return;
+        };
+        let header = (frame.len() as u64).to_le_bytes();
+        if s.pending_off < s.pending.len() {
+            s.pending.extend_from_slice(&header);
+            s.pending.extend_from_slice(frame);
+            return;
+        }
+        let n = s.theirs.push(me, &header);
+        if n < header.len() {
+            s.pending.extend_from_slice(&header[n..]);
+            s.pending.extend_from_slice(frame);
+        } else {
+            let m = s.theirs.push(me, frame);
+            s.pending.extend_from_slice(&frame[m..]);
+        }
+        s.theirs.ring();
+    }
+
+    fn shm_recv(&mut self, peer: usize, into: &mut Vec<u8>, op: &'static str) -> Result<()> {
+        let since = Instant::now();
+        let mut idle = 0;
+        let mut header = [0u8; 8];
+        let mut got = 0;
+        while got < 8 {
+            let n = self.take(peer, &mut header[got..]);
+            got += n;
+            if n > 0 {
+                idle = 0;
+            } else if !self.progress() || got < 8 {
+                self.pause(peer, op, since, &mut idle, false)?;
+            }
+        }
+        let len = u64::from_le_bytes(header);
+        if len > MAX_FRAME {
+            return Err(Error::Protocol {
+                peer,
+                message: format!("frame of {len} bytes"),
+            });
+        }
+        let len = len as usize;
+        into.clear();
+        into.resize(len, 0);
+        let mut got = 0;
+        while got < len {
+            let n = self.take(peer, &mut into[got..]);
+            got += n;
+            if n > 0 {
+                idle = 0;
+            } else {
+                self.progress();
+                self.pause(peer, op, since, &mut idle, false)?;
+            }
+        }
+        self.progress();
+        Ok(())
     }
 
     fn peer(&mut self, peer: usize) -> Result<&mut Peer> {
@@ -764,6 +1063,15 @@ impl TcpLink {
             .get_mut(peer)
             .and_then(Option::as_mut)
             .ok_or_else(|| Error::Usage(format!("rank {me} has no connection to rank {peer}")))
+    }
+}
+
+impl TcpLink {
+    /// The peers this rank reaches through shared memory.
+    pub fn shared_memory_peers(&self) -> Vec<usize> {
+        (0..self.peers.len())
+            .filter(|&p| self.peers[p].as_ref().is_some_and(|p| p.shm.is_some()))
+            .collect()
     }
 }
 
@@ -779,6 +1087,10 @@ impl Link for TcpLink {
     fn send(&mut self, peer: usize, frame: &[u8], op: &'static str) -> Result<()> {
         let me = self.rank;
         let p = self.peer(peer)?;
+        if p.shm.is_some() {
+            self.shm_send(peer, frame);
+            return Ok(());
+        }
         if frame.len() <= DIRECT_LIMIT && p.queued.load(Ordering::Acquire) == 0 {
             // Nothing queued: write now without blocking; what the socket does not take
             // goes to the writer thread, in order.
@@ -832,6 +1144,9 @@ impl Link for TcpLink {
 
     fn recv(&mut self, peer: usize, into: &mut Vec<u8>, op: &'static str) -> Result<()> {
         let timeout = self.timeout;
+        if self.peer(peer)?.shm.is_some() {
+            return self.shm_recv(peer, into, op);
+        }
         let p = self.peer(peer)?;
         match read_frame(&mut p.reader, into) {
             Ok(KIND_DATA) => Ok(()),
@@ -857,6 +1172,13 @@ impl Link for TcpLink {
         }
     }
 
+    fn flush(&mut self, op: &'static str) -> Result<()> {
+        if self.mailbox.is_some() {
+            self.flush_shm(op)?;
+        }
+        Ok(())
+    }
+
     fn abort(&mut self, message: &str) {
         for p in self.peers.iter().flatten() {
             p.queue(Out::Frame(KIND_ABORT, message.as_bytes().to_vec()));
@@ -864,9 +1186,61 @@ impl Link for TcpLink {
     }
 }
 
+/// Agree with every peer on shared memory: each rank tells all peers its host key, pid and
+/// mailbox, then opens the mailboxes of those on its host and tells them whether it could;
+/// a pair uses shared memory when both could. Every message goes out before any is read,
+/// so no rank waits on another's turn. Returns this rank's mailbox (if some peer writes to
+/// it) and, per peer, the peer's mailbox to write to.
+#[allow(clippy::type_complexity)]
+fn shm_handshake(
+    rank: usize,
+    streams: &mut [Option<TcpStream>],
+    enabled: bool,
+) -> Result<(Option<Mailbox>, Vec<Option<Mailbox>>)> {
+    let n = streams.len();
+    let what = |p: usize| format!("rank {rank}: shared-memory handshake with rank {p}");
+    let key = enabled.then(crate::shm::host_key).flatten();
+    let own = key.as_ref().and_then(|_| Mailbox::create(n).ok());
+    let hello = json!({
+        "host": key,
+        "pid": std::process::id(),
+        "fd": own.as_ref().map(|m| m.fd),
+    });
+    for (p, s) in streams.iter_mut().enumerate() {
+        if let Some(s) = s {
+            send_json(s, &hello).map_err(io_err(what(p)))?;
+        }
+    }
+    let mut theirs: Vec<Option<Mailbox>> = (0..n).map(|_| None).collect();
+    for (p, s) in streams.iter_mut().enumerate() {
+        let Some(s) = s else { continue };
+        let v = recv_json(s).map_err(io_err(what(p)))?;
+        let same = own.is_some() && key.is_some() && v["host"].as_str() == key.as_deref();
+        if let (true, Some(pid), Some(fd)) = (same, v["pid"].as_u64(), v["fd"].as_i64()) {
+            theirs[p] = Mailbox::open(pid as u32, fd as i32, n).ok();
+        }
+    }
+    for (p, s) in streams.iter_mut().enumerate() {
+        if let Some(s) = s {
+            send_json(s, &json!({ "shm": theirs[p].is_some() })).map_err(io_err(what(p)))?;
+        }
+    }
+    for (p, s) in streams.iter_mut().enumerate() {
+        let Some(s) = s else { continue };
+        let v = recv_json(s).map_err(io_err(what(p)))?;
+        if v["shm"].as_bool() != Some(true) {
+            theirs[p] = None;
+        }
+    }
+    let own = own.filter(|_| theirs.iter().any(Option::is_some));
+    Ok((own, theirs))
+}
+
 impl Drop for TcpLink {
     fn drop(&mut self) {
-        // Deliver what is queued (bounded by the write timeout), then close.
+        // Write what is kept for same-host peers (bounded by the collective timeout), then
+        // deliver what is queued (bounded by the write timeout), then close.
+        let _ = self.flush("close");
         for p in self.peers.iter_mut().flatten() {
             p.tx = None;
         }

@@ -40,6 +40,7 @@ fn opts(secret: &str) -> Options {
         rendezvous_timeout: Duration::from_secs(20),
         collective_timeout: Duration::from_secs(5),
         fingerprint: BTreeMap::from([("train.batch_size".to_string(), "64".to_string())]),
+        shared_memory: true,
     }
 }
 
@@ -78,6 +79,61 @@ fn tcp_backend_conforms() {
             .map(|c| c.expect("rendezvous"))
             .collect();
         run_all(comms);
+    }
+}
+
+/// Ranks on one host reach each other through shared memory (unless told not to), and the
+/// results are those of the TCP path, bit for bit: sums of values that round differently in
+/// every order, over buffers larger than a ring (several wraps), broadcasts and all-gathers.
+#[test]
+fn shared_memory_between_ranks_on_one_host_equals_tcp() {
+    /// Per rank: its shared-memory peers, and what the collectives gave it.
+    type Outcome = (Vec<usize>, Vec<f32>, Vec<u8>, Vec<Vec<u8>>);
+    fn job(n: usize, shared_memory: bool) -> Vec<Outcome> {
+        let comms: Vec<_> = join_tcp(n, |_| Options {
+            shared_memory,
+            ..opts("s")
+        })
+        .into_iter()
+        .map(|c| c.expect("rendezvous"))
+        .collect();
+        let hs: Vec<_> = comms
+            .into_iter()
+            .map(|mut c| {
+                thread::spawn(move || {
+                    let r = c.rank();
+                    let peers = c.link_mut().shared_memory_peers();
+                    let mut buf: Vec<f32> = (0..3_000_001)
+                        .map(|i| ((i * 7919 + r * 104_729) % 1_000_003) as f32 * 1.000_001e-3)
+                        .collect();
+                    for _ in 0..3 {
+                        c.all_reduce(&mut buf, ReduceOp::Sum).unwrap();
+                    }
+                    let mut b: Vec<u8> = if r == n - 1 {
+                        (0..5_000_000).map(|i| (i % 253) as u8).collect()
+                    } else {
+                        Vec::new()
+                    };
+                    c.broadcast(&mut b, n - 1).unwrap();
+                    let g = c.all_gather(&vec![r as u8; 1000 + r]).unwrap();
+                    (peers, buf, b, g)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+    for n in [2, 3] {
+        let shm = job(n, true);
+        let tcp = job(n, false);
+        for r in 0..n {
+            let others: Vec<usize> = (0..n).filter(|&p| p != r).collect();
+            assert_eq!(shm[r].0, others, "rank {r} of {n}: shared-memory peers");
+            assert!(tcp[r].0.is_empty());
+            assert!(shm[r].1 == tcp[r].1, "rank {r} of {n}: all-reduce differs");
+            assert!(shm[r].1 == shm[0].1, "rank {r} of {n}: ranks disagree");
+            assert!(shm[r].2 == tcp[r].2 && shm[r].2.len() == 5_000_000);
+            assert!(shm[r].3 == tcp[r].3);
+        }
     }
 }
 
