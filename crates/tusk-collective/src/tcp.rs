@@ -942,11 +942,10 @@ impl TcpLink {
 
     /// A same-host peer's TCP connection carries only its failure message or its end.
     fn check_alive(&mut self, peer: usize, op: &'static str) -> Result<()> {
-        self.peer(peer)?;
         let mut b = [0u8; 1];
         let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
         let unread = self.mailbox.as_ref().map_or(0, |own| own.available(peer));
-        let p = self.peers[peer].as_mut().expect("a connected peer");
+        let p = self.peer(peer)?;
         match rustix::net::recv(&p.stream, &mut b, flags) {
             // What it wrote before it went is still to be read.
             Ok((0, _)) if unread > 0 => Ok(()),
@@ -1022,16 +1021,7 @@ impl TcpLink {
         let since = Instant::now();
         let mut idle = 0;
         let mut header = [0u8; 8];
-        let mut got = 0;
-        while got < 8 {
-            let n = self.take(peer, &mut header[got..]);
-            got += n;
-            if n > 0 {
-                idle = 0;
-            } else if !self.progress() || got < 8 {
-                self.pause(peer, op, since, &mut idle, false)?;
-            }
-        }
+        self.fill(peer, &mut header, op, since, &mut idle)?;
         let len = u64::from_le_bytes(header);
         if len > MAX_FRAME {
             return Err(Error::Protocol {
@@ -1042,18 +1032,31 @@ impl TcpLink {
         let len = len as usize;
         into.clear();
         into.resize(len, 0);
+        self.fill(peer, into, op, since, &mut idle)?;
+        self.progress();
+        Ok(())
+    }
+
+    /// All of `buf` from `peer`, pushing what this rank kept whenever nothing arrives.
+    fn fill(
+        &mut self,
+        peer: usize,
+        buf: &mut [u8],
+        op: &'static str,
+        since: Instant,
+        idle: &mut u32,
+    ) -> Result<()> {
         let mut got = 0;
-        while got < len {
-            let n = self.take(peer, &mut into[got..]);
+        while got < buf.len() {
+            let n = self.take(peer, &mut buf[got..]);
             got += n;
             if n > 0 {
-                idle = 0;
+                *idle = 0;
             } else {
                 self.progress();
-                self.pause(peer, op, since, &mut idle, false)?;
+                self.pause(peer, op, since, idle, false)?;
             }
         }
-        self.progress();
         Ok(())
     }
 

@@ -816,14 +816,7 @@ impl EmbeddingStore for HashedTable {
         } else {
             vec![true; order.len()]
         };
-        if let Optimizer::Adam {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            dense: true,
-        } = self.optimizer
-        {
+        if dense_adam {
             // Every row moves: touched rows with their gradient, the others with zero.
             let mut grad_of = vec![u32::MAX; self.keys.len()];
             for (j, k) in order.iter().enumerate() {
@@ -843,17 +836,7 @@ impl EmbeddingStore for HashedTable {
                 } else {
                     &summed[j as usize * d..(j as usize + 1) * d]
                 };
-                self.steps[r] += 1;
-                let t = self.steps[r] as i32;
-                let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
-                let w = &mut self.values[r * d..(r + 1) * d];
-                let st = &mut self.state[r * 2 * d..(r + 1) * 2 * d];
-                let (m, v) = st.split_at_mut(d);
-                for i in 0..d {
-                    m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
-                    v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
-                    w[i] -= lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
-                }
+                self.update_row(r, g);
             }
             return Ok(());
         }
