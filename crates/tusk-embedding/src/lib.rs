@@ -410,10 +410,27 @@ pub struct HashedTable {
     pending_keys: Vec<u64>,
     pending_counts: Vec<u32>,
     pending_index: KeyMap<usize>,
-    /// Scratch, not state: per row, the last call of [`HashedTable::distinct`] that saw it.
-    marks: Vec<u32>,
+    /// Scratch, not state: per row, the last call of [`HashedTable::group`] that saw it and
+    /// the row's place in that call's list of distinct rows.
+    marks: Vec<(u32, u32)>,
     mark_epoch: u32,
+    /// Scratch, not state: Adam's bias corrections `(1 − β₁ᵗ, 1 − β₂ᵗ)` for steps 1, 2, …
+    /// (up to [`CORRECTIONS_CACHED`]), the values `powi` gives, computed once.
+    corrections: Vec<[f32; 2]>,
 }
+
+/// Adam steps whose bias corrections a table keeps computed.
+const CORRECTIONS_CACHED: usize = 1 << 16;
+
+fn add_into(acc: &mut [f32], g: &[f32]) {
+    for (a, b) in acc.iter_mut().zip(g) {
+        *a += b;
+    }
+}
+
+/// Fewest rows per task when a batch's row updates are split
+/// ([`HashedTable::apply_gradients_parts`]).
+pub const ROWS_PER_PART: usize = 64;
 
 impl HashedTable {
     /// An empty table of `dim`-wide rows, initialised uniformly in ±1/sqrt(dim) from `seed`.
@@ -435,6 +452,7 @@ impl HashedTable {
             pending_index: KeyMap::default(),
             marks: Vec::new(),
             mark_epoch: 0,
+            corrections: Vec::new(),
         }
     }
 
@@ -586,6 +604,7 @@ impl HashedTable {
             pending_index,
             marks: Vec::new(),
             mark_epoch: 0,
+            corrections: Vec::new(),
         })
     }
 
@@ -651,62 +670,128 @@ impl HashedTable {
         }
     }
 
-    /// True when no row appears twice in `rows` (one pass over a per-row mark).
-    fn distinct(&mut self, rows: &[usize]) -> bool {
+    /// `None` when no row appears twice in `rows` (the usual case); else the distinct rows
+    /// in first-occurrence order with their gradients (`grads`, one `dim`-wide gradient per
+    /// entry of `rows`) summed in order. One pass over a per-row mark, no map.
+    fn sum_repeats(&mut self, rows: &[usize], grads: &[f32]) -> Option<(Vec<usize>, Vec<f32>)> {
+        let d = self.dim;
         self.mark_epoch = self.mark_epoch.wrapping_add(1);
         if self.mark_epoch == 0 {
-            self.marks.iter_mut().for_each(|m| *m = 0);
+            self.marks.iter_mut().for_each(|m| m.0 = 0);
             self.mark_epoch = 1;
         }
-        self.marks.resize(self.keys.len(), 0);
-        for &r in rows {
-            if self.marks[r] == self.mark_epoch {
-                return false;
+        let epoch = self.mark_epoch;
+        self.marks.resize(self.keys.len(), (0, 0));
+        let mut out: Option<(Vec<usize>, Vec<f32>)> = None;
+        let mut distinct = 0u32;
+        for (i, &r) in rows.iter().enumerate() {
+            let g = &grads[i * d..(i + 1) * d];
+            let (at, new) = match self.marks[r] {
+                (e, j) if e == epoch => (j as usize, false),
+                _ => {
+                    self.marks[r] = (epoch, distinct);
+                    distinct += 1;
+                    (distinct as usize - 1, true)
+                }
+            };
+            if !new && out.is_none() {
+                // The first repeat: every entry before it was a row of its own.
+                let mut summed = vec![0.0; i * d];
+                add_into(&mut summed, &grads[..i * d]);
+                out = Some((rows[..i].to_vec(), summed));
             }
-            self.marks[r] = self.mark_epoch;
+            if let Some((distinct_rows, summed)) = &mut out {
+                if new {
+                    distinct_rows.push(r);
+                    summed.resize(summed.len() + d, 0.0);
+                }
+                add_into(&mut summed[at * d..(at + 1) * d], g);
+            }
         }
-        true
+        out
     }
 
-    /// One row's sparse optimiser step with gradient `g` (the loops are written over zipped
-    /// slices so that they vectorise; the arithmetic is the same per element).
-    fn update_row(&mut self, r: usize, g: &[f32]) {
-        let d = self.dim;
-        let w = &mut self.values[r * d..(r + 1) * d];
-        match self.optimizer {
-            Optimizer::Sgd { lr } => {
-                for (w, g) in w.iter_mut().zip(g) {
-                    *w -= lr * g;
-                }
-            }
-            Optimizer::Adagrad { lr, eps, .. } => {
-                let acc = &mut self.state[r * d..(r + 1) * d];
-                for ((w, g), a) in w.iter_mut().zip(g).zip(acc.iter_mut()) {
-                    *a += g * g;
-                    *w -= lr * g / (a.sqrt() + eps);
-                }
-            }
-            Optimizer::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-                ..
-            } => {
-                self.steps[r] += 1;
-                let t = self.steps[r] as i32;
-                let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
-                let st = &mut self.state[r * 2 * d..(r + 1) * 2 * d];
-                let (m, v) = st.split_at_mut(d);
-                for (((w, m), v), g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
-                    *m = beta1 * *m + (1.0 - beta1) * g;
-                    *v = beta2 * *v + (1.0 - beta2) * g * g;
-                    let mh = *m / c1;
-                    let vh = *v / c2;
-                    *w -= lr * mh / (vh.sqrt() + eps);
-                }
-            }
+    /// Make sure Adam's bias corrections for steps up to `t` are computed.
+    fn corrections_up_to(&mut self, t: u64) {
+        let Optimizer::Adam { beta1, beta2, .. } = self.optimizer else {
+            return;
+        };
+        let want = (t.min(CORRECTIONS_CACHED as u64)) as usize;
+        while self.corrections.len() < want {
+            let t = self.corrections.len() as i32 + 1;
+            self.corrections
+                .push([1.0 - beta1.powi(t), 1.0 - beta2.powi(t)]);
         }
+    }
+
+    /// One row's sparse optimiser step with gradient `g`.
+    fn update_row(&mut self, r: usize, g: &[f32]) {
+        let (d, slots) = (self.dim, self.optimizer.slots());
+        self.corrections_up_to(u64::from(self.steps[r]) + 1);
+        step_row(
+            &self.optimizer,
+            &self.corrections,
+            &mut self.values[r * d..(r + 1) * d],
+            &mut self.state[r * slots * d..(r + 1) * slots * d],
+            &mut self.steps[r],
+            g,
+        );
+    }
+
+    /// Optimiser steps for distinct rows: `(row, i)` moves `row` by `src[i·dim..(i+1)·dim]`.
+    /// Rows are independent, so with `parts` > 1 the list is split by row ranges into rayon
+    /// tasks; the result is the same whatever the split.
+    fn update_rows(&mut self, upd: &mut [(usize, usize)], src: &[f32], parts: usize) {
+        let (d, slots) = (self.dim, self.optimizer.slots());
+        let latest = upd.iter().map(|u| self.steps[u.0]).max().unwrap_or(0);
+        self.corrections_up_to(u64::from(latest) + 1);
+        let parts = parts.min(upd.len() / ROWS_PER_PART).max(1);
+        let HashedTable {
+            optimizer,
+            corrections,
+            values,
+            state,
+            steps,
+            keys,
+            ..
+        } = self;
+        let (opt, corr) = (&*optimizer, &corrections[..]);
+        let run =
+            |upd: &[(usize, usize)], base: usize, v: &mut [f32], s: &mut [f32], t: &mut [u32]| {
+                for &(r, i) in upd {
+                    let r = r - base;
+                    step_row(
+                        opt,
+                        corr,
+                        &mut v[r * d..(r + 1) * d],
+                        &mut s[r * slots * d..(r + 1) * slots * d],
+                        &mut t[r],
+                        &src[i * d..(i + 1) * d],
+                    );
+                }
+            };
+        if parts == 1 {
+            return run(upd, 0, values, state, steps);
+        }
+        upd.sort_unstable_by_key(|u| u.0);
+        let groups: Vec<&[(usize, usize)]> = upd.chunks(upd.len().div_ceil(parts)).collect();
+        let (mut v, mut s, mut t) = (&mut values[..], &mut state[..], &mut steps[..]);
+        let mut base = 0;
+        let mut jobs = Vec::with_capacity(groups.len());
+        for (k, g) in groups.iter().enumerate() {
+            // This part owns the rows from its first up to the next part's first.
+            let end = groups.get(k + 1).map_or(keys.len(), |n| n[0].0);
+            let (vh, vr) = std::mem::take(&mut v).split_at_mut((end - base) * d);
+            let (sh, sr) = std::mem::take(&mut s).split_at_mut((end - base) * slots * d);
+            let (th, tr) = std::mem::take(&mut t).split_at_mut(end - base);
+            (v, s, t) = (vr, sr, tr);
+            jobs.push((*g, base, vh, sh, th));
+            base = end;
+        }
+        use rayon::prelude::*;
+        jobs.into_par_iter()
+            .with_max_len(1)
+            .for_each(|(g, base, v, s, t)| run(g, base, v, s, t));
     }
 
     fn row(&mut self, key: u64) -> usize {
@@ -755,6 +840,21 @@ impl EmbeddingStore for HashedTable {
     }
 
     fn apply_gradients(&mut self, keys: &[u64], grads: &[f32]) -> Result<()> {
+        self.apply_gradients_parts(keys, grads, 1)
+    }
+}
+
+impl HashedTable {
+    /// [`EmbeddingStore::apply_gradients`], with the row updates of a large batch split into
+    /// up to `parts` rayon tasks (over the threads of the pool it runs in; a task no other
+    /// thread has taken runs on the calling one). Rows are independent, so the result is the
+    /// same bit for bit whatever `parts` is.
+    pub fn apply_gradients_parts(
+        &mut self,
+        keys: &[u64],
+        grads: &[f32],
+        parts: usize,
+    ) -> Result<()> {
         let d = self.dim;
         if grads.len() != keys.len() * d {
             return Err(EmbeddingError::GradientShape {
@@ -766,9 +866,10 @@ impl EmbeddingStore for HashedTable {
         }
         let dense_adam = matches!(self.optimizer, Optimizer::Adam { dense: true, .. });
         if self.min_count == 1 && !dense_adam {
-            // The usual case, distinct keys: each gradient goes to its row as it is, with no
-            // map of the batch's keys and no copy of the gradients. Rows are created in key
-            // order, as the general path below creates them (first occurrences).
+            // The usual case. Rows are created in key order, as the general path below creates
+            // them (first occurrences); repeated keys have their gradients summed in order
+            // through a per-row mark instead of a map of the batch's keys, and distinct keys
+            // (the commonest batch) send each gradient to its row with no copy.
             if let Some(i) = grads
                 .chunks_exact(d.max(1))
                 .position(|g| g.iter().any(|x| !x.is_finite()))
@@ -776,12 +877,17 @@ impl EmbeddingStore for HashedTable {
                 return Err(EmbeddingError::NonFinite(keys[i]));
             }
             let rows: Vec<usize> = keys.iter().map(|&k| self.row(k)).collect();
-            if self.distinct(&rows) {
-                for (i, &r) in rows.iter().enumerate() {
-                    self.update_row(r, &grads[i * d..(i + 1) * d]);
+            match self.sum_repeats(&rows, grads) {
+                None => {
+                    let mut upd: Vec<(usize, usize)> = rows.into_iter().zip(0..).collect();
+                    self.update_rows(&mut upd, grads, parts);
                 }
-                return Ok(());
+                Some((rows, summed)) => {
+                    let mut upd: Vec<(usize, usize)> = rows.into_iter().zip(0..).collect();
+                    self.update_rows(&mut upd, &summed, parts);
+                }
             }
+            return Ok(());
         }
         // Sum the gradients of repeated keys (first-occurrence order, for determinism).
         let mut slot: KeyMap<usize> =
@@ -848,6 +954,54 @@ impl EmbeddingStore for HashedTable {
             self.update_row(r, &summed[j * d..(j + 1) * d]);
         }
         Ok(())
+    }
+}
+
+/// One row's sparse optimiser step: `w` its values, `st` its optimiser state, `step` its Adam
+/// step count, `g` its gradient; `corr` holds Adam's bias corrections by step (computed
+/// here past its end). The loops run over zipped slices so that they vectorise.
+fn step_row(
+    opt: &Optimizer,
+    corr: &[[f32; 2]],
+    w: &mut [f32],
+    st: &mut [f32],
+    step: &mut u32,
+    g: &[f32],
+) {
+    match *opt {
+        Optimizer::Sgd { lr } => {
+            for (w, g) in w.iter_mut().zip(g) {
+                *w -= lr * g;
+            }
+        }
+        Optimizer::Adagrad { lr, eps, .. } => {
+            for ((w, g), a) in w.iter_mut().zip(g).zip(st.iter_mut()) {
+                *a += g * g;
+                *w -= lr * g / (a.sqrt() + eps);
+            }
+        }
+        Optimizer::Adam {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            ..
+        } => {
+            *step += 1;
+            let t = *step as i32;
+            let [c1, c2] = match corr.get((t as usize).wrapping_sub(1)) {
+                Some(&c) if t > 0 => c,
+                _ => [1.0 - beta1.powi(t), 1.0 - beta2.powi(t)],
+            };
+            let (m, v) = st.split_at_mut(w.len());
+            for (((w, m), v), g) in w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(g) {
+                *m = beta1 * *m + (1.0 - beta1) * g;
+                *v = beta2 * *v + (1.0 - beta2) * g * g;
+                let mh = *m / c1;
+                let vh = *v / c2;
+                *w -= lr * mh / (vh.sqrt() + eps);
+            }
+        }
     }
 }
 
@@ -1045,6 +1199,75 @@ mod tests {
             .with_init(Init::Normal)
             .peek(&[7], &mut y);
         assert_eq!(&y[..], &x[700..800]);
+    }
+
+    #[test]
+    fn row_updates_split_over_threads_equal_one_thread_bit_for_bit() {
+        let opts = [
+            Optimizer::adam(0.01),
+            Optimizer::adagrad(0.05),
+            Optimizer::Sgd { lr: 0.1 },
+        ];
+        let pools: Vec<rayon::ThreadPool> = [1, 3]
+            .iter()
+            .map(|&n| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        for opt in opts {
+            let mut one = HashedTable::new(8, opt, 3);
+            let mut split: Vec<HashedTable> = pools.iter().map(|_| one.clone()).collect();
+            let mut s = 17u64;
+            for step in 0..30 {
+                // 600 keys from 500 ids: repeats in most steps, a distinct batch every 5th.
+                let keys: Vec<u64> = if step % 5 == 0 {
+                    (0..600).map(|i| i * 7 + step).collect()
+                } else {
+                    (0..600)
+                        .map(|_| {
+                            s = mix(s);
+                            s % 500
+                        })
+                        .collect()
+                };
+                let grads: Vec<f32> = (0..keys.len() * 8)
+                    .map(|_| {
+                        s = mix(s);
+                        (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+                    })
+                    .collect();
+                one.apply_gradients(&keys, &grads).unwrap();
+                for (t, pool) in split.iter_mut().zip(&pools) {
+                    let parts = pool.current_num_threads() + 1;
+                    pool.install(|| t.apply_gradients_parts(&keys, &grads, parts))
+                        .unwrap();
+                }
+            }
+            for t in &split {
+                let (a, b) = (one.export(), t.export());
+                assert_eq!(a.keys, b.keys);
+                assert_eq!(a.steps, b.steps);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a.values), bits(&b.values), "{opt:?}");
+                assert_eq!(bits(&a.state), bits(&b.state), "{opt:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn repeated_keys_take_their_summed_gradient_in_one_adam_step() {
+        let mut t = HashedTable::new(2, Optimizer::adam(0.01), 0);
+        let mut lone = t.clone();
+        t.apply_gradients(&[5, 9, 5, 5], &[0.5, 1.0, 7.0, 7.0, 0.25, -1.0, 0.125, 0.5])
+            .unwrap();
+        // The same as one step of the sums, with 9 in between.
+        lone.apply_gradients(&[5, 9], &[0.875, 0.5, 7.0, 7.0])
+            .unwrap();
+        assert_eq!(t.export(), lone.export());
+        assert_eq!(t.export().steps, vec![1, 1]);
     }
 
     #[test]

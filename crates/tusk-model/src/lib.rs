@@ -16,4 +16,6 @@ pub mod metrics;
 pub mod models;
 pub mod nn;
 
-pub use models::{Architecture, Batch, DenseAdam, Interaction, Model, ModelError, NeumfItems};
+pub use models::{
+    Architecture, Batch, DenseAdam, Interaction, Model, ModelError, NeumfItems, ROWS_PER_PART,
+};

@@ -49,6 +49,9 @@ pub enum Interaction {
     Cat,
 }
 
+/// Fewest rows in a block of [`Model::loss_and_grads_parts`].
+pub const ROWS_PER_PART: usize = 16;
+
 /// One batch as a model sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Batch<'a> {
@@ -307,6 +310,73 @@ impl Model {
         emb_grads.resize(batch.emb.len(), 0.0);
         self.back(params, batch, &st, &dz, grads, emb_grads, ready);
         loss
+    }
+
+    /// [`Model::loss_and_grads`] with the batch's rows split into up to `parts` consecutive
+    /// blocks (at least [`ROWS_PER_PART`] rows each), whose forward and backward passes are
+    /// rayon tasks: run from a rayon pool, they go over its threads, and a block no other
+    /// thread has taken yet runs on the calling one. Each block's dense gradient goes to a
+    /// buffer of its own and the buffers are added in block order, so the result depends only
+    /// on the number of blocks (not on the threads that ran them): the same inputs and
+    /// `parts` give the same bits every time, and the sums differ from one block's
+    /// (`parts = 1`) only in rounding.
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss_and_grads_parts(
+        &self,
+        parts: usize,
+        params: &[f32],
+        batch: &Batch<'_>,
+        labels: &[f32],
+        weights: Option<&[f32]>,
+        grads: &mut [f32],
+        emb_grads: &mut Vec<f32>,
+    ) -> f32 {
+        use rayon::prelude::*;
+        let n = batch.size;
+        let total = bce_total(weights, n);
+        let parts = parts.min(n / ROWS_PER_PART).max(1);
+        let (fd, dw) = (self.fields * self.emb_dim(), self.dense);
+        if parts == 1 || total <= 0.0 || fd == 0 {
+            return self.loss_and_grads(params, batch, labels, weights, grads, emb_grads);
+        }
+        self.check(params, batch);
+        assert_eq!(labels.len(), n, "labels");
+        assert_eq!(grads.len(), params.len(), "gradient buffer size");
+        let rows = n.div_ceil(parts);
+        let parts = n.div_ceil(rows);
+        emb_grads.clear();
+        emb_grads.resize(batch.emb.len(), 0.0);
+        let mut scratch: Vec<Vec<f32>> = (1..parts).map(|_| vec![0.0; grads.len()]).collect();
+        let mut losses = vec![0.0f64; parts];
+        let outs: Vec<&mut [f32]> = std::iter::once(&mut *grads)
+            .chain(scratch.iter_mut().map(Vec::as_mut_slice))
+            .collect();
+        let jobs: Vec<_> = outs
+            .into_iter()
+            .zip(emb_grads.chunks_mut(rows * fd))
+            .zip(losses.iter_mut())
+            .enumerate()
+            .collect();
+        jobs.into_par_iter()
+            .with_max_len(1)
+            .for_each(|(k, ((g, de), loss))| {
+                let r = k * rows..((k + 1) * rows).min(n);
+                let sub = Batch {
+                    size: r.len(),
+                    emb: &batch.emb[r.start * fd..r.end * fd],
+                    dense: &batch.dense[r.start * dw..r.end * dw],
+                };
+                let mut st = State::default();
+                self.run(params, &sub, &mut st);
+                let w = weights.map(|w| &w[r.clone()]);
+                let (l, dz) = bce_terms(&st.logits, &labels[r], w, total);
+                *loss = l;
+                self.back(params, &sub, &st, &dz, g, de, &mut |_, _| {});
+            });
+        for g in &scratch {
+            add(grads, g);
+        }
+        (losses.iter().sum::<f64>() / total) as f32
     }
 
     fn run(&self, p: &[f32], b: &Batch<'_>, st: &mut State) {
@@ -681,13 +751,25 @@ pub fn sigmoid(z: f32) -> f32 {
 /// Weighted mean binary cross-entropy on logits, and its gradient per logit.
 /// Stable for large |z|: `max(z,0) − z·y + ln(1 + e^−|z|)`.
 pub fn bce_with_logits(z: &[f32], y: &[f32], w: Option<&[f32]>) -> (f32, Vec<f32>) {
-    let total: f64 = match w {
-        Some(w) => w.iter().map(|&x| f64::from(x)).sum(),
-        None => z.len() as f64,
-    };
+    let total = bce_total(w, z.len());
     if total <= 0.0 {
         return (0.0, vec![0.0; z.len()]);
     }
+    let (loss, dz) = bce_terms(z, y, w, total);
+    ((loss / total) as f32, dz)
+}
+
+/// The weight a batch's mean loss divides by: the weights' sum, or the rows.
+fn bce_total(w: Option<&[f32]>, rows: usize) -> f64 {
+    match w {
+        Some(w) => w.iter().map(|&x| f64::from(x)).sum(),
+        None => rows as f64,
+    }
+}
+
+/// [`bce_with_logits`] for some rows of a batch whose weights sum to `total`: their weighted
+/// loss sum, and the mean loss's gradient for each of them.
+fn bce_terms(z: &[f32], y: &[f32], w: Option<&[f32]>, total: f64) -> (f64, Vec<f32>) {
     let mut loss = 0.0f64;
     let mut dz = Vec::with_capacity(z.len());
     for (i, (&zi, &yi)) in z.iter().zip(y).enumerate() {
@@ -696,7 +778,7 @@ pub fn bce_with_logits(z: &[f32], y: &[f32], w: Option<&[f32]>) -> (f32, Vec<f32
         loss += f64::from(wi * l);
         dz.push((f64::from(wi * (sigmoid(zi) - yi)) / total) as f32);
     }
-    ((loss / total) as f32, dz)
+    (loss, dz)
 }
 
 /// _Adam_ over a flat buffer (dense layers), with optional decoupled weight decay (AdamW).
@@ -880,6 +962,100 @@ mod tests {
             3,
             2,
         );
+    }
+
+    #[test]
+    fn row_blocks_on_threads_equal_one_pass_up_to_rounding_and_repeat_exactly() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let archs = [
+            (
+                Architecture::Neumf {
+                    user: vec![0, 2],
+                    item: vec![1],
+                    gmf_dim: 3,
+                    mlp_dim: 4,
+                    layers: vec![6, 3],
+                },
+                3,
+                2,
+            ),
+            (
+                Architecture::Dlrm {
+                    emb_dim: 3,
+                    bottom: vec![5],
+                    top: vec![6, 4],
+                    interaction: Interaction::Dot,
+                },
+                3,
+                4,
+            ),
+        ];
+        for (arch, fields, dense) in archs {
+            let model = Model::new(&arch, fields, dense).unwrap();
+            let params = model.init_params(5);
+            // 103 rows: blocks of 35, 35 and 33 (and 26, 26, 26, 25 for four).
+            let n = 103;
+            let emb = rand_vec(n * fields * model.emb_dim(), 1, 0.5);
+            let dv = rand_vec(n * dense, 2, 1.0);
+            let labels: Vec<f32> = (0..n).map(|i| (i % 3 == 0) as u8 as f32).collect();
+            let w: Vec<f32> = (0..n).map(|i| 0.5 + (i % 4) as f32).collect();
+            let b = Batch {
+                size: n,
+                emb: &emb,
+                dense: &dv,
+            };
+            for weights in [None, Some(&w[..])] {
+                let mut g1 = vec![0.0; params.len()];
+                let mut e1 = Vec::new();
+                let l1 = model.loss_and_grads(&params, &b, &labels, weights, &mut g1, &mut e1);
+                for parts in [2, 3, 4] {
+                    let run = || {
+                        let (mut g, mut e) = (vec![0.0; params.len()], Vec::new());
+                        let l = pool.install(|| {
+                            model.loss_and_grads_parts(
+                                parts, &params, &b, &labels, weights, &mut g, &mut e,
+                            )
+                        });
+                        (l, g, e)
+                    };
+                    let (l, g, e) = run();
+                    assert!((l - l1).abs() <= 1e-6 * l1.abs(), "{parts}: {l} vs {l1}");
+                    for (a, b) in g.iter().zip(&g1) {
+                        assert!(
+                            (a - b).abs() <= 1e-6 + 1e-5 * b.abs(),
+                            "{parts}: {a} vs {b}"
+                        );
+                    }
+                    // Each row's embedding gradient is computed by one block alone: exact.
+                    assert_eq!(e, e1);
+                    let (l2, g2, e2) = run();
+                    assert_eq!((l.to_bits(), &g2, &e2), (l2.to_bits(), &g, &e));
+                }
+                // Too few rows for two blocks of ROWS_PER_PART: one pass, the same bits.
+                let small = Batch {
+                    size: 20,
+                    emb: &emb[..20 * fields * model.emb_dim()],
+                    dense: &dv[..20 * dense],
+                };
+                let (mut ga, mut ea) = (vec![0.0; params.len()], Vec::new());
+                let (mut gb, mut eb) = (vec![0.0; params.len()], Vec::new());
+                let wa = weights.map(|w| &w[..20]);
+                let la = model.loss_and_grads(&params, &small, &labels[..20], wa, &mut ga, &mut ea);
+                let lb = model.loss_and_grads_parts(
+                    4,
+                    &params,
+                    &small,
+                    &labels[..20],
+                    wa,
+                    &mut gb,
+                    &mut eb,
+                );
+                assert_eq!((la.to_bits(), ga, ea), (lb.to_bits(), gb, eb));
+            }
+        }
     }
 
     #[test]

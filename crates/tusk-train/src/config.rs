@@ -171,6 +171,13 @@ pub struct TrainConfig {
     pub prefetch: bool,
     /// Seed for initialisation, shuffling and sampling.
     pub seed: u64,
+    /// Threads that compute a step: each batch's rows are split into this many blocks whose
+    /// forward and backward passes run at once (their dense gradients added in block order),
+    /// and the embedding-row updates are split by rows. 0 (the default): the machine's cores
+    /// divided by the workers on it (`LOCAL_WORLD_SIZE`), less one for the input pipeline's
+    /// thread. Results are bit-reproducible for a given number; another number changes the
+    /// dense gradient's rounding (the order of its sums), nothing else.
+    pub threads: usize,
     /// Rows held for shuffling.
     pub shuffle_buffer: usize,
     /// Also commit a model version every this many steps (0: once per epoch).
@@ -201,6 +208,7 @@ impl Default for TrainConfig {
             prefetch: true,
             min_count: 1,
             seed: 42,
+            threads: 0,
             shuffle_buffer: 100_000,
             checkpoint_every: 0,
             negatives: 0,
@@ -285,6 +293,12 @@ impl Config {
         }
         if t.batch_size == 0 {
             return Err(config("train.batch_size", "must be at least 1"));
+        }
+        if t.threads > 1024 {
+            return Err(config(
+                "train.threads",
+                "must be at most 1024 (0: the cores per worker)",
+            ));
         }
         if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
             return Err(config("train.learning_rate", "must be a positive number"));

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use tusk_board::EventWriter;
 use tusk_data::{Batch, BatchOptions, FeatureSpace, NegativeSampler, Source, StatsOrigin, batches};
-use tusk_embedding::{EmbeddingStore, HashedTable};
+use tusk_embedding::{EmbeddingStore, HashedTable, ROWS_PER_PART};
 use tusk_model::metrics;
 use tusk_model::models::sigmoid;
 use tusk_model::{DenseAdam, Model};
@@ -648,6 +648,9 @@ struct Run<'a> {
     prefetched: Option<(Vec<u64>, Vec<f32>)>,
     /// Seconds spent waiting for rows from embedding servers, and steps.
     pull_wait: (f64, u64),
+    /// Threads computing a step (`train.threads` resolved) and the pool of the extra ones.
+    threads: usize,
+    pool: Option<rayon::ThreadPool>,
 }
 
 /// One rank's part of a step for the backward thread: inputs, labels, optional weights.
@@ -957,6 +960,23 @@ pub fn train_with<'a>(
     } else {
         Vec::new()
     };
+    let threads = compute_threads(cfg.train.threads);
+    let pool = if threads > 1 {
+        match rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("tusk-compute-{i}"))
+            .build()
+        {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let e = Error::Training(format!("cannot start {threads} compute threads: {e}"));
+                collective.abort(&e.to_string());
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     let saver = if rank == 0 {
         Some(Saver::start(store.writer(RunInfo::new(), parent))?)
     } else {
@@ -991,6 +1011,8 @@ pub fn train_with<'a>(
         prefetching: None,
         prefetched: None,
         pull_wait: (0.0, 0),
+        threads,
+        pool,
     };
     let res = run.go(opts, obs);
     if let Err(e) = &res
@@ -1196,14 +1218,18 @@ impl Run<'_> {
                 dense: &b.dense,
             };
             if self.buckets.is_empty() {
-                let loss = self.model.loss_and_grads(
-                    &self.params,
-                    &input,
-                    &b.labels,
-                    weights,
-                    &mut self.grads[..p],
-                    &mut de,
-                );
+                let (model, params, grads) = (&self.model, &self.params, &mut self.grads[..p]);
+                let labels = &b.labels;
+                let threads = self.threads;
+                let pool = self
+                    .pool
+                    .as_ref()
+                    .filter(|_| b.size >= 2 * tusk_model::ROWS_PER_PART);
+                let loss = in_pool(pool, || {
+                    model.loss_and_grads_parts(
+                        threads, params, &input, labels, weights, grads, &mut de,
+                    )
+                });
                 self.grads[p + rank] = b.size as f32;
                 self.grads[p + world + rank] = loss;
             } else {
@@ -1376,13 +1402,23 @@ impl Run<'_> {
                     ))
                 })?;
             }
-            let r = table.apply_gradients(&keys, &grads);
+            let threads = self.threads;
+            let pool = self
+                .pool
+                .as_ref()
+                .filter(|_| keys.len() >= 2 * ROWS_PER_PART);
+            let r = in_pool(pool, || table.apply_gradients_parts(&keys, &grads, threads));
             self.timeline.span(Activity::Optimizer, t);
             r
         } else {
             let t = Instant::now();
             let keys = b.map_or(&[][..], |b| b.keys.as_slice());
-            let r = table.apply_gradients(keys, &kg);
+            let threads = self.threads;
+            let pool = self
+                .pool
+                .as_ref()
+                .filter(|_| keys.len() >= 2 * ROWS_PER_PART);
+            let r = in_pool(pool, || table.apply_gradients_parts(keys, &kg, threads));
             self.timeline.span(Activity::Optimizer, t);
             r
         };
@@ -1874,6 +1910,31 @@ pub const BUCKET_BYTES: usize = 1 << 20;
 
 /// Group `order` (layer ranges, in the order the backward pass finishes them) into buckets
 /// of at least `bytes` (the last one may be smaller); never splits a layer.
+/// Run `f` on `pool` (its rayon tasks then go over the pool's threads; this thread waits,
+/// leaving its core to them), or here without one.
+fn in_pool<R: Send>(pool: Option<&rayon::ThreadPool>, f: impl FnOnce() -> R + Send) -> R {
+    match pool {
+        Some(p) => p.install(f),
+        None => f(),
+    }
+}
+
+/// `train.threads`, with 0 resolved to this machine's cores divided by the workers on it
+/// (`LOCAL_WORLD_SIZE`, which `tusk launch` and torchrun set), less one for the worker's
+/// input pipeline (its reading, sampling and batching thread), and at least one.
+fn compute_threads(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let local = std::env::var("LOCAL_WORLD_SIZE")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(1);
+    (cores / local).saturating_sub(1).max(1)
+}
+
 fn plan_buckets(order: &[Range<usize>], bytes: usize) -> Vec<Vec<Range<usize>>> {
     let mut out: Vec<Vec<Range<usize>>> = vec![Vec::new()];
     let mut size = 0;

@@ -46,8 +46,63 @@ fn resume_gives_the_same_weights_as_an_uninterrupted_run() {
         "",
         "init = \"normal\"\nembedding_adam = \"dense\"",
         "min_count = 30",
+        // Each batch's rows computed in two blocks on two threads.
+        "threads = 3",
     ] {
         resume_matches(extra);
+    }
+}
+
+/// Issue 31: a step's rows computed in blocks on several threads repeat bit for bit for a
+/// given number of threads; another number changes only the rounding of the dense gradient.
+#[test]
+fn compute_threads_repeat_bit_for_bit_and_change_only_rounding() {
+    let data = data_dir();
+    let storage = Storage::new().unwrap();
+    let base = dlrm_config(data.path(), "");
+    let run = |threads: usize, dir: &str| {
+        let cfg = with(
+            &base,
+            &["train.batch_size=128", &format!("train.threads={threads}")],
+        );
+        let url = data.path().join(dir);
+        let s = run_to(&storage, &cfg, &url, false, None);
+        let ck = ModelStore::open(&storage, &url.display().to_string())
+            .unwrap()
+            .load(None)
+            .unwrap();
+        (s, ck)
+    };
+    let (sa, a) = run(3, "a");
+    let (sb, b) = run(3, "b");
+    let (sc, c) = run(1, "c");
+    assert_eq!(
+        a.params, b.params,
+        "dense weights differ between identical runs"
+    );
+    assert_eq!(
+        a.table, b.table,
+        "embedding tables differ between identical runs"
+    );
+    assert_eq!(sa.history.len(), sb.history.len());
+    for (x, y) in sa.history.iter().zip(&sb.history) {
+        assert_eq!(x.train_loss.to_bits(), y.train_loss.to_bits());
+    }
+    // One thread: the same training up to rounding.
+    let far = a
+        .params
+        .iter()
+        .zip(&c.params)
+        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+        .fold(0.0f32, f32::max);
+    assert!(far < 1e-3, "1 vs 3 threads: weights {far} apart");
+    for (x, y) in sa.history.iter().zip(&sc.history) {
+        assert!(
+            (x.train_loss - y.train_loss).abs() < 1e-4 * y.train_loss.abs(),
+            "1 vs 3 threads: loss {} vs {}",
+            y.train_loss,
+            x.train_loss
+        );
     }
 }
 
