@@ -65,6 +65,29 @@ impl Batch {
         self.push(e, None);
     }
 
+    fn push_held(&mut self, h: &Held) {
+        match h {
+            Held::Small {
+                keys,
+                n,
+                label,
+                weight,
+                group,
+            } => {
+                let n = usize::from(*n);
+                self.size += 1;
+                self.keys.extend_from_slice(&keys[..n]);
+                self.bag_lens.extend(std::iter::repeat_n(1, n));
+                self.labels.push(*label);
+                self.weights.push(*weight);
+                if let Some(g) = group {
+                    self.groups.push(*g);
+                }
+            }
+            Held::Row(row) => self.push(&row.0, row.1),
+        }
+    }
+
     fn push(&mut self, e: &Encoded, group: Option<u64>) {
         self.size += 1;
         self.keys.extend_from_slice(&e.keys);
@@ -83,6 +106,65 @@ impl Batch {
     }
 }
 
+/// A row waiting in the shuffle buffer. The buffer is read at random, so every block a row
+/// spans is a cache miss: a row of at most [`SMALL_KEYS`] single-key fields and no dense
+/// values (the usual recommendation row) is held in one block, the others as they are.
+#[derive(Debug)]
+enum Held {
+    Small {
+        keys: [u64; SMALL_KEYS],
+        n: u8,
+        label: f32,
+        weight: f32,
+        group: Option<u64>,
+    },
+    Row(Box<(Encoded, Option<u64>)>),
+}
+
+/// Keys of a row held inline in the shuffle buffer.
+const SMALL_KEYS: usize = 4;
+
+impl Held {
+    fn new(e: Encoded, group: Option<u64>) -> Held {
+        let n = e.keys.len();
+        if n <= SMALL_KEYS && e.dense.is_empty() && e.bag_lens.iter().all(|&l| l == 1) {
+            let mut keys = [0; SMALL_KEYS];
+            keys[..n].copy_from_slice(&e.keys);
+            Held::Small {
+                keys,
+                n: n as u8,
+                label: e.label,
+                weight: e.weight,
+                group,
+            }
+        } else {
+            Held::Row(Box::new((e, group)))
+        }
+    }
+}
+
+/// Hashes a (user, item) pair of embedding keys (already well mixed) in one multiply.
+#[derive(Debug, Default, Clone, Copy)]
+struct PairHasher(u64);
+
+impl std::hash::Hasher for PairHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, k: u64) {
+        self.0 = (self.0.rotate_left(29) ^ k).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type PairSet = HashSet<(u64, u64), std::hash::BuildHasherDefault<PairHasher>>;
+
 /// Replaces the item side of positive rows to make extra negatives, fresh each epoch.
 #[derive(Debug)]
 pub struct NegativeSampler {
@@ -92,7 +174,7 @@ pub struct NegativeSampler {
     /// Per catalogue item: the keys of every item field, and their bag lengths.
     items: Vec<(Vec<u64>, Vec<u32>)>,
     item_key: HashMap<u64, usize>,
-    positives: HashSet<(u64, u64)>,
+    positives: PairSet,
 }
 
 impl NegativeSampler {
@@ -140,7 +222,7 @@ impl NegativeSampler {
             item_fields: items,
             items: Vec::new(),
             item_key: HashMap::new(),
-            positives: HashSet::new(),
+            positives: PairSet::default(),
         };
         let mut e = Encoded::default();
         source.for_each_row(|row, pos| {
@@ -326,6 +408,13 @@ impl Emitter<'_> {
         }
     }
 
+    fn push_held(&mut self, h: &Held) {
+        self.batch.push_held(h);
+        if self.batch.size == self.size {
+            self.flush();
+        }
+    }
+
     fn flush(&mut self) {
         if self.batch.size == 0 {
             return;
@@ -377,7 +466,7 @@ fn produce(
         skip: opts.skip_batches,
         closed: false,
     };
-    let mut buffer: Vec<(Encoded, Option<u64>)> = Vec::new();
+    let mut buffer: Vec<Held> = Vec::new();
     let mut extra: Vec<Encoded> = Vec::new();
     let mut group_keys = Vec::new();
     for &file in &order {
@@ -409,11 +498,11 @@ fn produce(
                 if opts.shuffle_buffer == 0 {
                     em.push(&item, group);
                 } else if buffer.len() < opts.shuffle_buffer {
-                    buffer.push((item, group));
+                    buffer.push(Held::new(item, group));
                 } else {
                     let j = rng.below(buffer.len());
-                    let out = std::mem::replace(&mut buffer[j], (item, group));
-                    em.push(&out.0, out.1);
+                    let out = std::mem::replace(&mut buffer[j], Held::new(item, group));
+                    em.push_held(&out);
                 }
             }
             Ok(!em.closed)
@@ -424,12 +513,52 @@ fn produce(
     }
     while !buffer.is_empty() {
         let j = rng.below(buffer.len());
-        let (e, g) = buffer.swap_remove(j);
-        em.push(&e, g);
+        let h = buffer.swap_remove(j);
+        em.push_held(&h);
         if em.closed {
             return Ok(());
         }
     }
     em.flush();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_held_in_the_shuffle_buffer_batch_as_the_rows_themselves() {
+        let row = |keys: &[u64], bag_lens: &[u32], dense: &[f32]| Encoded {
+            keys: keys.to_vec(),
+            bag_lens: bag_lens.to_vec(),
+            dense: dense.to_vec(),
+            label: 1.0,
+            weight: 0.5,
+        };
+        let rows = [
+            (row(&[1, 2], &[1, 1], &[]), None),
+            (row(&[3, 4, 5, 6], &[1, 1, 1, 1], &[]), Some(9)),
+            // Too many keys, a bag of two, dense values: held as they are.
+            (row(&[1, 2, 3, 4, 5], &[1, 1, 1, 1, 1], &[]), Some(7)),
+            (row(&[1, 2, 3], &[2, 1], &[]), None),
+            (row(&[1, 2], &[1, 1], &[0.25]), Some(3)),
+            (row(&[], &[], &[]), None),
+        ];
+        let (mut direct, mut held) = (Batch::default(), Batch::default());
+        for (e, g) in rows {
+            direct.push(&e, g);
+            let h = Held::new(e, g);
+            held.push_held(&h);
+        }
+        assert_eq!(direct, held);
+        assert!(matches!(
+            Held::new(row(&[1, 2], &[1, 1], &[]), None),
+            Held::Small { n: 2, .. }
+        ));
+        assert!(matches!(
+            Held::new(row(&[1, 2], &[1, 1], &[0.5]), None),
+            Held::Row(_)
+        ));
+    }
 }

@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use crate::nn::{InitRng, Linear, Mlp, MlpCache, ParamLayout};
+use crate::nn::{InitRng, Linear, Mlp, MlpCache, ParamLayout, ParamSpec};
 
 /// Architecture, as a config names it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -191,6 +191,17 @@ impl Model {
     /// Where each dense tensor sits in the parameter buffer.
     pub fn layout(&self) -> &ParamLayout {
         &self.layout
+    }
+
+    /// Multiply-adds of the dense layers' forward pass for one row (the sum of every 2-D
+    /// weight's size): what a row costs to compute, next to what it costs to read.
+    pub fn multiply_adds_per_row(&self) -> usize {
+        self.layout
+            .specs()
+            .iter()
+            .filter(|s| s.shape.len() == 2)
+            .map(ParamSpec::len)
+            .sum()
     }
 
     /// Width of every embedding row this model reads.
@@ -1056,6 +1067,24 @@ mod tests {
                 assert_eq!((la.to_bits(), ga, ea), (lb.to_bits(), gb, eb));
             }
         }
+    }
+
+    #[test]
+    fn multiply_adds_per_row_by_hand() {
+        // MLP 8→6→3 (48 + 18) and the prediction layer over GMF 3 + MLP 3 (6).
+        let m = Model::new(
+            &Architecture::Neumf {
+                user: vec![0],
+                item: vec![1],
+                gmf_dim: 3,
+                mlp_dim: 4,
+                layers: vec![6, 3],
+            },
+            2,
+            0,
+        )
+        .unwrap();
+        assert_eq!(m.multiply_adds_per_row(), 8 * 6 + 6 * 3 + 6);
     }
 
     #[test]

@@ -173,9 +173,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Threads that compute a step: each batch's rows are split into this many blocks whose
     /// forward and backward passes run at once (their dense gradients added in block order),
-    /// and the embedding-row updates are split by rows. 0 (the default): the machine's cores
-    /// divided by the workers on it (`LOCAL_WORLD_SIZE`), less one for the input pipeline's
-    /// thread. Results are bit-reproducible for a given number; another number changes the
+    /// and the embedding-row updates are split by rows. 0 (the default): from the machine's
+    /// cores per worker (`LOCAL_WORLD_SIZE`): one less, for the input pipeline's thread, with 3
+    /// or more; with 2, both when the model's dense layers take ≥ 32,768 multiply-adds per row,
+    /// else one. Results are bit-reproducible for a given number; another number changes the
     /// dense gradient's rounding (the order of its sums), nothing else.
     pub threads: usize,
     /// Rows held for shuffling.
