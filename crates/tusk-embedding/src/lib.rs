@@ -410,7 +410,7 @@ pub struct HashedTable {
     pending_keys: Vec<u64>,
     pending_counts: Vec<u32>,
     pending_index: KeyMap<usize>,
-    /// Scratch, not state: per row, the last call of [`HashedTable::group`] that saw it and
+    /// Scratch, not state: per row, the last call of [`HashedTable::sum_repeats`] that saw it and
     /// the row's place in that call's list of distinct rows.
     marks: Vec<(u32, u32)>,
     mark_epoch: u32,

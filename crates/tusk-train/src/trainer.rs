@@ -648,7 +648,7 @@ struct Run<'a> {
     prefetched: Option<(Vec<u64>, Vec<f32>)>,
     /// Seconds spent waiting for rows from embedding servers, and steps.
     pull_wait: (f64, u64),
-    /// Threads computing a step (`train.threads` resolved) and the pool of the extra ones.
+    /// Threads computing a step (`train.threads` resolved), and their pool when more than one.
     threads: usize,
     pool: Option<rayon::ThreadPool>,
 }
@@ -1908,8 +1908,6 @@ pub const FUSE_BYTES: usize = 256 << 10;
 /// Default size of a dense-gradient bucket all-reduced while the backward pass runs.
 pub const BUCKET_BYTES: usize = 1 << 20;
 
-/// Group `order` (layer ranges, in the order the backward pass finishes them) into buckets
-/// of at least `bytes` (the last one may be smaller); never splits a layer.
 /// Run `f` on `pool` (its rayon tasks then go over the pool's threads; this thread waits,
 /// leaving its core to them), or here without one.
 fn in_pool<R: Send>(pool: Option<&rayon::ThreadPool>, f: impl FnOnce() -> R + Send) -> R {
@@ -1943,10 +1941,12 @@ fn compute_threads(configured: usize, multiply_adds_per_row: usize) -> usize {
 }
 
 /// Multiply-adds per row from which a 2-core worker computes on both cores (measured on the
-/// MovieLens NeuMF: 6.7k per row ran slower on two threads at batch 256, 107k per row 1.3–1.45×
+/// MovieLens NeuMF: 6.7k per row ran slower on two threads at batch 256, 107k per row 1.2–1.45×
 /// faster).
 const HEAVY_ROW: usize = 32_768;
 
+/// Group `order` (layer ranges, in the order the backward pass finishes them) into buckets
+/// of at least `bytes` (the last one may be smaller); never splits a layer.
 fn plan_buckets(order: &[Range<usize>], bytes: usize) -> Vec<Vec<Range<usize>>> {
     let mut out: Vec<Vec<Range<usize>>> = vec![Vec::new()];
     let mut size = 0;
