@@ -157,6 +157,11 @@ fn dev_shm() -> std::collections::BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// Epochs rank 0 has reported in a launcher's log so far (every attempt's).
+fn epochs_done(log: &Path) -> usize {
+    std::fs::read_to_string(log).map_or(0, |l| l.matches("[rank 0] epoch ").count())
+}
+
 #[test]
 fn killed_workers_restart_from_the_newest_version_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,15 +176,11 @@ fn killed_workers_restart_from_the_newest_version_bit_for_bit() {
     // name (memfd), so a killed worker leaves nothing behind in /dev/shm.
     let shm_before = dev_shm();
     let calm = dir.path().join("calm");
-    let t_calm = Instant::now();
     run_ok(
         launch(4, &[], &cfg, &calm),
         "undisturbed",
         Duration::from_secs(600),
     );
-    // Kills spaced by 8–18% of an undisturbed run, so that 5 of them land before the job
-    // ends on a machine of any speed (each restart also loses time).
-    let calm_ms = t_calm.elapsed().as_millis() as u64;
     let m = dir.path().join("killed");
     let log_path = dir.path().join("killed.log");
     let mut c = launch(4, &["--max-restarts", "8", "--grace", "2"], &cfg, &m);
@@ -203,8 +204,17 @@ fn killed_workers_restart_from_the_newest_version_bit_for_bit() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let wait = (calm_ms * (8 + rng % 11) / 100).max(300);
-        std::thread::sleep(Duration::from_millis(wait));
+        // Each attempt is killed once it has finished 1–3 more epochs, a random part of the
+        // next one later: paced by the job's own progress (not by the clock, which other
+        // tests on the same cores skew), so 5 kills land before its 50 epochs end on a
+        // machine of any speed (a kill loses at most the 300 steps since the last version,
+        // half an epoch).
+        let want = epochs_done(&log_path) + 1 + (rng % 3) as usize;
+        let limit = Instant::now() + Duration::from_secs(120);
+        while epochs_done(&log_path) < want && p.try_status().is_none() && Instant::now() < limit {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis((rng >> 8) % 150));
         let victim = ws[(rng >> 20) as usize % 4];
         if p.try_status().is_some() {
             break;
