@@ -5,6 +5,7 @@ MultiWorkerMirroredStrategy with TF_CONFIG, restarts after kill -9, the image pi
 Every launcher runs in a process group of its own, killed whole when a test ends."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -124,7 +125,8 @@ def test_workers_get_torchruns_environment(tmp_path, tusk_bin):
         "keys = [k for k in os.environ if k in ('RANK','LOCAL_RANK','WORLD_SIZE','LOCAL_WORLD_SIZE','GROUP_RANK','GROUP_WORLD_SIZE',"
         "'ROLE_RANK','ROLE_WORLD_SIZE','ROLE_NAME','MASTER_ADDR','MASTER_PORT','TORCHELASTIC_RESTART_COUNT','TORCHELASTIC_MAX_RESTARTS',"
         "'TORCHELASTIC_RUN_ID','TORCH_NCCL_ASYNC_ERROR_HANDLING','OMP_NUM_THREADS')]\n"
-        "print('ENV ' + json.dumps({k: os.environ[k] for k in sorted(keys)}), flush=True)\n"
+        # One write per line: the workers of torchrun share one pipe.
+        "os.write(1, ('ENV ' + json.dumps({k: os.environ[k] for k in sorted(keys)}) + '\\n').encode())\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "TORCH_NCCL_ASYNC_ERROR_HANDLING")}
 
@@ -133,7 +135,8 @@ def test_workers_get_torchruns_environment(tmp_path, tusk_bin):
         assert r.returncode == 0, r.stderr
         import json
 
-        got = [json.loads(l.split("ENV ", 1)[1]) for l in r.stdout.splitlines() if "ENV " in l]
+        # Every `ENV {...}` however the workers' lines came out interleaved (flat objects).
+        got = [json.loads(m) for m in re.findall(r"ENV (\{[^{}]*\})", r.stdout)]
         return sorted(got, key=lambda e: int(e["RANK"]))
 
     ours = envs([tusk_bin, "launch", "-n", "2", "--max-restarts", "2", "--", sys.executable, str(script)])
