@@ -877,16 +877,12 @@ impl HashedTable {
                 return Err(EmbeddingError::NonFinite(keys[i]));
             }
             let rows: Vec<usize> = keys.iter().map(|&k| self.row(k)).collect();
-            match self.sum_repeats(&rows, grads) {
-                None => {
-                    let mut upd: Vec<(usize, usize)> = rows.into_iter().zip(0..).collect();
-                    self.update_rows(&mut upd, grads, parts);
-                }
-                Some((rows, summed)) => {
-                    let mut upd: Vec<(usize, usize)> = rows.into_iter().zip(0..).collect();
-                    self.update_rows(&mut upd, &summed, parts);
-                }
-            }
+            let (rows, summed) = match self.sum_repeats(&rows, grads) {
+                Some((distinct, summed)) => (distinct, Some(summed)),
+                None => (rows, None),
+            };
+            let mut upd: Vec<(usize, usize)> = rows.into_iter().zip(0..).collect();
+            self.update_rows(&mut upd, summed.as_deref().unwrap_or(grads), parts);
             return Ok(());
         }
         // Sum the gradients of repeated keys (first-occurrence order, for determinism).

@@ -1402,23 +1402,13 @@ impl Run<'_> {
                     ))
                 })?;
             }
-            let threads = self.threads;
-            let pool = self
-                .pool
-                .as_ref()
-                .filter(|_| keys.len() >= 2 * ROWS_PER_PART);
-            let r = in_pool(pool, || table.apply_gradients_parts(&keys, &grads, threads));
+            let r = apply_rows(table, self.pool.as_ref(), self.threads, &keys, &grads);
             self.timeline.span(Activity::Optimizer, t);
             r
         } else {
             let t = Instant::now();
             let keys = b.map_or(&[][..], |b| b.keys.as_slice());
-            let threads = self.threads;
-            let pool = self
-                .pool
-                .as_ref()
-                .filter(|_| keys.len() >= 2 * ROWS_PER_PART);
-            let r = in_pool(pool, || table.apply_gradients_parts(keys, &kg, threads));
+            let r = apply_rows(table, self.pool.as_ref(), self.threads, keys, &kg);
             self.timeline.span(Activity::Optimizer, t);
             r
         };
@@ -1915,6 +1905,18 @@ fn in_pool<R: Send>(pool: Option<&rayon::ThreadPool>, f: impl FnOnce() -> R + Se
         Some(p) => p.install(f),
         None => f(),
     }
+}
+
+/// A step's embedding-row updates, split over the compute pool when there are enough rows.
+fn apply_rows(
+    table: &mut HashedTable,
+    pool: Option<&rayon::ThreadPool>,
+    threads: usize,
+    keys: &[u64],
+    grads: &[f32],
+) -> std::result::Result<(), tusk_embedding::EmbeddingError> {
+    let pool = pool.filter(|_| keys.len() >= 2 * ROWS_PER_PART);
+    in_pool(pool, || table.apply_gradients_parts(keys, grads, threads))
 }
 
 /// `train.threads`, with 0 resolved from this machine's cores per worker (the cores divided by
