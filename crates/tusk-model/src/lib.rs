@@ -17,5 +17,6 @@ pub mod models;
 pub mod nn;
 
 pub use models::{
-    Architecture, Batch, DenseAdam, Interaction, Model, ModelError, NeumfItems, ROWS_PER_PART,
+    Architecture, Batch, DenseAdam, Interaction, Model, ModelError, NeumfItems, RANK_BLOCK,
+    ROWS_PER_PART,
 };

@@ -593,17 +593,23 @@ impl Model {
 }
 
 /// NeuMF's item side of a set of candidate items, computed once (see [`Model::neumf_items`]):
-/// their summed item vectors, their part of the MLP input, and its share of the first layer.
+/// their GMF vectors and their share of the first MLP layer (or, for a model without MLP
+/// layers, their part of the tower's input).
 #[derive(Debug, Clone, Default)]
 pub struct NeumfItems {
     n: usize,
-    /// `n × (gmf + mlp)` item vectors.
-    i: Vec<f32>,
-    /// `n × (mlp + dense)`: the MLP input after the user's part, `[i_mlp | dense]`.
+    /// `n × gmf`: the summed item vectors' GMF part.
+    gmf: Vec<f32>,
+    /// `n × (mlp + dense)`: the MLP input after the user's part, `[i_mlp | dense]`; kept only
+    /// when the model has no MLP layers (the tower is then its input).
     x1: Vec<f32>,
-    /// `n × width of the first MLP layer`: `x1 · W[:, mlp..]ᵀ` (no bias); empty when the
-    /// model has no MLP layers.
-    c: Vec<f32>,
+    /// `x1 · W[:, mlp..]ᵀ` (no bias), the items' share of the first MLP layer, stored column
+    /// by column (`width of the first layer × n`: a unit's values over a run of items are
+    /// contiguous); empty when the model has no MLP layers.
+    ct: Vec<f32>,
+    /// Each first-layer unit's largest share over the items: a user whose part `a` has
+    /// `a + cmax ≤ 0` leaves that unit dead (zero after the ReLU) for every item.
+    cmax: Vec<f32>,
 }
 
 impl NeumfItems {
@@ -617,6 +623,12 @@ impl NeumfItems {
         self.n == 0
     }
 }
+
+/// Items [`Model::neumf_rank`] takes through the network at a time: the block's activations
+/// stay in the core's caches instead of a catalogue-sized buffer per layer. Each item's
+/// logit is the same whatever the block (the matrix kernel computes each output as one sum
+/// over its inputs, whatever the rows beside it).
+pub const RANK_BLOCK: usize = 128;
 
 impl Model {
     /// For a NeuMF: the item side of every row of `batch` — its item fields and its dense
@@ -634,36 +646,54 @@ impl Model {
         let d = g + m;
         let fd = self.fields * d;
         let n = batch.size;
-        let mut i = vec![0.0; n * d];
+        let w1 = m + nd;
+        let mut gmf = Vec::with_capacity(n * g);
+        let mut x1 = Vec::with_capacity(n * w1);
+        let mut i = vec![0.0; d];
         for r in 0..n {
             let row = &batch.emb[r * fd..(r + 1) * fd];
+            i.fill(0.0);
             for &f in item {
-                add(&mut i[r * d..(r + 1) * d], &row[f * d..(f + 1) * d]);
+                add(&mut i, &row[f * d..(f + 1) * d]);
             }
-        }
-        let w1 = m + nd;
-        let mut x1 = Vec::with_capacity(n * w1);
-        for r in 0..n {
-            x1.extend_from_slice(&i[r * d + g..(r + 1) * d]);
+            gmf.extend_from_slice(&i[..g]);
+            x1.extend_from_slice(&i[g..]);
             x1.extend_from_slice(&batch.dense[r * nd..(r + 1) * nd]);
         }
-        let mut c = Vec::new();
+        let (mut ct, mut cmax) = (Vec::new(), Vec::new());
         if let (true, Some(first)) = (w1 > 0, mlp.first()) {
-            c = vec![0.0; n * first.out];
+            let mut c = vec![0.0; n * first.out];
             if n > 0 {
                 let xv = ndarray::ArrayView2::from_shape((n, w1), &x1[..])
                     .expect("x1 holds n × (mlp + dense) values");
                 first.accumulate(params, xv, m..m + w1, 0.0, &mut c);
             }
+            ct = (0..first.out)
+                .flat_map(|k| c.iter().skip(k).step_by(first.out).copied())
+                .collect();
+            cmax = ct
+                .chunks(n.max(1))
+                .map(|col| col.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+                .collect();
+            cmax.resize(first.out, f32::NEG_INFINITY);
         }
-        Some(NeumfItems { n, i, x1, c })
+        if mlp.first().is_some() {
+            x1 = Vec::new();
+        }
+        Some(NeumfItems {
+            n,
+            gmf,
+            x1,
+            ct,
+            cmax,
+        })
     }
 
     /// Logits of the rows (the user of `user`'s first row, item k of `items`) for every k: bit
     /// for bit what [`Model::forward`] gives for those rows, with the user's vector and its
-    /// share of the first MLP layer computed once instead of once per item. `user` is a
-    /// one-row batch whose user fields are read; `items` came from [`Model::neumf_items`] of
-    /// this model.
+    /// share of the first MLP layer computed once instead of once per item, and the items
+    /// taken [`RANK_BLOCK`] at a time. `user` is a one-row batch whose user fields are read;
+    /// `items` came from [`Model::neumf_items`] of this model.
     pub fn neumf_rank(&self, params: &[f32], user: &Batch<'_>, items: &NeumfItems) -> Vec<f32> {
         let Net::Neumf {
             user: fields,
@@ -687,43 +717,87 @@ impl Model {
             add(&mut u, &user.emb[f * d..(f + 1) * d]);
         }
         let mlp_in = m + w1;
+        // (b + u·W_uᵀ) once, then + each item's share, as `forward_split` sums them
+        let first = mlp.first().filter(|_| mlp_in > 0);
+        let a = first.map(|first| {
+            let mut a = params[first.bias_range()].to_vec();
+            if m > 0 {
+                let uv = ndarray::ArrayView2::from_shape((1, m), &u[g..])
+                    .expect("the user's MLP part is 1 × m");
+                first.accumulate(params, uv, 0..m, 1.0, &mut a);
+            }
+            a
+        });
+        let hw = if mlp_in > 0 { mlp.out_width(mlp_in) } else { 0 };
         let mut cache = MlpCache::default();
-        let (h, hw): (Vec<f32>, usize) = match (mlp_in > 0, mlp.first()) {
-            (false, _) => (Vec::new(), 0),
-            (true, None) => {
-                // no layers: the tower is its input, [u_mlp | i_mlp | dense]
-                let mut h = Vec::with_capacity(n * mlp_in);
-                for r in 0..n {
-                    h.extend_from_slice(&u[g..]);
-                    h.extend_from_slice(&items.x1[r * w1..(r + 1) * w1]);
-                }
-                (h, mlp_in)
-            }
-            (true, Some(first)) => {
-                // (b + u·W_uᵀ) once, then + each item's share, as `forward_split` sums them
-                let mut a = params[first.bias_range()].to_vec();
-                if m > 0 {
-                    let uv = ndarray::ArrayView2::from_shape((1, m), &u[g..])
-                        .expect("the user's MLP part is 1 × m");
-                    first.accumulate(params, uv, 0..m, 1.0, &mut a);
-                }
-                let mut h0 = Vec::with_capacity(n * first.out);
-                for r in 0..n {
-                    let c = &items.c[r * first.out..(r + 1) * first.out];
-                    h0.extend(c.iter().zip(&a).map(|(c, a)| c + a));
-                }
-                mlp.forward_from_first(params, h0, n, &mut cache);
-                (cache.output().to_vec(), mlp.out_width(mlp_in))
-            }
+        let mut tower = Vec::new();
+        // the first layer's units dead for this user over every item: left out of the second
+        // layer's product (see `Mlp::forward_from_live`)
+        let live = match (&a, first) {
+            (Some(a), Some(_)) => mlp.live_units(
+                params,
+                // a unit is dead when even its largest share leaves it ≤ 0 (NaN stays in)
+                (0..a.len())
+                    .filter(|&k| {
+                        matches!(
+                            (a[k] + items.cmax[k]).partial_cmp(&0.0),
+                            Some(std::cmp::Ordering::Greater) | None
+                        )
+                    })
+                    .collect(),
+            ),
+            _ => None,
         };
-        let mut z = Vec::with_capacity(n * (g + hw));
-        for r in 0..n {
-            let iv = &items.i[r * d..r * d + g];
-            z.extend(u[..g].iter().zip(iv).map(|(u, i)| u * i));
-            z.extend_from_slice(&h[r * hw..(r + 1) * hw]);
+        let mut h1t = Vec::new();
+        let mut z = Vec::with_capacity(RANK_BLOCK.min(n) * (g + hw));
+        let mut out = Vec::new();
+        let mut logits = Vec::with_capacity(n);
+        for start in (0..n).step_by(RANK_BLOCK) {
+            let rows = start..(start + RANK_BLOCK).min(n);
+            let len = rows.len();
+            let h: &[f32] = match (&a, first, &live) {
+                (Some(a), Some(_), Some(live)) => {
+                    h1t.clear();
+                    h1t.resize(live.live().len() * len, 0.0);
+                    for (&k, h) in live.live().iter().zip(h1t.chunks_exact_mut(len)) {
+                        let (col, ak) = (&items.ct[k * n + rows.start..k * n + rows.end], a[k]);
+                        for (h, c) in h.iter_mut().zip(col) {
+                            *h = (c + ak).max(0.0);
+                        }
+                    }
+                    mlp.forward_from_live(params, &h1t, live, len, &mut cache);
+                    cache.output()
+                }
+                (Some(a), Some(first), None) => {
+                    let mut h0 = cache.take_first();
+                    h0.clear();
+                    for r in rows.clone() {
+                        h0.extend((0..first.out).map(|k| items.ct[k * n + r] + a[k]));
+                    }
+                    mlp.forward_from_first(params, h0, len, &mut cache);
+                    cache.output()
+                }
+                // no layers: the tower is its input, [u_mlp | i_mlp | dense]
+                _ => {
+                    tower.clear();
+                    if mlp_in > 0 {
+                        for x1 in items.x1[rows.start * w1..rows.end * w1].chunks_exact(w1) {
+                            tower.extend_from_slice(&u[g..]);
+                            tower.extend_from_slice(x1);
+                        }
+                    }
+                    &tower
+                }
+            };
+            z.clear();
+            for (k, r) in rows.clone().enumerate() {
+                let iv = &items.gmf[r * g..(r + 1) * g];
+                z.extend(u[..g].iter().zip(iv).map(|(u, i)| u * i));
+                z.extend_from_slice(&h[k * hw..(k + 1) * hw]);
+            }
+            predict.forward(params, &z, len, &mut out);
+            logits.extend_from_slice(&out);
         }
-        let mut logits = Vec::new();
-        predict.forward(params, &z, n, &mut logits);
         logits
     }
 }
@@ -1171,18 +1245,27 @@ mod tests {
         assert!((w[0] - 0.9).abs() < 1e-6 && (w[1] + 0.9).abs() < 1e-6);
     }
 
-    /// Ranking many items for one user computes the user's side once; the logits must be
-    /// bit for bit those of `forward` on the rows (user, item) — whatever the number of items
-    /// (matrix-kernel tiles and edges), with dense features and without, GMF only or MLP only.
+    /// Ranking many items for one user computes the user's side once and leaves the first
+    /// layer's dead units out of the second layer; the logits must be bit for bit those of
+    /// `forward` on the rows (user, item) — whatever the number of items (matrix-kernel tiles
+    /// and edges, rank blocks), with dense features and without, GMF only or MLP only, with
+    /// no, some and every unit dead, a second layer too wide to compact, and a weight that is
+    /// not finite.
     #[test]
     fn neumf_rank_equals_forward_bit_for_bit() {
-        for (gmf_dim, mlp_dim, layers, dense) in [
-            (32, 32, vec![64, 32, 16], 0),
-            (4, 4, vec![8], 2),
-            (8, 0, vec![], 0),
-            (0, 8, vec![16, 4], 0),
-            (3, 5, vec![7], 3),
-            (2, 0, vec![6], 2),
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (gmf_dim, mlp_dim, layers, dense, tweak) in [
+            (32, 32, vec![64, 32, 16], 0, ""),
+            (32, 32, vec![64, 32, 16], 0, "dead"),
+            (32, 32, vec![64, 32, 16], 0, "all dead"),
+            (32, 32, vec![64, 32, 16], 0, "inf"),
+            (4, 4, vec![8], 2, ""),
+            (8, 0, vec![], 0, ""),
+            (0, 8, vec![16, 4], 0, "dead"),
+            (3, 5, vec![7], 3, ""),
+            (2, 0, vec![6], 2, ""),
+            (0, 2, vec![6, 3], 2, "dead"),
+            (4, 4, vec![300, 5], 0, "dead"),
         ] {
             let arch = Architecture::Neumf {
                 user: vec![0, 2],
@@ -1193,9 +1276,27 @@ mod tests {
             };
             let fields = 3;
             let model = Model::new(&arch, fields, dense).unwrap();
-            let params = model.init_params(5);
+            let mut params = model.init_params(5);
+            let spec = |name: &str| {
+                let s = model.layout().specs().iter().find(|s| s.name == name);
+                let s = s.unwrap();
+                s.offset..s.offset + s.shape.iter().product::<usize>()
+            };
+            match tweak {
+                // every other unit of the first layer never fires
+                "dead" => {
+                    for (k, b) in params[spec("mlp.0.bias")].iter_mut().enumerate() {
+                        if k % 2 == 0 {
+                            *b = -1e3;
+                        }
+                    }
+                }
+                "all dead" => params[spec("mlp.0.bias")].fill(-1e3),
+                "inf" => params[spec("mlp.1.weight")][3] = f32::INFINITY,
+                _ => {}
+            }
             let d = model.emb_dim();
-            for n in [1usize, 2, 7, 33, 130] {
+            for n in [1usize, 2, 7, 33, 130, 2 * RANK_BLOCK + 37] {
                 let user_emb = rand_vec(fields * d, 21, 0.7);
                 let item_emb = rand_vec(n * fields * d, 22, 0.7);
                 let dns = rand_vec(n * dense, 23, 1.5);
@@ -1221,11 +1322,10 @@ mod tests {
                     dense: &dns[..dense],
                 };
                 let got = model.neumf_rank(&params, &user, &items);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(
                     bits(&got),
                     bits(&want),
-                    "gmf {gmf_dim} mlp {mlp_dim} layers {layers:?} dense {dense}, {n} items"
+                    "gmf {gmf_dim} mlp {mlp_dim} layers {layers:?} dense {dense} {tweak}, {n} items"
                 );
             }
         }

@@ -109,6 +109,26 @@ pub(crate) fn gemm(
     general_mat_mul(1.0, &a, &b, beta, &mut c);
 }
 
+/// Widest layer input whose dead columns [`Mlp::forward_from_live`] leaves out: up to it the
+/// matrix kernel takes each output's sum in one pass over the inputs (matrixmultiply's f32
+/// depth block is 256).
+pub const LIVE_MAX_INPUT: usize = 256;
+
+/// The first layer's units left in for [`Mlp::forward_from_live`], and the second layer's
+/// weights over just those (`out × live`).
+#[derive(Debug, Clone)]
+pub struct LiveUnits {
+    live: Vec<usize>,
+    w: Vec<f32>,
+}
+
+impl LiveUnits {
+    /// The units left in, increasing.
+    pub fn live(&self) -> &[usize] {
+        &self.live
+    }
+}
+
 /// A fully connected layer `y = x · Wᵀ + b`, with `W` stored `[out, in]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Linear {
@@ -293,6 +313,14 @@ impl MlpCache {
     pub fn output(&self) -> &[f32] {
         self.outs.last().map(Vec::as_slice).unwrap_or(&[])
     }
+
+    /// The first layer's output buffer, taken out to be refilled (its allocation reused).
+    pub fn take_first(&mut self) -> Vec<f32> {
+        self.outs
+            .first_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
 }
 
 impl Mlp {
@@ -362,11 +390,7 @@ impl Mlp {
         let Some(first) = self.layers.first() else {
             return self.forward(params, x, batch, cache);
         };
-        let mut h0 = cache
-            .outs
-            .first_mut()
-            .map(std::mem::take)
-            .unwrap_or_default();
+        let mut h0 = cache.take_first();
         first.forward_split(params, x, batch, split, &mut h0);
         self.forward_from_first(params, h0, batch, cache);
     }
@@ -402,6 +426,82 @@ impl Mlp {
             self.layers[i].forward(params, &before[i - 1], batch, out);
             if self.relu_after(i) {
                 for v in out.iter_mut() {
+                    *v = v.max(0.0);
+                }
+            }
+        }
+    }
+
+    /// The second layer's weights restricted to the first layer's units `live` (increasing,
+    /// the units not dead for the rows to come), for [`Mlp::forward_from_live`]; `None` when
+    /// leaving units out could change a result: no second layer, an input wider than
+    /// [`LIVE_MAX_INPUT`], or a weight that is not finite.
+    pub fn live_units(&self, params: &[f32], live: Vec<usize>) -> Option<LiveUnits> {
+        let second = self.layers.get(1)?;
+        let w = &params[second.w..second.w + second.out * second.inp];
+        if second.inp > LIVE_MAX_INPUT
+            || !w.iter().all(|v| v.is_finite())
+            || live.iter().any(|&k| k >= second.inp)
+        {
+            return None;
+        }
+        let mut lw = Vec::with_capacity(second.out * live.len());
+        for row in w.chunks_exact(second.inp) {
+            lw.extend(live.iter().map(|&k| row[k]));
+        }
+        Some(LiveUnits { live, w: lw })
+    }
+
+    /// [`Mlp::forward_from_first`] for `batch` rows whose first layer's output after its ReLU
+    /// is zero in every unit but `units.live`: `h1t` holds those units' values, unit after
+    /// unit (`live.len() × batch`). Bit for bit the full pass (the output is
+    /// `cache.output()`): the second layer sums each output's products one after another from
+    /// +0, and a zero input's product with a finite weight is ±0, which leaves that sum as it
+    /// was — so the dead units are left out of the product, not out of the result.
+    pub fn forward_from_live(
+        &self,
+        params: &[f32],
+        h1t: &[f32],
+        units: &LiveUnits,
+        batch: usize,
+        cache: &mut MlpCache,
+    ) {
+        let second = &self.layers[1];
+        let l = units.live.len();
+        assert_eq!(l * batch, h1t.len(), "h1t holds the live units' values");
+        cache.outs.resize_with(self.layers.len(), Vec::new);
+        let y = &mut cache.outs[1];
+        y.clear();
+        let bias = &params[second.b..second.b + second.out];
+        for _ in 0..batch {
+            y.extend_from_slice(bias);
+        }
+        if batch > 0 {
+            if l > 0 {
+                gemm(
+                    h1t,
+                    (l, batch),
+                    true,
+                    &units.w,
+                    (second.out, l),
+                    true,
+                    y,
+                    1.0,
+                );
+            } else {
+                // the kernel adds its sum, here empty (+0), to the bias
+                for v in y.iter_mut() {
+                    *v += 0.0;
+                }
+            }
+        }
+        for i in 1..self.layers.len() {
+            if i > 1 {
+                let (before, rest) = cache.outs.split_at_mut(i);
+                self.layers[i].forward(params, &before[i - 1], batch, &mut rest[0]);
+            }
+            if self.relu_after(i) {
+                for v in cache.outs[i].iter_mut() {
                     *v = v.max(0.0);
                 }
             }

@@ -154,9 +154,13 @@ pub fn answer(
             // the whole catalogue at once, the user's side computed once (bit for bit what
             // scoring each row gives, see `Model::neumf_rank`)
             let scores = rank_catalogue(sc, &user, cat)?;
-            let keep: Vec<usize> = (0..cat.ids.len())
-                .filter(|&i| !seen.contains(&cat.ids[i]))
-                .collect();
+            let mut left_out = vec![false; cat.ids.len()];
+            for id in &seen {
+                if let Some(&i) = cat.index.get(id) {
+                    left_out[i] = true;
+                }
+            }
+            let keep: Vec<usize> = (0..cat.ids.len()).filter(|&i| !left_out[i]).collect();
             best(&scores, keep, k)
                 .into_iter()
                 .map(|i| json!({ item.as_str(): val_json(&id_val(&cat.ids[i])), "score": scores[i] }))
@@ -208,8 +212,22 @@ enum Candidates {
 use Candidates::{Catalogue, Given};
 
 /// The indices of `keep` with the `k` best scores, best first; equal scores keep index order.
+/// `keep` is in increasing order.
 fn best(scores: &[f32], mut keep: Vec<usize>, k: usize) -> Vec<usize> {
     let order = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
+    if keep.len() > k && k <= SMALL_K {
+        // one pass holding the best k so far: most items lose to the k-th in one comparison
+        let mut top: Vec<usize> = Vec::with_capacity(k + 1);
+        for i in keep {
+            if top.len() == k && order(&i, &top[k - 1]).is_ge() {
+                continue;
+            }
+            let at = top.partition_point(|t| order(t, &i).is_lt());
+            top.insert(at, i);
+            top.truncate(k);
+        }
+        return top;
+    }
     if keep.len() > k {
         keep.select_nth_unstable_by(k - 1, order);
         keep.truncate(k);
@@ -217,6 +235,9 @@ fn best(scores: &[f32], mut keep: Vec<usize>, k: usize) -> Vec<usize> {
     keep.sort_unstable_by(order);
     keep
 }
+
+/// Up to this `k`, [`best`] keeps a sorted list of the best so far instead of partitioning.
+const SMALL_K: usize = 64;
 
 /// Prepare the version's ranking catalogue now: the loader calls this before a version
 /// serves, so no request waits for it (a request on a new version would otherwise build it,
@@ -259,8 +280,14 @@ fn catalogue<'a>(sc: &'a Scorer, item: &str) -> Option<&'a tusk_train::Catalogue
                     dense: &batch.dense,
                 },
             )?;
+            let index = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (id.clone(), i))
+                .collect();
             Some(tusk_train::Catalogue {
                 ids,
+                index,
                 items,
                 item_columns,
             })
@@ -366,5 +393,41 @@ fn val_json(v: &Val) -> Value {
                 .map(|x| String::from_utf8_lossy(x).into_owned())
                 .collect::<Vec<_>>()
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `best` against a full sort, for every k on both of its paths: scores with many ties,
+    /// NaN and ±0, a filtered `keep`.
+    #[test]
+    fn best_matches_a_full_sort() {
+        let mut s = 7u64;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for case in 0..40 {
+            let n = 1 + (next() % 300) as usize;
+            let scores: Vec<f32> = (0..n)
+                .map(|_| match next() % 10 {
+                    0 => f32::NAN,
+                    1 => -0.0,
+                    2 => 0.0,
+                    x => (x % 5) as f32 * 0.25,
+                })
+                .collect();
+            let keep: Vec<usize> = (0..n).filter(|_| next() % 4 != 0).collect();
+            let mut want = keep.clone();
+            want.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b)));
+            for k in [1, 2, 10, SMALL_K, SMALL_K + 1, n, n + 3] {
+                let got = best(&scores, keep.clone(), k);
+                assert_eq!(got, want[..k.min(want.len())], "case {case}, n {n}, k {k}");
+            }
+        }
     }
 }

@@ -228,6 +228,8 @@ pub struct Scorer {
 pub struct Catalogue {
     /// The items' ids, in catalogue order.
     pub ids: Vec<String>,
+    /// Each id's place in `ids`.
+    pub index: std::collections::HashMap<String, usize>,
     /// NeuMF's item side of each (see [`Model::neumf_items`]).
     pub items: tusk_model::models::NeumfItems,
     /// Every column the item entity table holds (what it could fill into a row).
