@@ -598,8 +598,8 @@ impl Model {
 #[derive(Debug, Clone, Default)]
 pub struct NeumfItems {
     n: usize,
-    /// `n × gmf`: the summed item vectors' GMF part.
-    gmf: Vec<f32>,
+    /// The summed item vectors' GMF part, stored column by column (`gmf × n`).
+    gmf_t: Vec<f32>,
     /// `n × (mlp + dense)`: the MLP input after the user's part, `[i_mlp | dense]`; kept only
     /// when the model has no MLP layers (the tower is then its input).
     x1: Vec<f32>,
@@ -680,9 +680,13 @@ impl Model {
         if mlp.first().is_some() {
             x1 = Vec::new();
         }
+        let gmf_t = (0..g)
+            .flat_map(|k| gmf.iter().skip(k).step_by(g))
+            .copied()
+            .collect();
         Some(NeumfItems {
             n,
-            gmf,
+            gmf_t,
             x1,
             ct,
             cmax,
@@ -749,7 +753,7 @@ impl Model {
             _ => None,
         };
         let mut h1t = Vec::new();
-        let mut z = Vec::with_capacity(RANK_BLOCK.min(n) * (g + hw));
+        let mut zt = Vec::with_capacity(RANK_BLOCK.min(n) * (g + hw));
         let mut out = Vec::new();
         let mut logits = Vec::with_capacity(n);
         for start in (0..n).step_by(RANK_BLOCK) {
@@ -789,13 +793,16 @@ impl Model {
                     &tower
                 }
             };
-            z.clear();
-            for (k, r) in rows.clone().enumerate() {
-                let iv = &items.gmf[r * g..(r + 1) * g];
-                z.extend(u[..g].iter().zip(iv).map(|(u, i)| u * i));
-                z.extend_from_slice(&h[k * hw..(k + 1) * hw]);
+            // the prediction layer's input, unit by unit: [u ⊙ i_gmf | tower]
+            zt.clear();
+            for (k, &uk) in u[..g].iter().enumerate() {
+                let col = &items.gmf_t[k * n + rows.start..k * n + rows.end];
+                zt.extend(col.iter().map(|i| uk * i));
             }
-            predict.forward(params, &z, len, &mut out);
+            for j in 0..hw {
+                zt.extend(h.iter().skip(j).step_by(hw));
+            }
+            predict.forward_cols(params, &zt, len, &mut out);
             logits.extend_from_slice(&out);
         }
         logits
@@ -930,6 +937,7 @@ impl DenseAdam {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::LIVE_MAX_INPUT;
 
     fn rand_vec(n: usize, seed: u64, scale: f32) -> Vec<f32> {
         let mut r = InitRng::new(seed);
@@ -1236,6 +1244,96 @@ mod tests {
         assert_eq!(layout.specs()[1].name, "l.bias");
     }
 
+    /// A one-output layer (a prediction head) sums each row's products in input order from
+    /// +0, unfused, then adds the bias: bit for bit that loop by hand, row-major or given
+    /// column by column, over batches around its transposition block; within 1e-6 of f64.
+    #[test]
+    fn one_output_layer_sums_each_row_in_order() {
+        for inp in [0usize, 1, 7, 48] {
+            let mut layout = ParamLayout::default();
+            let lin = Linear::new(&mut layout, "head", inp, 1);
+            let p = rand_vec(layout.total(), 31, 0.8);
+            for batch in [0usize, 1, 5, 127, 128, 129, 300] {
+                let x = rand_vec(batch * inp, 32, 1.3);
+                let mut want = Vec::new();
+                for r in 0..batch {
+                    let mut acc = 0.0f32;
+                    for k in 0..inp {
+                        acc += x[r * inp + k] * p[k];
+                    }
+                    want.push(p[inp] + acc);
+                    let exact: f64 = f64::from(p[inp])
+                        + (0..inp)
+                            .map(|k| f64::from(x[r * inp + k]) * f64::from(p[k]))
+                            .sum::<f64>();
+                    assert!((f64::from(want[r]) - exact).abs() < 1e-6 * (1.0 + exact.abs()));
+                }
+                let mut y = Vec::new();
+                lin.forward(&p, &x, batch, &mut y);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&y), bits(&want), "inp {inp}, batch {batch}");
+                let xt: Vec<f32> = (0..inp)
+                    .flat_map(|k| (0..batch).map(move |r| (r, k)))
+                    .map(|(r, k)| x[r * inp + k])
+                    .collect();
+                lin.forward_cols(&p, &xt, batch, &mut y);
+                assert_eq!(bits(&y), bits(&want), "inp {inp}, batch {batch}, by column");
+            }
+        }
+    }
+
+    /// An MLP finished from the first layer's live units gives the full pass's bits: wide and
+    /// one-output second layers, layers after it, units dead in every row or only in some;
+    /// refused where leaving units out could change a result.
+    #[test]
+    fn live_units_leave_the_mlp_output_bit_for_bit() {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let rows = 300;
+        for widths in [vec![16, 8, 4], vec![16, 1], vec![16, 1, 3], vec![16, 24]] {
+            let mut layout = ParamLayout::default();
+            let mlp = Mlp::new(&mut layout, "m", 12, &widths, true);
+            let mut p = rand_vec(layout.total(), 41, 0.8);
+            // units 1, 4, 5 and 11 dead in every row, the others live in some
+            let dead = [1usize, 4, 5, 11];
+            let mut h0 = rand_vec(rows * 16, 42, 1.0);
+            for (i, v) in h0.iter_mut().enumerate() {
+                if dead.contains(&(i % 16)) {
+                    *v = -v.abs() - 0.1;
+                }
+            }
+            let mut full = MlpCache::default();
+            mlp.forward_from_first(&p, h0.clone(), rows, &mut full);
+            let live: Vec<usize> = (0..16).filter(|k| !dead.contains(k)).collect();
+            let h1t: Vec<f32> = live
+                .iter()
+                .flat_map(|&k| (0..rows).map(move |r| (r, k)))
+                .map(|(r, k)| h0[r * 16 + k].max(0.0))
+                .collect();
+            let units = mlp.live_units(&p, live.clone()).unwrap();
+            let mut got = MlpCache::default();
+            mlp.forward_from_live(&p, &h1t, &units, rows, &mut got);
+            assert_eq!(bits(got.output()), bits(full.output()), "{widths:?}");
+            // a weight that is not finite: 0·∞ is NaN, so no unit may be left out
+            let w1 = layout
+                .specs()
+                .iter()
+                .find(|s| s.name == "m.1.weight")
+                .unwrap();
+            p[w1.offset] = f32::INFINITY;
+            assert!(mlp.live_units(&p, live).is_none());
+        }
+        let mut layout = ParamLayout::default();
+        let wide = Mlp::new(&mut layout, "w", 4, &[LIVE_MAX_INPUT + 1, 2], true);
+        let p = rand_vec(layout.total(), 43, 0.8);
+        assert!(wide.live_units(&p, vec![0, 1]).is_none());
+        let mut layout = ParamLayout::default();
+        let one = Mlp::new(&mut layout, "o", 4, &[6], true);
+        assert!(
+            one.live_units(&rand_vec(layout.total(), 44, 0.8), vec![0])
+                .is_none()
+        );
+    }
+
     #[test]
     fn adam_first_step_moves_by_lr() {
         let mut opt = DenseAdam::new(2, 0.1, 0.0);
@@ -1266,6 +1364,9 @@ mod tests {
             (2, 0, vec![6], 2, ""),
             (0, 2, vec![6, 3], 2, "dead"),
             (4, 4, vec![300, 5], 0, "dead"),
+            (4, 4, vec![8, 1], 0, "dead"),
+            (4, 4, vec![8, 1], 0, ""),
+            (4, 4, vec![8, 1, 3], 1, "dead"),
         ] {
             let arch = Architecture::Neumf {
                 user: vec![0, 2],

@@ -129,6 +129,25 @@ impl LiveUnits {
     }
 }
 
+/// `y[r] = b + Σ_k xt[k][r]·w[k]` for `batch` rows, `xt` given column by column: the
+/// products added one after another in `w`'s order from +0, each operation rounded on its own
+/// (see [`Linear::forward_cols`]).
+fn dot_cols(w: &[f32], b: f32, xt: &[f32], batch: usize, y: &mut Vec<f32>) {
+    y.clear();
+    y.resize(batch, 0.0);
+    for (&wk, col) in w.iter().zip(xt.chunks_exact(batch.max(1))) {
+        for (acc, &x) in y.iter_mut().zip(col) {
+            *acc += x * wk;
+        }
+    }
+    for v in y.iter_mut() {
+        *v += b;
+    }
+}
+
+/// Rows a one-output layer's [`Linear::forward`] transposes at a time.
+const DOT_BLOCK: usize = 128;
+
 /// A fully connected layer `y = x · Wᵀ + b`, with `W` stored `[out, in]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Linear {
@@ -166,8 +185,26 @@ impl Linear {
         }
     }
 
-    /// `y = x · Wᵀ + b` for `batch` rows.
+    /// `y = x · Wᵀ + b` for `batch` rows. A layer with one output (a prediction head) takes
+    /// [`Linear::forward_cols`]'s arithmetic, its input transposed in blocks.
     pub fn forward(&self, params: &[f32], x: &[f32], batch: usize, y: &mut Vec<f32>) {
+        if self.out == 1 {
+            y.clear();
+            let (mut xt, mut part) = (Vec::new(), Vec::new());
+            let mut start = 0;
+            while start < batch {
+                let len = DOT_BLOCK.min(batch - start);
+                let rows = &x[start * self.inp..(start + len) * self.inp];
+                xt.clear();
+                for k in 0..self.inp {
+                    xt.extend(rows.iter().skip(k).step_by(self.inp));
+                }
+                self.forward_cols(params, &xt, len, &mut part);
+                y.extend_from_slice(&part);
+                start += len;
+            }
+            return;
+        }
         y.clear();
         let bias = &params[self.b..self.b + self.out];
         for _ in 0..batch {
@@ -186,6 +223,24 @@ impl Linear {
             true,
             y,
             1.0,
+        );
+    }
+
+    /// A one-output layer's `y = x · wᵀ + b` for `batch` rows given column by column (`xt`
+    /// is `inp × batch`): for each row, the products `x[k]·w[k]` added one after another in
+    /// input order from +0, each multiplication and addition rounded on its own (no fused
+    /// multiply-add, so every CPU gives the same bits), then the bias added. Rows are SIMD
+    /// lanes, so this costs one multiply-add per input per row, where a matrix kernel computes
+    /// a tile of outputs to keep one.
+    pub fn forward_cols(&self, params: &[f32], xt: &[f32], batch: usize, y: &mut Vec<f32>) {
+        assert_eq!(self.out, 1, "forward_cols is for a layer with one output");
+        assert_eq!(xt.len(), self.inp * batch, "xt holds inp × batch values");
+        dot_cols(
+            &params[self.w..self.w + self.inp],
+            params[self.b],
+            xt,
+            batch,
+            y,
         );
     }
 
@@ -471,13 +526,17 @@ impl Mlp {
         assert_eq!(l * batch, h1t.len(), "h1t holds the live units' values");
         cache.outs.resize_with(self.layers.len(), Vec::new);
         let y = &mut cache.outs[1];
-        y.clear();
-        let bias = &params[second.b..second.b + second.out];
-        for _ in 0..batch {
-            y.extend_from_slice(bias);
-        }
-        if batch > 0 {
-            if l > 0 {
+        if second.out == 1 {
+            // a one-output layer's own arithmetic (`Linear::forward_cols`): a sum in input
+            // order, unfused, which a zero input's ±0 product leaves as it was too
+            dot_cols(&units.w, params[second.b], h1t, batch, y);
+        } else {
+            y.clear();
+            let bias = &params[second.b..second.b + second.out];
+            for _ in 0..batch {
+                y.extend_from_slice(bias);
+            }
+            if batch > 0 && l > 0 {
                 gemm(
                     h1t,
                     (l, batch),

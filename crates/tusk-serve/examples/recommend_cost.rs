@@ -13,6 +13,17 @@ fn main() {
     let user: i64 = args.get(2).map_or(42, |s| s.parse().expect("USER"));
     let calls: usize = args.get(3).map_or(2000, |s| s.parse().expect("CALLS"));
     let storage = tusk_storage::Storage::new().expect("storage");
+    if std::env::var("LOADS").is_ok() {
+        for _ in 0..20 {
+            let t = Instant::now();
+            let sc = tusk_train::Scorer::load(&storage, url, None).expect("load the model");
+            let l = t.elapsed();
+            let req = serde_json::json!({"user_id": 1, "k": 10});
+            tusk_serve::recommend::answer(&sc, &req, 10_000, &[]).expect("answer");
+            println!("load {:.1} ms, + catalogue and one answer {:.1} ms", l.as_secs_f64() * 1e3, (t.elapsed() - l).as_secs_f64() * 1e3);
+        }
+        return;
+    }
     let sc = tusk_train::Scorer::load(&storage, url, None).expect("load the model");
     let req = serde_json::json!({"user_id": user, "k": 10, "exclude_seen": true});
     let first = tusk_serve::recommend::answer(&sc, &req, 10_000, &[]).expect("answer");
