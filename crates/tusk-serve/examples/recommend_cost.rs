@@ -20,7 +20,11 @@ fn main() {
             let l = t.elapsed();
             let req = serde_json::json!({"user_id": 1, "k": 10});
             tusk_serve::recommend::answer(&sc, &req, 10_000, &[]).expect("answer");
-            println!("load {:.1} ms, + catalogue and one answer {:.1} ms", l.as_secs_f64() * 1e3, (t.elapsed() - l).as_secs_f64() * 1e3);
+            println!(
+                "load {:.1} ms, + catalogue and one answer {:.1} ms",
+                l.as_secs_f64() * 1e3,
+                (t.elapsed() - l).as_secs_f64() * 1e3
+            );
         }
         return;
     }

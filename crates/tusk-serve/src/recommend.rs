@@ -15,6 +15,7 @@
 //! out (a list of ids, or one string of ids separated by spaces).
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 use tusk_data::entities::key_text;
@@ -122,28 +123,10 @@ pub fn answer(
         r.0.push((c.clone(), v.clone()));
         r
     });
-    let seen: HashSet<String> = if exclude_seen {
-        let cell = match &live_seen {
-            Some(r) => r.get(SEEN),
-            None => filled.as_ref().and_then(|f| f.get(SEEN)),
-        };
-        match cell {
-            Some(Cell::Ints(v)) => v.iter().map(i64::to_string).collect(),
-            // From CSV tables: "3 17 42".
-            Some(Cell::Bytes(v)) => v
-                .iter()
-                .flat_map(|b| {
-                    String::from_utf8_lossy(b)
-                        .split_whitespace()
-                        .map(str::to_string)
-                        .collect::<Vec<_>>()
-                })
-                .collect(),
-            Some(Cell::Text(t)) => t.split_whitespace().map(str::to_string).collect(),
-            Some(Cell::Floats(_)) | None => HashSet::new(),
-        }
-    } else {
-        HashSet::new()
+    let seen_cell = match (exclude_seen, &live_seen) {
+        (false, _) => None,
+        (true, Some(r)) => r.get(SEEN),
+        (true, None) => filled.as_ref().and_then(|f| f.get(SEEN)),
     };
     let fast = match (&candidates, filled.as_ref()) {
         (Catalogue, Some(f)) => catalogue(sc, &item).filter(|c| fast_path_holds(sc, c, &user, f)),
@@ -155,11 +138,11 @@ pub fn answer(
             // scoring each row gives, see `Model::neumf_rank`)
             let scores = rank_catalogue(sc, &user, cat)?;
             let mut left_out = vec![false; cat.ids.len()];
-            for id in &seen {
+            each_seen(seen_cell, |id| {
                 if let Some(&i) = cat.index.get(id) {
                     left_out[i] = true;
                 }
-            }
+            });
             let keep: Vec<usize> = (0..cat.ids.len()).filter(|&i| !left_out[i]).collect();
             best(&scores, keep, k)
                 .into_iter()
@@ -177,6 +160,10 @@ pub fn answer(
                     .collect(),
             };
             if exclude_seen {
+                let mut seen = HashSet::new();
+                each_seen(seen_cell, |id| {
+                    seen.insert(id.to_string());
+                });
                 candidates.retain(|c| !val_key(c).is_some_and(|k| seen.contains(&k)));
             }
             let rows: Vec<ReqRow> = candidates
@@ -199,6 +186,30 @@ pub fn answer(
         out["unknown_entities"] = Value::Array(unknown);
     }
     Ok(out)
+}
+
+/// Each id of a user's `seen` cell: a list of ids, or text of ids separated by spaces (from
+/// CSV tables: "3 17 42").
+fn each_seen(cell: Option<Cell<'_>>, mut f: impl FnMut(&str)) {
+    match cell {
+        Some(Cell::Ints(v)) => {
+            let mut id = String::new();
+            for x in v {
+                id.clear();
+                let _ = write!(id, "{x}");
+                f(&id);
+            }
+        }
+        Some(Cell::Bytes(v)) => {
+            for b in v {
+                String::from_utf8_lossy(b)
+                    .split_whitespace()
+                    .for_each(&mut f);
+            }
+        }
+        Some(Cell::Text(t)) => t.split_whitespace().for_each(f),
+        Some(Cell::Floats(_)) | None => {}
+    }
 }
 
 /// Where the candidates come from.
